@@ -1,0 +1,235 @@
+// Package config loads kmirror's YAML configuration.
+//
+// Load and Parse read the file into a yaml.Node tree, expand ${VAR} and
+// ${VAR:-default} references in scalar values, apply defaults and validate
+// everything before anything connects to a cluster. Every problem is
+// reported as an *Error naming the file, the line, the key path and what was
+// expected; when there are several, all of them are returned, joined with
+// errors.Join, in file order.
+//
+// The reference for every key is docs/configuration.md.
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// Defaults of the optional keys.
+const (
+	DefaultClientID       = "kmirror"
+	DefaultDialTimeout    = 10 * time.Second
+	DefaultRequestTimeout = 30 * time.Second
+
+	DefaultTopicNaming          = NamingPrefix
+	DefaultStartFrom            = StartEarliest
+	DefaultTopicRefreshInterval = 5 * time.Second
+	DefaultProgressInterval     = 200 * time.Millisecond
+
+	DefaultCompression      = "lz4"
+	DefaultLinger           = 5 * time.Millisecond
+	DefaultBatchMaxBytes    = 1 << 20   // 1 MiB
+	DefaultMaxBufferedBytes = 256 << 20 // 256 MiB
+	DefaultAcks             = AcksAll
+
+	DefaultFetchMaxBytes          = 52428800 // 50 MiB, as Kafka's consumer
+	DefaultFetchMaxPartitionBytes = 10485760 // 10 MiB
+	DefaultIsolationLevel         = ReadUncommitted
+
+	DefaultHTTPListen = "127.0.0.1:9780"
+	DefaultLogLevel   = "info"
+	DefaultLogFormat  = "text"
+)
+
+// Values of the enumerated keys.
+const (
+	NamingPrefix   = "prefix"   // topic_naming: target topic is TopicPrefix + source topic
+	NamingIdentity = "identity" // topic_naming: target topic has the source topic's name
+
+	StartEarliest = "earliest" // start_from
+	StartLatest   = "latest"   // start_from
+
+	AcksAll    = "all"    // producer.acks
+	AcksLeader = "leader" // producer.acks
+
+	ReadUncommitted = "read_uncommitted" // consumer.isolation_level
+	ReadCommitted   = "read_committed"   // consumer.isolation_level
+
+	HTTPOff = "off" // http.listen: no HTTP server
+)
+
+// Config is a loaded, defaulted and validated configuration.
+type Config struct {
+	File     string              // path it was loaded from
+	Clusters map[string]*Cluster // by alias
+	Flows    []*Flow             // in file order
+	HTTP     HTTP
+	Log      Log
+}
+
+// Cluster is one Kafka cluster, named by its alias.
+type Cluster struct {
+	Alias            string        // the key under clusters
+	BootstrapServers []string      // bootstrap_servers: "host:port" seeds, at least one
+	ClientID         string        // client_id; default "kmirror"
+	TLS              *TLS          // tls; nil = plaintext
+	SASL             *SASL         // sasl; nil = no authentication
+	DialTimeout      time.Duration // dial_timeout; default 10s
+	RequestTimeout   time.Duration // request_timeout; default 30s
+}
+
+// TLS configures the connection to a cluster's brokers. Relative file paths
+// in the file are resolved against the config file's directory, so the paths
+// here can be opened as they are.
+type TLS struct {
+	Enabled            bool   // enabled; true unless the tls block says false
+	CAFile             string // ca_file; "" = system roots
+	CertFile           string // cert_file (client certificate, with KeyFile)
+	KeyFile            string // key_file
+	InsecureSkipVerify bool   // insecure_skip_verify
+	ServerName         string // server_name; "" = the broker's host name
+}
+
+// SASL configures authentication to a cluster. Its String and GoString
+// methods never show the password.
+type SASL struct {
+	Mechanism string // mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (upper case)
+	Username  string // username
+	Password  string // password
+}
+
+// String describes s without its password.
+func (s SASL) String() string {
+	return fmt.Sprintf("{Mechanism:%s Username:%s Password:%s}", s.Mechanism, s.Username, redact(s.Password))
+}
+
+// GoString is String, so that %#v does not show the password either.
+func (s SASL) GoString() string { return "config.SASL" + s.String() }
+
+func redact(secret string) string {
+	if secret == "" {
+		return `""`
+	}
+	return "<redacted>"
+}
+
+// Flow replicates topics from one cluster to another.
+type Flow struct {
+	Name                 string           // name; default "<source>-to-<target>"; unique, ^[A-Za-z0-9._-]{1,100}$
+	Source, Target       string           // source, target: cluster aliases; they differ
+	Topics               []string         // topics: include regexes; default [".*"]
+	TopicsExclude        []string         // topics_exclude: exclude regexes; default none
+	TopicsRegexps        []*regexp.Regexp // Topics compiled as ^(?:re)$
+	TopicsExcludeRegexps []*regexp.Regexp // TopicsExclude compiled as ^(?:re)$
+	TopicNaming          string           // topic_naming: NamingPrefix (default) or NamingIdentity
+	TopicPrefix          string           // topic_prefix: default "<source>."; "" with identity naming
+	StartFrom            string           // start_from: StartEarliest (default) or StartLatest
+	ReplicationFactor    int              // replication_factor: 1..32767, or 0 for the target cluster's default (-1 in the file is stored as 0)
+	TopicRefreshInterval time.Duration    // topic_refresh_interval: default 5s; 100ms..10m
+	ProgressInterval     time.Duration    // progress_interval: default 200ms; 10ms..1m
+	Producer             Producer         // producer
+	Consumer             Consumer         // consumer
+}
+
+// Producer tunes the writes of a flow to its target cluster.
+type Producer struct {
+	Compression      string        // compression: none, gzip, snappy, lz4 (default) or zstd
+	Linger           time.Duration // linger: default 5ms; 0..10s
+	BatchMaxBytes    int32         // batch_max_bytes: default 1 MiB; 1 KiB..256 MiB
+	MaxBufferedBytes int64         // max_buffered_bytes: default 256 MiB; at least BatchMaxBytes
+	Acks             string        // acks: AcksAll (default) or AcksLeader
+}
+
+// Consumer tunes the reads of a flow from its source cluster.
+type Consumer struct {
+	FetchMaxBytes          int32  // fetch_max_bytes: default 50 MiB
+	FetchMaxPartitionBytes int32  // fetch_max_partition_bytes: default 10 MiB
+	IsolationLevel         string // isolation_level: ReadUncommitted (default) or ReadCommitted
+}
+
+// HTTP configures the metrics and health endpoint.
+type HTTP struct {
+	Listen string // listen: "host:port"; default "127.0.0.1:9780"; HTTPOff disables the server
+}
+
+// Log configures kmirror's own log.
+type Log struct {
+	Level  string // level: debug, info (default), warn or error
+	Format string // format: text (default) or json
+}
+
+// Load reads, expands (from the process environment), defaults and
+// validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file %q: %w", path, err)
+	}
+	return Parse(path, data, os.LookupEnv)
+}
+
+// Parse is Load for a file already read: file names the file in errors and
+// is the base of relative TLS paths; lookupEnv resolves ${VAR} references
+// (nil means no variable is defined). Parse touches the file system only to
+// check that the TLS files it names exist.
+func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	if lookupEnv == nil {
+		lookupEnv = func(string) (string, bool) { return "", false }
+	}
+	root, err := parseYAML(file, data)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoder{file: file, dir: filepath.Dir(file), lookupEnv: lookupEnv}
+	cfg := d.config(root)
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	cfg.File = file
+	return cfg, nil
+}
+
+// parseYAML parses data into the root node of its single document.
+func parseYAML(file string, data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+		return nil, syntaxError(file, err)
+	}
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		return nil, &Error{File: file, Msg: "empty config; expected keys clusters and flows"}
+	}
+	var next yaml.Node
+	switch err := dec.Decode(&next); {
+	case err == io.EOF:
+	case err != nil:
+		return nil, syntaxError(file, err)
+	case len(next.Content) > 0 && !isNull(next.Content[0]):
+		return nil, &Error{File: file, Line: next.Content[0].Line,
+			Msg: `a second YAML document; expected a single document (remove the "---" above it)`}
+	}
+	return doc.Content[0], nil
+}
+
+// syntaxError turns yaml's "yaml: line N: msg" into an *Error at line N.
+func syntaxError(file string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	e := &Error{File: file}
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		e.Line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	e.Msg = "invalid YAML: " + oneLine(msg)
+	return e
+}
+
+var yamlLineRE = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)

@@ -1,0 +1,587 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"regexp/syntax"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// The keys each mapping allows, in the order error messages list them.
+const (
+	configKeys   = "clusters flows http log"
+	clusterKeys  = "bootstrap_servers client_id dial_timeout request_timeout sasl tls"
+	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
+	saslKeys     = "mechanism password username"
+	flowKeys     = "consumer name producer progress_interval replication_factor source start_from target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
+	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
+	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
+	httpKeys     = "listen"
+	logKeys      = "format level"
+)
+
+var (
+	// aliasRE is what a cluster alias may look like: it goes into topic
+	// prefixes ("<alias>.") and default flow names, so no dots.
+	aliasRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	// flowNameRE is what a flow name may look like: it goes into the names
+	// of kmirror's internal topics and consumer groups.
+	flowNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+	// topicCharsRE is the alphabet of Kafka topic names.
+	topicCharsRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+)
+
+const maxTopicLen = 249 // Kafka's limit on topic names
+
+func (d *decoder) config(root *yaml.Node) *Config {
+	cfg := &Config{
+		Clusters: map[string]*Cluster{},
+		HTTP:     HTTP{Listen: DefaultHTTPListen},
+		Log:      Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
+	}
+	m := d.mapping(&field{val: root}, "a mapping with keys clusters and flows", configKeys)
+	if m == nil {
+		return cfg
+	}
+	if f := m.get("clusters"); f != nil {
+		cfg.Clusters = d.clusters(f)
+	} else {
+		d.errorf(nil, "clusters", "missing; expected a mapping of cluster aliases to clusters")
+	}
+	if f := m.get("flows"); f != nil {
+		cfg.Flows = d.flows(f, cfg.Clusters)
+	} else {
+		d.errorf(nil, "flows", "missing; expected a list of flows")
+	}
+	if f := m.get("http"); f != nil {
+		d.http(f, &cfg.HTTP)
+	}
+	if f := m.get("log"); f != nil {
+		d.log(f, &cfg.Log)
+	}
+	return cfg
+}
+
+// --- clusters ---
+
+func (d *decoder) clusters(f *field) map[string]*Cluster {
+	clusters := map[string]*Cluster{}
+	m := d.mapping(f, "a mapping of cluster aliases to clusters", "")
+	if m == nil {
+		return clusters
+	}
+	if len(m.order) == 0 {
+		d.errorf(f.val, f.path, "empty; expected at least one cluster")
+	}
+	for _, alias := range m.order {
+		cf := m.fields[alias]
+		if !aliasRE.MatchString(alias) {
+			d.errorf(cf.key, cf.path, "invalid cluster alias %q; expected 1 to 64 letters, digits, _ or -", alias)
+		}
+		clusters[alias] = d.cluster(alias, cf)
+	}
+	return clusters
+}
+
+func (d *decoder) cluster(alias string, f *field) *Cluster {
+	c := &Cluster{
+		Alias:          alias,
+		ClientID:       DefaultClientID,
+		DialTimeout:    DefaultDialTimeout,
+		RequestTimeout: DefaultRequestTimeout,
+	}
+	m := d.mapping(f, "a mapping with key bootstrap_servers", clusterKeys)
+	if m == nil {
+		return c
+	}
+	if f := m.get("bootstrap_servers"); f != nil {
+		c.BootstrapServers = d.bootstrapServers(f)
+	} else {
+		d.missing(m, "bootstrap_servers", `a list of "host:port" addresses`)
+	}
+	if f := m.get("client_id"); f != nil {
+		d.nonEmpty(f, &c.ClientID, "a client ID")
+	}
+	if f := m.get("dial_timeout"); f != nil {
+		d.duration(f, &c.DialTimeout, time.Millisecond, math.MaxInt64)
+	}
+	if f := m.get("request_timeout"); f != nil {
+		d.duration(f, &c.RequestTimeout, time.Millisecond, math.MaxInt64)
+	}
+	if f := m.get("tls"); f != nil {
+		c.TLS = d.tls(f)
+	}
+	if f := m.get("sasl"); f != nil {
+		c.SASL = d.sasl(f)
+	}
+	return c
+}
+
+// bootstrapServers decodes a list of "host:port", or one string of them
+// separated by commas (handy with ${KAFKA_BROKERS}).
+func (d *decoder) bootstrapServers(f *field) []string {
+	const want = `a list of "host:port" addresses`
+	var addrs []string
+	if f.val.Kind == yaml.ScalarNode && !isNull(f.val) {
+		v, ok := d.scalar(f, want)
+		if !ok {
+			return nil
+		}
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); !d.hostPort(f, a, false) {
+				return nil
+			}
+			addrs = append(addrs, a)
+		}
+		return addrs
+	}
+	items, ok := d.list(f, want)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		d.errorf(f.val, f.path, "empty; expected at least one \"host:port\" address")
+		return nil
+	}
+	for _, it := range items {
+		var a string
+		if d.str(it, &a) && d.hostPort(it, a, false) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+// hostPort checks that addr is "host:port" with a numeric port; listen
+// addresses may leave out the host and use port 0.
+func (d *decoder) hostPort(f *field, addr string, listen bool) bool {
+	const want = `expected "host:port" with a numeric port`
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		d.errorf(f.val, f.path, "invalid address %q; %s", addr, want)
+		return false
+	}
+	if host == "" && !listen {
+		d.errorf(f.val, f.path, "invalid address %q: no host; %s", addr, want)
+		return false
+	}
+	min := uint64(1)
+	if listen {
+		min = 0
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p < min {
+		d.errorf(f.val, f.path, "invalid address %q: port %q is not a number from %d to 65535; %s", addr, port, min, want)
+		return false
+	}
+	return true
+}
+
+func (d *decoder) tls(f *field) *TLS {
+	t := &TLS{Enabled: true}
+	m := d.mapping(f, "a mapping of TLS settings (use {} for TLS with the system's roots)", tlsKeys)
+	if m == nil {
+		return t
+	}
+	if f := m.get("enabled"); f != nil {
+		d.boolean(f, &t.Enabled)
+	}
+	files := map[string]*string{"ca_file": &t.CAFile, "cert_file": &t.CertFile, "key_file": &t.KeyFile}
+	for _, key := range m.order {
+		if dst, ok := files[key]; ok && d.str(m.fields[key], dst) && *dst != "" && !filepath.IsAbs(*dst) {
+			*dst = filepath.Join(d.dir, *dst)
+		}
+	}
+	if f := m.get("insecure_skip_verify"); f != nil {
+		d.boolean(f, &t.InsecureSkipVerify)
+	}
+	if f := m.get("server_name"); f != nil {
+		d.str(f, &t.ServerName)
+	}
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		d.errorf(m.get("cert_file").val, join(m.path, "cert_file"), "set without key_file; expected both cert_file and key_file, or neither")
+	case t.KeyFile != "" && t.CertFile == "":
+		d.errorf(m.get("key_file").val, join(m.path, "key_file"), "set without cert_file; expected both cert_file and key_file, or neither")
+	}
+	if t.Enabled {
+		for _, key := range m.order {
+			if dst, ok := files[key]; ok && *dst != "" {
+				d.fileExists(m.fields[key], *dst)
+			}
+		}
+	}
+	return t
+}
+
+// fileExists checks that the TLS file at path can be read.
+func (d *decoder) fileExists(f *field, path string) {
+	const want = "expected a readable PEM file"
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		d.errorf(f.val, f.path, "file %q does not exist; %s", path, want)
+	case err != nil:
+		d.errorf(f.val, f.path, "file %q: %v; %s", path, unwrapPathError(err), want)
+	case fi.IsDir():
+		d.errorf(f.val, f.path, "%q is a directory; %s", path, want)
+	}
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+var saslMechanisms = [...]string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+
+func (d *decoder) sasl(f *field) *SASL {
+	s := &SASL{}
+	m := d.mapping(f, "a mapping with keys mechanism, username and password", saslKeys)
+	if m == nil {
+		return s
+	}
+	if f := m.get("mechanism"); f != nil {
+		d.enum(f, &s.Mechanism, saslMechanisms[:]...)
+	} else {
+		d.missing(m, "mechanism", oneOf(saslMechanisms[:]))
+	}
+	if f := m.get("username"); f != nil {
+		d.nonEmpty(f, &s.Username, "a user name")
+	} else {
+		d.missing(m, "username", "a user name")
+	}
+	if f := m.get("password"); f != nil {
+		d.nonEmpty(f, &s.Password, "a password")
+	} else {
+		d.missing(m, "password", "a password (such as ${KAFKA_PASSWORD})")
+	}
+	return s
+}
+
+// --- flows ---
+
+func (d *decoder) flows(f *field, clusters map[string]*Cluster) []*Flow {
+	items, ok := d.list(f, "a list of flows")
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		d.errorf(f.val, f.path, "empty; expected at least one flow")
+		return nil
+	}
+	type seen struct {
+		path string
+		line int
+	}
+	names := map[string]seen{}
+	flows := make([]*Flow, 0, len(items))
+	for _, it := range items {
+		fl, at := d.flow(it, clusters)
+		flows = append(flows, fl)
+		if fl.Name == "" || at == nil {
+			continue
+		}
+		if prev, dup := names[fl.Name]; dup {
+			d.errorf(at, join(it.path, "name"), "duplicate flow name %q, also used by %s on line %d; expected unique names (set name to tell the flows apart)", fl.Name, prev.path, prev.line)
+			continue
+		}
+		names[fl.Name] = seen{it.path, at.Line}
+	}
+	return flows
+}
+
+// flow decodes one item of flows. It also returns the node its name comes
+// from (the name value, or the flow itself for a default name), or nil if it
+// has no valid name.
+func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Node) {
+	fl := &Flow{
+		Topics:               []string{".*"},
+		TopicNaming:          DefaultTopicNaming,
+		StartFrom:            DefaultStartFrom,
+		TopicRefreshInterval: DefaultTopicRefreshInterval,
+		ProgressInterval:     DefaultProgressInterval,
+		Producer: Producer{
+			Compression:      DefaultCompression,
+			Linger:           DefaultLinger,
+			BatchMaxBytes:    DefaultBatchMaxBytes,
+			MaxBufferedBytes: DefaultMaxBufferedBytes,
+			Acks:             DefaultAcks,
+		},
+		Consumer: Consumer{
+			FetchMaxBytes:          DefaultFetchMaxBytes,
+			FetchMaxPartitionBytes: DefaultFetchMaxPartitionBytes,
+			IsolationLevel:         DefaultIsolationLevel,
+		},
+	}
+	fl.TopicsRegexps = compileAnchored(fl.Topics)
+	m := d.mapping(f, "a mapping with keys source and target", flowKeys)
+	if m == nil {
+		return fl, nil
+	}
+	d.clusterRef(m, "source", clusters, &fl.Source)
+	d.clusterRef(m, "target", clusters, &fl.Target)
+	if fl.Source != "" && fl.Source == fl.Target {
+		d.errorf(m.get("target").val, join(m.path, "target"), "same cluster as source (%q); expected a different cluster", fl.Source)
+	}
+	nameAt := d.flowName(m, f, fl)
+
+	if f := m.get("topics"); f != nil {
+		if len(f.val.Content) == 0 && f.val.Kind == yaml.SequenceNode {
+			d.errorf(f.val, f.path, `empty; expected at least one regex (leave topics out to replicate every topic)`)
+		} else {
+			d.regexes(f, &fl.Topics, &fl.TopicsRegexps)
+		}
+	}
+	if f := m.get("topics_exclude"); f != nil {
+		d.regexes(f, &fl.TopicsExclude, &fl.TopicsExcludeRegexps)
+	}
+	if f := m.get("topic_naming"); f != nil {
+		d.enum(f, &fl.TopicNaming, NamingPrefix, NamingIdentity)
+	}
+	d.topicPrefix(m, fl)
+	if f := m.get("start_from"); f != nil {
+		d.enum(f, &fl.StartFrom, StartEarliest, StartLatest)
+	}
+	if f := m.get("replication_factor"); f != nil {
+		if integer(d, f, &fl.ReplicationFactor, -1, math.MaxInt16,
+			"an integer from 1 to 32767, or 0 or -1 for the target cluster's default") && fl.ReplicationFactor < 0 {
+			fl.ReplicationFactor = 0
+		}
+	}
+	if f := m.get("topic_refresh_interval"); f != nil {
+		d.duration(f, &fl.TopicRefreshInterval, 100*time.Millisecond, 10*time.Minute)
+	}
+	if f := m.get("progress_interval"); f != nil {
+		d.duration(f, &fl.ProgressInterval, 10*time.Millisecond, time.Minute)
+	}
+	if f := m.get("producer"); f != nil {
+		d.producer(f, &fl.Producer)
+	}
+	if f := m.get("consumer"); f != nil {
+		d.consumer(f, &fl.Consumer)
+	}
+	return fl, nameAt
+}
+
+// clusterRef decodes source or target: the alias of a defined cluster.
+func (d *decoder) clusterRef(m *mapping, key string, clusters map[string]*Cluster, dst *string) {
+	f := m.get(key)
+	if f == nil {
+		d.missing(m, key, "the alias of a cluster defined under clusters")
+		return
+	}
+	var alias string
+	if !d.nonEmpty(f, &alias, "the alias of a cluster defined under clusters") {
+		return
+	}
+	if _, ok := clusters[alias]; !ok {
+		d.errorf(f.val, f.path, "unknown cluster %q; %s", alias, definedClusters(clusters))
+		return
+	}
+	*dst = alias
+}
+
+func definedClusters(clusters map[string]*Cluster) string {
+	if len(clusters) == 0 {
+		return "no clusters are defined under clusters"
+	}
+	aliases := make([]string, 0, len(clusters))
+	for a := range clusters {
+		aliases = append(aliases, a)
+	}
+	slices.Sort(aliases)
+	return "defined clusters: " + strings.Join(aliases, ", ")
+}
+
+// flowName sets fl.Name from name, or to "<source>-to-<target>", and returns
+// the node to blame for it (nil if it is not valid).
+func (d *decoder) flowName(m *mapping, item *field, fl *Flow) *yaml.Node {
+	const want = "1 to 100 letters, digits, '.', '_' or '-'"
+	if f := m.get("name"); f != nil {
+		var name string
+		if !d.nonEmpty(f, &name, "a flow name of "+want) {
+			return nil
+		}
+		if !flowNameRE.MatchString(name) {
+			d.errorf(f.val, f.path, "invalid flow name %q; expected %s", name, want)
+			return nil
+		}
+		fl.Name = name
+		return f.val
+	}
+	if fl.Source == "" || fl.Target == "" {
+		return nil
+	}
+	name := fl.Source + "-to-" + fl.Target
+	if !flowNameRE.MatchString(name) {
+		d.errorf(item.val, join(m.path, "name"), "default name %q is invalid; expected %s (set name)", name, want)
+		return nil
+	}
+	fl.Name = name
+	return item.val
+}
+
+// regexes decodes a list of topic regexes and compiles each anchored at
+// both ends.
+func (d *decoder) regexes(f *field, dst *[]string, dstRE *[]*regexp.Regexp) {
+	items, ok := d.list(f, `a list of regexes such as ["orders.*"]`)
+	if !ok {
+		return
+	}
+	res := make([]string, 0, len(items))
+	for _, it := range items {
+		var re string
+		if !d.nonEmpty(it, &re, `a regex (".*" matches every topic)`) {
+			continue
+		}
+		if _, err := regexp.Compile(re); err != nil {
+			d.errorf(it.val, it.path, "invalid regex %q: %s", re, regexpProblem(err))
+			continue
+		}
+		res = append(res, re)
+	}
+	if len(res) == len(items) {
+		*dst = res
+		*dstRE = compileAnchored(res)
+	}
+}
+
+// compileAnchored compiles regexes that are known to compile so that they
+// match whole topic names, as MirrorMaker 2 does.
+func compileAnchored(res []string) []*regexp.Regexp {
+	out := make([]*regexp.Regexp, len(res))
+	for i, re := range res {
+		out[i] = regexp.MustCompile(`^(?:` + re + `)$`)
+	}
+	return out
+}
+
+// regexpProblem is err without Go's "error parsing regexp: " and with the
+// offending part unquoted.
+func regexpProblem(err error) string {
+	var se *syntax.Error
+	if !errors.As(err, &se) {
+		return strings.TrimPrefix(err.Error(), "error parsing regexp: ")
+	}
+	if se.Expr == "" {
+		return string(se.Code)
+	}
+	return fmt.Sprintf("%s: %s", se.Code, se.Expr)
+}
+
+// topicPrefix sets fl.TopicPrefix once fl.TopicNaming is known.
+func (d *decoder) topicPrefix(m *mapping, fl *Flow) {
+	f := m.get("topic_prefix")
+	if fl.TopicNaming != NamingPrefix {
+		if f != nil {
+			d.errorf(f.key, f.path, "only allowed with topic_naming: prefix; expected no topic_prefix with topic_naming: %s", fl.TopicNaming)
+		}
+		return
+	}
+	if f == nil {
+		if fl.Source != "" {
+			fl.TopicPrefix = fl.Source + "."
+		}
+		return
+	}
+	var p string
+	if !d.nonEmpty(f, &p, `a topic name prefix such as "primary." (use topic_naming: identity for none)`) {
+		return
+	}
+	if !topicCharsRE.MatchString(p) || len(p) >= maxTopicLen {
+		d.errorf(f.val, f.path, "invalid topic prefix %q; expected at most %d letters, digits, '.', '_' or '-'", p, maxTopicLen-1)
+		return
+	}
+	fl.TopicPrefix = p
+}
+
+func (d *decoder) producer(f *field, p *Producer) {
+	m := d.mapping(f, "a mapping of producer settings", producerKeys)
+	if m == nil {
+		return
+	}
+	if f := m.get("compression"); f != nil {
+		d.enum(f, &p.Compression, "none", "gzip", "snappy", "lz4", "zstd")
+	}
+	if f := m.get("linger"); f != nil {
+		d.duration(f, &p.Linger, 0, 10*time.Second)
+	}
+	if f := m.get("batch_max_bytes"); f != nil {
+		integer(d, f, &p.BatchMaxBytes, 1<<10, 256<<20, "an integer from 1024 (1 KiB) to 268435456 (256 MiB)")
+	}
+	if f := m.get("max_buffered_bytes"); f != nil {
+		if integer(d, f, &p.MaxBufferedBytes, 1, math.MaxInt64, "a positive integer") && p.MaxBufferedBytes < int64(p.BatchMaxBytes) {
+			d.errorf(f.val, f.path, "%d is less than batch_max_bytes (%d); expected at least batch_max_bytes", p.MaxBufferedBytes, p.BatchMaxBytes)
+		}
+	}
+	if f := m.get("acks"); f != nil {
+		d.enum(f, &p.Acks, AcksAll, AcksLeader)
+	}
+}
+
+func (d *decoder) consumer(f *field, c *Consumer) {
+	m := d.mapping(f, "a mapping of consumer settings", consumerKeys)
+	if m == nil {
+		return
+	}
+	const want = "an integer from 1 to 2147483647"
+	if f := m.get("fetch_max_bytes"); f != nil {
+		integer(d, f, &c.FetchMaxBytes, 1, math.MaxInt32, want)
+	}
+	if f := m.get("fetch_max_partition_bytes"); f != nil {
+		integer(d, f, &c.FetchMaxPartitionBytes, 1, math.MaxInt32, want)
+	}
+	if f := m.get("isolation_level"); f != nil {
+		d.enum(f, &c.IsolationLevel, ReadUncommitted, ReadCommitted)
+	}
+}
+
+// --- http, log ---
+
+func (d *decoder) http(f *field, h *HTTP) {
+	m := d.mapping(f, "a mapping with key listen", httpKeys)
+	if m == nil {
+		return
+	}
+	f = m.get("listen")
+	if f == nil {
+		return
+	}
+	var listen string
+	if !d.nonEmpty(f, &listen, `"host:port" or "off"`) {
+		return
+	}
+	if strings.EqualFold(listen, HTTPOff) {
+		h.Listen = HTTPOff
+		return
+	}
+	if d.hostPort(f, listen, true) {
+		h.Listen = listen
+	}
+}
+
+func (d *decoder) log(f *field, l *Log) {
+	m := d.mapping(f, "a mapping with keys level and format", logKeys)
+	if m == nil {
+		return
+	}
+	if f := m.get("level"); f != nil {
+		d.enum(f, &l.Level, "debug", "info", "warn", "error")
+	}
+	if f := m.get("format"); f != nil {
+		d.enum(f, &l.Format, "text", "json")
+	}
+}

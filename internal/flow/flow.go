@@ -1,0 +1,449 @@
+// Package flow wires one replication flow together: clients for its two
+// clusters, topic sync, the data plane and its progress, and health
+// checks. A Flow owns everything it starts and stops it when its context
+// ends.
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/policy"
+	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/replicate"
+	"github.com/kmirror/kmirror/internal/topicsync"
+)
+
+// healthInterval is how often both clusters are pinged for readiness.
+const healthInterval = 3 * time.Second
+
+// Flow replicates the topics of one source cluster into one target cluster.
+type Flow struct {
+	cfg            *config.Flow
+	source, target *config.Cluster
+	metrics        *metrics.Metrics
+	logger         *slog.Logger
+
+	sourceUp, targetUp atomic.Bool
+	started            atomic.Bool // setup done, data plane running
+	repl               atomic.Pointer[replicate.Replicator]
+	topics             atomic.Pointer[[]topicsync.Topic]
+}
+
+// New returns the flow fc of configuration cfg.
+func New(cfg *config.Config, fc *config.Flow, m *metrics.Metrics, logger *slog.Logger) *Flow {
+	return &Flow{
+		cfg:     fc,
+		source:  cfg.Clusters[fc.Source],
+		target:  cfg.Clusters[fc.Target],
+		metrics: m,
+		logger:  logger.With("flow", fc.Name),
+	}
+}
+
+// Name is the flow's name.
+func (f *Flow) Name() string { return f.cfg.Name }
+
+// Config is the flow's configuration.
+func (f *Flow) Config() *config.Flow { return f.cfg }
+
+// Check connects to both clusters once and reports the first that cannot
+// be reached within its dial timeout.
+func (f *Flow) Check(ctx context.Context) error {
+	for _, c := range []*config.Cluster{f.source, f.target} {
+		cl, err := kafka.NewClient(c, nil)
+		if err != nil {
+			return err
+		}
+		pingCtx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+		err = kafka.Ping(pingCtx, cl, c)
+		cancel()
+		cl.Close()
+		if err != nil {
+			return fmt.Errorf("flow %q: %w", f.cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// Ready reports whether the flow is replicating and reached both clusters
+// at its last check.
+func (f *Flow) Ready() bool {
+	return f.started.Load() && f.sourceUp.Load() && f.targetUp.Load()
+}
+
+// Status is a snapshot of the flow for the API and the demo.
+type Status struct {
+	Name     string            `json:"name"`
+	Source   string            `json:"source"`
+	Target   string            `json:"target"`
+	Ready    bool              `json:"ready"`
+	SourceUp bool              `json:"source_up"`
+	TargetUp bool              `json:"target_up"`
+	Topics   []topicsync.Topic `json:"topics"`
+	Totals   replicate.Totals  `json:"totals"`
+}
+
+// Status returns a snapshot of the flow.
+func (f *Flow) Status() Status {
+	s := Status{
+		Name: f.cfg.Name, Source: f.cfg.Source, Target: f.cfg.Target,
+		Ready: f.Ready(), SourceUp: f.sourceUp.Load(), TargetUp: f.targetUp.Load(),
+	}
+	if t := f.topics.Load(); t != nil {
+		s.Topics = *t
+	}
+	if r := f.repl.Load(); r != nil {
+		s.Totals = r.Totals()
+	}
+	return s
+}
+
+// Run replicates until ctx is done. Faults of either cluster are retried
+// with backoff; Run returns only when ctx ends.
+func (f *Flow) Run(ctx context.Context) error {
+	srcClient, err := kafka.NewClient(f.source, f.logger, f.consumerOpts()...)
+	if err != nil {
+		return err
+	}
+	defer srcClient.Close()
+	tgtClient, err := kafka.NewClient(f.target, f.logger, f.producerOpts()...)
+	if err != nil {
+		return err
+	}
+	defer tgtClient.Close()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.watchHealth(ctx, srcClient, tgtClient)
+	}()
+
+	store := progress.NewStore(tgtClient, policy.ProgressTopic(f.cfg.Name))
+	loaded, err := f.setup(ctx, store)
+	if err != nil {
+		return nil // ctx ended during setup
+	}
+
+	repl := replicate.New(replicate.Options{
+		Flow:             f.cfg.Name,
+		Source:           srcClient,
+		Target:           tgtClient,
+		Progress:         store,
+		ProgressInterval: f.cfg.ProgressInterval,
+		Metrics:          f.metrics,
+		Logger:           f.logger,
+	})
+	f.repl.Store(repl)
+	f.started.Store(true)
+	defer f.started.Store(false)
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.syncTopics(ctx, srcClient, tgtClient, store, repl, loaded)
+	}()
+	f.logger.Info("flow started", "source", f.cfg.Source, "target", f.cfg.Target,
+		"progress_topic", store.Topic(), "resumed_partitions", len(loaded.Positions))
+	err = repl.Run(ctx)
+	f.logger.Info("flow stopped", "replicated_records", repl.Totals().Records)
+	return err
+}
+
+// setup creates and reads the progress topic, retrying until it succeeds
+// or ctx ends.
+func (f *Flow) setup(ctx context.Context, store *progress.Store) (progress.Loaded, error) {
+	for attempt := 1; ; attempt++ {
+		loaded, err := f.trySetup(ctx, store)
+		if err == nil {
+			return loaded, nil
+		}
+		if ctx.Err() != nil {
+			return loaded, ctx.Err()
+		}
+		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrProgress).Inc()
+		wait := retryDelay(attempt)
+		f.logger.Error("cannot read flow progress from the target; retrying", "retry_in", wait.String(), "err", err)
+		if !sleep(ctx, wait) {
+			return loaded, ctx.Err()
+		}
+	}
+}
+
+func (f *Flow) trySetup(ctx context.Context, store *progress.Store) (progress.Loaded, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.target.RequestTimeout+30*time.Second)
+	defer cancel()
+	if err := store.Ensure(ctx, f.cfg.ReplicationFactor); err != nil {
+		return progress.Loaded{}, err
+	}
+	return store.Load(ctx)
+}
+
+func (f *Flow) consumerOpts() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.FetchMaxBytes(f.cfg.Consumer.FetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(f.cfg.Consumer.FetchMaxPartitionBytes),
+		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	}
+	if f.cfg.Consumer.IsolationLevel == "read_committed" {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	return opts
+}
+
+func (f *Flow) producerOpts() []kgo.Opt {
+	p := f.cfg.Producer
+	opts := []kgo.Opt{
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(p.Linger),
+		kgo.ProducerBatchMaxBytes(p.BatchMaxBytes),
+		kgo.MaxBufferedBytes(int(p.MaxBufferedBytes)),
+		kgo.MaxBufferedRecords(1_000_000),
+		kgo.ProducerBatchCompression(compression(p.Compression)),
+	}
+	if p.Acks == "leader" {
+		opts = append(opts, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())
+	} else {
+		opts = append(opts, kgo.RequiredAcks(kgo.AllISRAcks()))
+	}
+	return opts
+}
+
+func compression(name string) kgo.CompressionCodec {
+	switch name {
+	case "gzip":
+		return kgo.GzipCompression()
+	case "snappy":
+		return kgo.SnappyCompression()
+	case "zstd":
+		return kgo.ZstdCompression()
+	case "none":
+		return kgo.NoCompression()
+	default:
+		return kgo.Lz4Compression()
+	}
+}
+
+// watchHealth pings both clusters periodically and keeps the up flags and
+// gauges current; a cluster going down or coming back is logged once.
+func (f *Flow) watchHealth(ctx context.Context, src, tgt *kgo.Client) {
+	check := func(cl *kgo.Client, c *config.Cluster, up *atomic.Bool) {
+		pingCtx, cancel := context.WithTimeout(ctx, min(c.DialTimeout, healthInterval))
+		err := kafka.Ping(pingCtx, cl, c)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		was := up.Swap(err == nil)
+		g := f.metrics.ClusterUp.WithLabelValues(f.cfg.Name, c.Alias)
+		if err != nil {
+			g.Set(0)
+			f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrUnreachable).Inc()
+			if was {
+				f.logger.Error("cluster unreachable; retrying", "cluster", c.Alias, "err", err)
+			}
+			return
+		}
+		g.Set(1)
+		if !was {
+			f.logger.Info("cluster reachable", "cluster", c.Alias)
+		}
+	}
+	// Assume reachable at start (Check ran); the first pass corrects it.
+	f.sourceUp.Store(true)
+	f.targetUp.Store(true)
+	t := time.NewTicker(healthInterval)
+	defer t.Stop()
+	for {
+		check(src, f.source, &f.sourceUp)
+		check(tgt, f.target, &f.targetUp)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// syncTopics runs topic sync every refresh interval and hands new
+// partitions to the data plane.
+func (f *Flow) syncTopics(ctx context.Context, src, tgt *kgo.Client, store *progress.Store, repl *replicate.Replicator, loaded progress.Loaded) {
+	srcAdmin, tgtAdmin := kadm.NewClient(src), kadm.NewClient(tgt)
+	syncer := topicsync.New(srcAdmin, tgtAdmin, policy.NewTopics(f.cfg), f.cfg.ReplicationFactor, f.logger)
+	// start_from applies only to partitions present at the flow's very
+	// first start; everything discovered later starts at its beginning.
+	firstStart := !loaded.Started
+	markedStarted := loaded.Started
+	var errLogged time.Time
+	t := time.NewTicker(f.cfg.TopicRefreshInterval)
+	defer t.Stop()
+	for {
+		err := f.syncOnce(ctx, syncer, srcAdmin, tgtAdmin, repl, loaded.Positions, firstStart)
+		if err == nil && !markedStarted {
+			if err = store.MarkStarted(ctx); err == nil {
+				markedStarted = true
+			}
+		}
+		if err == nil {
+			firstStart = false
+		} else if ctx.Err() == nil {
+			f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrTopicSync).Inc()
+			if time.Since(errLogged) > 30*time.Second {
+				errLogged = time.Now()
+				f.logger.Error("topic sync failed; retrying", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, srcAdmin, tgtAdmin *kadm.Client,
+	repl *replicate.Replicator, positions map[progress.Partition]progress.Position, firstStart bool) error {
+	res, err := syncer.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	for range res.Errors {
+		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrTopicSync).Inc()
+	}
+	if len(res.Removed) > 0 {
+		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrTopicDeleted).Add(float64(len(res.Removed)))
+		f.logger.Warn("source topics deleted; stopped replicating them", "topics", res.Removed)
+		repl.Remove(res.Removed)
+	}
+	ready := res.Ready
+	f.topics.Store(&ready)
+	if len(ready) == 0 {
+		return nil
+	}
+
+	names := make([]string, len(ready))
+	for i, t := range ready {
+		names[i] = t.Source
+	}
+	ends, err := srcAdmin.ListEndOffsets(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("listing source end offsets: %w", err)
+	}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			repl.SetHighWatermark(o.Topic, o.Partition, o.Offset)
+		}
+	})
+
+	var newTopics []topicsync.Topic
+	for _, t := range ready {
+		for p := int32(0); p < t.Partitions; p++ {
+			if !repl.Has(t.Source, p) {
+				newTopics = append(newTopics, t)
+				break
+			}
+		}
+	}
+	if len(newTopics) == 0 {
+		return nil
+	}
+	as, err := f.assignments(ctx, srcAdmin, tgtAdmin, repl, newTopics, ends, positions, firstStart)
+	if err != nil {
+		return err
+	}
+	repl.Add(as)
+	return nil
+}
+
+// assignments computes where each new partition starts: its stored
+// position, or else the flow's start_from (first start only) or the
+// partition's earliest offset.
+func (f *Flow) assignments(ctx context.Context, srcAdmin, tgtAdmin *kadm.Client, repl *replicate.Replicator,
+	topics []topicsync.Topic, ends kadm.ListedOffsets, positions map[progress.Partition]progress.Position, firstStart bool) ([]replicate.Assignment, error) {
+	names := make([]string, len(topics))
+	targetNames := make([]string, len(topics))
+	for i, t := range topics {
+		names[i], targetNames[i] = t.Source, t.Target
+	}
+	starts, err := srcAdmin.ListStartOffsets(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("listing source start offsets: %w", err)
+	}
+	tgtEnds, err := tgtAdmin.ListEndOffsets(ctx, targetNames...)
+	if err != nil {
+		return nil, fmt.Errorf("listing target end offsets: %w", err)
+	}
+	var as []replicate.Assignment
+	for _, t := range topics {
+		for p := int32(0); p < t.Partitions; p++ {
+			if repl.Has(t.Source, p) {
+				continue
+			}
+			id := progress.Partition{Topic: t.Source, Partition: p}
+			start, ok := starts.Lookup(t.Source, p)
+			end, ok2 := ends.Lookup(t.Source, p)
+			if !ok || !ok2 || start.Err != nil || end.Err != nil {
+				return nil, fmt.Errorf("no offsets for source partition %s: %w", id, errors.Join(start.Err, end.Err))
+			}
+			pos, resumed := positions[id]
+			switch {
+			case resumed:
+				f.resumeChecks(id, t.Target, pos, start.Offset, tgtEnds)
+			case firstStart && f.cfg.StartFrom == "latest":
+				pos = progress.Position{SourceNext: end.Offset, TargetNext: -1}
+			default:
+				pos = progress.Position{SourceNext: start.Offset, TargetNext: -1}
+			}
+			as = append(as, replicate.Assignment{Source: id, TargetTopic: t.Target, Start: pos})
+		}
+	}
+	return as, nil
+}
+
+// resumeChecks reports what a resumed position implies: records the source
+// deleted before they were replicated, and records the target already
+// holds that will be written again.
+func (f *Flow) resumeChecks(id progress.Partition, target string, pos progress.Position, sourceStart int64, tgtEnds kadm.ListedOffsets) {
+	if pos.SourceNext < sourceStart {
+		lost := sourceStart - pos.SourceNext
+		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrOffsetReset).Inc()
+		f.logger.Error("source deleted records before they were replicated (retention); resuming at the source's earliest offset",
+			"topic", id.Topic, "partition", id.Partition, "position", pos.SourceNext, "source_start", sourceStart, "records_lost_at_most", lost)
+	}
+	if te, ok := tgtEnds.Lookup(target, id.Partition); ok && te.Err == nil && pos.TargetNext >= 0 && te.Offset > pos.TargetNext {
+		dups := te.Offset - pos.TargetNext
+		f.metrics.Duplicates.WithLabelValues(f.cfg.Name, id.Topic).Add(float64(dups))
+		f.logger.Info("target holds records written after the last stored position; they will be written again",
+			"topic", id.Topic, "partition", id.Partition, "duplicates", dups)
+	}
+}
+
+func retryDelay(attempt int) time.Duration {
+	d := time.Second << min(attempt-1, 5)
+	return min(d, 30*time.Second)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,150 @@
+// Package kafka builds franz-go clients for the clusters named in the
+// configuration. It is the one place that knows about seeds, TLS, SASL and
+// timeouts, so every other package asks it for a client instead of
+// assembling options itself.
+package kafka
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/kmirror/kmirror/internal/config"
+)
+
+// Options returns the franz-go options that connect to cluster c: seed
+// brokers, client ID, timeouts, TLS and SASL. Callers append the options of
+// their role (consumer, producer).
+func Options(c *config.Cluster, logger *slog.Logger) ([]kgo.Opt, error) {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.BootstrapServers...),
+		kgo.ClientID(c.ClientID),
+		kgo.DialTimeout(c.DialTimeout),
+		kgo.RequestTimeoutOverhead(c.RequestTimeout),
+		kgo.RetryTimeout(c.RequestTimeout),
+		kgo.MetadataMinAge(time.Second),
+	}
+	if logger != nil {
+		opts = append(opts, kgo.WithLogger(clientLogger{logger.With("cluster", c.Alias)}))
+	}
+	if c.TLS != nil && c.TLS.Enabled {
+		tc, err := tlsConfig(c.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", c.Alias, err)
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if c.SASL != nil {
+		m, err := saslMechanism(c.SASL)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", c.Alias, err)
+		}
+		opts = append(opts, kgo.SASL(m))
+	}
+	return opts, nil
+}
+
+// NewClient returns a client for cluster c with the extra options of its
+// role appended.
+func NewClient(c *config.Cluster, logger *slog.Logger, extra ...kgo.Opt) (*kgo.Client, error) {
+	opts, err := Options(c, logger)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %q: building client: %w", c.Alias, err)
+	}
+	return cl, nil
+}
+
+// Ping checks that at least one broker of the cluster answers within the
+// context's deadline, and names the cluster and its seeds when none does.
+func Ping(ctx context.Context, cl *kgo.Client, c *config.Cluster) error {
+	if err := cl.Ping(ctx); err != nil {
+		var ne net.Error
+		reason := err.Error()
+		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
+			reason = "no broker answered: " + reason
+		}
+		return fmt.Errorf("cluster %q (%s) unreachable: %s", c.Alias, strings.Join(c.BootstrapServers, ","), reason)
+	}
+	return nil
+}
+
+func tlsConfig(t *config.TLS) (*tls.Config, error) {
+	tc := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // an explicit, documented opt-in
+		ServerName:         t.ServerName,
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %q: no PEM certificate found", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func saslMechanism(s *config.SASL) (sasl.Mechanism, error) {
+	switch s.Mechanism {
+	case "PLAIN":
+		return plain.Auth{User: s.Username, Pass: s.Password}.AsMechanism(), nil
+	case "SCRAM-SHA-256":
+		return scram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism(), nil
+	case "SCRAM-SHA-512":
+		return scram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism(), nil
+	default:
+		return nil, fmt.Errorf("sasl.mechanism %q is not supported; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+	}
+}
+
+// clientLogger passes franz-go's own log lines to slog. franz-go logs every
+// retry; kmirror reports faults itself, once, so only franz-go's errors
+// pass unless debug logging is on.
+type clientLogger struct{ l *slog.Logger }
+
+func (c clientLogger) Level() kgo.LogLevel {
+	if c.l.Enabled(context.Background(), slog.LevelDebug) {
+		return kgo.LogLevelDebug
+	}
+	return kgo.LogLevelError
+}
+
+func (c clientLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	sl := slog.LevelDebug
+	switch level {
+	case kgo.LogLevelError:
+		sl = slog.LevelError
+	case kgo.LogLevelWarn:
+		sl = slog.LevelWarn
+	case kgo.LogLevelInfo:
+		sl = slog.LevelInfo
+	}
+	c.l.Log(context.Background(), sl, "kafka client: "+msg, keyvals...)
+}

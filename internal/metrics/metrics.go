@@ -1,0 +1,110 @@
+// Package metrics defines kmirror's Prometheus metrics. One Metrics value
+// is created per process and handed down to the flows; nothing is
+// registered globally.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Error kinds used as the kind label of kmirror_errors_total.
+const (
+	ErrUnreachable    = "cluster_unreachable"
+	ErrProduce        = "produce"
+	ErrRecordTooLarge = "record_too_large"
+	ErrAuthorization  = "authorization"
+	ErrFetch          = "fetch"
+	ErrTopicSync      = "topic_sync"
+	ErrTopicDeleted   = "topic_deleted"
+	ErrPartitionShape = "partition_mismatch"
+	ErrProgress       = "progress"
+	ErrOffsetReset    = "offset_out_of_range"
+	ErrFlowRestart    = "flow_restart"
+	ErrUnknownTopic   = "unknown_target_topic"
+	ErrInvalidRecord  = "invalid_record"
+	ErrOther          = "other"
+)
+
+// Metrics holds every metric kmirror exports.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	ReplicatedRecords *prometheus.CounterVec   // flow, topic
+	ReplicatedBytes   *prometheus.CounterVec   // flow, topic
+	PartitionLag      *prometheus.GaugeVec     // flow, topic, partition
+	Latency           *prometheus.HistogramVec // flow
+	Errors            *prometheus.CounterVec   // flow, kind
+	Duplicates        *prometheus.CounterVec   // flow, topic
+	Retried           *prometheus.CounterVec   // flow, topic
+	TopicsReplicated  *prometheus.GaugeVec     // flow
+	PartitionsActive  *prometheus.GaugeVec     // flow
+	ClusterUp         *prometheus.GaugeVec     // flow, cluster
+	ProgressWrites    *prometheus.CounterVec   // flow
+	TopicsCreated     *prometheus.CounterVec   // flow
+}
+
+// New creates the metrics and registers them, with the Go runtime and
+// process collectors, in a fresh registry.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		ReplicatedRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmirror_replicated_records_total",
+			Help: "Records written to the target and acknowledged by it.",
+		}, []string{"flow", "topic"}),
+		ReplicatedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmirror_replicated_bytes_total",
+			Help: "Key, value and header bytes of the records acknowledged by the target.",
+		}, []string{"flow", "topic"}),
+		PartitionLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kmirror_partition_lag_records",
+			Help: "Source end offset minus the next source offset to replicate.",
+		}, []string{"flow", "topic", "partition"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kmirror_replication_latency_seconds",
+			Help:    "Time from the source record's timestamp to the target's acknowledgement.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 22), // 1 ms .. ~35 min
+		}, []string{"flow"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmirror_errors_total",
+			Help: "Faults met while replicating, by kind.",
+		}, []string{"flow", "kind"}),
+		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmirror_duplicate_records_total",
+			Help: "Records written to the target a second time after a restart or a retry (already present there).",
+		}, []string{"flow", "topic"}),
+		Retried: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmirror_retried_records_total",
+			Help: "Records whose write to the target failed and that will be written again.",
+		}, []string{"flow", "topic"}),
+		TopicsReplicated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kmirror_topics_replicated",
+			Help: "Source topics the flow replicates.",
+		}, []string{"flow"}),
+		PartitionsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kmirror_partitions_replicated",
+			Help: "Source partitions the flow replicates.",
+		}, []string{"flow"}),
+		ClusterUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kmirror_cluster_up",
+			Help: "1 when the last check reached the cluster, 0 otherwise.",
+		}, []string{"flow", "cluster"}),
+		ProgressWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmirror_progress_writes_total",
+			Help: "Progress records written to the target's progress topic.",
+		}, []string{"flow"}),
+		TopicsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmirror_topics_created_total",
+			Help: "Topics created on the target.",
+		}, []string{"flow"}),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.ReplicatedRecords, m.ReplicatedBytes, m.PartitionLag, m.Latency, m.Errors,
+		m.Duplicates, m.Retried, m.TopicsReplicated, m.PartitionsActive, m.ClusterUp,
+		m.ProgressWrites, m.TopicsCreated,
+	)
+	return m
+}

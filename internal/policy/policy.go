@@ -1,0 +1,81 @@
+// Package policy decides which source topics a flow replicates and what
+// they are called on the target.
+package policy
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/kmirror/kmirror/internal/config"
+)
+
+// InternalPrefix starts the name of every topic kmirror itself creates.
+const InternalPrefix = "__kmirror"
+
+// Naming policies.
+const (
+	NamingPrefix   = "prefix"
+	NamingIdentity = "identity"
+)
+
+// Topics is a flow's topic policy: filters and naming.
+type Topics struct {
+	include, exclude []*regexp.Regexp
+	naming           string
+	prefix           string
+	// loopPrefix is the prefix the reverse flow gives topics it copies into
+	// this flow's source; such topics are never copied back.
+	loopPrefix string
+}
+
+// NewTopics builds the topic policy of flow f.
+func NewTopics(f *config.Flow) *Topics {
+	return &Topics{
+		include:    f.TopicsRegexps,
+		exclude:    f.TopicsExcludeRegexps,
+		naming:     f.TopicNaming,
+		prefix:     f.TopicPrefix,
+		loopPrefix: f.Target + ".",
+	}
+}
+
+// IsInternal reports whether topic is a Kafka or kmirror internal topic,
+// which no flow ever replicates.
+func IsInternal(topic string) bool {
+	return strings.HasPrefix(topic, "__")
+}
+
+// Matches reports whether the flow replicates source topic name.
+func (p *Topics) Matches(name string) bool {
+	if IsInternal(name) {
+		return false
+	}
+	if p.naming == NamingPrefix && strings.HasPrefix(name, p.loopPrefix) {
+		return false
+	}
+	for _, re := range p.exclude {
+		if re.MatchString(name) {
+			return false
+		}
+	}
+	for _, re := range p.include {
+		if re.MatchString(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// TargetName is the name source topic name gets on the target cluster.
+func (p *Topics) TargetName(name string) string {
+	if p.naming == NamingPrefix {
+		return p.prefix + name
+	}
+	return name
+}
+
+// ProgressTopic is the name of the internal compacted topic, on the target
+// cluster, that holds the progress of flow.
+func ProgressTopic(flow string) string {
+	return InternalPrefix + "." + flow + ".progress"
+}

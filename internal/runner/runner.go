@@ -1,0 +1,105 @@
+// Package runner starts everything a configuration asks for: its flows,
+// the metrics they share and the admin HTTP server. `kmirror run` and
+// `kmirror demo` both go through it, so the demo exercises the same path.
+package runner
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/flow"
+	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/server"
+)
+
+// Runner runs the flows of one configuration.
+type Runner struct {
+	Flows   []*flow.Flow
+	Metrics *metrics.Metrics
+
+	logger *slog.Logger
+	server *server.Server
+	ln     net.Listener
+}
+
+// New builds the flows of cfg and binds the HTTP listener (unless
+// disabled), so that a port in use is reported before anything starts.
+func New(cfg *config.Config, version string, logger *slog.Logger) (*Runner, error) {
+	r := &Runner{Metrics: metrics.New(), logger: logger}
+	for _, fc := range cfg.Flows {
+		r.Flows = append(r.Flows, flow.New(cfg, fc, r.Metrics, logger))
+	}
+	if cfg.HTTP.Listen != "off" {
+		ln, err := server.Listen(cfg.HTTP.Listen)
+		if err != nil {
+			return nil, err
+		}
+		r.ln = ln
+		r.server = server.New(r.Flows, r.Metrics, version, logger)
+	}
+	return r, nil
+}
+
+// HTTPAddr is the address the admin server listens on, or "" if disabled.
+func (r *Runner) HTTPAddr() string {
+	if r.ln == nil {
+		return ""
+	}
+	return r.ln.Addr().String()
+}
+
+// Check verifies that every flow reaches both of its clusters.
+func (r *Runner) Check(ctx context.Context) error {
+	var errs []error
+	for _, f := range r.Flows {
+		errs = append(errs, f.Check(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Close releases the HTTP listener of a runner that was never run.
+func (r *Runner) Close() {
+	if r.ln != nil {
+		r.ln.Close()
+	}
+}
+
+// Run runs every flow and the HTTP server until ctx is done, then waits
+// for the flows to store their progress.
+func (r *Runner) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(r.Flows)+1)
+	if r.server != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.server.Serve(ctx, r.ln); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	for _, f := range r.Flows {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.Run(ctx); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

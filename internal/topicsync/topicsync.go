@@ -1,0 +1,234 @@
+// Package topicsync keeps a flow's target topics in step with its source:
+// it discovers source topics that match the flow's policy, creates them on
+// the target with the source's partition count and explicitly set configs
+// before any record is written, and grows target partitions when the
+// source grows.
+package topicsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kmirror/kmirror/internal/policy"
+)
+
+// excludedConfigs are topic configs that describe the source cluster's
+// brokers rather than the data, and are never copied. The list follows
+// MirrorMaker 2's default config filter.
+var excludedConfigs = map[string]bool{
+	"follower.replication.throttled.replicas": true,
+	"leader.replication.throttled.replicas":   true,
+	"message.timestamp.difference.max.ms":     true,
+	"message.timestamp.type":                  true,
+	"unclean.leader.election.enable":          true,
+	"min.insync.replicas":                     true,
+}
+
+// Topic is a source topic that is ready to be replicated: its target
+// exists with at least as many partitions.
+type Topic struct {
+	Source     string
+	Target     string
+	Partitions int32
+}
+
+// Syncer creates and grows a flow's target topics.
+type Syncer struct {
+	source, target    *kadm.Client
+	policy            *policy.Topics
+	replicationFactor int16
+	logger            *slog.Logger
+	// known holds the partition count last made ready per source topic.
+	known map[string]int32
+	// problems holds, per source topic, the last problem reported, so a
+	// persisting problem is logged once rather than on every pass.
+	problems map[string]string
+}
+
+// New returns a Syncer. replicationFactor <= 0 means the target's default.
+func New(source, target *kadm.Client, p *policy.Topics, replicationFactor int, logger *slog.Logger) *Syncer {
+	rf := int16(replicationFactor)
+	if rf <= 0 {
+		rf = -1
+	}
+	return &Syncer{
+		source: source, target: target, policy: p, replicationFactor: rf, logger: logger,
+		known: map[string]int32{}, problems: map[string]string{},
+	}
+}
+
+// Result is the outcome of one pass.
+type Result struct {
+	Ready   []Topic  // topics whose target is ready, sorted by source name
+	Created []string // target topics created in this pass
+	Removed []string // source topics that were ready before and are gone now
+	Errors  []error  // per-topic problems; those topics are not in Ready
+}
+
+// Sync lists the source topics and makes the target ready for each that
+// the policy matches. An error is returned only when a cluster cannot be
+// listed at all; per-topic problems are in Result.Errors.
+func (s *Syncer) Sync(ctx context.Context) (Result, error) {
+	var res Result
+	srcTopics, err := s.source.ListTopics(ctx)
+	if err != nil {
+		return res, fmt.Errorf("listing source topics: %w", err)
+	}
+	var wanted []string
+	for name, d := range srcTopics {
+		if d.Err != nil || d.IsInternal || !s.policy.Matches(name) {
+			continue
+		}
+		wanted = append(wanted, name)
+	}
+	slices.Sort(wanted)
+	for name := range s.known {
+		if _, ok := srcTopics[name]; !ok {
+			res.Removed = append(res.Removed, name)
+			delete(s.known, name)
+		}
+	}
+	if len(wanted) == 0 {
+		return res, nil
+	}
+
+	targetNames := make([]string, len(wanted))
+	for i, name := range wanted {
+		targetNames[i] = s.policy.TargetName(name)
+	}
+	tgtTopics, err := s.target.ListTopics(ctx, targetNames...)
+	if err != nil {
+		return res, fmt.Errorf("listing target topics: %w", err)
+	}
+
+	var toCreate []string
+	for i, name := range wanted {
+		srcParts := int32(len(srcTopics[name].Partitions))
+		tgt := tgtTopics[targetNames[i]]
+		switch {
+		case errors.Is(tgt.Err, kerr.UnknownTopicOrPartition) || (tgt.Err == nil && tgt.Topic == ""):
+			toCreate = append(toCreate, name)
+			continue
+		case tgt.Err != nil:
+			res.Errors = append(res.Errors, s.problem(name, fmt.Errorf("target topic %q: %w", targetNames[i], tgt.Err)))
+			continue
+		}
+		tgtParts := int32(len(tgt.Partitions))
+		if tgtParts < srcParts {
+			if err := s.grow(ctx, targetNames[i], srcParts); err != nil {
+				res.Errors = append(res.Errors, s.problem(name, err))
+				continue
+			}
+			s.logger.Info("grew target topic partitions", "topic", targetNames[i], "from", tgtParts, "to", srcParts)
+		}
+		s.ready(&res, Topic{Source: name, Target: targetNames[i], Partitions: srcParts})
+	}
+
+	if len(toCreate) > 0 {
+		configs, err := s.explicitConfigs(ctx, toCreate)
+		if err != nil {
+			return res, err
+		}
+		for _, name := range toCreate {
+			t := Topic{Source: name, Target: s.policy.TargetName(name), Partitions: int32(len(srcTopics[name].Partitions))}
+			if err := s.create(ctx, t, configs[name]); err != nil {
+				res.Errors = append(res.Errors, s.problem(name, err))
+				continue
+			}
+			res.Created = append(res.Created, t.Target)
+			s.ready(&res, t)
+		}
+		slices.SortFunc(res.Ready, func(a, b Topic) int { return strings.Compare(a.Source, b.Source) })
+	}
+	return res, nil
+}
+
+func (s *Syncer) ready(res *Result, t Topic) {
+	s.known[t.Source] = t.Partitions
+	delete(s.problems, t.Source)
+	res.Ready = append(res.Ready, t)
+}
+
+// problem logs err the first time it is seen for topic and returns it.
+func (s *Syncer) problem(topic string, err error) error {
+	if s.problems[topic] != err.Error() {
+		s.problems[topic] = err.Error()
+		s.logger.Error("cannot replicate topic", "topic", topic, "err", err)
+	}
+	return err
+}
+
+func (s *Syncer) create(ctx context.Context, t Topic, configs map[string]*string) error {
+	resp, err := s.target.CreateTopic(ctx, t.Partitions, s.replicationFactor, configs, t.Target)
+	if errors.Is(err, kerr.TopicAlreadyExists) {
+		return nil // created concurrently; the next pass checks its shape
+	}
+	if err != nil {
+		msg := resp.ErrMessage
+		if msg != "" {
+			msg = " (" + msg + ")"
+		}
+		return fmt.Errorf("creating target topic %q with %d partitions and configs %s: %w%s",
+			t.Target, t.Partitions, describe(configs), err, msg)
+	}
+	s.logger.Info("created target topic", "topic", t.Target, "source_topic", t.Source,
+		"partitions", t.Partitions, "configs", describe(configs))
+	return nil
+}
+
+func (s *Syncer) grow(ctx context.Context, target string, partitions int32) error {
+	resp, err := s.target.UpdatePartitions(ctx, int(partitions), target)
+	if err == nil {
+		if r, ok := resp[target]; ok {
+			err = r.Err
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("growing target topic %q to %d partitions: %w", target, partitions, err)
+	}
+	return nil
+}
+
+// explicitConfigs returns, per source topic, the configs set explicitly on
+// the topic (not inherited from broker defaults), less the excluded ones.
+func (s *Syncer) explicitConfigs(ctx context.Context, topics []string) (map[string]map[string]*string, error) {
+	rcs, err := s.source.DescribeTopicConfigs(ctx, topics...)
+	if err != nil {
+		return nil, fmt.Errorf("describing source topic configs: %w", err)
+	}
+	out := make(map[string]map[string]*string, len(rcs))
+	for _, rc := range rcs {
+		if rc.Err != nil {
+			return nil, fmt.Errorf("describing source topic %q configs: %w", rc.Name, rc.Err)
+		}
+		m := map[string]*string{}
+		for _, c := range rc.Configs {
+			if c.Source != kmsg.ConfigSourceDynamicTopicConfig || excludedConfigs[c.Key] || c.Value == nil {
+				continue
+			}
+			m[c.Key] = c.Value
+		}
+		out[rc.Name] = m
+	}
+	return out, nil
+}
+
+func describe(configs map[string]*string) string {
+	if len(configs) == 0 {
+		return "{}"
+	}
+	parts := make([]string, 0, len(configs))
+	for _, k := range slices.Sorted(maps.Keys(configs)) {
+		parts = append(parts, k+"="+*configs[k])
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
