@@ -307,6 +307,11 @@ func TestExpand(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	dir := t.TempDir()
+	for _, name := range []string{"cert.pem", "key.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tt := range []struct {
 		name string
 		data string
@@ -321,7 +326,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "syntax unclosed",
 			data: clusters + "flows: [\n",
-			want: []string{"kmirror.yaml:7: invalid YAML: did not find expected node content"},
+			want: []string{"kmirror.yaml:6: invalid YAML: did not find expected node content"},
 		},
 		{
 			name: "empty",
@@ -385,6 +390,16 @@ func TestErrors(t *testing.T) {
 			name: "duplicate key",
 			data: flow + "    start_from: latest\n    start_from: earliest\n",
 			want: []string{"kmirror.yaml:10: flows[0].start_from: duplicate key; already set on line 9; expected each key once"},
+		},
+		{
+			name: "merge into itself",
+			data: clusters + "flows:\n  - &x\n    source: primary\n    target: dr\n    <<: *x\n",
+			want: []string{"kmirror.yaml:10: flows[0]: merge (<<) of a mapping into itself; expected a mapping defined elsewhere"},
+		},
+		{
+			name: "merge of a scalar",
+			data: flow + "    <<: 3\n",
+			want: []string{`kmirror.yaml:9: flows[0]: expected a mapping or a list of mappings to merge (<<), got "3"`},
 		},
 		{
 			name: "integer",
@@ -682,13 +697,8 @@ func TestErrors(t *testing.T) {
 }
 
 func TestMergeKeys(t *testing.T) {
-	data := `x-sasl: &sasl
-  mechanism: SCRAM-SHA-256
-  username: mirror
-  password: secret
-`
-	// x-sasl is not a known key, so anchors have to live inside known keys.
-	data = clusters + `  other:
+	// Unknown keys are errors, so anchors live where they are used first.
+	data := clusters + `  other:
     bootstrap_servers: ["c:9092"]
     sasl: &sasl
       mechanism: SCRAM-SHA-256

@@ -82,7 +82,7 @@ func (d *decoder) mapping(f *field, want, known string) *mapping {
 	}
 	m := &mapping{path: f.path, at: f.at(), fields: map[string]*field{}}
 	knownKeys := strings.Fields(known)
-	for _, p := range d.pairs(f.val, f.path, 0) {
+	for _, p := range d.pairs(f.val, f.path, nil) {
 		name := p.key.Value
 		path := join(f.path, name)
 		if known != "" && !slices.Contains(knownKeys, name) {
@@ -107,8 +107,9 @@ type pair struct {
 }
 
 // pairs returns the key/value pairs of mapping n: first those written in
-// it, then those merged in with "<<", nearest merge first.
-func (d *decoder) pairs(n *yaml.Node, path string, depth int) []pair {
+// it, then those merged in with "<<", nearest merge first. merging holds
+// the mappings being merged into n, to catch a mapping merged into itself.
+func (d *decoder) pairs(n *yaml.Node, path string, merging []*yaml.Node) []pair {
 	var own, merged []pair
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -116,7 +117,7 @@ func (d *decoder) pairs(n *yaml.Node, path string, depth int) []pair {
 		case k.Kind != yaml.ScalarNode:
 			d.errorf(k, path, "expected a key name, got %s", d.describe(k, path))
 		case k.ShortTag() == "!!merge":
-			merged = append(merged, d.merge(v, path, depth)...)
+			merged = append(merged, d.merge(k, v, path, append(merging, n))...)
 		default:
 			own = append(own, pair{key: k, val: v})
 		}
@@ -124,13 +125,9 @@ func (d *decoder) pairs(n *yaml.Node, path string, depth int) []pair {
 	return append(own, merged...)
 }
 
-// merge returns the pairs that the value of a "<<" key brings in.
-func (d *decoder) merge(v *yaml.Node, path string, depth int) []pair {
+// merge returns the pairs that the value v of "<<" key k brings in.
+func (d *decoder) merge(k, v *yaml.Node, path string, merging []*yaml.Node) []pair {
 	const want = "a mapping or a list of mappings to merge (<<)"
-	if depth > 16 {
-		d.errorf(v, path, "merges (<<) nested too deeply; expected at most 16 levels")
-		return nil
-	}
 	var sources []*yaml.Node
 	switch v = resolve(v); v.Kind {
 	case yaml.MappingNode:
@@ -143,11 +140,15 @@ func (d *decoder) merge(v *yaml.Node, path string, depth int) []pair {
 	}
 	var out []pair
 	for _, s := range sources {
-		if s = resolve(s); s.Kind != yaml.MappingNode {
+		switch s = resolve(s); {
+		case s.Kind != yaml.MappingNode:
 			d.errorf(s, path, "expected %s, got %s", want, d.describe(s, path))
 			continue
+		case slices.Contains(merging, s) || len(merging) > 16:
+			d.errorf(k, path, "merge (<<) of a mapping into itself; expected a mapping defined elsewhere")
+			continue
 		}
-		for _, p := range d.pairs(s, path, depth+1) {
+		for _, p := range d.pairs(s, path, merging) {
 			p.merged = true
 			out = append(out, p)
 		}

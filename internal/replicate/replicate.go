@@ -164,6 +164,9 @@ func (r *Replicator) Add(as []Assignment) {
 	r.mu.Unlock()
 	if len(add) > 0 {
 		r.opts.Source.AddConsumePartitions(add)
+		for topic, ps := range add {
+			r.opts.Logger.Info("replicating topic", "topic", topic, "new_partitions", len(ps))
+		}
 	}
 	r.updateGauges()
 }
