@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -78,6 +79,13 @@ start, 2 when the configuration is invalid.`,
 			if err != nil {
 				return exitError{exitConfig, err}
 			}
+			if prof := os.Getenv("KMIRROR_CPUPROFILE"); prof != "" {
+				stop, err := startCPUProfile(prof)
+				if err != nil {
+					return exitError{exitRuntime, err}
+				}
+				defer stop()
+			}
 			return run(cmd.Context(), cfg, newLogger(cfg.Log))
 		},
 	}
@@ -103,6 +111,20 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	logger.Info("kmirror stopped")
 	return nil
+}
+
+// startCPUProfile writes a CPU profile of the whole run to path, for
+// `go tool pprof`.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("KMIRROR_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("KMIRROR_CPUPROFILE: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func newLogger(c config.Log) *slog.Logger {
