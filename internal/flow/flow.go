@@ -22,6 +22,7 @@ import (
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
 	"github.com/kmirror/kmirror/internal/replicate"
+	"github.com/kmirror/kmirror/internal/resume"
 	"github.com/kmirror/kmirror/internal/topicsync"
 )
 
@@ -282,8 +283,8 @@ func (f *Flow) watchHealth(ctx context.Context, src, tgt *kgo.Client) {
 // syncTopics runs topic sync every refresh interval and hands new
 // partitions to the data plane.
 func (f *Flow) syncTopics(ctx context.Context, src, tgt *kgo.Client, store *progress.Store, repl *replicate.Replicator, loaded progress.Loaded) {
-	srcAdmin, tgtAdmin := kadm.NewClient(src), kadm.NewClient(tgt)
-	syncer := topicsync.New(srcAdmin, tgtAdmin, policy.NewTopics(f.cfg), f.cfg.ReplicationFactor, f.logger)
+	cls := clients{src: src, tgt: tgt, srcAdmin: kadm.NewClient(src), tgtAdmin: kadm.NewClient(tgt)}
+	syncer := topicsync.New(cls.srcAdmin, cls.tgtAdmin, policy.NewTopics(f.cfg), f.cfg.ReplicationFactor, f.logger)
 	// start_from applies only to partitions present at the flow's very
 	// first start; everything discovered later starts at its beginning.
 	firstStart := !loaded.Started
@@ -292,7 +293,7 @@ func (f *Flow) syncTopics(ctx context.Context, src, tgt *kgo.Client, store *prog
 	t := time.NewTicker(f.cfg.TopicRefreshInterval)
 	defer t.Stop()
 	for {
-		err := f.syncOnce(ctx, syncer, srcAdmin, tgtAdmin, repl, loaded.Positions, firstStart)
+		err := f.syncOnce(ctx, syncer, cls, repl, loaded.Positions, firstStart)
 		if err == nil && !markedStarted {
 			if err = store.MarkStarted(ctx); err == nil {
 				markedStarted = true
@@ -315,7 +316,13 @@ func (f *Flow) syncTopics(ctx context.Context, src, tgt *kgo.Client, store *prog
 	}
 }
 
-func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, srcAdmin, tgtAdmin *kadm.Client,
+// clients are a flow's connections to its two clusters.
+type clients struct {
+	src, tgt           *kgo.Client
+	srcAdmin, tgtAdmin *kadm.Client
+}
+
+func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, cls clients,
 	repl *replicate.Replicator, positions map[progress.Partition]progress.Position, firstStart bool) error {
 	res, err := syncer.Sync(ctx)
 	if err != nil {
@@ -339,7 +346,7 @@ func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, srcAdmin,
 	for i, t := range ready {
 		names[i] = t.Source
 	}
-	ends, err := srcAdmin.ListEndOffsets(ctx, names...)
+	ends, err := cls.srcAdmin.ListEndOffsets(ctx, names...)
 	if err != nil {
 		return fmt.Errorf("listing source end offsets: %w", err)
 	}
@@ -361,7 +368,7 @@ func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, srcAdmin,
 	if len(newTopics) == 0 {
 		return nil
 	}
-	as, err := f.assignments(ctx, srcAdmin, tgtAdmin, repl, newTopics, ends, positions, firstStart)
+	as, err := f.assignments(ctx, cls, repl, newTopics, ends, positions, firstStart)
 	if err != nil {
 		return err
 	}
@@ -372,22 +379,28 @@ func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, srcAdmin,
 // assignments computes where each new partition starts: its stored
 // position, or else the flow's start_from (first start only) or the
 // partition's earliest offset.
-func (f *Flow) assignments(ctx context.Context, srcAdmin, tgtAdmin *kadm.Client, repl *replicate.Replicator,
+func (f *Flow) assignments(ctx context.Context, cls clients, repl *replicate.Replicator,
 	topics []topicsync.Topic, ends kadm.ListedOffsets, positions map[progress.Partition]progress.Position, firstStart bool) ([]replicate.Assignment, error) {
 	names := make([]string, len(topics))
 	targetNames := make([]string, len(topics))
 	for i, t := range topics {
 		names[i], targetNames[i] = t.Source, t.Target
 	}
-	starts, err := srcAdmin.ListStartOffsets(ctx, names...)
+	starts, err := cls.srcAdmin.ListStartOffsets(ctx, names...)
 	if err != nil {
 		return nil, fmt.Errorf("listing source start offsets: %w", err)
 	}
-	tgtEnds, err := tgtAdmin.ListEndOffsets(ctx, targetNames...)
+	tgtEnds, err := cls.tgtAdmin.ListEndOffsets(ctx, targetNames...)
 	if err != nil {
 		return nil, fmt.Errorf("listing target end offsets: %w", err)
 	}
 	var as []replicate.Assignment
+	type resumed struct {
+		i                      int
+		pos                    progress.Position
+		sourceStart, sourceEnd int64
+	}
+	var toResume []resumed
 	for _, t := range topics {
 		for p := int32(0); p < t.Partitions; p++ {
 			if repl.Has(t.Source, p) {
@@ -399,37 +412,76 @@ func (f *Flow) assignments(ctx context.Context, srcAdmin, tgtAdmin *kadm.Client,
 			if !ok || !ok2 || start.Err != nil || end.Err != nil {
 				return nil, fmt.Errorf("no offsets for source partition %s: %w", id, errors.Join(start.Err, end.Err))
 			}
-			pos, resumed := positions[id]
-			switch {
-			case resumed:
-				f.resumeChecks(id, t.Target, pos, start.Offset, tgtEnds)
-			case firstStart && f.cfg.StartFrom == "latest":
-				pos = progress.Position{SourceNext: end.Offset, TargetNext: -1}
-			default:
-				pos = progress.Position{SourceNext: start.Offset, TargetNext: -1}
+			a := replicate.Assignment{Source: id, TargetTopic: t.Target}
+			if pos, ok := positions[id]; ok {
+				toResume = append(toResume, resumed{len(as), pos, start.Offset, end.Offset})
+			} else if firstStart && f.cfg.StartFrom == "latest" {
+				a.Start = progress.Position{SourceNext: end.Offset, TargetNext: -1}
+			} else {
+				a.Start = progress.Position{SourceNext: start.Offset, TargetNext: -1}
 			}
-			as = append(as, replicate.Assignment{Source: id, TargetTopic: t.Target, Start: pos})
+			as = append(as, a)
 		}
 	}
+	// Resume points are checked in parallel: each may read both clusters.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, resumeConcurrency)
+	for _, r := range toResume {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			a := &as[r.i]
+			a.Start = f.resume(ctx, cls, a.Source, a.TargetTopic, r.pos, r.sourceStart, r.sourceEnd, tgtEnds)
+		}()
+	}
+	wg.Wait()
 	return as, nil
 }
 
-// resumeChecks reports what a resumed position implies: records the source
-// deleted before they were replicated, and records the target already
-// holds that will be written again.
-func (f *Flow) resumeChecks(id progress.Partition, target string, pos progress.Position, sourceStart int64, tgtEnds kadm.ListedOffsets) {
+// resumeConcurrency bounds the partitions whose resume points are checked
+// at once.
+const resumeConcurrency = 16
+
+// resume checks a stored position against both clusters and returns the
+// position to start from. It reports records the source deleted before
+// they were copied. Records the target holds past the stored position were
+// written by the previous run after its last progress write: those whose
+// key, value, headers and timestamp match the next source records, in
+// order, are skipped rather than written again; the rest are counted as
+// duplicates.
+func (f *Flow) resume(ctx context.Context, cls clients, id progress.Partition, target string, pos progress.Position,
+	sourceStart, sourceEnd int64, tgtEnds kadm.ListedOffsets) progress.Position {
 	if pos.SourceNext < sourceStart {
 		lost := sourceStart - pos.SourceNext
 		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrOffsetReset).Inc()
 		f.logger.Error("source deleted records before they were replicated (retention); resuming at the source's earliest offset",
 			"topic", id.Topic, "partition", id.Partition, "position", pos.SourceNext, "source_start", sourceStart, "records_lost_at_most", lost)
+		return pos
 	}
-	if te, ok := tgtEnds.Lookup(target, id.Partition); ok && te.Err == nil && pos.TargetNext >= 0 && te.Offset > pos.TargetNext {
-		dups := te.Offset - pos.TargetNext
+	te, ok := tgtEnds.Lookup(target, id.Partition)
+	if !ok || te.Err != nil || pos.TargetNext < 0 || te.Offset <= pos.TargetNext {
+		return pos
+	}
+	ahead := te.Offset - pos.TargetNext
+	matched, next, err := resume.Match(ctx, cls.src, cls.tgt, id, target, pos, te.Offset, sourceEnd)
+	if err != nil {
+		f.logger.Warn("could not compare the target's records past the stored position; they will be written again",
+			"topic", id.Topic, "partition", id.Partition, "err", err)
+	}
+	if dups := ahead - matched; dups > 0 {
 		f.metrics.Duplicates.WithLabelValues(f.cfg.Name, id.Topic).Add(float64(dups))
 		f.logger.Info("target holds records written after the last stored position; they will be written again",
 			"topic", id.Topic, "partition", id.Partition, "duplicates", dups)
 	}
+	if matched > 0 {
+		f.metrics.ResumeSkipped.WithLabelValues(f.cfg.Name, id.Topic).Add(float64(matched))
+		f.logger.Info("resumed past records the target already holds",
+			"topic", id.Topic, "partition", id.Partition, "skipped", matched, "from", pos.SourceNext, "to", next.SourceNext)
+		return next
+	}
+	return pos
 }
 
 func retryDelay(attempt int) time.Duration {

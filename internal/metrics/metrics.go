@@ -37,6 +37,7 @@ type Metrics struct {
 	Errors            *prometheus.CounterVec   // flow, kind
 	Duplicates        *prometheus.CounterVec   // flow, topic
 	Retried           *prometheus.CounterVec   // flow, topic
+	ResumeSkipped     *prometheus.CounterVec   // flow, topic
 	TopicsReplicated  *prometheus.GaugeVec     // flow
 	PartitionsActive  *prometheus.GaugeVec     // flow
 	ClusterUp         *prometheus.GaugeVec     // flow, cluster
@@ -78,6 +79,10 @@ func New() *Metrics {
 			Name: "kmirror_retried_records_total",
 			Help: "Records whose write to the target failed and that will be written again.",
 		}, []string{"flow", "topic"}),
+		ResumeSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kmirror_resume_skipped_records_total",
+			Help: "Records a restarted flow found already on the target (written after the last stored position) and did not write again.",
+		}, []string{"flow", "topic"}),
 		TopicsReplicated: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kmirror_topics_replicated",
 			Help: "Source topics the flow replicates.",
@@ -103,7 +108,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.ReplicatedRecords, m.ReplicatedBytes, m.PartitionLag, m.Latency, m.Errors,
-		m.Duplicates, m.Retried, m.TopicsReplicated, m.PartitionsActive, m.ClusterUp,
+		m.Duplicates, m.Retried, m.ResumeSkipped, m.TopicsReplicated, m.PartitionsActive, m.ClusterUp,
 		m.ProgressWrites, m.TopicsCreated,
 	)
 	return m

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -129,7 +130,7 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, bool, error) 
 	if end.Offset <= 0 {
 		return out, started, nil
 	}
-	reader, err := kgo.NewClient(append(s.client.Opts(),
+	reader, err := kgo.NewClient(append(slices.Clone(s.client.Opts()),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: {0: kgo.NewOffset().AtStart()}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)...)

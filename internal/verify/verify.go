@@ -182,7 +182,7 @@ func ReadAll(ctx context.Context, cl *kgo.Client, topic string) (map[int32][]*kg
 	if len(want) == 0 {
 		return out, nil
 	}
-	reader, err := kgo.NewClient(append(cl.Opts(),
+	reader, err := kgo.NewClient(append(slices.Clone(cl.Opts()),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: want}),
 		kgo.FetchMaxBytes(64<<20),
 	)...)

@@ -119,8 +119,9 @@ topic_naming: identity
 		t.Fatal(err)
 	}
 	reported, _ := metricValue(body, `kmirror_duplicate_records_total{flow="e2e",topic="events"}`)
-	t.Logf("crash test: %d source records, all on the target in order; %d duplicates seen after SIGKILL; kmirror reported %v",
-		srcEnd, duplicates, reported)
+	skipped, _ := metricValue(body, `kmirror_resume_skipped_records_total{flow="e2e",topic="events"}`)
+	t.Logf("crash test: %d source records, all on the target in order; %d duplicates seen after SIGKILL; kmirror reported %v duplicates and %v records it found already written and did not write again",
+		srcEnd, duplicates, reported, skipped)
 	if int(reported) != duplicates {
 		t.Errorf("kmirror_duplicate_records_total = %v, but the target holds %d duplicates", reported, duplicates)
 	}

@@ -1,0 +1,185 @@
+package policy
+
+import (
+	"testing"
+
+	"github.com/kmirror/kmirror/internal/config"
+)
+
+const clusters = `clusters:
+  primary:
+    bootstrap_servers: ["127.0.0.1:9092"]
+  dr:
+    bootstrap_servers: ["127.0.0.1:9192"]
+flows:
+  - source: primary
+    target: dr
+`
+
+// flowOf parses clusters plus the given flow keys (indented as keys of the
+// first flow) and returns the flow, with its regexps compiled by config.
+func flowOf(t *testing.T, keys string) *config.Flow {
+	t.Helper()
+	cfg, err := config.Parse("kmirror.yaml", []byte(clusters+keys), nil)
+	if err != nil {
+		t.Fatalf("config.Parse: %v", err)
+	}
+	if len(cfg.Flows) != 1 {
+		t.Fatalf("got %d flows, want 1", len(cfg.Flows))
+	}
+	return cfg.Flows[0]
+}
+
+func TestMatches(t *testing.T) {
+	tests := []struct {
+		name  string
+		keys  string
+		match map[string]bool
+	}{
+		{
+			name: "default selects everything but internal and loop topics",
+			keys: "",
+			match: map[string]bool{
+				"orders":               true,
+				"a":                    true,
+				"primary.orders":       true,  // the flow's own prefix is not the loop prefix
+				"dr.orders":            false, // copied by the reverse flow dr -> primary
+				"dr.":                  false,
+				"dr":                   true, // no dot: not a copy
+				"drx.orders":           true,
+				"__consumer_offsets":   false,
+				"__transaction_state":  false,
+				"__kmirror.x.progress": false,
+				"_single_underscore":   true,
+			},
+		},
+		{
+			name: "include regexes match the whole name",
+			keys: `    topics: ["orders", "pay.*"]
+`,
+			match: map[string]bool{
+				"orders":      true,
+				"orders2":     false,
+				"xorders":     false,
+				"my.orders":   false,
+				"payments":    true,
+				"pay":         true,
+				"prepayments": false,
+				"__orders":    false,
+			},
+		},
+		{
+			name: "alternation is anchored as a whole",
+			keys: `    topics: ["a|b"]
+`,
+			match: map[string]bool{
+				"a":  true,
+				"b":  true,
+				"ab": false,
+				"xa": false,
+				"bx": false,
+			},
+		},
+		{
+			name: "exclude wins over include and is anchored",
+			keys: `    topics: ["orders.*"]
+    topics_exclude: ['orders\.tmp\..*', "orders-archive"]
+`,
+			match: map[string]bool{
+				"orders":            true,
+				"orders.eu":         true,
+				"orders.tmp.1":      false,
+				"orders.tmp":        true, // 'orders\.tmp\..*' needs the dot after tmp
+				"orders-archive":    false,
+				"orders-archive-2":  true, // exclude is a full match
+				"orders.tmp.1.more": false,
+			},
+		},
+		{
+			name: "internal topics never match even when included explicitly",
+			keys: `    topics: ["__consumer_offsets", "__.*", ".*"]
+`,
+			match: map[string]bool{
+				"__consumer_offsets":               false,
+				"__kmirror.primary-to-dr.progress": false,
+				"__x":                              false,
+				"_x":                               true,
+			},
+		},
+		{
+			name: "identity naming does not skip target-prefixed topics",
+			keys: `    topic_naming: identity
+`,
+			match: map[string]bool{
+				"dr.orders":          true,
+				"orders":             true,
+				"__consumer_offsets": false,
+			},
+		},
+		{
+			name: "custom prefix still skips the target alias prefix",
+			keys: `    topic_prefix: "from-primary-"
+`,
+			match: map[string]bool{
+				"dr.orders":           false,
+				"orders":              true,
+				"from-primary-orders": true,
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewTopics(flowOf(t, tc.keys))
+			for topic, want := range tc.match {
+				if got := p.Matches(topic); got != want {
+					t.Errorf("Matches(%q) = %v, want %v", topic, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestTargetName(t *testing.T) {
+	tests := []struct {
+		name   string
+		keys   string
+		source string
+		want   string
+	}{
+		{"default prefix is source alias", "", "orders", "primary.orders"},
+		{"default prefix keeps dots", "", "orders.eu.v1", "primary.orders.eu.v1"},
+		{"custom prefix", "    topic_prefix: backup_\n", "orders", "backup_orders"},
+		{"explicit prefix naming", "    topic_naming: prefix\n", "orders", "primary.orders"},
+		{"identity", "    topic_naming: identity\n", "orders", "orders"},
+		{"identity keeps dots", "    topic_naming: identity\n", "primary.orders", "primary.orders"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewTopics(flowOf(t, tc.keys))
+			if got := p.TargetName(tc.source); got != tc.want {
+				t.Errorf("TargetName(%q) = %q, want %q", tc.source, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestProgressTopic(t *testing.T) {
+	tests := []struct{ flow, want string }{
+		{"primary-to-dr", "__kmirror.primary-to-dr.progress"},
+		{"a.b_c", "__kmirror.a.b_c.progress"},
+	}
+	for _, tc := range tests {
+		got := ProgressTopic(tc.flow)
+		if got != tc.want {
+			t.Errorf("ProgressTopic(%q) = %q, want %q", tc.flow, got, tc.want)
+		}
+		if !IsInternal(got) {
+			t.Errorf("ProgressTopic(%q) = %q is not internal", tc.flow, got)
+		}
+	}
+	// The default flow name of the config is what names the topic.
+	f := flowOf(t, "")
+	if got, want := ProgressTopic(f.Name), "__kmirror.primary-to-dr.progress"; got != want {
+		t.Errorf("ProgressTopic(default flow name %q) = %q, want %q", f.Name, got, want)
+	}
+}

@@ -1,0 +1,226 @@
+package progress
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// newCluster starts an in-process cluster and returns a client to it; both
+// are closed when the test ends.
+func newCluster(t *testing.T) *kgo.Client {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestEnsureCreatesCompactedSinglePartitionTopic(t *testing.T) {
+	ctx := testContext(t)
+	cl := newCluster(t)
+	s := NewStore(cl, "__kmirror.a-to-b.progress")
+	if s.Topic() != "__kmirror.a-to-b.progress" {
+		t.Fatalf("Topic() = %q", s.Topic())
+	}
+	for i := range 2 { // idempotent: the second call finds the topic
+		if err := s.Ensure(ctx, 0); err != nil {
+			t.Fatalf("Ensure #%d: %v", i+1, err)
+		}
+	}
+	adm := kadm.NewClient(cl)
+	tds, err := adm.ListTopics(ctx, s.Topic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	td, ok := tds[s.Topic()]
+	if !ok || td.Err != nil {
+		t.Fatalf("progress topic not listed: %+v", td)
+	}
+	if n := len(td.Partitions); n != 1 {
+		t.Errorf("progress topic has %d partitions, want 1", n)
+	}
+	rcs, err := adm.DescribeTopicConfigs(ctx, s.Topic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := rcs.On(s.Topic(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, c := range rc.Configs {
+		got[c.Key] = c.MaybeValue()
+	}
+	if got["cleanup.policy"] != "compact" {
+		t.Errorf("cleanup.policy = %q, want compact", got["cleanup.policy"])
+	}
+	if got["min.compaction.lag.ms"] != "60000" {
+		t.Errorf("min.compaction.lag.ms = %q, want 60000", got["min.compaction.lag.ms"])
+	}
+}
+
+func TestLoadEmpty(t *testing.T) {
+	ctx := testContext(t)
+	s := NewStore(newCluster(t), "__kmirror.empty.progress")
+	if err := s.Ensure(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	l, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Positions) != 0 || l.Started {
+		t.Errorf("Load of an empty topic = %+v, want no positions and not started", l)
+	}
+	if l.Positions == nil {
+		t.Error("Load returned a nil Positions map")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Load of an empty topic took %v", d)
+	}
+}
+
+func TestWriteLoadNewestPerPartition(t *testing.T) {
+	ctx := testContext(t)
+	s := NewStore(newCluster(t), "__kmirror.flow.progress")
+	if err := s.Ensure(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	dotted := Partition{Topic: "orders.eu.v1", Partition: 0}
+	dotted3 := Partition{Topic: "orders.eu.v1", Partition: 3}
+	plain := Partition{Topic: "payments", Partition: 1}
+	slashy := Partition{Topic: "a/b", Partition: 12} // the key is split at the last "/"
+	writes := [][]Entry{
+		{
+			{dotted, Position{SourceNext: 1, TargetNext: 1}},
+			{plain, Position{SourceNext: 5, TargetNext: -1}},
+		},
+		{
+			{dotted, Position{SourceNext: 10, TargetNext: 12}},
+			{dotted3, Position{SourceNext: 7, TargetNext: 7}},
+		},
+		nil, // writing nothing is a no-op
+		{
+			{dotted, Position{SourceNext: 20, TargetNext: 22}},
+			{slashy, Position{SourceNext: 3, TargetNext: 3}},
+		},
+	}
+	before := time.Now().UnixMilli()
+	for i, w := range writes {
+		if err := s.Write(ctx, w); err != nil {
+			t.Fatalf("Write #%d: %v", i+1, err)
+		}
+	}
+	l, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Started {
+		t.Error("Started is true before MarkStarted")
+	}
+	want := map[Partition]Position{
+		dotted:  {SourceNext: 20, TargetNext: 22},
+		dotted3: {SourceNext: 7, TargetNext: 7},
+		plain:   {SourceNext: 5, TargetNext: -1},
+		slashy:  {SourceNext: 3, TargetNext: 3},
+	}
+	got := map[Partition]Position{}
+	for p, pos := range l.Positions {
+		if pos.UpdatedMs < before || pos.UpdatedMs > time.Now().UnixMilli() {
+			t.Errorf("%s: UpdatedMs %d not set to the time of the write", p, pos.UpdatedMs)
+		}
+		pos.UpdatedMs = 0
+		got[p] = pos
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Load positions:\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestMarkStarted(t *testing.T) {
+	ctx := testContext(t)
+	s := NewStore(newCluster(t), "__kmirror.started.progress")
+	if err := s.Ensure(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	p := Partition{Topic: "t", Partition: 0}
+	if err := s.Write(ctx, []Entry{{p, Position{SourceNext: 4, TargetNext: 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkStarted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Started {
+		t.Error("Started = false after MarkStarted")
+	}
+	if len(l.Positions) != 1 || l.Positions[p].SourceNext != 4 {
+		t.Errorf("positions = %v, want only %s at 4 (the started marker is not a position)", l.Positions, p)
+	}
+
+	// The marker alone is enough.
+	s2 := NewStore(s.client, "__kmirror.started-only.progress")
+	if err := s2.Ensure(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.MarkStarted(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l, err = s2.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Started || len(l.Positions) != 0 {
+		t.Errorf("Load after MarkStarted only = %+v, want started with no positions", l)
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	tests := []struct {
+		key  string
+		want Partition
+		ok   bool
+	}{
+		{"orders/0", Partition{"orders", 0}, true},
+		{"orders.eu/17", Partition{"orders.eu", 17}, true},
+		{"a/b/2", Partition{"a/b", 2}, true},
+		{"flow-started", Partition{}, false},
+		{"/3", Partition{}, false},
+		{"orders/", Partition{}, false},
+		{"orders/x", Partition{}, false},
+		{"orders/99999999999", Partition{}, false},
+	}
+	for _, tc := range tests {
+		got, ok := parseKey(tc.key)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("parseKey(%q) = %v, %v; want %v, %v", tc.key, got, ok, tc.want, tc.ok)
+		}
+		if ok && got.String() != tc.key {
+			t.Errorf("Partition %v String() = %q, want %q", got, got.String(), tc.key)
+		}
+	}
+}

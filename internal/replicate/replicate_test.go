@@ -1,0 +1,574 @@
+package replicate
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/policy"
+	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/verify"
+)
+
+const flowName = "primary-to-dr"
+
+// env is a source and a target cluster with the clients a flow uses, plus
+// a producer on the source and admins for the test.
+type env struct {
+	ctx context.Context
+
+	srcClient, tgtClient *kgo.Client // the replicator's
+	producer             *kgo.Client // writes test records to the source
+	srcAdmin, tgtAdmin   *kadm.Client
+	store                *progress.Store
+	metrics              *metrics.Metrics
+}
+
+func newCluster(t *testing.T) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+func newClient(t *testing.T, seeds []string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	src, tgt := newCluster(t), newCluster(t)
+	e := &env{
+		ctx: ctx,
+		// As the flow builds them.
+		srcClient: newClient(t, src,
+			kgo.FetchMaxWait(100*time.Millisecond),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())),
+		tgtClient: newClient(t, tgt,
+			kgo.RecordPartitioner(kgo.ManualPartitioner()),
+			kgo.RequiredAcks(kgo.AllISRAcks())),
+		producer: newClient(t, src, kgo.RecordPartitioner(kgo.ManualPartitioner())),
+		metrics:  metrics.New(),
+	}
+	e.srcAdmin = kadm.NewClient(newClient(t, src))
+	e.tgtAdmin = kadm.NewClient(newClient(t, tgt))
+	e.store = progress.NewStore(e.tgtClient, policy.ProgressTopic(flowName))
+	if err := e.store.Ensure(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) createTopic(t *testing.T, adm *kadm.Client, topic string, partitions int32, configs map[string]*string) {
+	t.Helper()
+	if _, err := adm.CreateTopic(e.ctx, partitions, -1, configs, topic); err != nil {
+		t.Fatalf("creating %q: %v", topic, err)
+	}
+}
+
+func (e *env) replicator() *Replicator {
+	return New(Options{
+		Flow:             flowName,
+		Source:           e.srcClient,
+		Target:           e.tgtClient,
+		Progress:         e.store,
+		ProgressInterval: 20 * time.Millisecond,
+		Metrics:          e.metrics,
+		Logger:           slog.New(slog.NewTextHandler(os.Stderr, nil)), // DEBUGTMP
+	})
+}
+
+// run runs r until the returned stop is called; stop waits for Run to
+// return.
+func (e *env) run(t *testing.T, r *Replicator) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(e.ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var runErr error
+	go func() {
+		defer wg.Done()
+		runErr = r.Run(ctx)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			if runErr != nil {
+				t.Errorf("Run: %v", runErr)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// produce writes recs to the source, in order, each to its partition.
+func (e *env) produce(t *testing.T, topic string, recs ...*kgo.Record) {
+	t.Helper()
+	for _, r := range recs {
+		r.Topic = topic
+	}
+	if err := e.producer.ProduceSync(e.ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("producing to %q: %v", topic, err)
+	}
+}
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func counter(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func gauge(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
+}
+
+// records returns n records per partition spread over partitions, with
+// null and empty keys and values, duplicate headers and old timestamps.
+func records(partitions int32, n int, tag string) []*kgo.Record {
+	base := time.UnixMilli(1_600_000_000_000)
+	var out []*kgo.Record
+	for i := range n {
+		for p := range partitions {
+			r := &kgo.Record{
+				Partition: p,
+				Key:       fmt.Appendf(nil, "%s-k-%d-%d", tag, p, i),
+				Value:     fmt.Appendf(nil, "%s-v-%d-%d", tag, p, i),
+				Timestamp: base.Add(time.Duration(i) * time.Minute),
+			}
+			switch i % 5 {
+			case 1:
+				r.Key, r.Value = nil, nil
+			case 2:
+				r.Key, r.Value = []byte{}, []byte{}
+			case 3:
+				r.Headers = []kgo.RecordHeader{{Key: "h", Value: []byte("1")}, {Key: "h", Value: []byte("1")}, {Key: "n"}}
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// endOffsets returns the end offset of every partition of topic.
+func endOffsets(t *testing.T, ctx context.Context, adm *kadm.Client, topic string) map[int32]int64 {
+	t.Helper()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			t.Fatalf("end offset of %s/%d: %v", o.Topic, o.Partition, o.Err)
+		}
+		out[o.Partition] = o.Offset
+	})
+	return out
+}
+
+func assignments(topic, target string, partitions int32) []Assignment {
+	var as []Assignment
+	for p := range partitions {
+		as = append(as, Assignment{
+			Source:      progress.Partition{Topic: topic, Partition: p},
+			TargetTopic: target,
+			Start:       progress.Position{SourceNext: 0, TargetNext: -1},
+		})
+	}
+	return as
+}
+
+func TestReplicateCopiesEverything(t *testing.T) {
+	e := newEnv(t)
+	const src, dst, parts = "orders.eu", "primary.orders.eu", int32(3)
+	e.createTopic(t, e.srcAdmin, src, parts, nil)
+	e.createTopic(t, e.tgtAdmin, dst, parts, nil)
+	e.produce(t, src, records(parts, 50, "before")...) // there before the replicator starts
+
+	r := e.replicator()
+	r.Add(assignments(src, dst, parts))
+	r.Add(assignments(src, dst, parts)) // already replicated: ignored
+	for p := range parts {
+		if !r.Has(src, p) {
+			t.Errorf("Has(%q, %d) = false after Add", src, p)
+		}
+	}
+	if r.Has(src, parts) || r.Has("other", 0) {
+		t.Error("Has reports a partition that was never added")
+	}
+	if got := gauge(t, e.metrics.PartitionsActive.WithLabelValues(flowName)); got != float64(parts) {
+		t.Errorf("partitions gauge = %v, want %d", got, parts)
+	}
+	stop := e.run(t, r)
+	e.produce(t, src, records(parts, 50, "during")...) // written while it runs
+	const total = 2 * 50 * int64(parts)
+	waitFor(t, fmt.Sprintf("%d records replicated", total), func() bool { return r.Totals().Records >= total })
+	stop()
+
+	tot := r.Totals()
+	if tot.Records != total || tot.Partitions != int(parts) || tot.Failing != 0 {
+		t.Errorf("Totals = %+v, want %d records over %d partitions, none failing", tot, total, parts)
+	}
+	if tot.Bytes <= 0 {
+		t.Errorf("Totals.Bytes = %d, want > 0", tot.Bytes)
+	}
+	if got := counter(t, e.metrics.ReplicatedRecords.WithLabelValues(flowName, src)); got != float64(total) {
+		t.Errorf("replicated records metric = %v, want %d", got, total)
+	}
+	if got := counter(t, e.metrics.Duplicates.WithLabelValues(flowName, src)); got != 0 {
+		t.Errorf("duplicates metric = %v, want 0", got)
+	}
+
+	rep, err := verify.Compare(e.ctx, e.producer, e.tgtClient, []verify.Pair{{Source: src, Target: dst}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() {
+		t.Errorf("target differs from source: %+v", rep.Topics)
+	}
+
+	srcEnds := endOffsets(t, e.ctx, e.srcAdmin, src)
+	tgtEnds := endOffsets(t, e.ctx, e.tgtAdmin, dst)
+	want := map[progress.Partition]progress.Position{}
+	for p := range parts {
+		want[progress.Partition{Topic: src, Partition: p}] = progress.Position{SourceNext: srcEnds[p], TargetNext: tgtEnds[p]}
+	}
+	if got := r.Positions(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Positions() = %v, want the source end offsets %v", got, want)
+	}
+
+	loaded, err := e.store.Load(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, pos := range loaded.Positions {
+		pos.UpdatedMs = 0
+		loaded.Positions[p] = pos
+	}
+	if !reflect.DeepEqual(loaded.Positions, want) {
+		t.Errorf("stored positions after Run = %v, want %v", loaded.Positions, want)
+	}
+	if got := counter(t, e.metrics.ProgressWrites.WithLabelValues(flowName)); got < float64(parts) {
+		t.Errorf("progress writes metric = %v, want at least %d", got, parts)
+	}
+}
+
+func TestReplicateResumesFromPosition(t *testing.T) {
+	e := newEnv(t)
+	const src, dst = "t", "primary.t"
+	e.createTopic(t, e.srcAdmin, src, 2, nil)
+	e.createTopic(t, e.tgtAdmin, dst, 2, nil)
+	in := records(2, 10, "x") // 10 per partition
+	e.produce(t, src, in...)
+
+	r := e.replicator()
+	r.Add([]Assignment{
+		{Source: progress.Partition{Topic: src, Partition: 0}, TargetTopic: dst, Start: progress.Position{SourceNext: 0, TargetNext: -1}},
+		{Source: progress.Partition{Topic: src, Partition: 1}, TargetTopic: dst, Start: progress.Position{SourceNext: 7, TargetNext: 3}},
+	})
+	stop := e.run(t, r)
+	waitFor(t, "13 records replicated", func() bool { return r.Totals().Records >= 13 })
+	stop()
+
+	if got := r.Totals().Records; got != 13 {
+		t.Errorf("replicated %d records, want 10 + 3", got)
+	}
+	got, err := verify.ReadAll(e.ctx, e.tgtClient, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got[0]) != 10 || len(got[1]) != 3 {
+		t.Fatalf("target has %d and %d records, want 10 and 3", len(got[0]), len(got[1]))
+	}
+	// Source partition 1 offsets 7, 8, 9 are records 7..9 of partition 1.
+	for i, rec := range got[1] {
+		if d := verify.Diff(in[(7+i)*2+1], rec); d != "" {
+			t.Errorf("partition 1 target record %d is not source offset %d: %s", i, 7+i, d)
+		}
+	}
+	pos := r.Positions()[progress.Partition{Topic: src, Partition: 1}]
+	if pos.SourceNext != 10 || pos.TargetNext != 3 {
+		t.Errorf("partition 1 position = %+v, want source 10, target 3", pos)
+	}
+}
+
+func TestReplicateRemove(t *testing.T) {
+	e := newEnv(t)
+	e.createTopic(t, e.srcAdmin, "a", 1, nil)
+	e.createTopic(t, e.srcAdmin, "b", 1, nil)
+	r := e.replicator()
+	r.Add(append(assignments("a", "primary.a", 1), assignments("b", "primary.b", 1)...))
+	r.Remove([]string{"a", "missing"})
+	if r.Has("a", 0) || !r.Has("b", 0) {
+		t.Errorf("after Remove(a): Has(a) = %v, Has(b) = %v", r.Has("a", 0), r.Has("b", 0))
+	}
+	if got := r.Totals().Partitions; got != 1 {
+		t.Errorf("Totals.Partitions = %d, want 1", got)
+	}
+	if got := gauge(t, e.metrics.TopicsReplicated.WithLabelValues(flowName)); got != 1 {
+		t.Errorf("topics gauge = %v, want 1", got)
+	}
+}
+
+// refusingTarget creates topic src with 2 partitions and its target dst
+// with a max.message.bytes that refuses a big record, starts a replicator
+// of both partitions, and writes 5 small records to each partition. It
+// returns once those are replicated, with a function that writes the big
+// record (at source offset 5 of partition 0) followed by 5 more small
+// records per partition.
+func refusingTarget(t *testing.T, e *env, src, dst string) (r *Replicator, stop func(), writeBig func()) {
+	t.Helper()
+	e.createTopic(t, e.srcAdmin, src, 2, nil)
+	// kfake, like Kafka, refuses batches larger than max.message.bytes.
+	e.createTopic(t, e.tgtAdmin, dst, 2, map[string]*string{"max.message.bytes": kadm.StringPtr("2048")})
+	r = e.replicator()
+	r.Add(assignments(src, dst, 2))
+	stop = e.run(t, r)
+	for i := range 5 {
+		e.produce(t, src, small(0, i), small(1, i))
+	}
+	waitFor(t, "the first 10 records", func() bool { return r.Totals().Records >= 10 })
+	big := make([]byte, 8000) // random, so that compression cannot shrink it
+	if _, err := rand.Read(big); err != nil {
+		t.Fatal(err)
+	}
+	return r, stop, func() {
+		e.produce(t, src, &kgo.Record{Partition: 0, Key: []byte("big"), Value: big})
+		for i := 6; i < 11; i++ {
+			e.produce(t, src, small(0, i), small(1, i))
+		}
+	}
+}
+
+func small(p int32, i int) *kgo.Record {
+	return &kgo.Record{Partition: p, Key: fmt.Appendf(nil, "k%d-%d", p, i), Value: fmt.Appendf(nil, "v%d-%d", p, i)}
+}
+
+// bigOffset is the source offset of the record the target refuses, in
+// partition 0.
+const bigOffset = 5
+
+// A record the target refuses stops its partition: the position does not
+// move past it, the error is counted, and once the cause is fixed every
+// record arrives, in order, none skipped. Other partitions keep flowing;
+// their traffic also keeps the poll loop turning (see
+// TestReplicateRetriesWithoutNewSourceRecords for a quiet flow).
+func TestReplicateRefusedRecordIsNotSkipped(t *testing.T) {
+	e := newEnv(t)
+	const src, dst = "big", "primary.big"
+	r, stop, writeBig := refusingTarget(t, e, src, dst)
+	p0 := progress.Partition{Topic: src, Partition: 0}
+	p1 := progress.Partition{Topic: src, Partition: 1}
+
+	// Steady traffic on partition 1.
+	trafficDone := make(chan struct{})
+	var traffic sync.WaitGroup
+	traffic.Add(1)
+	go func() {
+		defer traffic.Done()
+		for i := 100; ; i++ {
+			select {
+			case <-trafficDone:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			rec := small(1, i)
+			rec.Topic = src
+			if err := e.producer.ProduceSync(e.ctx, rec).FirstErr(); err != nil {
+				t.Errorf("producing background traffic: %v", err)
+				return
+			}
+		}
+	}()
+	stopTraffic := sync.OnceFunc(func() { close(trafficDone); traffic.Wait() })
+	t.Cleanup(stopTraffic)
+
+	writeBig()
+	tooLarge := e.metrics.Errors.WithLabelValues(flowName, metrics.ErrRecordTooLarge)
+	// Wait for the first failure and one failed retry, checking all along
+	// that the position never passes the refused record.
+	waitFor(t, "a failed retry of the refused record", func() bool {
+		if pos := r.Positions()[p0]; pos.SourceNext > bigOffset {
+			t.Fatalf("partition 0 position %d moved past the refused record at offset %d", pos.SourceNext, bigOffset)
+		}
+		return counter(t, tooLarge) >= 2
+	})
+	if pos := r.Positions()[p0]; pos.SourceNext != bigOffset {
+		t.Errorf("partition 0 position = %d while failing, want %d (every record before the refused one is acknowledged)", pos.SourceNext, bigOffset)
+	}
+	if got := r.Totals().Failing; got > 1 {
+		t.Errorf("Totals.Failing = %d, want at most 1", got)
+	}
+	if got := counter(t, e.metrics.Retried.WithLabelValues(flowName, src)); got < 2 {
+		t.Errorf("retried records metric = %v, want at least 2", got)
+	}
+	// Partition 1 is not held up by partition 0.
+	waitFor(t, "partition 1 to pass its first 11 records", func() bool { return r.Positions()[p1].SourceNext > 11 })
+	if loaded, err := e.store.Load(e.ctx); err != nil {
+		t.Fatal(err)
+	} else if pos := loaded.Positions[p0]; pos.SourceNext > bigOffset {
+		t.Errorf("stored position %d of partition 0 passed the refused record", pos.SourceNext)
+	}
+
+	// Fix the cause.
+	rs, err := e.tgtAdmin.AlterTopicConfigs(e.ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("1048588")}}, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.On(dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "partition 0 to catch up", func() bool { return r.Positions()[p0].SourceNext == 11 })
+	stopTraffic()
+	srcEnds := endOffsets(t, e.ctx, e.srcAdmin, src)
+	waitFor(t, "partition 1 to catch up", func() bool { return r.Positions()[p1].SourceNext == srcEnds[1] })
+	stop()
+
+	total := srcEnds[0] + srcEnds[1]
+	if got := r.Totals(); got.Records != total || got.Failing != 0 {
+		t.Errorf("Totals = %+v, want %d records (each counted once) and none failing", got, total)
+	}
+	srcRecs, err := verify.ReadAll(e.ctx, e.producer, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgtRecs, err := verify.ReadAll(e.ctx, e.tgtClient, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Records written after the refused one may have been written before
+	// the rewind too: the target may hold duplicates, counted as such, but
+	// it must hold every source record in source order.
+	dups := counter(t, e.metrics.Duplicates.WithLabelValues(flowName, src))
+	extra := 0
+	for p := range int32(2) {
+		s, d := srcRecs[p], tgtRecs[p]
+		i := 0
+		for _, rec := range d {
+			if i < len(s) && verify.Diff(s[i], rec) == "" {
+				i++
+			}
+		}
+		if i != len(s) {
+			t.Errorf("partition %d: only the first %d of %d source records are on the target in order", p, i, len(s))
+		}
+		extra += len(d) - len(s)
+	}
+	if float64(extra) != dups {
+		t.Errorf("target holds %d extra records, duplicates metric says %v", extra, dups)
+	}
+	if extra == 0 {
+		rep, err := verify.Compare(e.ctx, e.producer, e.tgtClient, []verify.Pair{{Source: src, Target: dst}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK() {
+			t.Errorf("target differs from source: %+v", rep.Topics)
+		}
+	}
+	loaded, err := e.store.Load(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos := loaded.Positions[p0]; pos.SourceNext != 11 {
+		t.Errorf("stored position of partition 0 = %d, want 11", pos.SourceNext)
+	}
+}
+
+// A refused write is retried after its backoff (500ms the first time) even
+// when no new source record arrives: the package documents that a failed
+// partition is rewound "after a backoff", and a quiet flow must not leave
+// a record behind until the source happens to receive more data.
+func TestReplicateRetriesWithoutNewSourceRecords(t *testing.T) {
+	e := newEnv(t)
+	const src, dst = "quiet", "primary.quiet"
+	r, _, writeBig := refusingTarget(t, e, src, dst)
+	p0 := progress.Partition{Topic: src, Partition: 0}
+	writeBig()
+	tooLarge := e.metrics.Errors.WithLabelValues(flowName, metrics.ErrRecordTooLarge)
+	waitFor(t, "the first refusal", func() bool { return counter(t, tooLarge) >= 1 })
+
+	// Nothing more is written to the source. Fix the cause; the retry due
+	// 500ms after the failure must deliver the rest.
+	rs, err := e.tgtAdmin.AlterTopicConfigs(e.ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("1048588")}}, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.On(dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for r.Positions()[p0].SourceNext != 11 {
+		if time.Now().After(deadline) {
+			t.Fatalf("partition 0 still at position %d 3s after a refused write (backoff 500ms) with no new source records; "+
+				"the failed partition is only retried when a poll returns, and the poll waits for new source data", r.Positions()[p0].SourceNext)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	tests := []struct {
+		failures int
+		want     time.Duration
+	}{
+		{0, 500 * time.Millisecond},
+		{1, 500 * time.Millisecond},
+		{2, time.Second},
+		{3, 2 * time.Second},
+		{7, 30 * time.Second},
+		{100, 30 * time.Second},
+	}
+	for _, tc := range tests {
+		if got := backoff(tc.failures); got != tc.want {
+			t.Errorf("backoff(%d) = %v, want %v", tc.failures, got, tc.want)
+		}
+	}
+}
