@@ -134,11 +134,12 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 	}
 
 	if len(toCreate) > 0 {
-		configs, err := s.explicitConfigs(ctx, toCreate)
-		if err != nil {
-			return res, err
-		}
+		configs, errs := s.explicitConfigs(ctx, toCreate)
 		for _, name := range toCreate {
+			if err := errs[name]; err != nil {
+				res.Errors = append(res.Errors, s.problem(name, err))
+				continue
+			}
 			t := Topic{Source: name, Target: s.policy.TargetName(name), Partitions: int32(len(srcTopics[name].Partitions))}
 			if err := s.create(ctx, t, configs[name]); err != nil {
 				res.Errors = append(res.Errors, s.problem(name, err))
@@ -199,16 +200,30 @@ func (s *Syncer) grow(ctx context.Context, target string, partitions int32) erro
 }
 
 // explicitConfigs returns, per source topic, the configs set explicitly on
-// the topic (not inherited from broker defaults), less the excluded ones.
-func (s *Syncer) explicitConfigs(ctx context.Context, topics []string) (map[string]map[string]*string, error) {
+// the topic (not inherited from broker defaults), less the excluded ones. A
+// topic whose configs cannot be described gets an error instead; the others
+// are unaffected.
+func (s *Syncer) explicitConfigs(ctx context.Context, topics []string) (map[string]map[string]*string, map[string]error) {
+	out := make(map[string]map[string]*string, len(topics))
+	errs := map[string]error{}
 	rcs, err := s.source.DescribeTopicConfigs(ctx, topics...)
 	if err != nil {
-		return nil, fmt.Errorf("describing source topic configs: %w", err)
+		if len(topics) == 1 {
+			errs[topics[0]] = fmt.Errorf("describing source topic %q configs: %w", topics[0], err)
+			return out, errs
+		}
+		// One topic's failure can fail the whole request: ask one by one.
+		for _, t := range topics {
+			o, e := s.explicitConfigs(ctx, []string{t})
+			maps.Copy(out, o)
+			maps.Copy(errs, e)
+		}
+		return out, errs
 	}
-	out := make(map[string]map[string]*string, len(rcs))
 	for _, rc := range rcs {
 		if rc.Err != nil {
-			return nil, fmt.Errorf("describing source topic %q configs: %w", rc.Name, rc.Err)
+			errs[rc.Name] = fmt.Errorf("describing source topic %q configs: %w", rc.Name, rc.Err)
+			continue
 		}
 		m := map[string]*string{}
 		for _, c := range rc.Configs {
@@ -219,7 +234,12 @@ func (s *Syncer) explicitConfigs(ctx context.Context, topics []string) (map[stri
 		}
 		out[rc.Name] = m
 	}
-	return out, nil
+	for _, t := range topics {
+		if _, ok := out[t]; !ok && errs[t] == nil {
+			errs[t] = fmt.Errorf("describing source topic %q configs: no answer for the topic", t)
+		}
+	}
+	return out, errs
 }
 
 func describe(configs map[string]*string) string {
