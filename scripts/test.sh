@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# test.sh — the one command that runs kmirror's whole test suite, on a fresh
+# machine too (CI runs it through .ci/run).
+#
+#   1. installs what is missing, with apt-get: kcat; a JDK (17+) and Maven
+#      for the real Kafka brokers;
+#   2. downloads the pinned Apache Kafka jars (scripts/kafka/fetch.sh; cached
+#      in .cache/, so later runs skip it);
+#   3. runs go vet ./... and go test ./... with the real-Kafka integration
+#      tests required: KMIRROR_REQUIRE_KAFKA=1 turns their skip into a failure.
+#
+# Works from any directory. Exits with go test's status; the last line says
+# "test.sh: N passed, N failed, N skipped" (tests and subtests).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() {
+	printf 'test.sh: error: %s\n' "$*" >&2
+	exit 1
+}
+
+apt_updated=false
+
+# apt_install PKG...: installs Debian packages, updating the index once.
+apt_install() {
+	local sudo=()
+	if [[ $(id -u) -ne 0 ]]; then
+		command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install: $*"
+		sudo=(sudo)
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "no apt-get; install by hand: $*"
+	if ! $apt_updated; then
+		"${sudo[@]}" apt-get update -qq
+		apt_updated=true
+	fi
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "$@"
+}
+
+# java_major: the running Java's feature version (8, 11, 17, ...).
+java_major() {
+	java -XshowSettings:properties -version 2>&1 |
+		sed -n 's/^ *java\.specification\.version = \(1\.\)\{0,1\}\([0-9]*\).*/\2/p'
+}
+
+step "tools"
+command -v go >/dev/null 2>&1 || die "no Go toolchain on PATH"
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+if ((${#missing[@]} > 0)); then
+	echo "installing: ${missing[*]}"
+	apt_install "${missing[@]}"
+fi
+major=$(java_major)
+if [[ -z "$major" ]] || ((major < 17)); then
+	die "Kafka 4 needs Java 17 or newer; java on PATH is '${major:-unknown}'"
+fi
+echo "go: $(go version)"
+echo "java: $major; $(mvn -v 2>/dev/null | head -n 1 | sed 's/\x1b\[[0-9;]*m//g'); kcat $(kcat -V 2>&1 | sed -n 's/^Version \([^ ]*\).*/\1/p' | head -n 1)"
+
+step "Apache Kafka jars (scripts/kafka/fetch.sh)"
+libs=$(scripts/kafka/fetch.sh | tail -n 1)
+[[ -d "$libs" ]] || die "fetch.sh printed '$libs', not a directory"
+echo "$libs"
+export KMIRROR_KAFKA_LIBS="$libs"
+export KMIRROR_REQUIRE_KAFKA=1
+
+step "go vet ./..."
+go vet ./... || {
+	echo "test.sh: FAIL (go vet)"
+	exit 1
+}
+
+step "go test -count=1 -timeout 25m -v ./..."
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+status=0
+go test -count=1 -timeout 25m -v ./... 2>&1 | tee "$out" || status=$?
+
+passed=$(grep -cE '^ *--- PASS: ' "$out" || true)
+skipped=$(grep -cE '^ *--- SKIP: ' "$out" || true)
+# Failed tests, plus packages that failed without a test to blame (build
+# errors, timeouts, panics outside a test).
+failed=$(grep -cE '^ *--- FAIL: |^panic: test timed out|^FAIL[[:space:]]+[^[:space:]]+[[:space:]]+\[' "$out" || true)
+if ((status != 0 && failed == 0)); then
+	failed=1
+fi
+echo
+if ((status == 0)); then
+	echo "test.sh: all tests passed (go vet + go test ./..., real Kafka from $libs)"
+else
+	echo "test.sh: FAILED (go test exit status $status)"
+fi
+echo "test.sh: $passed passed, $failed failed, $skipped skipped"
+exit "$status"

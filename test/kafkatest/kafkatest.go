@@ -1,0 +1,417 @@
+// Package kafkatest runs real Apache Kafka for integration tests.
+//
+// A Cluster is a single-node KRaft cluster (one combined broker and
+// controller) run as a child JVM, listening on free loopback ports, with its
+// configuration, data and log in the test's temporary directory:
+//
+//	func TestMirror(t *testing.T) {
+//		src := kafkatest.Start(t, kafkatest.Options{Name: "source"})
+//		dst := kafkatest.Start(t, kafkatest.Options{Name: "target"})
+//		cl, err := kgo.NewClient(kgo.SeedBrokers(src.Bootstrap()))
+//		...
+//	}
+//
+// The cluster is killed when the test ends. It can be stopped, killed and
+// restarted on the same ports with the same data to test recovery.
+//
+// The broker is configured for tests on a small machine: every internal
+// topic has one partition and one replica, auto.create.topics.enable=false,
+// num.partitions=1, group.initial.rebalance.delay.ms=0, the log cleaner and
+// retention checks run every second (log.cleaner.backoff.ms,
+// log.retention.check.interval.ms), and broker.session.timeout.ms is 4 s so
+// that a killed broker can rejoin soon after a restart. Options.ExtraProps
+// overrides any of these. The JVM gets -Xmx768m, SerialGC and the C1 JIT only.
+//
+// The Kafka jars come from scripts/kafka/fetch.sh (see LibsDir). Without
+// them Start skips the test, or fails it if KMIRROR_REQUIRE_KAFKA=1, which
+// scripts/test.sh sets so that CI cannot pass without running Kafka.
+package kafkatest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+const (
+	readyTimeout  = 60 * time.Second       // from JVM launch to a broker in the metadata
+	formatTimeout = 60 * time.Second       // for the storage tool
+	stopTimeout   = 20 * time.Second       // SIGTERM to exit, before SIGKILL
+	pingTimeout   = 2 * time.Second        // one readiness probe
+	pollInterval  = 100 * time.Millisecond // between readiness probes
+)
+
+// Options are optional knobs for Start; the zero value is fine.
+type Options struct {
+	// Name labels the cluster in test logs and on the JVM's command line
+	// (-Dkafkatest.cluster=NAME). Default "kafka".
+	Name string
+
+	// ExtraProps are server.properties entries that add to or override the
+	// harness's defaults (see the package doc), e.g. "message.max.bytes".
+	// Overriding listeners, node.id or the quorum breaks the harness.
+	ExtraProps map[string]string
+}
+
+// Cluster is one single-node KRaft Apache Kafka broker run as a child JVM.
+// Its methods are meant for the test's goroutine.
+type Cluster struct {
+	t         testing.TB
+	name      string
+	java      string // path of the java binary
+	libs      string // directory of Kafka jars
+	dir       string // holds the files below and the data directory
+	propsPath string // server.properties
+	log4jPath string // log4j2.properties
+	logPath   string // the JVM's stdout and stderr, across restarts
+	port      int    // client (PLAINTEXT) listener on 127.0.0.1
+	logQuoted bool   // a failure message quoted the log already
+
+	mu   sync.Mutex
+	proc *process // nil while stopped
+}
+
+// process is one run of the Kafka JVM, the leader of its own process group.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the JVM has exited and been reaped
+	err  error         // cmd.Wait's result; read only after done is closed
+}
+
+// Start formats and starts a fresh cluster and waits until its broker
+// answers metadata requests. It fails the test with the tail of the Kafka
+// log if Kafka cannot start, and registers a cleanup that kills the JVM.
+// Without Kafka jars it skips the test, or fails it (see RequireLibs).
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	libs := RequireLibs(t)
+	c, err := newCluster(t, opts, libs)
+	if err != nil {
+		t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)
+	}
+	t.Cleanup(c.cleanup)
+	begin := time.Now()
+	if err := c.format(); err != nil {
+		c.fatal("formatting storage", err)
+	}
+	c.mustLaunch("start", begin)
+	return c
+}
+
+// newCluster prepares the cluster's directory and configuration files.
+func newCluster(t testing.TB, opts Options, libs string) (*Cluster, error) {
+	java, err := javaPath()
+	if err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	name := opts.Name
+	if name == "" {
+		name = "kafka"
+	}
+	dir := t.TempDir()
+	c := &Cluster{
+		t:         t,
+		name:      name,
+		java:      java,
+		libs:      libs,
+		dir:       dir,
+		propsPath: filepath.Join(dir, "server.properties"),
+		log4jPath: filepath.Join(dir, "log4j2.properties"),
+		logPath:   filepath.Join(dir, "kafka.log"),
+		port:      ports[0],
+	}
+	props := serverProps(ports[0], ports[1], filepath.Join(dir, "data"), opts.ExtraProps)
+	if err := writeFile(c.propsPath, formatProps(props)); err != nil {
+		return nil, err
+	}
+	if err := writeFile(c.log4jPath, []byte(log4jConfig)); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// javaPath finds the java binary: $JAVA_HOME/bin/java, else java on PATH.
+func javaPath() (string, error) {
+	if home := os.Getenv("JAVA_HOME"); home != "" {
+		java := filepath.Join(home, "bin", "java")
+		if _, err := os.Stat(java); err == nil {
+			return java, nil
+		}
+	}
+	java, err := exec.LookPath("java")
+	if err != nil {
+		return "", fmt.Errorf("no java (17+) found on PATH or in JAVA_HOME: %w", err)
+	}
+	return java, nil
+}
+
+// Bootstrap returns the broker's address, "127.0.0.1:PORT". It does not
+// change across restarts.
+func (c *Cluster) Bootstrap() string {
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.port))
+}
+
+// LogPath returns the file receiving the JVM's output (Kafka's log at INFO)
+// across all its runs.
+func (c *Cluster) LogPath() string { return c.logPath }
+
+// Stop shuts Kafka down gracefully: SIGTERM to the JVM's process group,
+// then SIGKILL if it has not exited after 20 s. It returns once the JVM
+// has exited. Stopping a stopped cluster does nothing.
+func (c *Cluster) Stop() { c.halt(syscall.SIGTERM, stopTimeout) }
+
+// Kill kills Kafka with SIGKILL, as in a crash, and returns once the JVM
+// has exited. Killing a stopped cluster does nothing.
+func (c *Cluster) Kill() { c.halt(syscall.SIGKILL, stopTimeout) }
+
+// Restart starts Kafka again on the same ports with the same data, after
+// stopping it gracefully if it is running, and waits until it is ready. It
+// fails the test if Kafka cannot start.
+func (c *Cluster) Restart() {
+	c.t.Helper()
+	c.Stop()
+	c.mustLaunch("restart", time.Now())
+}
+
+// cleanup kills the JVM at the end of the test, and quotes its log if the
+// test failed, as the log goes away with the test's temporary directory.
+func (c *Cluster) cleanup() {
+	c.Kill()
+	if c.t.Failed() && !c.logQuoted {
+		c.t.Logf("kafkatest: cluster %q (the test failed):\n%s", c.name, logExcerpt(c.logPath))
+	}
+}
+
+// halt sends sig to the running JVM's process group and waits for it to
+// exit, sending SIGKILL after grace.
+func (c *Cluster) halt(sig syscall.Signal, grace time.Duration) {
+	c.mu.Lock()
+	p := c.proc
+	c.proc = nil
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	p.signal(sig)
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-p.done:
+	case <-timer.C:
+		c.t.Logf("kafkatest: cluster %q did not exit within %v of %v; killing it", c.name, grace, sig)
+		p.signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// signal sends sig to the process group of p unless p has already exited
+// (after which its id may belong to someone else).
+func (p *process) signal(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	// The JVM leads its own group (see sysProcAttr): a negative pid
+	// signals the whole group.
+	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
+// mustLaunch launches the JVM and waits until it is ready, or kills it and
+// fails the test. verb ("start", "restart") and begin are for messages.
+func (c *Cluster) mustLaunch(verb string, begin time.Time) {
+	c.t.Helper()
+	if err := c.launch(); err != nil {
+		c.Kill()
+		c.fatal(verb+"ing", err)
+	}
+	c.t.Logf("kafkatest: cluster %q %sed at %s in %v (log %s)",
+		c.name, verb, c.Bootstrap(), time.Since(begin).Round(time.Millisecond), c.logPath)
+}
+
+// fatal fails the test, quoting the Kafka log.
+func (c *Cluster) fatal(doing string, err error) {
+	c.t.Helper()
+	c.logQuoted = true
+	c.t.Fatalf("kafkatest: cluster %q: %s: %v\n%s", c.name, doing, err, logExcerpt(c.logPath))
+}
+
+// javaCmd returns a command running the main class from the Kafka jars in
+// a JVM sized for a small machine, output appended to the log file.
+func (c *Cluster) javaCmd(ctx context.Context, log *os.File, main string, args ...string) *exec.Cmd {
+	jvm := []string{
+		"-Xms256m", "-Xmx768m",
+		"-XX:+UseSerialGC",
+		"-XX:TieredStopAtLevel=1", // C1 only: faster start, plenty for tests
+		"-XX:+ExitOnOutOfMemoryError",
+		"-Djava.awt.headless=true",
+		"-Dlog4j2.configurationFile=" + c.log4jPath,
+		"-Dkafkatest.cluster=" + c.name,
+		"-cp", filepath.Join(c.libs, "*"),
+		main,
+	}
+	cmd := exec.CommandContext(ctx, c.java, append(jvm, args...)...)
+	cmd.Dir = c.dir
+	cmd.Stdout = log
+	cmd.Stderr = log
+	cmd.SysProcAttr = sysProcAttr()
+	return cmd
+}
+
+// openLog opens the log file for appending and writes a header line.
+func (c *Cluster) openLog(header string) (*os.File, error) {
+	f, err := os.OpenFile(c.logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening the log: %w", err)
+	}
+	fmt.Fprintf(f, "=== kafkatest: %s (%s) ===\n", header, time.Now().Format(time.RFC3339Nano))
+	return f, nil
+}
+
+// format runs the storage tool on the fresh data directory with a random
+// cluster id.
+func (c *Cluster) format() error {
+	id, err := newClusterID()
+	if err != nil {
+		return err
+	}
+	log, err := c.openLog("formatting storage, cluster id " + id)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), formatTimeout)
+	defer cancel()
+	cmd := c.javaCmd(ctx, log, "kafka.tools.StorageTool", "format", "--cluster-id", id, "--config", c.propsPath)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("kafka.tools.StorageTool format: %w", err)
+	}
+	return nil
+}
+
+// launch starts the Kafka JVM and waits until it is ready.
+func (c *Cluster) launch() error {
+	log, err := c.openLog("starting kafka.Kafka")
+	if err != nil {
+		return err
+	}
+	cmd := c.javaCmd(context.Background(), log, "kafka.Kafka", c.propsPath)
+	err = cmd.Start()
+	log.Close() // the JVM has its own descriptor
+	if err != nil {
+		return fmt.Errorf("starting java: %w", err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	c.mu.Lock()
+	c.proc = p
+	c.mu.Unlock()
+	return c.waitReady(p)
+}
+
+// waitReady polls the broker until it lists itself in a metadata response,
+// the JVM exits, or readyTimeout passes.
+func (c *Cluster) waitReady(p *process) error {
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	ticker := time.NewTicker(pollInterval)
+	defer ticker.Stop()
+	for {
+		err := c.ping(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("kafka exited while starting: %v", p.err)
+		case <-ctx.Done():
+			return fmt.Errorf("kafka not ready after %v: %w", readyTimeout, err)
+		case <-ticker.C:
+		}
+	}
+}
+
+// ping asks the broker for the cluster's brokers with a fresh client.
+func (c *Cluster) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Bootstrap()), kgo.DialTimeout(time.Second))
+	if err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	defer cl.Close()
+	brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
+	if err != nil {
+		return fmt.Errorf("listing brokers: %w", err)
+	}
+	if len(brokers) == 0 {
+		return errors.New("listing brokers: none registered yet")
+	}
+	return nil
+}
+
+// logExcerpt returns, for a failure message, the last lines of the log at
+// path that Kafka logged at ERROR or FATAL (which a failing broker may have
+// buried under retries) and then its last lines, or a note saying why not.
+func logExcerpt(path string) string {
+	const (
+		maxBytes   = 1 << 20 // read at most the last MiB
+		errorLines = 10
+		tailLines  = 40
+	)
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > maxBytes {
+		if _, err := f.Seek(-maxBytes, io.SeekEnd); err != nil {
+			return fmt.Sprintf("(reading %s: %v)", path, err)
+		}
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return fmt.Sprintf("(reading %s: %v)", path, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	var errs []string
+	for _, l := range lines {
+		if strings.Contains(l, "] ERROR ") || strings.Contains(l, "] FATAL ") {
+			errs = append(errs, l)
+		}
+	}
+	var b strings.Builder
+	if len(errs) > 0 {
+		fmt.Fprintf(&b, "--- last ERROR lines of %s ---\n%s\n", path, strings.Join(lastN(errs, errorLines), "\n"))
+	}
+	fmt.Fprintf(&b, "--- last lines of %s ---\n%s", path, strings.Join(lastN(lines, tailLines), "\n"))
+	return b.String()
+}
+
+// lastN returns the last n elements of s, or all of s.
+func lastN(s []string, n int) []string {
+	return s[max(0, len(s)-n):]
+}

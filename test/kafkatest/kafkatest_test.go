@@ -1,0 +1,241 @@
+package kafkatest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+const opTimeout = 30 * time.Second
+
+// TestFetchScriptPinsKafkaVersion keeps KafkaVersion and the version that
+// scripts/kafka/fetch.sh downloads in step.
+func TestFetchScriptPinsKafkaVersion(t *testing.T) {
+	script, err := os.ReadFile(filepath.Join("..", "..", "scripts", "kafka", "fetch.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^KAFKA_VERSION=(\S+)$`).FindSubmatch(script)
+	if m == nil {
+		t.Fatal("no KAFKA_VERSION=... line in fetch.sh")
+	}
+	if got := string(m[1]); got != KafkaVersion {
+		t.Fatalf("fetch.sh pins Kafka %s, KafkaVersion is %s", got, KafkaVersion)
+	}
+}
+
+func TestLibsDirFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(EnvLibs, dir)
+	if _, err := LibsDir(); err == nil {
+		t.Fatalf("LibsDir accepted %s without a kafka jar", dir)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kafka_2.13-9.9.9.jar"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LibsDir()
+	if err != nil || got != dir {
+		t.Fatalf("LibsDir() = %q, %v; want %q", got, err, dir)
+	}
+}
+
+func TestServerProps(t *testing.T) {
+	p := serverProps(9092, 9093, `/data\dir`, map[string]string{"num.partitions": "3", "log.segment.bytes": "1024"})
+	text := string(formatProps(p))
+	for _, want := range []string{
+		"num.partitions=3\n",
+		"log.segment.bytes=1024\n",
+		"listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n",
+		"controller.quorum.voters=1@127.0.0.1:9093\n",
+		`log.dirs=/data\\dir` + "\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("server.properties lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// TestCluster runs a cluster through its life: produce and consume, then
+// graceful stop and restart, then crash and restart, checking that the
+// records and the address survive.
+func TestCluster(t *testing.T) {
+	c := Start(t, Options{
+		Name:       "lifecycle",
+		ExtraProps: map[string]string{"log.retention.ms": "604800001"},
+	})
+	logRSS(t, c)
+	checkBrokerConfig(t, c, "log.retention.ms", "604800001")
+
+	const topic = "events"
+	createTopic(t, c, topic)
+	produce(t, c, topic, "a", "b", "c")
+	expectRecords(t, c, topic, "a", "b", "c")
+
+	bootstrap := c.Bootstrap()
+	pid := c.pid()
+	c.Stop()
+	expectGone(t, pid)
+	c.Stop() // stopping a stopped cluster is a no-op
+	c.Restart()
+	if got := c.Bootstrap(); got != bootstrap {
+		t.Fatalf("bootstrap changed across a restart: %s, then %s", bootstrap, got)
+	}
+	expectRecords(t, c, topic, "a", "b", "c")
+	produce(t, c, topic, "d")
+
+	pid = c.pid()
+	c.Kill()
+	expectGone(t, pid)
+	c.Restart()
+	expectRecords(t, c, topic, "a", "b", "c", "d")
+
+	pid = c.pid()
+	c.Restart() // restarting a running cluster stops it first
+	expectGone(t, pid)
+	expectRecords(t, c, topic, "a", "b", "c", "d")
+}
+
+// TestTwoClusters checks that clusters started side by side, as a
+// replication test does, are independent.
+func TestTwoClusters(t *testing.T) {
+	src := Start(t, Options{Name: "source"})
+	dst := Start(t, Options{Name: "target"})
+	if src.Bootstrap() == dst.Bootstrap() {
+		t.Fatalf("both clusters at %s", src.Bootstrap())
+	}
+	createTopic(t, src, "only-in-source")
+	produce(t, src, "only-in-source", "x")
+
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	topics, err := kadm.NewClient(newClient(t, dst)).ListTopics(ctx)
+	if err != nil {
+		t.Fatalf("listing the target's topics: %v", err)
+	}
+	if topics.Has("only-in-source") {
+		t.Fatal("the target cluster has the source's topic")
+	}
+}
+
+// pid returns the running JVM's process id.
+func (c *Cluster) pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc == nil {
+		c.t.Fatal("cluster not running")
+	}
+	return c.proc.cmd.Process.Pid
+}
+
+func expectGone(t *testing.T, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("JVM %d still exists after stopping (kill 0: %v)", pid, err)
+	}
+}
+
+// logRSS logs the JVM's resident memory, read from /proc where there is one.
+func logRSS(t *testing.T, c *Cluster) {
+	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(c.pid()), "status"))
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			t.Logf("kafka JVM %s", strings.Join(strings.Fields(line), " "))
+		}
+	}
+}
+
+func newClient(t *testing.T, c *Cluster, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Bootstrap())}, opts...)...)
+	if err != nil {
+		t.Fatalf("creating a client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func createTopic(t *testing.T, c *Cluster, topic string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if _, err := kadm.NewClient(newClient(t, c)).CreateTopic(ctx, 1, 1, nil, topic); err != nil {
+		t.Fatalf("creating topic %s: %v", topic, err)
+	}
+}
+
+func checkBrokerConfig(t *testing.T, c *Cluster, key, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	configs, err := kadm.NewClient(newClient(t, c)).DescribeBrokerConfigs(ctx, 1)
+	if err != nil {
+		t.Fatalf("describing broker configs: %v", err)
+	}
+	for _, rc := range configs {
+		for _, cfg := range rc.Configs {
+			if cfg.Key == key {
+				if cfg.Value == nil || *cfg.Value != want {
+					t.Fatalf("broker config %s = %v, want %s", key, cfg.Value, want)
+				}
+				return
+			}
+		}
+	}
+	t.Fatalf("broker config %s not described", key)
+}
+
+func produce(t *testing.T, c *Cluster, topic string, values ...string) {
+	t.Helper()
+	cl := newClient(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	records := make([]*kgo.Record, 0, len(values))
+	for _, v := range values {
+		records = append(records, &kgo.Record{Topic: topic, Value: []byte(v)})
+	}
+	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		t.Fatalf("producing to %s: %v", topic, err)
+	}
+	cl.Close()
+}
+
+// expectRecords reads the topic from its start and checks that it holds
+// exactly the values, in order.
+func expectRecords(t *testing.T, c *Cluster, topic string, values ...string) {
+	t.Helper()
+	cl := newClient(t, c,
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	var got []string
+	for len(got) < len(values) {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %q from %s, want %q: %v", got, topic, values, ctx.Err())
+		}
+		for _, fe := range fetches.Errors() {
+			t.Fatalf("consuming %s: partition %d: %v", fe.Topic, fe.Partition, fe.Err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	if !slices.Equal(got, values) {
+		t.Fatalf("consumed %q from %s, want %q", got, topic, values)
+	}
+}

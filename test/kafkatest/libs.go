@@ -1,0 +1,83 @@
+package kafkatest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// KafkaVersion is the Apache Kafka release that scripts/kafka/fetch.sh pins
+// and downloads into <repo root>/.cache/kafka/<KafkaVersion>/libs.
+const KafkaVersion = "4.3.1"
+
+const (
+	// EnvLibs names a directory of Kafka jars to use instead of the
+	// repository cache (scripts/test.sh sets it to fetch.sh's output).
+	EnvLibs = "KMIRROR_KAFKA_LIBS"
+
+	// EnvRequire, set to "1", turns "no Kafka jars" from a skipped test
+	// into a failed one, so that CI cannot pass without running Kafka.
+	EnvRequire = "KMIRROR_REQUIRE_KAFKA"
+)
+
+// LibsDir returns the directory holding the Kafka jars: $KMIRROR_KAFKA_LIBS
+// if set, else <repo root>/.cache/kafka/<KafkaVersion>/libs, found by walking
+// up from the working directory. It returns an error telling how to get the
+// jars if neither is usable.
+func LibsDir() (string, error) {
+	if dir := os.Getenv(EnvLibs); dir != "" {
+		if err := checkLibs(dir); err != nil {
+			return "", fmt.Errorf("%s=%s: %w", EnvLibs, dir, err)
+		}
+		return dir, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the repository root: %w", err)
+	}
+	rel := filepath.Join(".cache", "kafka", KafkaVersion, "libs")
+	for dir := wd; ; {
+		libs := filepath.Join(dir, rel)
+		if checkLibs(libs) == nil {
+			return libs, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return "", fmt.Errorf("Apache Kafka %s jars not found in %s of %s or its parents: "+
+		"run scripts/kafka/fetch.sh (or set %s)", KafkaVersion, rel, wd, EnvLibs)
+}
+
+// checkLibs reports whether dir looks like a Kafka libs directory: it must
+// hold the broker's jar (kafka_2.13-<version>.jar, any version).
+func checkLibs(dir string) error {
+	matches, err := filepath.Glob(filepath.Join(dir, "kafka_2.13-*.jar"))
+	if err != nil {
+		return fmt.Errorf("looking for the Kafka jar: %w", err)
+	}
+	if len(matches) == 0 {
+		return errors.New("no kafka_2.13-*.jar in it")
+	}
+	return nil
+}
+
+// RequireLibs returns LibsDir, or ends the test when the jars are missing:
+// with t.Fatal if $KMIRROR_REQUIRE_KAFKA is "1" (as in CI), else with t.Skip.
+// Start calls it; tests that need the jars without a cluster may too.
+func RequireLibs(t testing.TB) string {
+	t.Helper()
+	dir, err := LibsDir()
+	if err == nil {
+		return dir
+	}
+	if os.Getenv(EnvRequire) == "1" {
+		t.Fatalf("kafkatest: %v (and %s=1 forbids skipping)", err, EnvRequire)
+	}
+	t.Skipf("kafkatest: skipping, no real Kafka: %v", err)
+	return ""
+}
