@@ -328,9 +328,8 @@ func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, cls clien
 	if err != nil {
 		return err
 	}
-	for range res.Errors {
-		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrTopicSync).Inc()
-	}
+	f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrTopicSync).Add(float64(len(res.Errors)))
+	f.metrics.TopicsCreated.WithLabelValues(f.cfg.Name).Add(float64(len(res.Created)))
 	if len(res.Removed) > 0 {
 		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrTopicDeleted).Add(float64(len(res.Removed)))
 		f.logger.Warn("source topics deleted; stopped replicating them", "topics", res.Removed)

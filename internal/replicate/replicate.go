@@ -77,6 +77,9 @@ type Replicator struct {
 	parts map[string]map[int32]*partition
 
 	records, bytes atomic.Int64
+
+	pollMu   sync.Mutex
+	wakePoll context.CancelFunc // ends the poll in progress, if any
 }
 
 // New returns a Replicator.
@@ -271,11 +274,22 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 	var fetchErrLogged time.Time
 	for ctx.Err() == nil {
 		anyFailed := r.recoverFailed()
-		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		var pollCtx context.Context
+		var cancel context.CancelFunc
 		if anyFailed {
 			pollCtx, cancel = context.WithTimeout(ctx, 250*time.Millisecond)
+		} else {
+			pollCtx, cancel = context.WithCancel(ctx)
 		}
+		// A write that fails while the poll waits for source records
+		// wakes it, so the partition is retried on a quiet source too.
+		r.pollMu.Lock()
+		r.wakePoll = cancel
+		r.pollMu.Unlock()
 		fetches := r.opts.Source.PollRecords(pollCtx, maxPollRecords)
+		r.pollMu.Lock()
+		r.wakePoll = nil
+		r.pollMu.Unlock()
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -307,13 +321,24 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 			}
 			for _, rec := range fp.Records {
 				if rec.Offset < p.fedNext {
-					continue // delivered again after a rewind
+					r.offsetsWentBack(p, rec.Offset)
+					continue
 				}
 				p.fedNext = rec.Offset + 1
 				r.produce(ctx, p, rec)
 			}
 		})
 	}
+}
+
+// offsetsWentBack reports a source record below the partition's position.
+// The consumer only moves forward by itself, so this means the source
+// partition was truncated or recreated under the same name; those records
+// are not copied, and that is counted and logged.
+func (r *Replicator) offsetsWentBack(p *partition, offset int64) {
+	r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrOffsetReset).Inc()
+	r.opts.Logger.Error("source returned a record below the replicated position (topic truncated or recreated?); not copied",
+		"topic", p.id.Topic, "partition", p.id.Partition, "offset", offset, "position", p.fedNext)
 }
 
 func (p *partition) isFailed() bool {
@@ -386,6 +411,11 @@ func (r *Replicator) writeFailed(p *partition, src int64, err error) {
 	if shutdown {
 		return
 	}
+	r.pollMu.Lock()
+	if r.wakePoll != nil {
+		r.wakePoll()
+	}
+	r.pollMu.Unlock()
 	p.retried.Inc()
 	if first {
 		kind := produceErrorKind(err)
