@@ -19,6 +19,7 @@ import (
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
 	"github.com/kmirror/kmirror/internal/replicate"
@@ -293,7 +294,7 @@ func (f *Flow) syncTopics(ctx context.Context, src, tgt *kgo.Client, store *prog
 	t := time.NewTicker(f.cfg.TopicRefreshInterval)
 	defer t.Stop()
 	for {
-		err := f.syncOnce(ctx, syncer, cls, repl, loaded.Positions, firstStart)
+		err := f.syncOnce(ctx, syncer, cls, repl, loaded, firstStart)
 		if err == nil && !markedStarted {
 			if err = store.MarkStarted(ctx); err == nil {
 				markedStarted = true
@@ -323,7 +324,7 @@ type clients struct {
 }
 
 func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, cls clients,
-	repl *replicate.Replicator, positions map[progress.Partition]progress.Position, firstStart bool) error {
+	repl *replicate.Replicator, loaded progress.Loaded, firstStart bool) error {
 	res, err := syncer.Sync(ctx)
 	if err != nil {
 		return err
@@ -367,7 +368,7 @@ func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, cls clien
 	if len(newTopics) == 0 {
 		return nil
 	}
-	as, err := f.assignments(ctx, cls, repl, newTopics, ends, positions, firstStart)
+	as, err := f.assignments(ctx, cls, repl, newTopics, ends, loaded, firstStart)
 	if err != nil {
 		return err
 	}
@@ -379,7 +380,7 @@ func (f *Flow) syncOnce(ctx context.Context, syncer *topicsync.Syncer, cls clien
 // position, or else the flow's start_from (first start only) or the
 // partition's earliest offset.
 func (f *Flow) assignments(ctx context.Context, cls clients, repl *replicate.Replicator,
-	topics []topicsync.Topic, ends kadm.ListedOffsets, positions map[progress.Partition]progress.Position, firstStart bool) ([]replicate.Assignment, error) {
+	topics []topicsync.Topic, ends kadm.ListedOffsets, loaded progress.Loaded, firstStart bool) ([]replicate.Assignment, error) {
 	names := make([]string, len(topics))
 	targetNames := make([]string, len(topics))
 	for i, t := range topics {
@@ -411,8 +412,8 @@ func (f *Flow) assignments(ctx context.Context, cls clients, repl *replicate.Rep
 			if !ok || !ok2 || start.Err != nil || end.Err != nil {
 				return nil, fmt.Errorf("no offsets for source partition %s: %w", id, errors.Join(start.Err, end.Err))
 			}
-			a := replicate.Assignment{Source: id, TargetTopic: t.Target}
-			if pos, ok := positions[id]; ok {
+			a := replicate.Assignment{Source: id, TargetTopic: t.Target, Runs: loaded.Runs[id]}
+			if pos, ok := loaded.Positions[id]; ok {
 				toResume = append(toResume, resumed{len(as), pos, start.Offset, end.Offset})
 			} else if firstStart && f.cfg.StartFrom == "latest" {
 				a.Start = progress.Position{SourceNext: end.Offset, TargetNext: -1}
@@ -432,7 +433,9 @@ func (f *Flow) assignments(ctx context.Context, cls clients, repl *replicate.Rep
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			a := &as[r.i]
-			a.Start = f.resume(ctx, cls, a.Source, a.TargetTopic, r.pos, r.sourceStart, r.sourceEnd, tgtEnds)
+			omap := offsets.NewMap(a.Runs)
+			a.Start = f.resume(ctx, cls, a.Source, a.TargetTopic, r.pos, r.sourceStart, r.sourceEnd, tgtEnds, omap)
+			a.Runs = omap.Runs()
 		}()
 	}
 	wg.Wait()
@@ -451,7 +454,7 @@ const resumeConcurrency = 16
 // order, are skipped rather than written again; the rest are counted as
 // duplicates.
 func (f *Flow) resume(ctx context.Context, cls clients, id progress.Partition, target string, pos progress.Position,
-	sourceStart, sourceEnd int64, tgtEnds kadm.ListedOffsets) progress.Position {
+	sourceStart, sourceEnd int64, tgtEnds kadm.ListedOffsets, omap *offsets.Map) progress.Position {
 	if pos.SourceNext < sourceStart {
 		lost := sourceStart - pos.SourceNext
 		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrOffsetReset).Inc()
@@ -464,7 +467,12 @@ func (f *Flow) resume(ctx context.Context, cls clients, id progress.Partition, t
 		return pos
 	}
 	ahead := te.Offset - pos.TargetNext
-	matched, next, err := resume.Match(ctx, cls.src, cls.tgt, id, target, pos, te.Offset, sourceEnd)
+	pairs, next, err := resume.Match(ctx, cls.src, cls.tgt, id, target, pos, te.Offset, sourceEnd)
+	matched := int64(len(pairs))
+	now := time.Now().UnixMilli()
+	for _, p := range pairs {
+		omap.Add(p.Source, p.Target, now)
+	}
 	if err != nil {
 		f.logger.Warn("could not compare the target's records past the stored position; they will be written again",
 			"topic", id.Topic, "partition", id.Partition, "err", err)

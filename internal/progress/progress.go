@@ -2,12 +2,17 @@
 // topic on the target cluster, so that any instance, on any machine, can
 // resume a flow from the target alone.
 //
-// Each record's key is "<source topic>/<partition>" and its value a JSON
-// Position. A position is written only after the target acknowledged every
-// record before it, so resuming from it never loses a record.
+// A partition's position has the key "<source topic>/<partition>" and a
+// JSON Position as value; it carries the newest run of the partition's
+// offset map. Older runs are records of their own, keyed
+// "<source topic>/<partition>/<run's first source offset>", and deleted
+// with a tombstone when retention drops them. A position is written only
+// after the target acknowledged every record before it, so resuming from
+// it never loses a record.
 package progress
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +25,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/offsets"
 )
 
 // Partition names one source partition.
@@ -40,12 +47,19 @@ type Position struct {
 	TargetNext int64 `json:"target_next"`
 	// UpdatedMs is when the position was written, in Unix milliseconds.
 	UpdatedMs int64 `json:"updated_ms"`
+	// Run is the newest run of the partition's offset map, if any.
+	Run *offsets.Run `json:"run,omitempty"`
 }
 
-// Entry is a position of one partition.
+// Entry is what one write stores for one partition.
 type Entry struct {
 	Partition
 	Position
+	// Runs are older runs of the offset map, added or changed since the
+	// last write.
+	Runs []offsets.Run
+	// Dropped are runs retention removed from the offset map.
+	Dropped []offsets.Run
 }
 
 // Store reads and writes a flow's progress topic.
@@ -90,6 +104,9 @@ const flowStartedKey = "flow-started"
 type Loaded struct {
 	// Positions holds the newest position of every partition.
 	Positions map[Partition]Position
+	// Runs holds every partition's offset map, sorted, newest run
+	// included.
+	Runs map[Partition][]offsets.Run
 	// Started is true once MarkStarted was written: the flow has run
 	// before, so partitions without a position are new and start at their
 	// earliest offset.
@@ -107,35 +124,52 @@ func (s *Store) MarkStarted(ctx context.Context) error {
 
 // Load reads the progress topic to its end.
 func (s *Store) Load(ctx context.Context) (Loaded, error) {
-	out := Loaded{Positions: map[Partition]Position{}}
-	positions, started, err := s.load(ctx)
+	out := Loaded{Positions: map[Partition]Position{}, Runs: map[Partition][]offsets.Run{}}
+	positions, runs, started, err := s.load(ctx)
 	if err != nil {
 		return out, err
 	}
 	out.Positions, out.Started = positions, started
+	for p, byStart := range runs {
+		if pos, ok := positions[p]; ok && pos.Run != nil {
+			byStart[pos.Run.Source] = *pos.Run
+		}
+		list := make([]offsets.Run, 0, len(byStart))
+		for _, r := range byStart {
+			list = append(list, r)
+		}
+		slices.SortFunc(list, func(a, b offsets.Run) int { return cmp.Compare(a.Source, b.Source) })
+		out.Runs[p] = list
+	}
+	for p, pos := range positions {
+		if _, ok := out.Runs[p]; !ok && pos.Run != nil {
+			out.Runs[p] = []offsets.Run{*pos.Run}
+		}
+	}
 	return out, nil
 }
 
-func (s *Store) load(ctx context.Context) (map[Partition]Position, bool, error) {
+func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition]map[int64]offsets.Run, bool, error) {
 	ends, err := s.admin.ListEndOffsets(ctx, s.topic)
 	if err != nil {
-		return nil, false, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
+		return nil, nil, false, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
 	}
 	if err := ends.Error(); err != nil {
-		return nil, false, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
+		return nil, nil, false, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
 	}
 	end, _ := ends.Lookup(s.topic, 0)
 	out := map[Partition]Position{}
+	runs := map[Partition]map[int64]offsets.Run{}
 	started := false
 	if end.Offset <= 0 {
-		return out, started, nil
+		return out, runs, started, nil
 	}
 	reader, err := kgo.NewClient(append(slices.Clone(s.client.Opts()),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: {0: kgo.NewOffset().AtStart()}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)...)
 	if err != nil {
-		return nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
+		return nil, nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
 	}
 	defer reader.Close()
 	// The end offset may sit past a transaction marker that is never
@@ -148,14 +182,14 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, bool, error) 
 		fetches := reader.PollFetches(pollCtx)
 		cancel()
 		if err := ctx.Err(); err != nil {
-			return nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
+			return nil, nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
 		}
 		if pollCtx.Err() != nil && fetches.NumRecords() == 0 {
-			return out, started, nil
+			return out, runs, started, nil
 		}
 		for _, fe := range fetches.Errors() {
 			if !errors.Is(fe.Err, context.DeadlineExceeded) {
-				return nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, fe.Err)
+				return nil, nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, fe.Err)
 			}
 		}
 		done := false
@@ -165,6 +199,19 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, bool, error) 
 			}
 			if string(r.Key) == flowStartedKey {
 				started = true
+				return
+			}
+			if p, start, ok := parseRunKey(string(r.Key)); ok {
+				var run offsets.Run
+				switch {
+				case r.Value == nil:
+					delete(runs[p], start)
+				case json.Unmarshal(r.Value, &run) == nil:
+					if runs[p] == nil {
+						runs[p] = map[int64]offsets.Run{}
+					}
+					runs[p][start] = run
+				}
 				return
 			}
 			p, ok := parseKey(string(r.Key))
@@ -181,7 +228,7 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, bool, error) 
 			}
 		})
 		if done {
-			return out, started, nil
+			return out, runs, started, nil
 		}
 	}
 }
@@ -192,19 +239,49 @@ func (s *Store) Write(ctx context.Context, entries []Entry) error {
 		return nil
 	}
 	now := time.Now().UnixMilli()
-	recs := make([]*kgo.Record, len(entries))
-	for i, e := range entries {
+	recs := make([]*kgo.Record, 0, len(entries))
+	for _, e := range entries {
+		// Runs first: a position never refers to runs not yet stored.
+		for _, run := range e.Dropped {
+			recs = append(recs, &kgo.Record{Topic: s.topic, Key: runKey(e.Partition, run.Source)})
+		}
+		for _, run := range e.Runs {
+			v, err := json.Marshal(run)
+			if err != nil {
+				return fmt.Errorf("encoding offset map of %s: %w", e.Partition, err)
+			}
+			recs = append(recs, &kgo.Record{Topic: s.topic, Key: runKey(e.Partition, run.Source), Value: v})
+		}
 		e.UpdatedMs = now
 		v, err := json.Marshal(e.Position)
 		if err != nil {
 			return fmt.Errorf("encoding progress of %s: %w", e.Partition, err)
 		}
-		recs[i] = &kgo.Record{Topic: s.topic, Partition: 0, Key: []byte(e.Partition.String()), Value: v}
+		recs = append(recs, &kgo.Record{Topic: s.topic, Key: []byte(e.Partition.String()), Value: v})
 	}
 	if err := s.client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("writing progress to %q: %w", s.topic, err)
 	}
 	return nil
+}
+
+func runKey(p Partition, start int64) []byte {
+	return []byte(p.String() + "/" + strconv.FormatInt(start, 10))
+}
+
+// parseRunKey parses "<topic>/<partition>/<start>"; topic names never
+// hold a slash.
+func parseRunKey(k string) (Partition, int64, bool) {
+	i := strings.LastIndexByte(k, '/')
+	if i <= 0 || strings.Count(k, "/") != 2 {
+		return Partition{}, 0, false
+	}
+	start, err := strconv.ParseInt(k[i+1:], 10, 64)
+	if err != nil {
+		return Partition{}, 0, false
+	}
+	p, ok := parseKey(k[:i])
+	return p, start, ok
 }
 
 func parseKey(k string) (Partition, bool) {

@@ -9,6 +9,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/offsets"
 )
 
 // newCluster starts an in-process cluster and returns a client to it; both
@@ -113,17 +115,17 @@ func TestWriteLoadNewestPerPartition(t *testing.T) {
 	slashy := Partition{Topic: "a/b", Partition: 12} // the key is split at the last "/"
 	writes := [][]Entry{
 		{
-			{dotted, Position{SourceNext: 1, TargetNext: 1}},
-			{plain, Position{SourceNext: 5, TargetNext: -1}},
+			{Partition: dotted, Position: Position{SourceNext: 1, TargetNext: 1}},
+			{Partition: plain, Position: Position{SourceNext: 5, TargetNext: -1}},
 		},
 		{
-			{dotted, Position{SourceNext: 10, TargetNext: 12}},
-			{dotted3, Position{SourceNext: 7, TargetNext: 7}},
+			{Partition: dotted, Position: Position{SourceNext: 10, TargetNext: 12}},
+			{Partition: dotted3, Position: Position{SourceNext: 7, TargetNext: 7}},
 		},
 		nil, // writing nothing is a no-op
 		{
-			{dotted, Position{SourceNext: 20, TargetNext: 22}},
-			{slashy, Position{SourceNext: 3, TargetNext: 3}},
+			{Partition: dotted, Position: Position{SourceNext: 20, TargetNext: 22}},
+			{Partition: slashy, Position: Position{SourceNext: 3, TargetNext: 3}},
 		},
 	}
 	before := time.Now().UnixMilli()
@@ -165,7 +167,7 @@ func TestMarkStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := Partition{Topic: "t", Partition: 0}
-	if err := s.Write(ctx, []Entry{{p, Position{SourceNext: 4, TargetNext: 4}}}); err != nil {
+	if err := s.Write(ctx, []Entry{{Partition: p, Position: Position{SourceNext: 4, TargetNext: 4}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.MarkStarted(ctx); err != nil {
@@ -222,5 +224,37 @@ func TestParseKey(t *testing.T) {
 		if ok && got.String() != tc.key {
 			t.Errorf("Partition %v String() = %q, want %q", got, got.String(), tc.key)
 		}
+	}
+}
+
+func TestOffsetMapRoundTrip(t *testing.T) {
+	ctx := testContext(t)
+	s := NewStore(newCluster(t), "__kmirror.runs.progress")
+	if err := s.Ensure(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	p := Partition{Topic: "orders.eu", Partition: 2}
+	r1 := offsets.Run{Source: 0, Target: 0, Len: 5, LastMs: 1}
+	r2 := offsets.Run{Source: 10, Target: 5, Len: 3, LastMs: 2}
+	r3 := offsets.Run{Source: 20, Target: 8, Len: 1, LastMs: 3}
+	writes := [][]Entry{
+		{{Partition: p, Position: Position{SourceNext: 13, TargetNext: 8, Run: &r2}, Runs: []offsets.Run{r1}}},
+		// r2 closed, r3 newest; retention dropped r1.
+		{{Partition: p, Position: Position{SourceNext: 21, TargetNext: 9, Run: &r3}, Runs: []offsets.Run{r2}, Dropped: []offsets.Run{r1}}},
+	}
+	for _, w := range writes {
+		if err := s.Write(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []offsets.Run{r2, r3}; !reflect.DeepEqual(l.Runs[p], want) {
+		t.Errorf("runs = %+v, want %+v", l.Runs[p], want)
+	}
+	if got := l.Positions[p]; got.SourceNext != 21 || got.TargetNext != 9 {
+		t.Errorf("position = %+v", got)
 	}
 }

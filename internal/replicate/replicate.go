@@ -29,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
 )
 
@@ -44,8 +45,13 @@ type Options struct {
 	Progress *progress.Store
 	// ProgressInterval is how often acknowledged positions are written.
 	ProgressInterval time.Duration
-	Metrics          *metrics.Metrics
-	Logger           *slog.Logger
+	// OffsetMapRetention is how long the offset map keeps a run after
+	// its last record was written; OffsetMapMaxRuns bounds the runs kept
+	// per partition. Zero means the defaults.
+	OffsetMapRetention time.Duration
+	OffsetMapMaxRuns   int
+	Metrics            *metrics.Metrics
+	Logger             *slog.Logger
 }
 
 // Assignment starts replication of one source partition.
@@ -56,6 +62,8 @@ type Assignment struct {
 	TargetTopic string
 	// Start is the position to resume from.
 	Start progress.Position
+	// Runs is the partition's stored offset map, sorted.
+	Runs []offsets.Run
 }
 
 // Totals are counters over the replicator's lifetime.
@@ -106,6 +114,7 @@ type partition struct {
 
 	mu        sync.Mutex
 	acked     progress.Position // advanced only over acknowledged records
+	omap      *offsets.Map      // source→target offsets of acknowledged records
 	persisted int64             // acked.SourceNext last written to progress
 	failed    bool
 	failedAt  int64 // first source offset whose write failed
@@ -147,6 +156,7 @@ func (r *Replicator) Add(as []Assignment) {
 			target:     a.TargetTopic,
 			fedNext:    a.Start.SourceNext,
 			acked:      a.Start,
+			omap:       offsets.NewMap(a.Runs),
 			persisted:  -1,
 			records:    m.ReplicatedRecords.WithLabelValues(r.opts.Flow, a.Source.Topic),
 			bytes:      m.ReplicatedBytes.WithLabelValues(r.opts.Flow, a.Source.Topic),
@@ -381,9 +391,11 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 		p.duplicates.Inc()
 		return
 	}
+	now := time.Now()
 	if src >= p.acked.SourceNext {
 		p.acked.SourceNext = src + 1
 		p.acked.TargetNext = out.Offset + 1
+		p.omap.Add(src, out.Offset, now.UnixMilli())
 	}
 	p.failures = 0
 	p.mu.Unlock()
@@ -391,7 +403,7 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 	p.bytes.Add(float64(size))
 	r.records.Add(1)
 	r.bytes.Add(size)
-	r.latency.Observe(time.Since(ts).Seconds())
+	r.latency.Observe(now.Sub(ts).Seconds())
 }
 
 func (r *Replicator) writeFailed(p *partition, src int64, err error) {
@@ -485,27 +497,59 @@ func (r *Replicator) progressLoop(ctx context.Context) {
 	}
 }
 
-// writeProgress stores the positions that moved since the last write and
-// refreshes the lag gauges.
+// Defaults for the offset map's bounds.
+const (
+	DefaultOffsetMapRetention = 7 * 24 * time.Hour
+	DefaultOffsetMapMaxRuns   = 50_000
+)
+
+// writeProgress stores the positions and offset-map runs that changed
+// since the last write, applies the offset map's retention and refreshes
+// the lag gauges.
 func (r *Replicator) writeProgress(ctx context.Context) error {
+	retention, maxRuns := r.opts.OffsetMapRetention, r.opts.OffsetMapMaxRuns
+	if retention <= 0 {
+		retention = DefaultOffsetMapRetention
+	}
+	if maxRuns <= 0 {
+		maxRuns = DefaultOffsetMapMaxRuns
+	}
+	minMs := time.Now().Add(-retention).UnixMilli()
 	var entries []progress.Entry
 	var parts []*partition
+	var marks []int
 	r.each(func(p *partition) {
 		p.mu.Lock()
 		pos, persisted := p.acked, p.persisted
+		dropped := p.omap.Trim(-1, minMs, maxRuns)
+		changed, mark := p.omap.TakeChanged()
 		p.mu.Unlock()
 		if hwm := p.hwm.Load(); hwm >= 0 {
 			p.lag.Set(float64(max(hwm-pos.SourceNext, 0)))
 		}
-		if pos.SourceNext != persisted {
-			entries = append(entries, progress.Entry{Partition: p.id, Position: pos})
-			parts = append(parts, p)
+		if pos.SourceNext == persisted && len(changed) == 0 && len(dropped) == 0 {
+			return
 		}
+		e := progress.Entry{Partition: p.id, Position: pos, Dropped: dropped}
+		if n := len(changed); n > 0 {
+			// The newest run travels in the position record.
+			last := changed[n-1]
+			e.Run = &last
+			e.Runs = changed[:n-1]
+		}
+		entries = append(entries, e)
+		parts = append(parts, p)
+		marks = append(marks, mark)
 	})
 	if len(entries) == 0 {
 		return nil
 	}
 	if err := r.opts.Progress.Write(ctx, entries); err != nil {
+		for i, p := range parts {
+			p.mu.Lock()
+			p.omap.Restore(marks[i])
+			p.mu.Unlock()
+		}
 		return err
 	}
 	r.opts.Metrics.ProgressWrites.WithLabelValues(r.opts.Flow).Add(float64(len(entries)))
@@ -515,6 +559,25 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 		p.mu.Unlock()
 	}
 	return nil
+}
+
+// Translate returns the target offset of the first replicated record at or
+// after source offset src of a replicated partition, and false if the
+// partition is not replicated here.
+func (r *Replicator) Translate(topic string, partition int32, src int64) (offsets.Result, bool) {
+	p := r.lookup(topic, partition)
+	if p == nil {
+		return offsets.Result{}, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	next := p.acked.TargetNext
+	if next < 0 {
+		// Nothing written yet: the first record lands at the target's
+		// end, which is unknown here; round down.
+		return offsets.Result{Target: 0, Exact: false}, true
+	}
+	return p.omap.Translate(src, next), true
 }
 
 func produceErrorKind(err error) string {

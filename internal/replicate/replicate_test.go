@@ -288,7 +288,16 @@ func TestReplicateCopiesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	for p, pos := range loaded.Positions {
+		// The offset map of a partition copied without gaps is one run
+		// from its first record to its position.
+		if pos.Run == nil || pos.Run.Source != 0 || pos.Run.Target != 0 || pos.Run.SourceEnd() != pos.SourceNext {
+			t.Errorf("%s: stored offset map run %+v does not cover [0, %d)", p, pos.Run, pos.SourceNext)
+		}
+		if got, ok := r.Translate(p.Topic, p.Partition, 42); !ok || got.Target != 42 || !got.Exact {
+			t.Errorf("%s: Translate(42) = %+v, %v; want exactly 42", p, got, ok)
+		}
 		pos.UpdatedMs = 0
+		pos.Run = nil
 		loaded.Positions[p] = pos
 	}
 	if !reflect.DeepEqual(loaded.Positions, want) {

@@ -29,36 +29,41 @@ const readTimeout = 30 * time.Second
 
 // Match compares the target partition's records in [pos.TargetNext,
 // targetEnd) with the source partition's records from pos.SourceNext on
-// (up to sourceEnd). It returns how many match from the start, in order,
-// and the position just after the last match.
+// (up to sourceEnd). It returns the matching records' offsets, from the
+// start and in order, and the position just after the last match.
 func Match(ctx context.Context, src, tgt *kgo.Client, id progress.Partition, target string,
-	pos progress.Position, targetEnd, sourceEnd int64) (int64, progress.Position, error) {
+	pos progress.Position, targetEnd, sourceEnd int64) ([]Pair, progress.Position, error) {
 	n := min(targetEnd-pos.TargetNext, MaxCompare)
 	if n <= 0 || sourceEnd <= pos.SourceNext {
-		return 0, pos, nil
+		return nil, pos, nil
 	}
 	tgtRecs, err := readRange(ctx, tgt, target, id.Partition, pos.TargetNext, targetEnd, int(n))
 	if err != nil {
-		return 0, pos, fmt.Errorf("reading target %s/%d: %w", target, id.Partition, err)
+		return nil, pos, fmt.Errorf("reading target %s/%d: %w", target, id.Partition, err)
 	}
 	srcRecs, err := readRange(ctx, src, id.Topic, id.Partition, pos.SourceNext, sourceEnd, int(n))
 	if err != nil {
-		return 0, pos, fmt.Errorf("reading source %s: %w", id, err)
+		return nil, pos, fmt.Errorf("reading source %s: %w", id, err)
 	}
-	var matched int64
+	var matched []Pair
 	next := pos
 	for i := 0; i < len(tgtRecs) && i < len(srcRecs); i++ {
 		if d := verify.Diff(srcRecs[i], tgtRecs[i]); d != "" {
-			return matched, next, fmt.Errorf("source offset %d and target offset %d differ (%s) after %d matching records (read %d source, %d target)", srcRecs[i].Offset, tgtRecs[i].Offset, d, matched, len(srcRecs), len(tgtRecs))
+			return matched, next, fmt.Errorf("source offset %d and target offset %d differ (%s) after %d matching records (read %d source, %d target)", srcRecs[i].Offset, tgtRecs[i].Offset, d, len(matched), len(srcRecs), len(tgtRecs))
 		}
-		matched++
+		matched = append(matched, Pair{Source: srcRecs[i].Offset, Target: tgtRecs[i].Offset})
 		next.SourceNext = srcRecs[i].Offset + 1
 		next.TargetNext = tgtRecs[i].Offset + 1
 	}
-	if matched < n {
-		return matched, next, fmt.Errorf("matched %d of %d records (read %d source, %d target)", matched, n, len(srcRecs), len(tgtRecs))
+	if int64(len(matched)) < n {
+		return matched, next, fmt.Errorf("matched %d of %d records (read %d source, %d target)", len(matched), n, len(srcRecs), len(tgtRecs))
 	}
 	return matched, next, nil
+}
+
+// Pair is a source record's offset and the target offset of its copy.
+type Pair struct {
+	Source, Target int64
 }
 
 // readRange reads up to limit records of one partition from offset from,

@@ -1,0 +1,135 @@
+package offsets
+
+import (
+	"reflect"
+	"testing"
+)
+
+// build adds (source, target) pairs in order.
+func build(pairs ...[2]int64) *Map {
+	m := NewMap(nil)
+	for i, p := range pairs {
+		m.Add(p[0], p[1], int64(i))
+	}
+	return m
+}
+
+func TestRuns(t *testing.T) {
+	tests := []struct {
+		name  string
+		pairs [][2]int64
+		want  []Run
+	}{
+		{"contiguous is one run", [][2]int64{{0, 10}, {1, 11}, {2, 12}}, []Run{{0, 10, 3, 2}}},
+		{"source gap starts a run", [][2]int64{{0, 0}, {1, 1}, {5, 2}, {6, 3}}, []Run{{0, 0, 2, 1}, {5, 2, 2, 3}}},
+		{"target gap starts a run", [][2]int64{{0, 0}, {1, 2}}, []Run{{0, 0, 1, 0}, {1, 2, 1, 1}}},
+		{"offsets at or below the last are ignored", [][2]int64{{0, 0}, {1, 1}, {1, 7}, {0, 8}, {2, 2}}, []Run{{0, 0, 3, 4}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := build(tc.pairs...).Runs(); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("runs = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTranslate(t *testing.T) {
+	// Source offsets 0-4 and 10-12 (a compacted or aborted gap at 5-9),
+	// written at target offsets 100-104 and 106-108 (a marker at 105).
+	m := build([2]int64{0, 100}, [2]int64{1, 101}, [2]int64{2, 102}, [2]int64{3, 103}, [2]int64{4, 104},
+		[2]int64{10, 106}, [2]int64{11, 107}, [2]int64{12, 108})
+	const next = 109
+	tests := []struct {
+		src  int64
+		want Result
+	}{
+		{0, Result{100, true}},
+		{3, Result{103, true}},
+		{4, Result{104, true}},
+		{5, Result{106, true}}, // in the gap: the first replicated record after it
+		{9, Result{106, true}},
+		{10, Result{106, true}},
+		{12, Result{108, true}},
+		{13, Result{109, true}},  // consumed everything replicated
+		{20, Result{109, false}}, // ahead of replication: re-read rather than skip
+	}
+	for _, tc := range tests {
+		if got := m.Translate(tc.src, next); got != tc.want {
+			t.Errorf("Translate(%d) = %+v, want %+v", tc.src, got, tc.want)
+		}
+	}
+}
+
+func TestTranslateMapStartingLate(t *testing.T) {
+	// Replication started at source offset 50 (start_from latest or
+	// retention): offsets before it were never copied.
+	m := build([2]int64{50, 0}, [2]int64{51, 1})
+	if got := m.Translate(10, 2); got != (Result{0, false}) {
+		t.Errorf("Translate before the map = %+v, want rounded down to 0", got)
+	}
+	if got := m.Translate(51, 2); got != (Result{1, true}) {
+		t.Errorf("Translate(51) = %+v", got)
+	}
+}
+
+func TestTrimRoundsDown(t *testing.T) {
+	m := NewMap(nil)
+	m.Add(0, 0, 1)
+	m.Add(1, 1, 1)
+	m.Add(5, 2, 2) // run 2
+	m.Add(9, 3, 3) // run 3
+	m.Add(12, 4, 4)
+	dropped := m.Trim(0, 3, 100) // drop runs last acknowledged before ms 3
+	if len(dropped) != 2 || m.Len() != 2 {
+		t.Fatalf("dropped %+v, kept %+v", dropped, m.Runs())
+	}
+	// Inside the kept window: exact.
+	if got := m.Translate(9, 5); got != (Result{3, true}) {
+		t.Errorf("Translate(9) = %+v", got)
+	}
+	// In the dropped window: never above the exact answer (2 for source 5).
+	if got := m.Translate(5, 5); got.Exact || got.Target > 2 {
+		t.Errorf("Translate(5) after trim = %+v, want rounded down, at most 2", got)
+	}
+	if got := m.Translate(0, 5); got.Exact || got.Target != 0 {
+		t.Errorf("Translate(0) after trim = %+v, want 0", got)
+	}
+	// The newest run is always kept.
+	if dropped := m.Trim(100, 100, 1); m.Len() != 1 || len(dropped) != 1 {
+		t.Errorf("kept %+v", m.Runs())
+	}
+	// maxRuns bounds the map.
+	m2 := NewMap(nil)
+	for i := int64(0); i < 10; i++ {
+		m2.Add(i*2, i, i)
+	}
+	m2.Trim(0, 0, 4)
+	if m2.Len() != 4 || m2.Runs()[0].Source != 12 {
+		t.Errorf("maxRuns trim kept %+v", m2.Runs())
+	}
+}
+
+func TestTakeChanged(t *testing.T) {
+	m := NewMap(nil)
+	m.Add(0, 0, 0)
+	m.Add(1, 1, 0)
+	if got, _ := m.TakeChanged(); len(got) != 1 || got[0].Len != 2 {
+		t.Fatalf("changed = %+v", got)
+	}
+	if got, _ := m.TakeChanged(); got != nil {
+		t.Fatalf("nothing changed, got %+v", got)
+	}
+	m.Add(2, 2, 0) // extends the run
+	m.Add(5, 3, 0) // new run
+	got, mark := m.TakeChanged()
+	if len(got) != 2 || got[0].Len != 3 || got[1].Source != 5 {
+		t.Fatalf("changed = %+v", got)
+	}
+	// Storing them failed: they are changed again, with what came since.
+	m.Add(6, 4, 0)
+	m.Restore(mark)
+	if got, _ := m.TakeChanged(); len(got) != 2 || got[0].Source != 0 || got[1].Len != 2 {
+		t.Fatalf("changed after Restore = %+v", got)
+	}
+}
