@@ -24,6 +24,11 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 )
 
+// DefaultGroupsExclude are the consumer groups not synced unless
+// groups_exclude says otherwise: console consumers, Kafka Connect's and
+// internal groups.
+var DefaultGroupsExclude = []string{"console-consumer-.*", "connect-.*", "__.*"}
+
 // Defaults of the optional keys.
 const (
 	DefaultClientID       = "kmirror"
@@ -34,6 +39,9 @@ const (
 	DefaultStartFrom            = StartEarliest
 	DefaultTopicRefreshInterval = 5 * time.Second
 	DefaultProgressInterval     = 200 * time.Millisecond
+	DefaultSyncInterval         = 5 * time.Second
+	DefaultOffsetMapRetention   = 7 * 24 * time.Hour
+	DefaultOffsetMapMaxRuns     = 50_000
 
 	DefaultCompression      = "lz4"
 	DefaultLinger           = 5 * time.Millisecond
@@ -43,7 +51,7 @@ const (
 
 	DefaultFetchMaxBytes          = 52428800 // 50 MiB, as Kafka's consumer
 	DefaultFetchMaxPartitionBytes = 10485760 // 10 MiB
-	DefaultIsolationLevel         = ReadUncommitted
+	DefaultIsolationLevel         = ReadCommitted
 
 	DefaultHTTPListen = "127.0.0.1:9780"
 	DefaultLogLevel   = "info"
@@ -136,6 +144,14 @@ type Flow struct {
 	ReplicationFactor    int              // replication_factor: 1..32767, or 0 for the target cluster's default (-1 in the file is stored as 0)
 	TopicRefreshInterval time.Duration    // topic_refresh_interval: default 5s; 100ms..10m
 	ProgressInterval     time.Duration    // progress_interval: default 200ms; 10ms..1m
+	Groups               []string         // groups: consumer groups whose offsets are synced, include regexes; default [".*"]
+	GroupsExclude        []string         // groups_exclude: exclude regexes; default DefaultGroupsExclude (replaced, not extended, when set)
+	GroupsRegexps        []*regexp.Regexp // Groups compiled as ^(?:re)$
+	GroupsExcludeRegexps []*regexp.Regexp // GroupsExclude compiled as ^(?:re)$
+	SyncGroupOffsets     bool             // sync_group_offsets: default true
+	SyncInterval         time.Duration    // sync_interval: how often group offsets are synced; default 5s; 100ms..10m
+	OffsetMapRetention   time.Duration    // offset_map_retention: how long offset translation stays exact; default 168h; 1m..100 years
+	OffsetMapMaxRuns     int              // offset_map_max_runs: bound on the offset map per partition; default 50000
 	Producer             Producer         // producer
 	Consumer             Consumer         // consumer
 }
@@ -203,7 +219,7 @@ func parseYAML(file string, data []byte) (*yaml.Node, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil && err != io.EOF {
-		return nil, syntaxError(file, err)
+		return nil, syntaxError(file, data, err)
 	}
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return nil, &Error{File: file, Msg: "empty config; expected keys clusters and flows"}
@@ -212,7 +228,7 @@ func parseYAML(file string, data []byte) (*yaml.Node, error) {
 	switch err := dec.Decode(&next); {
 	case err == io.EOF:
 	case err != nil:
-		return nil, syntaxError(file, err)
+		return nil, syntaxError(file, data, err)
 	case len(next.Content) > 0 && !isNull(next.Content[0]):
 		return nil, &Error{File: file, Line: next.Content[0].Line,
 			Msg: `a second YAML document; expected a single document (remove the "---" above it)`}
@@ -221,15 +237,33 @@ func parseYAML(file string, data []byte) (*yaml.Node, error) {
 }
 
 // syntaxError turns yaml's "yaml: line N: msg" into an *Error at line N.
-func syntaxError(file string, err error) error {
+//
+// The YAML library counts lines from 1 for scanner errors but from 0 for
+// parser errors, which it reports at the start of the construct that is
+// not closed; those are moved to the right line, within the file.
+func syntaxError(file string, data []byte, err error) error {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	e := &Error{File: file}
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		e.Line, _ = strconv.Atoi(m[1])
 		msg = m[2]
+		if isParserError(msg) {
+			e.Line = min(e.Line+1, max(bytes.Count(data, []byte("\n")), 1))
+		}
 	}
 	e.Msg = "invalid YAML: " + oneLine(msg)
 	return e
 }
 
 var yamlLineRE = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
+
+// isParserError reports whether msg is one of the YAML parser's (not its
+// scanner's) messages.
+func isParserError(msg string) bool {
+	for _, p := range []string{"did not find expected", "found undefined tag handle", "found duplicate %YAML", "found incompatible YAML", "found duplicate %TAG"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}

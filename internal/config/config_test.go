@@ -72,6 +72,10 @@ func TestExampleDefaults(t *testing.T) {
 	f := cfg.Flows[0]
 	got := *f
 	got.TopicsRegexps, got.TopicsExcludeRegexps = nil, nil
+	if s := regexpStrings(got.GroupsExcludeRegexps); !reflect.DeepEqual(s, []string{"^(?:console-consumer-.*)$", "^(?:connect-.*)$", "^(?:__.*)$"}) {
+		t.Errorf("GroupsExcludeRegexps = %q", s)
+	}
+	got.GroupsRegexps, got.GroupsExcludeRegexps = nil, nil
 	want := Flow{
 		Name:                 "primary-to-dr",
 		Source:               "primary",
@@ -84,8 +88,14 @@ func TestExampleDefaults(t *testing.T) {
 		ReplicationFactor:    0,
 		TopicRefreshInterval: 5 * time.Second,
 		ProgressInterval:     200 * time.Millisecond,
+		Groups:               []string{".*"},
+		GroupsExclude:        []string{"console-consumer-.*", "connect-.*", "__.*"},
+		SyncGroupOffsets:     true,
+		SyncInterval:         5 * time.Second,
+		OffsetMapRetention:   7 * 24 * time.Hour,
+		OffsetMapMaxRuns:     50000,
 		Producer:             Producer{Compression: "lz4", Linger: 5 * time.Millisecond, BatchMaxBytes: 1048576, MaxBufferedBytes: 256 << 20, Acks: "all"},
-		Consumer:             Consumer{FetchMaxBytes: 52428800, FetchMaxPartitionBytes: 10485760, IsolationLevel: "read_uncommitted"},
+		Consumer:             Consumer{FetchMaxBytes: 52428800, FetchMaxPartitionBytes: 10485760, IsolationLevel: "read_committed"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("flow =\n%+v\nwant\n%+v", got, want)
@@ -379,7 +389,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: consumer, name, producer, progress_interval, replication_factor, source, start_from, target, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: consumer, groups, groups_exclude, name, offset_map_max_runs, offset_map_retention, producer, progress_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
 		},
 		{
 			name: "unknown producer key",

@@ -23,7 +23,7 @@ const (
 	clusterKeys  = "bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
 	saslKeys     = "mechanism password username"
-	flowKeys     = "consumer name producer progress_interval replication_factor source start_from target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
+	flowKeys     = "consumer groups groups_exclude name offset_map_max_runs offset_map_retention producer progress_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
 	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
 	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
 	httpKeys     = "listen"
@@ -313,6 +313,12 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 		StartFrom:            DefaultStartFrom,
 		TopicRefreshInterval: DefaultTopicRefreshInterval,
 		ProgressInterval:     DefaultProgressInterval,
+		Groups:               []string{".*"},
+		GroupsExclude:        slices.Clone(DefaultGroupsExclude),
+		SyncGroupOffsets:     true,
+		SyncInterval:         DefaultSyncInterval,
+		OffsetMapRetention:   DefaultOffsetMapRetention,
+		OffsetMapMaxRuns:     DefaultOffsetMapMaxRuns,
 		Producer: Producer{
 			Compression:      DefaultCompression,
 			Linger:           DefaultLinger,
@@ -327,6 +333,8 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 		},
 	}
 	fl.TopicsRegexps = compileAnchored(fl.Topics)
+	fl.GroupsRegexps = compileAnchored(fl.Groups)
+	fl.GroupsExcludeRegexps = compileAnchored(fl.GroupsExclude)
 	m := d.mapping(f, "a mapping with keys source and target", flowKeys)
 	if m == nil {
 		return fl, nil
@@ -366,6 +374,29 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 	}
 	if f := m.get("progress_interval"); f != nil {
 		d.duration(f, &fl.ProgressInterval, 10*time.Millisecond, time.Minute)
+	}
+	if f := m.get("groups"); f != nil {
+		if len(f.val.Content) == 0 && f.val.Kind == yaml.SequenceNode {
+			d.errorf(f.val, f.path, `empty; expected at least one regex (set sync_group_offsets: false to sync no group)`)
+		} else {
+			d.regexes(f, &fl.Groups, &fl.GroupsRegexps)
+		}
+	}
+	if f := m.get("groups_exclude"); f != nil {
+		fl.GroupsExclude, fl.GroupsExcludeRegexps = nil, nil
+		d.regexes(f, &fl.GroupsExclude, &fl.GroupsExcludeRegexps)
+	}
+	if f := m.get("sync_group_offsets"); f != nil {
+		d.boolean(f, &fl.SyncGroupOffsets)
+	}
+	if f := m.get("sync_interval"); f != nil {
+		d.duration(f, &fl.SyncInterval, 100*time.Millisecond, 10*time.Minute)
+	}
+	if f := m.get("offset_map_retention"); f != nil {
+		d.duration(f, &fl.OffsetMapRetention, time.Minute, 100*365*24*time.Hour)
+	}
+	if f := m.get("offset_map_max_runs"); f != nil {
+		integer(d, f, &fl.OffsetMapMaxRuns, 1, 100_000_000, "an integer from 1 to 100000000")
 	}
 	if f := m.get("producer"); f != nil {
 		d.producer(f, &fl.Producer)

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/groupsync"
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
@@ -125,6 +126,14 @@ func (f *Flow) Run(ctx context.Context) error {
 		return err
 	}
 	defer tgtClient.Close()
+	// Bookkeeping (progress, checkpoints) has a client of its own so its
+	// small writes never queue behind the data plane's buffered records.
+	metaClient, err := kafka.NewClient(f.target, f.logger,
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		return err
+	}
+	defer metaClient.Close()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -134,20 +143,22 @@ func (f *Flow) Run(ctx context.Context) error {
 		f.watchHealth(ctx, srcClient, tgtClient)
 	}()
 
-	store := progress.NewStore(tgtClient, policy.ProgressTopic(f.cfg.Name))
+	store := progress.NewStore(metaClient, policy.ProgressTopic(f.cfg.Name))
 	loaded, err := f.setup(ctx, store)
 	if err != nil {
 		return nil // ctx ended during setup
 	}
 
 	repl := replicate.New(replicate.Options{
-		Flow:             f.cfg.Name,
-		Source:           srcClient,
-		Target:           tgtClient,
-		Progress:         store,
-		ProgressInterval: f.cfg.ProgressInterval,
-		Metrics:          f.metrics,
-		Logger:           f.logger,
+		Flow:               f.cfg.Name,
+		Source:             srcClient,
+		Target:             tgtClient,
+		Progress:           store,
+		ProgressInterval:   f.cfg.ProgressInterval,
+		OffsetMapRetention: f.cfg.OffsetMapRetention,
+		OffsetMapMaxRuns:   f.cfg.OffsetMapMaxRuns,
+		Metrics:            f.metrics,
+		Logger:             f.logger,
 	})
 	f.repl.Store(repl)
 	f.started.Store(true)
@@ -158,11 +169,29 @@ func (f *Flow) Run(ctx context.Context) error {
 		defer wg.Done()
 		f.syncTopics(ctx, srcClient, tgtClient, store, repl, loaded)
 	}()
+	if f.cfg.SyncGroupOffsets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.syncGroups(ctx, srcClient, metaClient, repl)
+		}()
+	}
 	f.logger.Info("flow started", "source", f.cfg.Source, "target", f.cfg.Target,
 		"progress_topic", store.Topic(), "resumed_partitions", len(loaded.Positions))
 	err = repl.Run(ctx)
+	if err == nil {
+		// Every write was acknowledged and its position stored: the next
+		// run need not wait for stray writes of this one.
+		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := store.MarkStopped(stopCtx); err != nil {
+			f.logger.Warn("could not record the clean stop", "err", err)
+		}
+		cancel()
+	} else {
+		f.logger.Warn("flow stopped with writes unconfirmed; they will be checked on restart", "err", err)
+	}
 	f.logger.Info("flow stopped", "replicated_records", repl.Totals().Records)
-	return err
+	return nil
 }
 
 // setup creates and reads the progress topic, retrying until it succeeds
@@ -191,7 +220,11 @@ func (f *Flow) trySetup(ctx context.Context, store *progress.Store) (progress.Lo
 	if err := store.Ensure(ctx, f.cfg.ReplicationFactor); err != nil {
 		return progress.Loaded{}, err
 	}
-	return store.Load(ctx)
+	loaded, err := store.Load(ctx)
+	if err != nil {
+		return loaded, err
+	}
+	return loaded, store.MarkRunning(ctx)
 }
 
 func (f *Flow) consumerOpts() []kgo.Opt {
@@ -200,6 +233,9 @@ func (f *Flow) consumerOpts() []kgo.Opt {
 		kgo.FetchMaxPartitionBytes(f.cfg.Consumer.FetchMaxPartitionBytes),
 		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Transaction markers are not copied, but the position must move
+		// past them, or lag would never reach 0 after a transaction.
+		kgo.KeepControlRecords(),
 	}
 	if f.cfg.Consumer.IsolationLevel == "read_committed" {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
@@ -290,6 +326,9 @@ func (f *Flow) syncTopics(ctx context.Context, src, tgt *kgo.Client, store *prog
 	// first start; everything discovered later starts at its beginning.
 	firstStart := !loaded.Started
 	markedStarted := loaded.Started
+	if !loaded.CleanStop && len(loaded.Positions) > 0 {
+		f.settleTarget(ctx, cls.tgtAdmin, loaded)
+	}
 	var errLogged time.Time
 	t := time.NewTicker(f.cfg.TopicRefreshInterval)
 	defer t.Stop()
@@ -315,6 +354,48 @@ func (f *Flow) syncTopics(ctx context.Context, src, tgt *kgo.Client, store *prog
 		case <-t.C:
 		}
 	}
+}
+
+// settleTarget waits, after a run that did not stop cleanly, until the
+// target partitions it wrote stop growing: writes the dead run had sent can
+// still be appended for a moment, and the resume checks must see them.
+func (f *Flow) settleTarget(ctx context.Context, adm *kadm.Client, loaded progress.Loaded) {
+	naming := policy.NewTopics(f.cfg)
+	seen := map[string]bool{}
+	var names []string
+	for p := range loaded.Positions {
+		if t := naming.TargetName(p.Topic); !seen[t] {
+			seen[t] = true
+			names = append(names, t)
+		}
+	}
+	const quiet, limit = time.Second, 15 * time.Second
+	deadline := time.Now().Add(limit)
+	var last kadm.ListedOffsets
+	for time.Now().Before(deadline) {
+		ends, err := adm.ListEndOffsets(ctx, names...)
+		if err != nil {
+			return
+		}
+		if last != nil && sameEnds(last, ends) {
+			return
+		}
+		last = ends
+		if !sleep(ctx, quiet) {
+			return
+		}
+	}
+	f.logger.Warn("target partitions still growing after an unclean stop; resuming anyway", "waited", limit.String())
+}
+
+func sameEnds(a, b kadm.ListedOffsets) bool {
+	same := true
+	a.Each(func(o kadm.ListedOffset) {
+		if p, ok := b.Lookup(o.Topic, o.Partition); !ok || p.Offset != o.Offset {
+			same = false
+		}
+	})
+	return same
 }
 
 // clients are a flow's connections to its two clusters.
@@ -489,6 +570,87 @@ func (f *Flow) resume(ctx context.Context, cls clients, id progress.Partition, t
 		return next
 	}
 	return pos
+}
+
+// syncGroups checkpoints and commits consumer group offsets every
+// sync_interval.
+func (f *Flow) syncGroups(ctx context.Context, src, tgt *kgo.Client, repl *replicate.Replicator) {
+	store := groupsync.NewStore(tgt, policy.CheckpointTopic(f.cfg.Name))
+	syncer := groupsync.New(groupsync.Options{
+		Source: kadm.NewClient(src), Target: kadm.NewClient(tgt),
+		Include: f.cfg.GroupsRegexps, Exclude: f.cfg.GroupsExcludeRegexps,
+		TargetName: policy.NewTopics(f.cfg).TargetName,
+		Translator: repl, Store: store, Logger: f.logger,
+	})
+	lastSynced := map[string]time.Time{}
+	groupErrs := map[string]string{}
+	var errLogged time.Time
+	ready := false
+	t := time.NewTicker(f.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !ready {
+			cps, err := f.prepareCheckpoints(ctx, store)
+			if err != nil {
+				f.groupSyncFailed(ctx, &errLogged, err)
+				continue
+			}
+			syncer.Seed(cps)
+			ready = true
+		}
+		rep, err := syncer.Sync(ctx)
+		if err != nil {
+			f.groupSyncFailed(ctx, &errLogged, err)
+			continue
+		}
+		now := time.Now()
+		synced := 0
+		for _, g := range rep.Groups {
+			if g.Err != nil {
+				f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrGroupSync).Inc()
+				if groupErrs[g.Group] != g.Err.Error() {
+					groupErrs[g.Group] = g.Err.Error()
+					f.logger.Error("group offset sync failed; retrying", "group", g.Group, "err", g.Err)
+				}
+				continue
+			}
+			delete(groupErrs, g.Group)
+			if len(g.Checkpoints) > 0 {
+				synced++
+				lastSynced[g.Group] = now
+			}
+			if g.Committed > 0 {
+				f.metrics.GroupCommits.WithLabelValues(f.cfg.Name).Add(float64(g.Committed))
+			}
+		}
+		f.metrics.GroupsSynced.WithLabelValues(f.cfg.Name).Set(float64(synced))
+		for g, at := range lastSynced {
+			f.metrics.CheckpointAge.WithLabelValues(f.cfg.Name, g).Set(now.Sub(at).Seconds())
+		}
+	}
+}
+
+func (f *Flow) prepareCheckpoints(ctx context.Context, store *groupsync.Store) ([]groupsync.Checkpoint, error) {
+	if err := store.Ensure(ctx, f.cfg.ReplicationFactor); err != nil {
+		return nil, err
+	}
+	return store.Load(ctx)
+}
+
+func (f *Flow) groupSyncFailed(ctx context.Context, logged *time.Time, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrGroupSync).Inc()
+	if time.Since(*logged) > 30*time.Second {
+		*logged = time.Now()
+		f.logger.Error("group offset sync failed; retrying", "err", err)
+	}
 }
 
 func retryDelay(attempt int) time.Duration {

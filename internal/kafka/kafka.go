@@ -73,7 +73,18 @@ func NewClient(c *config.Cluster, logger *slog.Logger, extra ...kgo.Opt) (*kgo.C
 // Ping checks that at least one broker of the cluster answers within the
 // context's deadline, and names the cluster and its seeds when none does.
 func Ping(ctx context.Context, cl *kgo.Client, c *config.Cluster) error {
-	if err := cl.Ping(ctx); err != nil {
+	// The client does not give up a connection attempt to a broker that
+	// accepts but never answers when ctx ends, only at its own request
+	// timeout; wait for ctx alone.
+	done := make(chan error, 1)
+	go func() { done <- cl.Ping(ctx) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("no answer before the deadline: %w", ctx.Err())
+	}
+	if err != nil {
 		var ne net.Error
 		reason := err.Error()
 		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {

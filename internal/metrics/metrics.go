@@ -24,6 +24,7 @@ const (
 	ErrUnknownTopic   = "unknown_target_topic"
 	ErrInvalidRecord  = "invalid_record"
 	ErrOther          = "other"
+	ErrGroupSync      = "group_sync"
 )
 
 // Metrics holds every metric kmirror exports.
@@ -43,6 +44,9 @@ type Metrics struct {
 	ClusterUp         *prometheus.GaugeVec     // flow, cluster
 	ProgressWrites    *prometheus.CounterVec   // flow
 	TopicsCreated     *prometheus.CounterVec   // flow
+	GroupsSynced      *prometheus.GaugeVec     // flow
+	CheckpointAge     *prometheus.GaugeVec     // flow, group
+	GroupCommits      *prometheus.CounterVec   // flow
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -104,6 +108,19 @@ func New() *Metrics {
 			Help: "Topics created on the target.",
 		}, []string{"flow"}),
 	}
+	m.GroupsSynced = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_groups_synced",
+		Help: "Consumer groups whose offsets the last sync pass checkpointed.",
+	}, []string{"flow"})
+	m.CheckpointAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_group_checkpoint_age_seconds",
+		Help: "Seconds since the group's offsets were last checkpointed.",
+	}, []string{"flow", "group"})
+	m.GroupCommits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_group_offsets_committed_total",
+		Help: "Partition offsets committed to consumer groups on the target.",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -79,3 +79,9 @@ func (p *Topics) TargetName(name string) string {
 func ProgressTopic(flow string) string {
 	return InternalPrefix + "." + flow + ".progress"
 }
+
+// CheckpointTopic is the name of the internal compacted topic, on the
+// target cluster, that holds the consumer group checkpoints of flow.
+func CheckpointTopic(flow string) string {
+	return InternalPrefix + "." + flow + ".checkpoints"
+}

@@ -111,6 +111,28 @@ type Loaded struct {
 	// before, so partitions without a position are new and start at their
 	// earliest offset.
 	Started bool
+	// CleanStop is true when the flow's last run stopped cleanly, so no
+	// write of it can still land on the target.
+	CleanStop bool
+}
+
+// cleanStopKey holds "1" after a flow stopped cleanly (every write
+// acknowledged and its position stored) and "0" while it runs.
+const cleanStopKey = "flow-clean-stop"
+
+// MarkRunning records that the flow runs: a crash from now on leaves
+// CleanStop false.
+func (s *Store) MarkRunning(ctx context.Context) error { return s.put(ctx, cleanStopKey, "0") }
+
+// MarkStopped records that the flow stopped cleanly.
+func (s *Store) MarkStopped(ctx context.Context) error { return s.put(ctx, cleanStopKey, "1") }
+
+func (s *Store) put(ctx context.Context, key, value string) error {
+	r := &kgo.Record{Topic: s.topic, Partition: 0, Key: []byte(key), Value: []byte(value)}
+	if err := s.client.ProduceSync(ctx, r).FirstErr(); err != nil {
+		return fmt.Errorf("writing to progress topic %q: %w", s.topic, err)
+	}
+	return nil
 }
 
 // MarkStarted records that the flow has started.
@@ -125,11 +147,11 @@ func (s *Store) MarkStarted(ctx context.Context) error {
 // Load reads the progress topic to its end.
 func (s *Store) Load(ctx context.Context) (Loaded, error) {
 	out := Loaded{Positions: map[Partition]Position{}, Runs: map[Partition][]offsets.Run{}}
-	positions, runs, started, err := s.load(ctx)
+	positions, runs, flags, err := s.load(ctx)
 	if err != nil {
 		return out, err
 	}
-	out.Positions, out.Started = positions, started
+	out.Positions, out.Started, out.CleanStop = positions, flags[flowStartedKey] != "", flags[cleanStopKey] == "1"
 	for p, byStart := range runs {
 		if pos, ok := positions[p]; ok && pos.Run != nil {
 			byStart[pos.Run.Source] = *pos.Run
@@ -149,27 +171,27 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 	return out, nil
 }
 
-func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition]map[int64]offsets.Run, bool, error) {
+func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition]map[int64]offsets.Run, map[string]string, error) {
 	ends, err := s.admin.ListEndOffsets(ctx, s.topic)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
+		return nil, nil, nil, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
 	}
 	if err := ends.Error(); err != nil {
-		return nil, nil, false, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
+		return nil, nil, nil, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
 	}
 	end, _ := ends.Lookup(s.topic, 0)
 	out := map[Partition]Position{}
 	runs := map[Partition]map[int64]offsets.Run{}
-	started := false
+	flags := map[string]string{}
 	if end.Offset <= 0 {
-		return out, runs, started, nil
+		return out, runs, flags, nil
 	}
 	reader, err := kgo.NewClient(append(slices.Clone(s.client.Opts()),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: {0: kgo.NewOffset().AtStart()}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)...)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
+		return nil, nil, nil, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
 	}
 	defer reader.Close()
 	// The end offset may sit past a transaction marker that is never
@@ -182,14 +204,14 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition
 		fetches := reader.PollFetches(pollCtx)
 		cancel()
 		if err := ctx.Err(); err != nil {
-			return nil, nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
+			return nil, nil, nil, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
 		}
 		if pollCtx.Err() != nil && fetches.NumRecords() == 0 {
-			return out, runs, started, nil
+			return out, runs, flags, nil
 		}
 		for _, fe := range fetches.Errors() {
 			if !errors.Is(fe.Err, context.DeadlineExceeded) {
-				return nil, nil, false, fmt.Errorf("reading progress topic %q: %w", s.topic, fe.Err)
+				return nil, nil, nil, fmt.Errorf("reading progress topic %q: %w", s.topic, fe.Err)
 			}
 		}
 		done := false
@@ -197,8 +219,8 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition
 			if r.Offset >= end.Offset-1 {
 				done = true
 			}
-			if string(r.Key) == flowStartedKey {
-				started = true
+			if k := string(r.Key); k == flowStartedKey || k == cleanStopKey {
+				flags[k] = string(r.Value)
 				return
 			}
 			if p, start, ok := parseRunKey(string(r.Key)); ok {
@@ -228,7 +250,7 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition
 			}
 		})
 		if done {
-			return out, runs, started, nil
+			return out, runs, flags, nil
 		}
 	}
 }

@@ -18,6 +18,7 @@ package replicate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -118,8 +119,12 @@ type partition struct {
 	persisted int64             // acked.SourceNext last written to progress
 	failed    bool
 	failedAt  int64 // first source offset whose write failed
-	failures  int   // consecutive failed attempts, for the backoff
-	retryAt   time.Time
+	// pendingControl is the offset of the newest transaction marker seen
+	// while writes were in flight, or -1; the position moves past it once
+	// they are acknowledged.
+	pendingControl int64
+	failures       int // consecutive failed attempts, for the backoff
+	retryAt        time.Time
 
 	records, bytes, retried, duplicates prometheus.Counter
 	lag                                 prometheus.Gauge
@@ -152,17 +157,18 @@ func (r *Replicator) Add(as []Assignment) {
 			continue
 		}
 		p := &partition{
-			id:         a.Source,
-			target:     a.TargetTopic,
-			fedNext:    a.Start.SourceNext,
-			acked:      a.Start,
-			omap:       offsets.NewMap(a.Runs),
-			persisted:  -1,
-			records:    m.ReplicatedRecords.WithLabelValues(r.opts.Flow, a.Source.Topic),
-			bytes:      m.ReplicatedBytes.WithLabelValues(r.opts.Flow, a.Source.Topic),
-			retried:    m.Retried.WithLabelValues(r.opts.Flow, a.Source.Topic),
-			duplicates: m.Duplicates.WithLabelValues(r.opts.Flow, a.Source.Topic),
-			lag:        m.PartitionLag.WithLabelValues(r.opts.Flow, a.Source.Topic, strconv.Itoa(int(a.Source.Partition))),
+			id:             a.Source,
+			target:         a.TargetTopic,
+			fedNext:        a.Start.SourceNext,
+			acked:          a.Start,
+			omap:           offsets.NewMap(a.Runs),
+			persisted:      -1,
+			pendingControl: -1,
+			records:        m.ReplicatedRecords.WithLabelValues(r.opts.Flow, a.Source.Topic),
+			bytes:          m.ReplicatedBytes.WithLabelValues(r.opts.Flow, a.Source.Topic),
+			retried:        m.Retried.WithLabelValues(r.opts.Flow, a.Source.Topic),
+			duplicates:     m.Duplicates.WithLabelValues(r.opts.Flow, a.Source.Topic),
+			lag:            m.PartitionLag.WithLabelValues(r.opts.Flow, a.Source.Topic, strconv.Itoa(int(a.Source.Partition))),
 		}
 		p.hwm.Store(-1)
 		if r.parts[a.Source.Topic] == nil {
@@ -254,7 +260,8 @@ func (r *Replicator) updateGauges() {
 }
 
 // Run replicates until ctx is done. On return it has waited (up to a
-// bound) for writes in flight and stored the final positions.
+// bound) for writes in flight and stored the final positions; it returns
+// an error if it could not, so that the stop was not clean.
 func (r *Replicator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -270,10 +277,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 	drainCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := r.opts.Target.Flush(drainCtx); err != nil {
-		r.opts.Logger.Warn("writes still in flight at shutdown; they will be sent again on restart", "err", err)
+		return fmt.Errorf("writes still in flight at shutdown: %w", err)
 	}
 	if err := r.writeProgress(drainCtx); err != nil {
-		r.opts.Logger.Warn("could not store final progress; records since the last stored position will be sent again", "err", err)
+		return fmt.Errorf("storing the final progress: %w", err)
 	}
 	return nil
 }
@@ -335,10 +342,30 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 					continue
 				}
 				p.fedNext = rec.Offset + 1
+				if rec.Attrs.IsControl() {
+					r.skipControl(p, rec.Offset)
+					continue
+				}
 				r.produce(ctx, p, rec)
 			}
 		})
 	}
+}
+
+// skipControl moves the partition's position past a transaction marker,
+// which is not copied: at once if no write is in flight, else once the
+// writes before it are acknowledged.
+func (r *Replicator) skipControl(p *partition, offset int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed {
+		return // fetched again after the rewind
+	}
+	if p.inflight.Load() == 0 {
+		p.acked.SourceNext = max(p.acked.SourceNext, offset+1)
+		return
+	}
+	p.pendingControl = max(p.pendingControl, offset)
 }
 
 // offsetsWentBack reports a source record below the partition's position.
@@ -378,7 +405,6 @@ func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record) 
 }
 
 func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, out *kgo.Record, err error) {
-	defer p.inflight.Add(-1)
 	if err != nil {
 		r.writeFailed(p, src, err)
 		return
@@ -387,6 +413,7 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 	if p.failed && src >= p.failedAt {
 		// Written after an earlier record failed: the rewind writes it
 		// again.
+		p.inflight.Add(-1)
 		p.mu.Unlock()
 		p.duplicates.Inc()
 		return
@@ -396,6 +423,10 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 		p.acked.SourceNext = src + 1
 		p.acked.TargetNext = out.Offset + 1
 		p.omap.Add(src, out.Offset, now.UnixMilli())
+	}
+	if p.inflight.Add(-1) == 0 && !p.failed && p.pendingControl >= p.acked.SourceNext {
+		// Every record before the transaction marker is on the target.
+		p.acked.SourceNext = p.pendingControl + 1
 	}
 	p.failures = 0
 	p.mu.Unlock()
@@ -419,6 +450,7 @@ func (r *Replicator) writeFailed(p *partition, src int64, err error) {
 		p.failedAt = src
 	}
 	failures, retryAt := p.failures, p.retryAt
+	p.inflight.Add(-1)
 	p.mu.Unlock()
 	if shutdown {
 		return
@@ -457,6 +489,7 @@ func (r *Replicator) recoverFailed() bool {
 		}
 		p.failed = false
 		p.fedNext = p.failedAt
+		p.pendingControl = -1
 		r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
 			p.id.Topic: {p.id.Partition: {Epoch: -1, Offset: p.failedAt}},
 		})

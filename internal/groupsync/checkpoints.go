@@ -1,0 +1,173 @@
+package groupsync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Checkpoint is a consumer group's committed source offset on one
+// partition and the target offset it translates to.
+type Checkpoint struct {
+	Group     string `json:"group"`
+	Topic     string `json:"topic"` // source topic
+	Partition int32  `json:"partition"`
+	// TargetTopic is the topic's name on the target.
+	TargetTopic  string `json:"target_topic"`
+	SourceOffset int64  `json:"source_offset"`
+	TargetOffset int64  `json:"target_offset"`
+	// Exact is false when the offset was rounded down (outside the offset
+	// map's window), so the group re-reads rather than skip.
+	Exact    bool   `json:"exact"`
+	Metadata string `json:"metadata,omitempty"`
+	// UpdatedMs is when the checkpoint was taken, in Unix milliseconds.
+	UpdatedMs int64 `json:"updated_ms"`
+}
+
+// key identifies a checkpoint: one group on one source partition.
+type key struct {
+	Group     string `json:"g"`
+	Topic     string `json:"t"`
+	Partition int32  `json:"p"`
+}
+
+func (c Checkpoint) key() key { return key{c.Group, c.Topic, c.Partition} }
+
+// Store keeps checkpoints in a compacted topic of the target cluster, so
+// they outlive the source.
+type Store struct {
+	client *kgo.Client
+	admin  *kadm.Client
+	topic  string
+}
+
+// NewStore returns a checkpoint store over topic on the cluster of client.
+func NewStore(client *kgo.Client, topic string) *Store {
+	return &Store{client: client, admin: kadm.NewClient(client), topic: topic}
+}
+
+// Topic is the checkpoint topic's name.
+func (s *Store) Topic() string { return s.topic }
+
+// Ensure creates the checkpoint topic unless it exists.
+func (s *Store) Ensure(ctx context.Context, replicationFactor int) error {
+	rf := int16(replicationFactor)
+	if rf <= 0 {
+		rf = -1
+	}
+	resp, err := s.admin.CreateTopic(ctx, 1, rf, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, s.topic)
+	if err == nil || errors.Is(err, kerr.TopicAlreadyExists) {
+		return nil
+	}
+	msg := ""
+	if resp.ErrMessage != "" {
+		msg = " (" + resp.ErrMessage + ")"
+	}
+	return fmt.Errorf("creating checkpoint topic %q on the target: %w%s", s.topic, err, msg)
+}
+
+// Write stores checkpoints and returns once the target acknowledged them.
+func (s *Store) Write(ctx context.Context, cps []Checkpoint) error {
+	if len(cps) == 0 {
+		return nil
+	}
+	recs := make([]*kgo.Record, len(cps))
+	for i, c := range cps {
+		k, err := json.Marshal(c.key())
+		if err != nil {
+			return err
+		}
+		v, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		recs[i] = &kgo.Record{Topic: s.topic, Key: k, Value: v}
+	}
+	if err := s.client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("writing checkpoints to %q: %w", s.topic, err)
+	}
+	return nil
+}
+
+// Load reads the newest checkpoint of every group and partition, sorted by
+// group, topic and partition. A missing topic holds none.
+func (s *Store) Load(ctx context.Context) ([]Checkpoint, error) {
+	ends, err := s.admin.ListEndOffsets(ctx, s.topic)
+	if err != nil {
+		return nil, fmt.Errorf("listing end offset of checkpoint topic %q: %w", s.topic, err)
+	}
+	end, ok := ends.Lookup(s.topic, 0)
+	if !ok || errors.Is(end.Err, kerr.UnknownTopicOrPartition) {
+		return nil, nil
+	}
+	if end.Err != nil {
+		return nil, fmt.Errorf("listing end offset of checkpoint topic %q: %w", s.topic, end.Err)
+	}
+	latest := map[key]Checkpoint{}
+	if end.Offset > 0 {
+		reader, err := kgo.NewClient(append(slices.Clone(s.client.Opts()),
+			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: {0: kgo.NewOffset().AtStart()}}),
+		)...)
+		if err != nil {
+			return nil, err
+		}
+		defer reader.Close()
+		for done := false; !done; {
+			pollCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			fetches := reader.PollFetches(pollCtx)
+			cancel()
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("reading checkpoint topic %q: %w", s.topic, err)
+			}
+			if fetches.NumRecords() == 0 && pollCtx.Err() != nil {
+				break
+			}
+			fetches.EachRecord(func(r *kgo.Record) {
+				if r.Offset >= end.Offset-1 {
+					done = true
+				}
+				var k key
+				if json.Unmarshal(r.Key, &k) != nil {
+					return
+				}
+				var c Checkpoint
+				if r.Value == nil {
+					delete(latest, k)
+				} else if json.Unmarshal(r.Value, &c) == nil {
+					latest[k] = c
+				}
+			})
+		}
+	}
+	out := make([]Checkpoint, 0, len(latest))
+	for _, c := range latest {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b Checkpoint) int {
+		if a.Group != b.Group {
+			return cmpString(a.Group, b.Group)
+		}
+		if a.Topic != b.Topic {
+			return cmpString(a.Topic, b.Topic)
+		}
+		return int(a.Partition - b.Partition)
+	})
+	return out, nil
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,199 @@
+// Package groupsync carries consumer group positions from the source
+// cluster to the target: it reads the groups' committed source offsets,
+// translates them exactly with the flow's offset map, stores them as
+// checkpoints in the target, and commits them to the same groups on the
+// target while those groups have no active member there.
+package groupsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/kmirror/kmirror/internal/offsets"
+)
+
+// Translator maps a committed source offset to the target.
+type Translator interface {
+	// Translate returns the target offset for source offset src of a
+	// replicated partition, and false if the partition is not replicated.
+	Translate(topic string, partition int32, src int64) (offsets.Result, bool)
+}
+
+// Options configure a Syncer.
+type Options struct {
+	Source, Target   *kadm.Client
+	Include, Exclude []*regexp.Regexp
+	// TargetName maps a source topic to its name on the target.
+	TargetName func(string) string
+	Translator Translator
+	Store      *Store
+	Logger     *slog.Logger
+}
+
+// Syncer syncs group offsets; Sync is one pass.
+type Syncer struct {
+	opts Options
+	// written holds the checkpoints last stored, to store only changes.
+	written map[key]Checkpoint
+}
+
+// New returns a Syncer.
+func New(opts Options) *Syncer {
+	return &Syncer{opts: opts, written: map[key]Checkpoint{}}
+}
+
+// Seed tells the syncer which checkpoints are already stored.
+func (s *Syncer) Seed(cps []Checkpoint) {
+	for _, c := range cps {
+		s.written[c.key()] = c
+	}
+}
+
+// GroupResult is what one pass did for one group.
+type GroupResult struct {
+	Group       string
+	Checkpoints []Checkpoint
+	// Committed is the number of target partitions whose committed offset
+	// was moved forward.
+	Committed int
+	// Active is true when the group has members on the target, so its
+	// offsets there were left alone.
+	Active bool
+	Err    error
+}
+
+// Report is the outcome of one pass.
+type Report struct {
+	Groups []GroupResult
+}
+
+// Matches reports whether the flow syncs group.
+func (s *Syncer) Matches(group string) bool {
+	for _, re := range s.opts.Exclude {
+		if re.MatchString(group) {
+			return false
+		}
+	}
+	for _, re := range s.opts.Include {
+		if re.MatchString(group) {
+			return true
+		}
+	}
+	return false
+}
+
+// Sync runs one pass over every matching source group. It returns an error
+// only when the source groups cannot be listed or the checkpoints cannot
+// be stored; per-group problems are in the report.
+func (s *Syncer) Sync(ctx context.Context) (Report, error) {
+	var rep Report
+	listed, err := s.opts.Source.ListGroups(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("listing source consumer groups: %w", err)
+	}
+	var groups []string
+	for _, g := range listed.Groups() {
+		if s.Matches(g) {
+			groups = append(groups, g)
+		}
+	}
+	var toStore []Checkpoint
+	for _, g := range groups {
+		res := s.checkpoints(ctx, g)
+		for _, c := range res.Checkpoints {
+			if old, ok := s.written[c.key()]; !ok || old.SourceOffset != c.SourceOffset || old.TargetOffset != c.TargetOffset {
+				toStore = append(toStore, c)
+			}
+		}
+		rep.Groups = append(rep.Groups, res)
+	}
+	if err := s.opts.Store.Write(ctx, toStore); err != nil {
+		return rep, err
+	}
+	for _, c := range toStore {
+		s.written[c.key()] = c
+	}
+	for i := range rep.Groups {
+		r := &rep.Groups[i]
+		if r.Err != nil || len(r.Checkpoints) == 0 {
+			continue
+		}
+		r.Committed, r.Active, r.Err = Commit(ctx, s.opts.Target, r.Group, r.Checkpoints)
+	}
+	return rep, nil
+}
+
+// checkpoints reads and translates group's committed source offsets.
+func (s *Syncer) checkpoints(ctx context.Context, group string) GroupResult {
+	res := GroupResult{Group: group}
+	committed, err := s.opts.Source.FetchOffsets(ctx, group)
+	if err != nil {
+		res.Err = fmt.Errorf("fetching committed offsets of group %q on the source: %w", group, err)
+		return res
+	}
+	now := time.Now().UnixMilli()
+	committed.Each(func(o kadm.OffsetResponse) {
+		if o.Err != nil || o.At < 0 {
+			return
+		}
+		tr, ok := s.opts.Translator.Translate(o.Topic, o.Partition, o.At)
+		if !ok {
+			return
+		}
+		res.Checkpoints = append(res.Checkpoints, Checkpoint{
+			Group: group, Topic: o.Topic, Partition: o.Partition, TargetTopic: s.opts.TargetName(o.Topic),
+			SourceOffset: o.At, TargetOffset: tr.Target, Exact: tr.Exact, Metadata: o.Metadata, UpdatedMs: now,
+		})
+	})
+	return res
+}
+
+// ErrGroupActive is returned by Commit when the group has members on the
+// target.
+var ErrGroupActive = errors.New("group has active members on the target")
+
+// Commit commits the checkpoints' target offsets to group on the target,
+// unless the group has active members there. It never moves a partition's
+// committed offset backwards. It returns how many partitions it moved and
+// whether the group was active.
+func Commit(ctx context.Context, target *kadm.Client, group string, cps []Checkpoint) (int, bool, error) {
+	described, err := target.DescribeGroups(ctx, group)
+	if err != nil {
+		return 0, false, fmt.Errorf("describing group %q on the target: %w", group, err)
+	}
+	if d, ok := described[group]; ok && d.Err == nil && len(d.Members) > 0 {
+		return 0, true, nil
+	}
+	current, err := target.FetchOffsets(ctx, group)
+	if err != nil {
+		return 0, false, fmt.Errorf("fetching committed offsets of group %q on the target: %w", group, err)
+	}
+	var commit kadm.Offsets
+	for _, c := range cps {
+		if cur, ok := current.Lookup(c.TargetTopic, c.Partition); ok && cur.Err == nil && cur.At >= c.TargetOffset {
+			continue
+		}
+		commit.Add(kadm.Offset{Topic: c.TargetTopic, Partition: c.Partition, At: c.TargetOffset, LeaderEpoch: -1, Metadata: c.Metadata})
+	}
+	if len(commit) == 0 {
+		return 0, false, nil
+	}
+	resp, err := target.CommitOffsets(ctx, group, commit)
+	if err != nil {
+		return 0, false, fmt.Errorf("committing offsets of group %q on the target: %w", group, err)
+	}
+	if err := resp.Error(); err != nil {
+		return 0, false, fmt.Errorf("committing offsets of group %q on the target: %w", group, err)
+	}
+	n := 0
+	for _, ps := range commit {
+		n += len(ps)
+	}
+	return n, false, nil
+}
