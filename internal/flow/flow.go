@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,16 @@ type Flow struct {
 	started            atomic.Bool // setup done, data plane running
 	repl               atomic.Pointer[replicate.Replicator]
 	topics             atomic.Pointer[[]topicsync.Topic]
+	live               atomic.Pointer[live]
+}
+
+// live is what a running flow shares with commands acting on it.
+type live struct {
+	src     *kgo.Client
+	groupMu sync.Mutex // serialises group sync passes
+	groups  *groupsync.Syncer
+	seeded  bool
+	store   *groupsync.Store
 }
 
 // New returns the flow fc of configuration cfg.
@@ -161,6 +173,14 @@ func (f *Flow) Run(ctx context.Context) error {
 		Logger:             f.logger,
 	})
 	f.repl.Store(repl)
+	lv := &live{src: srcClient, store: groupsync.NewStore(metaClient, policy.CheckpointTopic(f.cfg.Name))}
+	lv.groups = groupsync.New(groupsync.Options{
+		Source: kadm.NewClient(srcClient), Target: kadm.NewClient(metaClient),
+		Include: f.cfg.GroupsRegexps, Exclude: f.cfg.GroupsExcludeRegexps,
+		TargetName: policy.NewTopics(f.cfg).TargetName,
+		Translator: repl, Store: lv.store, Logger: f.logger,
+	})
+	f.live.Store(lv)
 	f.started.Store(true)
 	defer f.started.Store(false)
 
@@ -173,7 +193,7 @@ func (f *Flow) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f.syncGroups(ctx, srcClient, metaClient, repl)
+			f.syncGroups(ctx, lv)
 		}()
 	}
 	f.logger.Info("flow started", "source", f.cfg.Source, "target", f.cfg.Target,
@@ -574,18 +594,10 @@ func (f *Flow) resume(ctx context.Context, cls clients, id progress.Partition, t
 
 // syncGroups checkpoints and commits consumer group offsets every
 // sync_interval.
-func (f *Flow) syncGroups(ctx context.Context, src, tgt *kgo.Client, repl *replicate.Replicator) {
-	store := groupsync.NewStore(tgt, policy.CheckpointTopic(f.cfg.Name))
-	syncer := groupsync.New(groupsync.Options{
-		Source: kadm.NewClient(src), Target: kadm.NewClient(tgt),
-		Include: f.cfg.GroupsRegexps, Exclude: f.cfg.GroupsExcludeRegexps,
-		TargetName: policy.NewTopics(f.cfg).TargetName,
-		Translator: repl, Store: store, Logger: f.logger,
-	})
+func (f *Flow) syncGroups(ctx context.Context, lv *live) {
 	lastSynced := map[string]time.Time{}
 	groupErrs := map[string]string{}
 	var errLogged time.Time
-	ready := false
 	t := time.NewTicker(f.cfg.SyncInterval)
 	defer t.Stop()
 	for {
@@ -594,16 +606,7 @@ func (f *Flow) syncGroups(ctx context.Context, src, tgt *kgo.Client, repl *repli
 			return
 		case <-t.C:
 		}
-		if !ready {
-			cps, err := f.prepareCheckpoints(ctx, store)
-			if err != nil {
-				f.groupSyncFailed(ctx, &errLogged, err)
-				continue
-			}
-			syncer.Seed(cps)
-			ready = true
-		}
-		rep, err := syncer.Sync(ctx)
+		rep, err := lv.syncGroups(ctx, f.cfg.ReplicationFactor)
 		if err != nil {
 			f.groupSyncFailed(ctx, &errLogged, err)
 			continue
@@ -635,11 +638,80 @@ func (f *Flow) syncGroups(ctx context.Context, src, tgt *kgo.Client, repl *repli
 	}
 }
 
-func (f *Flow) prepareCheckpoints(ctx context.Context, store *groupsync.Store) ([]groupsync.Checkpoint, error) {
-	if err := store.Ensure(ctx, f.cfg.ReplicationFactor); err != nil {
-		return nil, err
+// syncGroups runs one group sync pass, creating and reading the checkpoint
+// topic first if needed.
+func (lv *live) syncGroups(ctx context.Context, replicationFactor int) (groupsync.Report, error) {
+	lv.groupMu.Lock()
+	defer lv.groupMu.Unlock()
+	if !lv.seeded {
+		if err := lv.store.Ensure(ctx, replicationFactor); err != nil {
+			return groupsync.Report{}, err
+		}
+		cps, err := lv.store.Load(ctx)
+		if err != nil {
+			return groupsync.Report{}, err
+		}
+		lv.groups.Seed(cps)
+		lv.seeded = true
 	}
-	return store.Load(ctx)
+	return lv.groups.Sync(ctx)
+}
+
+// SyncGroupsNow runs one group sync pass of the running flow, as a planned
+// failover does after the last record was copied.
+func (f *Flow) SyncGroupsNow(ctx context.Context) (groupsync.Report, error) {
+	lv := f.live.Load()
+	if lv == nil || !f.started.Load() {
+		return groupsync.Report{}, errors.New("the flow is not running")
+	}
+	return lv.syncGroups(ctx, f.cfg.ReplicationFactor)
+}
+
+// PartitionLag is how far one source partition is behind.
+type PartitionLag struct {
+	Topic      string `json:"topic"`
+	Partition  int32  `json:"partition"`
+	SourceEnd  int64  `json:"source_end"`
+	SourceNext int64  `json:"source_next"`
+	Lag        int64  `json:"lag"`
+}
+
+// Lag compares the running flow's positions with the source's end offsets
+// now, for every partition of the topics the flow replicates. Transaction
+// markers count as copied once the records before them are.
+func (f *Flow) Lag(ctx context.Context) ([]PartitionLag, error) {
+	lv, repl, topics := f.live.Load(), f.repl.Load(), f.topics.Load()
+	if lv == nil || repl == nil || topics == nil || !f.started.Load() {
+		return nil, errors.New("the flow is not running yet")
+	}
+	names := make([]string, len(*topics))
+	for i, t := range *topics {
+		names[i] = t.Source
+	}
+	ends, err := kadm.NewClient(lv.src).ListEndOffsets(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("listing source end offsets: %w", err)
+	}
+	if err := ends.Error(); err != nil {
+		return nil, fmt.Errorf("listing source end offsets: %w", err)
+	}
+	positions := repl.Positions()
+	var out []PartitionLag
+	ends.Each(func(o kadm.ListedOffset) {
+		pl := PartitionLag{Topic: o.Topic, Partition: o.Partition, SourceEnd: o.Offset, SourceNext: -1, Lag: o.Offset}
+		if pos, ok := positions[progress.Partition{Topic: o.Topic, Partition: o.Partition}]; ok {
+			pl.SourceNext = pos.SourceNext
+			pl.Lag = max(o.Offset-pos.SourceNext, 0)
+		}
+		out = append(out, pl)
+	})
+	slices.SortFunc(out, func(a, b PartitionLag) int {
+		if c := strings.Compare(a.Topic, b.Topic); c != 0 {
+			return c
+		}
+		return int(a.Partition - b.Partition)
+	})
+	return out, nil
 }
 
 func (f *Flow) groupSyncFailed(ctx context.Context, logged *time.Time, err error) {

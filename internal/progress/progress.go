@@ -114,6 +114,31 @@ type Loaded struct {
 	// CleanStop is true when the flow's last run stopped cleanly, so no
 	// write of it can still land on the target.
 	CleanStop bool
+	// Failover is the newest failover recorded, if any.
+	Failover *Failover
+}
+
+// failoverKey holds the newest Failover of the flow, as JSON.
+const failoverKey = "flow-failover"
+
+// Failover records that clients were moved from the flow's source to its
+// target.
+type Failover struct {
+	AtMs    int64 `json:"at_ms"`
+	Planned bool  `json:"planned"`
+	// TargetEnds are the end offsets of the target topics at the
+	// failover, by target topic and partition: records after them were
+	// written on the target afterwards.
+	TargetEnds map[string]map[int32]int64 `json:"target_ends"`
+}
+
+// PutFailover stores a failover record.
+func (s *Store) PutFailover(ctx context.Context, f Failover) error {
+	v, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return s.put(ctx, failoverKey, string(v))
 }
 
 // cleanStopKey holds "1" after a flow stopped cleanly (every write
@@ -152,6 +177,12 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 		return out, err
 	}
 	out.Positions, out.Started, out.CleanStop = positions, flags[flowStartedKey] != "", flags[cleanStopKey] == "1"
+	if v, ok := flags[failoverKey]; ok {
+		var f Failover
+		if json.Unmarshal([]byte(v), &f) == nil {
+			out.Failover = &f
+		}
+	}
 	for p, byStart := range runs {
 		if pos, ok := positions[p]; ok && pos.Run != nil {
 			byStart[pos.Run.Source] = *pos.Run
@@ -219,7 +250,7 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition
 			if r.Offset >= end.Offset-1 {
 				done = true
 			}
-			if k := string(r.Key); k == flowStartedKey || k == cleanStopKey {
+			if k := string(r.Key); k == flowStartedKey || k == cleanStopKey || k == failoverKey {
 				flags[k] = string(r.Value)
 				return
 			}

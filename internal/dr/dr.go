@@ -1,0 +1,247 @@
+// Package dr holds the disaster-recovery operations on a flow: translating
+// a consumer group's offsets, and failing clients over from the flow's
+// source to its target, planned or with the source gone.
+package dr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/groupsync"
+	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/offsets"
+	"github.com/kmirror/kmirror/internal/policy"
+	"github.com/kmirror/kmirror/internal/progress"
+)
+
+// Env is a flow and clients for its clusters.
+type Env struct {
+	Config *config.Config
+	Flow   *config.Flow
+	Logger *slog.Logger
+
+	target *kgo.Client
+}
+
+// Open finds flow name in cfg and connects to its target cluster, which
+// every operation needs.
+func Open(ctx context.Context, cfg *config.Config, name string, logger *slog.Logger) (*Env, error) {
+	var fc *config.Flow
+	var names []string
+	for _, f := range cfg.Flows {
+		names = append(names, f.Name)
+		if f.Name == name {
+			fc = f
+		}
+	}
+	if fc == nil {
+		return nil, fmt.Errorf("%s: no flow named %q; flows: %s", cfg.File, name, strings.Join(names, ", "))
+	}
+	tc := cfg.Clusters[fc.Target]
+	tgt, err := kafka.NewClient(tc, logger, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))
+	if err != nil {
+		return nil, err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, tc.DialTimeout)
+	defer cancel()
+	if err := kafka.Ping(pingCtx, tgt, tc); err != nil {
+		tgt.Close()
+		return nil, fmt.Errorf("flow %q: the target is needed: %w", name, err)
+	}
+	return &Env{Config: cfg, Flow: fc, Logger: logger, target: tgt}, nil
+}
+
+// Close releases the clients.
+func (e *Env) Close() { e.target.Close() }
+
+func (e *Env) progressStore() *progress.Store {
+	return progress.NewStore(e.target, policy.ProgressTopic(e.Flow.Name))
+}
+
+func (e *Env) checkpointStore() *groupsync.Store {
+	return groupsync.NewStore(e.target, policy.CheckpointTopic(e.Flow.Name))
+}
+
+// source connects to the flow's source, or reports why it cannot.
+func (e *Env) source(ctx context.Context) (*kgo.Client, error) {
+	sc := e.Config.Clusters[e.Flow.Source]
+	cl, err := kafka.NewClient(sc, e.Logger)
+	if err != nil {
+		return nil, err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, sc.DialTimeout)
+	defer cancel()
+	if err := kafka.Ping(pingCtx, cl, sc); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return cl, nil
+}
+
+// Translated is one partition's committed offset of a group and its
+// translation.
+type Translated struct {
+	Topic        string `json:"topic"`
+	Partition    int32  `json:"partition"`
+	SourceOffset int64  `json:"source_offset"`
+	TargetTopic  string `json:"target_topic"`
+	TargetOffset int64  `json:"target_offset"`
+	Exact        bool   `json:"exact"`
+	// From is "source" when the group's offsets were read from the source
+	// now, or "checkpoint" when the source was unreachable.
+	From string `json:"from"`
+	// CheckpointAgeMs is the checkpoint's age, for From == "checkpoint".
+	CheckpointAgeMs int64 `json:"checkpoint_age_ms,omitempty"`
+}
+
+// Translate translates group's committed source offsets with the flow's
+// offset map, reading them from the source, or from the checkpoints in the
+// target when the source cannot be reached.
+func (e *Env) Translate(ctx context.Context, group string) ([]Translated, error) {
+	loaded, err := e.progressStore().Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	naming := policy.NewTopics(e.Flow)
+	src, srcErr := e.source(ctx)
+	if srcErr != nil {
+		e.Logger.Warn("source unreachable; using the checkpoints stored in the target", "err", srcErr)
+		cps, err := e.checkpointStore().Load(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var out []Translated
+		now := time.Now().UnixMilli()
+		for _, c := range cps {
+			if c.Group == group {
+				out = append(out, Translated{Topic: c.Topic, Partition: c.Partition, SourceOffset: c.SourceOffset,
+					TargetTopic: c.TargetTopic, TargetOffset: c.TargetOffset, Exact: c.Exact, From: "checkpoint", CheckpointAgeMs: now - c.UpdatedMs})
+			}
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("source unreachable (%v) and no checkpoint of group %q in the target", srcErr, group)
+		}
+		return out, nil
+	}
+	defer src.Close()
+	committed, err := kadm.NewClient(src).FetchOffsets(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("fetching the committed offsets of group %q on the source: %w", group, err)
+	}
+	var out []Translated
+	for _, o := range committed.Sorted() {
+		id := progress.Partition{Topic: o.Topic, Partition: o.Partition}
+		pos, ok := loaded.Positions[id]
+		if o.Err != nil || o.At < 0 || !ok {
+			continue
+		}
+		res := offsets.Result{}
+		if pos.TargetNext >= 0 {
+			res = offsets.NewMap(loaded.Runs[id]).Translate(o.At, pos.TargetNext)
+		}
+		out = append(out, Translated{Topic: o.Topic, Partition: o.Partition, SourceOffset: o.At,
+			TargetTopic: naming.TargetName(o.Topic), TargetOffset: res.Target, Exact: res.Exact, From: "source"})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("group %q has no committed offset on a topic the flow replicates", group)
+	}
+	return out, nil
+}
+
+// PartitionState is where one partition stands at a failover.
+type PartitionState struct {
+	Topic       string `json:"topic"`
+	Partition   int32  `json:"partition"`
+	TargetTopic string `json:"target_topic"`
+	// SourceEnd is the source's end offset, or -1 if unknown.
+	SourceEnd int64 `json:"source_end"`
+	// Replicated is the next source offset to copy: every record before
+	// it is on the target.
+	Replicated int64 `json:"replicated"`
+	// NotReplicated is SourceEnd - Replicated, or -1 if unknown.
+	NotReplicated int64 `json:"not_replicated"`
+	// LastTimestampMs is the timestamp of the newest record copied, or 0.
+	LastTimestampMs int64 `json:"last_timestamp_ms,omitempty"`
+}
+
+// GroupMove is what a failover did for one consumer group.
+type GroupMove struct {
+	Group      string `json:"group"`
+	Partitions int    `json:"partitions"`
+	Committed  int    `json:"committed"`
+	Active     bool   `json:"active_on_target"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Report is the outcome of a failover.
+type Report struct {
+	Flow       string           `json:"flow"`
+	Planned    bool             `json:"planned"`
+	At         time.Time        `json:"at"`
+	Partitions []PartitionState `json:"partitions"`
+	Groups     []GroupMove      `json:"groups"`
+	// NotReplicated is the number of source records not on the target,
+	// or -1 if unknown (source unreachable).
+	NotReplicated int64 `json:"not_replicated"`
+	// RecoveryPoint is the timestamp of the newest record on the target
+	// that the flow copied; with the source gone, records after each
+	// partition's Replicated offset are lost.
+	RecoveryPoint time.Time `json:"recovery_point"`
+}
+
+// ErrNotClean is returned when the flow is running or crashed.
+var ErrNotClean = errors.New("the flow is running, or its last run did not stop cleanly")
+
+// lastTimestamps reads, for every position, the newest record the flow
+// wrote to the target.
+func (e *Env) lastTimestamps(ctx context.Context, positions map[progress.Partition]progress.Position) map[progress.Partition]int64 {
+	naming := policy.NewTopics(e.Flow)
+	out := map[progress.Partition]int64{}
+	want := map[string]map[int32]kgo.Offset{}
+	byTarget := map[string]string{}
+	for id, pos := range positions {
+		if pos.TargetNext <= 0 {
+			continue
+		}
+		t := naming.TargetName(id.Topic)
+		byTarget[t] = id.Topic
+		if want[t] == nil {
+			want[t] = map[int32]kgo.Offset{}
+		}
+		want[t][id.Partition] = kgo.NewOffset().At(pos.TargetNext - 1)
+	}
+	if len(want) == 0 {
+		return out
+	}
+	reader, err := kgo.NewClient(append(slices.Clone(e.target.Opts()), kgo.ConsumePartitions(want))...)
+	if err != nil {
+		return out
+	}
+	defer reader.Close()
+	remaining := 0
+	for _, ps := range want {
+		remaining += len(ps)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for remaining > 0 && ctx.Err() == nil {
+		fetches := reader.PollFetches(ctx)
+		fetches.EachRecord(func(r *kgo.Record) {
+			id := progress.Partition{Topic: byTarget[r.Topic], Partition: r.Partition}
+			if _, done := out[id]; !done && r.Offset == positions[id].TargetNext-1 {
+				out[id] = r.Timestamp.UnixMilli()
+				remaining--
+			}
+		})
+	}
+	return out
+}

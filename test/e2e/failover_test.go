@@ -1,0 +1,301 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/dr"
+	"github.com/kmirror/kmirror/internal/verify"
+)
+
+// runKmirror runs a kmirror command to completion and returns its output.
+func runKmirror(t *testing.T, timeout time.Duration, args ...string) (string, string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kmirrorBin, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+// sequencer produces records "<n>" with n counting up from start, to
+// topic, until stopped.
+type sequencer struct {
+	next    atomic.Int64
+	stop    chan struct{}
+	done    chan error
+	written []int64
+	mu      sync.Mutex
+}
+
+func startSequencer(t *testing.T, cl *kgo.Client, topic string, partitions int32, start int64) *sequencer {
+	s := &sequencer{stop: make(chan struct{}), done: make(chan error, 1)}
+	s.next.Store(start)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		for {
+			select {
+			case <-s.stop:
+				s.done <- nil
+				return
+			default:
+			}
+			var recs []*kgo.Record
+			for i := 0; i < 50; i++ {
+				n := s.next.Add(1) - 1
+				recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(n % int64(partitions)), Value: []byte(strconv.FormatInt(n, 10))})
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				s.done <- err
+				return
+			}
+			s.mu.Lock()
+			for _, r := range recs {
+				n, _ := strconv.ParseInt(string(r.Value), 10, 64)
+				s.written = append(s.written, n)
+			}
+			s.mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return s
+}
+
+func (s *sequencer) finish(t *testing.T) []int64 {
+	t.Helper()
+	written, err := s.end()
+	if err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	return written
+}
+
+// end stops the producer and returns what it wrote and its error, if any.
+func (s *sequencer) end() ([]int64, error) {
+	close(s.stop)
+	err := <-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written, err
+}
+
+// groupReader consumes topic as group, committing after every poll, and
+// counts how often it saw each value.
+type groupReader struct {
+	cl   *kgo.Client
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func startGroupReader(t *testing.T, bootstrap, group, topic string, seen map[string]int) *groupReader {
+	g := &groupReader{stop: make(chan struct{}), done: make(chan struct{}), seen: seen}
+	g.cl = newClient(t, bootstrap, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	go func() {
+		defer close(g.done)
+		ctx := context.Background()
+		for {
+			select {
+			case <-g.stop:
+				return
+			default:
+			}
+			pollCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			fs := g.cl.PollFetches(pollCtx)
+			cancel()
+			g.mu.Lock()
+			fs.EachRecord(func(r *kgo.Record) { g.seen[string(r.Value)]++ })
+			g.mu.Unlock()
+			if fs.NumRecords() > 0 {
+				if err := g.cl.CommitUncommittedOffsets(ctx); err != nil {
+					t.Errorf("commit: %v", err)
+				}
+			}
+		}
+	}()
+	return g
+}
+
+func (g *groupReader) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.seen)
+}
+
+// close stops reading and leaves the group (everything read is committed).
+func (g *groupReader) close() {
+	close(g.stop)
+	<-g.done
+	g.cl.Close()
+}
+
+// TestPlannedFailover moves a live producer and consumer group from the
+// source to the target with `kmirror failover`; across both clusters the
+// consumer must see every record exactly once.
+func TestPlannedFailover(t *testing.T) {
+	p := startPair(t)
+	const topic, group = "orders", "shipping"
+	createTopic(t, p.srcCl, topic, 3, nil)
+	httpAddr := freeAddr(t)
+	cfgPath := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["orders"]
+topic_naming: identity
+sync_interval: 1s
+`))
+	k := startKmirror(t, cfgPath, httpAddr)
+
+	seen := map[string]int{}
+	prod := startSequencer(t, p.srcCl, topic, 3, 0)
+	cons := startGroupReader(t, p.src.Bootstrap(), group, topic, seen)
+	waitFor(t, time.Minute, "the consumer to read on the source", func() (bool, string) {
+		return cons.count() > 3000, fmt.Sprintf("%d read", cons.count())
+	})
+
+	// Failover: the consumer stops first, so that its group lags; the
+	// producer stops; kmirror run stops; then kmirror failover copies the
+	// rest and moves the group.
+	cons.close()
+	readOnSource := len(seen)
+	time.Sleep(time.Second)
+	onSource := prod.finish(t)
+	k.stop()
+	stdout, stderr, err := runKmirror(t, 2*time.Minute, "failover", "--config", cfgPath, "--flow", "e2e", "--timeout", "60s")
+	t.Logf("kmirror failover:\n%s%s", stdout, stderr)
+	if err != nil {
+		t.Fatalf("failover failed: %v", err)
+	}
+	if !strings.Contains(stdout, "Records not replicated: 0") || !strings.Contains(stdout, group) {
+		t.Errorf("failover report lacks the figures: %s", stdout)
+	}
+
+	// Clients move to the target: the producer continues there, and the
+	// same group resumes there.
+	prod2 := startSequencer(t, p.dstCl, topic, 3, int64(len(onSource)))
+	time.Sleep(time.Second)
+	onTarget := prod2.finish(t)
+	cons2 := startGroupReader(t, p.dst.Bootstrap(), group, topic, seen)
+	total := len(onSource) + len(onTarget)
+	waitFor(t, time.Minute, "the consumer to read every record", func() (bool, string) {
+		return cons2.count() >= total, fmt.Sprintf("%d of %d distinct records read", cons2.count(), total)
+	})
+	time.Sleep(2 * time.Second) // anything read twice would show up now
+	cons2.close()
+
+	lost, dups := 0, 0
+	for n := 0; n < total; n++ {
+		switch c := seen[strconv.Itoa(n)]; {
+		case c == 0:
+			lost++
+		case c > 1:
+			dups += c - 1
+		}
+	}
+	t.Logf("planned failover: %d records produced on the source, %d on the target; the group read %d on the source before failover and %d on the target; lost %d, duplicated %d",
+		len(onSource), len(onTarget), readOnSource, len(seen)-readOnSource, lost, dups)
+	if lost != 0 || dups != 0 {
+		t.Errorf("lost %d, duplicated %d; want 0 and 0", lost, dups)
+	}
+}
+
+// TestUnplannedFailover kills the source broker mid-stream; the failover
+// report's recovery point must name exactly the records missing on the
+// target.
+func TestUnplannedFailover(t *testing.T) {
+	p := startPair(t)
+	const topic, group = "events", "audit"
+	createTopic(t, p.srcCl, topic, 2, nil)
+	httpAddr := freeAddr(t)
+	cfgPath := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["events"]
+sync_interval: 1s
+`))
+	k := startKmirror(t, cfgPath, httpAddr)
+	seen := map[string]int{}
+	cons := startGroupReader(t, p.src.Bootstrap(), group, topic, seen)
+	prod := startSequencer(t, p.srcCl, topic, 2, 0)
+	waitFor(t, time.Minute, "records on the target", func() (bool, string) {
+		n := sum(endOffsets(t, p.dstCl, "src."+topic))
+		return n > 5000, fmt.Sprintf("%d on the target", n)
+	})
+	cons.close()
+	time.Sleep(1500 * time.Millisecond) // a group sync checkpoints the group
+	// Replication falls behind (kmirror stops) while the producer goes on,
+	// then the source dies with records that never reached the target.
+	k.stop()
+	time.Sleep(time.Second)
+	p.src.Kill()
+	close(prod.stop) // its last write hangs on the dead source until the test's cleanup closes the client
+	stdout, stderr, err := runKmirror(t, 2*time.Minute, "failover", "--config", cfgPath, "--flow", "e2e", "--source-unreachable", "--json")
+	if err != nil {
+		t.Fatalf("failover --source-unreachable: %v\n%s%s", err, stdout, stderr)
+	}
+	var rep dr.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout)
+	}
+
+	// Bring the source back to see what really was missing.
+	p.src.Restart()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srcRecs, err := verify.ReadAll(ctx, p.srcCl, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstRecs, err := verify.ReadAll(ctx, p.dstCl, "src."+topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Partitions) != 2 {
+		t.Fatalf("report has %d partitions, want 2: %s", len(rep.Partitions), stdout)
+	}
+	var missing int
+	for _, ps := range rep.Partitions {
+		src, dst := srcRecs[ps.Partition], dstRecs[ps.Partition]
+		// The target holds exactly the source's records before the
+		// reported point, and none after it.
+		if int64(len(dst)) != ps.Replicated {
+			t.Errorf("partition %d: report says replicated up to %d, the target holds %d records", ps.Partition, ps.Replicated, len(dst))
+		}
+		for i := range dst {
+			if i >= len(src) || verify.Diff(src[i], dst[i]) != "" {
+				t.Fatalf("partition %d: target record %d differs from the source", ps.Partition, i)
+			}
+		}
+		gone := int64(len(src)) - ps.Replicated
+		missing += int(gone)
+		if gone > 0 {
+			last := dst[len(dst)-1].Timestamp.UnixMilli()
+			if ps.LastTimestampMs != last {
+				t.Errorf("partition %d: report's newest record copied at %d, the target's last record is at %d", ps.Partition, ps.LastTimestampMs, last)
+			}
+		}
+	}
+	t.Logf("unplanned failover: recovery point %s; %d records were missing on the target, all after the reported offsets", rep.RecoveryPoint.Format(time.RFC3339Nano), missing)
+	if missing == 0 {
+		t.Errorf("no record was missing on the target: the test did not exercise a recovery point")
+	}
+	if len(rep.Groups) != 1 || rep.Groups[0].Group != group || rep.Groups[0].Error != "" {
+		t.Errorf("groups in the report = %+v, want %s moved", rep.Groups, group)
+	}
+	committed, err := kadm.NewClient(p.dstCl).FetchOffsets(ctx, group)
+	if err != nil || len(committed.Sorted()) != 2 {
+		t.Errorf("target group %s has %d committed partitions (%v), want 2", group, len(committed.Sorted()), err)
+	}
+}
