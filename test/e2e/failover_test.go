@@ -245,6 +245,9 @@ sync_interval: 1s
 	if err != nil {
 		t.Fatalf("failover --source-unreachable: %v\n%s%s", err, stdout, stderr)
 	}
+	if text, _, err := runKmirror(t, time.Minute, "failover", "--config", cfgPath, "--flow", "e2e", "--source-unreachable"); err == nil {
+		t.Logf("kmirror failover --source-unreachable:\n%s", text)
+	}
 	var rep dr.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, stdout)
