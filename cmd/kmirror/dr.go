@@ -147,6 +147,69 @@ Exit codes: 0 done, 1 failed or timed out (the report says what is left),
 	return cmd
 }
 
+func newFailbackCommand() *cobra.Command {
+	var f drFlags
+	var o dr.FailbackOptions
+	cmd := &cobra.Command{
+		Use:   "failback --config FILE --flow NAME",
+		Short: "Return clients to a flow's source after a failover",
+		Long: `After "kmirror failover", clients work on the flow's target. To return them:
+stop the producers and consumers on the target, then run failback. It copies
+back to the old source only the records written on the target since the
+failover (nothing from before is copied again), translates the consumer
+groups of the target back to the source, and sets the flow to resume after
+the copied-back records. Then start "kmirror run" again and move the clients
+back to the source. Needs topic_naming: identity.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, err := f.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			if !f.json {
+				o.Progress = func(lag int64) { fmt.Fprintf(cmd.ErrOrStderr(), "copying back: %d records left\n", lag) }
+			}
+			rep, err := env.Failback(cmd.Context(), o)
+			if err != nil {
+				return exitError{exitRuntime, err}
+			}
+			if f.json {
+				return writeJSON(cmd.OutOrStdout(), rep)
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Failback of flow %s (copied back by %s)\n\n", rep.Flow, rep.ReverseFlow)
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TOPIC\tPARTITION\tEND ON TARGET\tCOPIED BACK UP TO")
+			for _, p := range rep.Partitions {
+				fmt.Fprintf(w, "%s\t%d\t%d\t%d\n", p.Topic, p.Partition, p.SourceEnd, p.Replicated)
+			}
+			w.Flush()
+			fmt.Fprintln(out)
+			w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "GROUP\tPARTITIONS\tCOMMITTED ON SOURCE\tSTATUS")
+			for _, g := range rep.Groups {
+				status := "moved back"
+				switch {
+				case g.Error != "":
+					status = "error: " + g.Error
+				case g.Active:
+					status = "left alone: active on the source"
+				case g.Committed == 0:
+					status = "already in place"
+				}
+				fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", g.Group, g.Partitions, g.Committed, status)
+			}
+			w.Flush()
+			fmt.Fprintf(out, "\nRecords copied back: %d\nStart `kmirror run` for the flow again; it resumes after them.\n", rep.CopiedBack)
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long to wait for the copy back to catch up")
+	return cmd
+}
+
 func printFailover(out io.Writer, rep dr.Report) {
 	kind := "planned"
 	if !rep.Planned {

@@ -41,7 +41,7 @@ Start with "kmirror demo" to see it work with no setup.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCommand(), newDemoCommand(), newOffsetsCommand(), newFailoverCommand(), newVersionCommand())
+	root.AddCommand(newRunCommand(), newDemoCommand(), newOffsetsCommand(), newFailoverCommand(), newFailbackCommand(), newVersionCommand())
 	return root
 }
 

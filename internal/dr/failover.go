@@ -124,7 +124,24 @@ func (e *Env) planned(ctx context.Context, o FailoverOptions) (Report, error) {
 	rep.NotReplicated = totalLag(lags)
 	rep.RecoveryPoint = newest(stamps)
 	rep.At = time.Now()
-	return rep, e.recordFailover(ctx, store, loaded, true)
+	if err := e.recordFailover(ctx, store, loaded, true); err != nil {
+		return rep, err
+	}
+	return rep, groupErrors(rep.Groups)
+}
+
+// groupErrors reports the groups a failover could not move.
+func groupErrors(moves []GroupMove) error {
+	var failed []string
+	for _, m := range moves {
+		if m.Error != "" {
+			failed = append(failed, m.Group)
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d consumer groups could not be moved (%s); run the failover again", len(failed), strings.Join(failed, ", "))
 }
 
 // caughtUp reports whether every partition of every topic the flow
@@ -187,7 +204,10 @@ func (e *Env) unplanned(ctx context.Context) (Report, error) {
 	rep.Partitions = e.partitionStates(lags, stamps)
 	rep.RecoveryPoint = newest(stamps)
 	rep.At = time.Now()
-	return rep, e.recordFailover(ctx, store, loaded, false)
+	if err := e.recordFailover(ctx, store, loaded, false); err != nil {
+		return rep, err
+	}
+	return rep, groupErrors(rep.Groups)
 }
 
 // recordFailover stores the failover and the target's end offsets at it,

@@ -667,6 +667,16 @@ func (f *Flow) SyncGroupsNow(ctx context.Context) (groupsync.Report, error) {
 	return lv.syncGroups(ctx, f.cfg.ReplicationFactor)
 }
 
+// Translate maps a source offset with the running flow's offset map; false
+// if the flow is not running or does not replicate the partition.
+func (f *Flow) Translate(topic string, partition int32, src int64) (offsets.Result, bool) {
+	repl := f.repl.Load()
+	if repl == nil {
+		return offsets.Result{}, false
+	}
+	return repl.Translate(topic, partition, src)
+}
+
 // PartitionLag is how far one source partition is behind.
 type PartitionLag struct {
 	Topic      string `json:"topic"`

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kmirror/kmirror/internal/offsets"
 )
@@ -163,12 +164,40 @@ var ErrGroupActive = errors.New("group has active members on the target")
 // committed offset backwards. It returns how many partitions it moved and
 // whether the group was active.
 func Commit(ctx context.Context, target *kadm.Client, group string, cps []Checkpoint) (int, bool, error) {
+	// A cluster without any group yet creates its offsets topic on the
+	// first group request and answers "coordinator not available" while
+	// it loads: retry those for a while.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, active, err := commit(ctx, target, group, cps)
+		if err == nil || !retriable(err) || time.Now().After(deadline) {
+			return n, active, err
+		}
+		select {
+		case <-ctx.Done():
+			return n, active, err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func retriable(err error) bool {
+	var ke *kerr.Error
+	return errors.As(err, &ke) && ke.Retriable
+}
+
+func commit(ctx context.Context, target *kadm.Client, group string, cps []Checkpoint) (int, bool, error) {
 	described, err := target.DescribeGroups(ctx, group)
 	if err != nil {
 		return 0, false, fmt.Errorf("describing group %q on the target: %w", group, err)
 	}
-	if d, ok := described[group]; ok && d.Err == nil && len(d.Members) > 0 {
-		return 0, true, nil
+	if d, ok := described[group]; ok {
+		if d.Err != nil && !errors.Is(d.Err, kerr.GroupIDNotFound) {
+			return 0, false, fmt.Errorf("describing group %q on the target: %w", group, d.Err)
+		}
+		if len(d.Members) > 0 {
+			return 0, true, nil
+		}
 	}
 	current, err := target.FetchOffsets(ctx, group)
 	if err != nil {

@@ -147,3 +147,14 @@ func (m *Map) Trim(minSource, minMs int64, maxRuns int) []Run {
 	m.dirty = max(m.dirty-k, 0)
 	return dropped
 }
+
+// Inverse returns the map from target offsets back to source offsets:
+// translating a target offset with it gives the source offset of the first
+// copied record at or after it.
+func (m *Map) Inverse() *Map {
+	runs := make([]Run, len(m.runs))
+	for i, r := range m.runs {
+		runs[i] = Run{Source: r.Target, Target: r.Source, Len: r.Len, LastMs: r.LastMs}
+	}
+	return NewMap(runs)
+}

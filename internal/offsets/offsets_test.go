@@ -133,3 +133,15 @@ func TestTakeChanged(t *testing.T) {
 		t.Fatalf("changed after Restore = %+v", got)
 	}
 }
+
+func TestInverse(t *testing.T) {
+	// Source 0-2 → target 10-12, source 7-8 → target 13-14.
+	m := build([2]int64{0, 10}, [2]int64{1, 11}, [2]int64{2, 12}, [2]int64{7, 13}, [2]int64{8, 14})
+	inv := m.Inverse()
+	tests := []struct{ tgt, want int64 }{{10, 0}, {12, 2}, {13, 7}, {14, 8}, {15, 9}}
+	for _, tc := range tests {
+		if got := inv.Translate(tc.tgt, 9); got.Target != tc.want {
+			t.Errorf("inverse Translate(%d) = %+v, want %d", tc.tgt, got, tc.want)
+		}
+	}
+}

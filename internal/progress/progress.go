@@ -141,6 +141,15 @@ func (s *Store) PutFailover(ctx context.Context, f Failover) error {
 	return s.put(ctx, failoverKey, string(v))
 }
 
+// ClearFailover deletes the failover record, after a failback.
+func (s *Store) ClearFailover(ctx context.Context) error {
+	r := &kgo.Record{Topic: s.topic, Partition: 0, Key: []byte(failoverKey)}
+	if err := s.client.ProduceSync(ctx, r).FirstErr(); err != nil {
+		return fmt.Errorf("writing to progress topic %q: %w", s.topic, err)
+	}
+	return nil
+}
+
 // cleanStopKey holds "1" after a flow stopped cleanly (every write
 // acknowledged and its position stored) and "0" while it runs.
 const cleanStopKey = "flow-clean-stop"
@@ -251,7 +260,11 @@ func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition
 				done = true
 			}
 			if k := string(r.Key); k == flowStartedKey || k == cleanStopKey || k == failoverKey {
-				flags[k] = string(r.Value)
+				if r.Value == nil {
+					delete(flags, k)
+				} else {
+					flags[k] = string(r.Value)
+				}
 				return
 			}
 			if p, start, ok := parseRunKey(string(r.Key)); ok {
