@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+const (
+	brokerReadyTimeout = 90 * time.Second
+	brokerStopTimeout  = 30 * time.Second
+)
+
+// brokerJVMFlags are the JVM options of both brokers: bin/kafka-server-start.sh's
+// heap (1 GiB, enough for 2 GB of data: the data lives in the page cache,
+// not the heap) and bin/kafka-run-class.sh's G1 settings.
+func brokerJVMFlags() []string {
+	return []string{
+		"-Xms1g", "-Xmx1g",
+		"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+		"-XX:+ExplicitGCInvokesConcurrent", "-XX:+ExitOnOutOfMemoryError",
+		"-Djava.awt.headless=true",
+	}
+}
+
+// brokerProps returns the server.properties of a single-node KRaft cluster
+// (combined broker and controller) on 127.0.0.1. Besides the one-node
+// essentials (replication factors 1) they are Kafka's defaults, except
+// fewer threads for a 2-core machine and no initial rebalance delay.
+func brokerProps(port, controllerPort int, dataDir string) map[string]string {
+	broker := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	controller := net.JoinHostPort("127.0.0.1", strconv.Itoa(controllerPort))
+	return map[string]string{
+		"process.roles":                                    "broker,controller",
+		"node.id":                                          "1",
+		"controller.quorum.voters":                         "1@" + controller,
+		"listeners":                                        "PLAINTEXT://" + broker + ",CONTROLLER://" + controller,
+		"advertised.listeners":                             "PLAINTEXT://" + broker,
+		"controller.listener.names":                        "CONTROLLER",
+		"inter.broker.listener.name":                       "PLAINTEXT",
+		"listener.security.protocol.map":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+		"log.dirs":                                         dataDir,
+		"auto.create.topics.enable":                        "false",
+		"num.partitions":                                   "1",
+		"default.replication.factor":                       "1",
+		"min.insync.replicas":                              "1",
+		"offsets.topic.replication.factor":                 "1",
+		"offsets.topic.num.partitions":                     "1",
+		"transaction.state.log.replication.factor":         "1",
+		"transaction.state.log.min.isr":                    "1",
+		"transaction.state.log.num.partitions":             "1",
+		"share.coordinator.state.topic.replication.factor": "1",
+		"share.coordinator.state.topic.min.isr":            "1",
+		"group.initial.rebalance.delay.ms":                 "0",
+		"num.network.threads":                              "3",
+		"num.io.threads":                                   "4",
+		"num.recovery.threads.per.data.dir":                "1",
+		"log.segment.delete.delay.ms":                      "1000",
+	}
+}
+
+// broker is one single-node KRaft Apache Kafka cluster run as a child JVM
+// with its data under the bench work directory.
+type broker struct {
+	name      string
+	dir       string
+	dataDir   string
+	propsPath string
+	logPath   string
+	port      int
+	props     map[string]string
+	proc      *proc
+}
+
+// startBroker formats and starts a fresh broker named name under dir and
+// waits until it answers metadata requests.
+func startBroker(ctx context.Context, e *env, name string) (*broker, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(e.workDir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("broker %s: %w", name, err)
+	}
+	b := &broker{
+		name:      name,
+		dir:       dir,
+		dataDir:   filepath.Join(dir, "data"),
+		propsPath: filepath.Join(dir, "server.properties"),
+		logPath:   filepath.Join(dir, "kafka.log"),
+		port:      ports[0],
+	}
+	b.props = brokerProps(ports[0], ports[1], b.dataDir)
+	if err := writeFile(b.propsPath, formatProps("bench broker "+name, b.props)); err != nil {
+		return nil, err
+	}
+	log4j := filepath.Join(dir, "log4j2.properties")
+	if err := writeFile(log4j, []byte(brokerLog4j)); err != nil {
+		return nil, err
+	}
+	id, err := newClusterID()
+	if err != nil {
+		return nil, err
+	}
+	jvm := append(brokerJVMFlags(), "-Dlog4j2.configurationFile="+log4j, "-cp", filepath.Join(e.libs, "*"))
+
+	fmtCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	format := exec.CommandContext(fmtCtx, e.java, append(slices.Clone(jvm),
+		"kafka.tools.StorageTool", "format", "--cluster-id", id, "--config", b.propsPath)...)
+	if out, err := format.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("broker %s: formatting storage: %w\n%s", name, err, out)
+	}
+
+	b.proc, err = startProc("broker-"+name, b.logPath, nil, e.java, append(jvm, "kafka.Kafka", b.propsPath)...)
+	if err != nil {
+		return nil, fmt.Errorf("broker %s: %w", name, err)
+	}
+	if err := b.waitReady(ctx); err != nil {
+		b.stop()
+		return nil, fmt.Errorf("broker %s: %w\n--- end of %s ---\n%s", name, err, b.logPath, tail(b.logPath, 30))
+	}
+	return b, nil
+}
+
+// bootstrap is the broker's client address.
+func (b *broker) bootstrap() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
+
+// stop shuts the broker down (SIGTERM, then SIGKILL after a grace period).
+func (b *broker) stop() {
+	if b.proc != nil {
+		b.proc.stop(brokerStopTimeout)
+	}
+}
+
+// waitReady polls the broker until it lists itself as a registered broker.
+func (b *broker) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, brokerReadyTimeout)
+	defer cancel()
+	var lastErr error
+	for {
+		if lastErr = b.ping(ctx); lastErr == nil {
+			return nil
+		}
+		select {
+		case <-b.proc.done:
+			return fmt.Errorf("kafka exited while starting: %v", b.proc.err)
+		case <-ctx.Done():
+			return fmt.Errorf("kafka not ready after %v: %w", brokerReadyTimeout, lastErr)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (b *broker) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.bootstrap()), kgo.DialTimeout(time.Second))
+	if err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	defer cl.Close()
+	brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
+	if err != nil {
+		return fmt.Errorf("listing brokers: %w", err)
+	}
+	if len(brokers) == 0 {
+		return errors.New("no broker registered yet")
+	}
+	return nil
+}
+
+// topicDiskBytes sums the sizes of the files of every partition directory
+// of topic in the broker's data directory: the bytes the topic takes on
+// disk, after compression.
+func (b *broker) topicDiskBytes(topic string) (int64, error) {
+	dirs, err := filepath.Glob(filepath.Join(b.dataDir, topic+"-*"))
+	if err != nil {
+		return 0, fmt.Errorf("listing %s partitions: %w", topic, err)
+	}
+	var total int64
+	for _, d := range dirs {
+		suffix := strings.TrimPrefix(filepath.Base(d), topic+"-")
+		if _, err := strconv.Atoi(suffix); err != nil {
+			continue // another topic whose name starts with topic-
+		}
+		files, err := os.ReadDir(d)
+		if err != nil {
+			return 0, fmt.Errorf("reading %s: %w", d, err)
+		}
+		for _, f := range files {
+			if !strings.HasSuffix(f.Name(), ".log") {
+				continue // indexes are preallocated; count the records only
+			}
+			info, err := f.Info()
+			if err != nil {
+				return 0, fmt.Errorf("stat %s: %w", f.Name(), err)
+			}
+			total += info.Size()
+		}
+	}
+	return total, nil
+}
+
+// brokerLog4j keeps the brokers' logs at INFO without the configuration
+// dumps.
+const brokerLog4j = `status = warn
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
+logger.appinfo.level = WARN
+`
+
+// formatProps renders p as a Java properties file, keys sorted.
+func formatProps(header string, p map[string]string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s (written by kmirror's bench)\n", header)
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		fmt.Fprintf(&b, "%s=%s\n", k, p[k])
+	}
+	return []byte(b.String())
+}
+
+func writeFile(path string, data []byte) error {
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// newClusterID returns a random cluster id in Kafka's Uuid form that does
+// not start with '-' (which the storage tool would take for a flag).
+func newClusterID() (string, error) {
+	var b [16]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", fmt.Errorf("generating a cluster id: %w", err)
+		}
+		if id := base64.RawURLEncoding.EncodeToString(b[:]); !strings.HasPrefix(id, "-") {
+			return id, nil
+		}
+	}
+}
+
+// freePorts returns n distinct TCP ports that were free on 127.0.0.1.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// killGroup sends sig to the process group led by pid.
+func killGroup(pid int, sig syscall.Signal) error {
+	if err := syscall.Kill(-pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signalling process group %d: %w", pid, err)
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Replicator kinds.
+const (
+	toolKmirror = "kmirror"
+	toolMM2     = "MM2"
+	toolPipe    = "pipe"
+)
+
+// Settings every replicator shares, kmirror's defaults: they are written
+// into each tool's own configuration below.
+const (
+	batchBytes        = 1 << 20  // producer batch size
+	lingerMs          = 5        // producer linger
+	fetchMaxBytes     = 50 << 20 // consumer fetch size
+	fetchMaxPartBytes = 10 << 20 // consumer fetch size per partition
+	bufferedBytes     = 256 << 20
+	topicRefresh      = 5 * time.Second // new topic discovery, kmirror's default
+	mm2Tasks          = 12              // MM2 tasks.max: the backlog's partition count
+)
+
+// toolRun describes one run of a replicator in one scenario.
+type toolRun struct {
+	// id names the run's state: kmirror's flow, MM2's internal topics, the
+	// log file. Unique per run, so that every run starts fresh.
+	id string
+	// topics are the source topics to copy, as a regex (full match).
+	topics string
+	// topicList lists them, for the bare pipe, which does no discovery.
+	topicList []string
+	// cpuProfile, if set, is where kmirror writes its CPU profile.
+	cpuProfile string
+}
+
+// targetName is the name of source topic t's copy written by tool.
+func targetName(tool, t string) string {
+	switch tool {
+	case toolKmirror:
+		return "km." + t
+	case toolMM2:
+		return "source." + t // MM2's DefaultReplicationPolicy: "<source alias>."
+	default:
+		return "pipe." + t
+	}
+}
+
+// targetNames maps each source topic to its copy by tool.
+func targetNames(tool string, topics []string) map[string]string {
+	m := make(map[string]string, len(topics))
+	for _, t := range topics {
+		m[t] = targetName(tool, t)
+	}
+	return m
+}
+
+// launch starts tool for run.
+func (h *harness) launch(tool string, run toolRun) (*proc, error) {
+	switch tool {
+	case toolKmirror:
+		return h.launchKmirror(run)
+	case toolMM2:
+		return h.launchMM2(run)
+	case toolPipe:
+		return h.launchPipe(run)
+	}
+	return nil, fmt.Errorf("unknown tool %q", tool)
+}
+
+// kmirrorConfig is kmirror's YAML for run, its defaults written out.
+func (h *harness) kmirrorConfig(run toolRun) string {
+	return fmt.Sprintf(`# kmirror configuration of bench run %[1]s
+clusters:
+  source:
+    bootstrap_servers: ["%[2]s"]
+  target:
+    bootstrap_servers: ["%[3]s"]
+flows:
+  - name: bench-%[1]s
+    source: source
+    target: target
+    topics: ["%[4]s"]
+    topic_naming: prefix
+    topic_prefix: "km."
+    start_from: earliest
+    topic_refresh_interval: %[5]s
+    progress_interval: 200ms
+    producer:
+      compression: lz4
+      linger: %[6]dms
+      batch_max_bytes: %[7]d
+      max_buffered_bytes: %[8]d
+      acks: all
+    consumer:
+      fetch_max_bytes: %[9]d
+      fetch_max_partition_bytes: %[10]d
+      isolation_level: read_uncommitted
+http:
+  listen: "127.0.0.1:0"
+log:
+  level: info
+  format: text
+`, run.id, h.src.b.bootstrap(), h.tgt.b.bootstrap(), run.topics, topicRefresh, lingerMs, batchBytes, bufferedBytes, fetchMaxBytes, fetchMaxPartBytes)
+}
+
+func (h *harness) launchKmirror(run toolRun) (*proc, error) {
+	cfg := h.kmirrorConfig(run)
+	file := filepath.Join(h.env.workDir, "kmirror-"+run.id+".yaml")
+	if err := writeFile(file, []byte(cfg)); err != nil {
+		return nil, err
+	}
+	var env []string
+	if run.cpuProfile != "" {
+		env = []string{"KMIRROR_CPUPROFILE=" + run.cpuProfile}
+	}
+	return startProc("kmirror", filepath.Join(h.env.workDir, "kmirror-"+run.id+".log"), env, h.env.kmirror, "run", "--config", file)
+}
+
+// mm2Props is MirrorMaker 2's mm2.properties for run: dedicated mode, one
+// flow source->target, tuned for throughput, with the same producer and
+// consumer settings as kmirror.
+func (h *harness) mm2Props(run toolRun) map[string]string {
+	return map[string]string{
+		"clusters":                 "source, target",
+		"source.bootstrap.servers": h.src.b.bootstrap(),
+		"target.bootstrap.servers": h.tgt.b.bootstrap(),
+		"source->target.enabled":   "true",
+		"source->target.topics":    run.topics,
+		"target->source.enabled":   "false",
+
+		// Throughput: one task per partition of the backlog.
+		"tasks.max": strconv.Itoa(mm2Tasks),
+
+		// Same producer settings as kmirror: lz4, 1 MiB batches, 5 ms
+		// linger; acks=all and delivery guarantees as Connect sets them.
+		"target.producer.compression.type": "lz4",
+		"target.producer.batch.size":       strconv.Itoa(batchBytes),
+		"target.producer.linger.ms":        strconv.Itoa(lingerMs),
+		"target.producer.acks":             "all",
+		// Same fetch sizes as kmirror.
+		"source.consumer.fetch.max.bytes":           strconv.Itoa(fetchMaxBytes),
+		"source.consumer.max.partition.fetch.bytes": strconv.Itoa(fetchMaxPartBytes),
+
+		// One broker per cluster: replication factor 1 everywhere.
+		"replication.factor":                    "1",
+		"offset-syncs.topic.replication.factor": "1",
+		"checkpoints.topic.replication.factor":  "1",
+		"heartbeats.topic.replication.factor":   "1",
+		"offset.storage.replication.factor":     "1",
+		"config.storage.replication.factor":     "1",
+		"status.storage.replication.factor":     "1",
+
+		// A fresh MM2 deployment for every run: its own Connect group and
+		// internal topics.
+		"target.group.id":      "mm2-" + run.id,
+		"offset.storage.topic": "mm2-offsets." + run.id + ".internal",
+		"config.storage.topic": "mm2-configs." + run.id + ".internal",
+		"status.storage.topic": "mm2-status." + run.id + ".internal",
+
+		// Features kmirror does not have (yet) are off: consumer group
+		// checkpoints and offset sync, heartbeats, ACL sync. Topic config
+		// sync stays on (kmirror copies configs at creation).
+		"emit.heartbeats.enabled":         "false",
+		"emit.checkpoints.enabled":        "false",
+		"sync.group.offsets.enabled":      "false",
+		"sync.topic.acls.enabled":         "false",
+		"refresh.topics.interval.seconds": strconv.Itoa(int(topicRefresh / time.Second)),
+	}
+}
+
+// mm2JVMFlags are bin/connect-mirror-maker.sh's heap and
+// bin/kafka-run-class.sh's G1 settings.
+func mm2JVMFlags() []string {
+	return []string{
+		"-Xms256m", "-Xmx2g",
+		"-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+		"-XX:+ExplicitGCInvokesConcurrent", "-XX:+ExitOnOutOfMemoryError",
+		"-Djava.awt.headless=true",
+	}
+}
+
+func (h *harness) launchMM2(run toolRun) (*proc, error) {
+	props := h.mm2Props(run)
+	cfg := string(formatProps("MirrorMaker 2 configuration of bench run "+run.id, props))
+	file := filepath.Join(h.env.workDir, "mm2-"+run.id+".properties")
+	if err := writeFile(file, []byte(cfg)); err != nil {
+		return nil, err
+	}
+	log4j := filepath.Join(h.env.workDir, "mm2-log4j2.properties")
+	if err := writeFile(log4j, []byte(mm2Log4j)); err != nil {
+		return nil, err
+	}
+	args := append(mm2JVMFlags(),
+		"-Dlog4j2.configurationFile="+log4j,
+		"-cp", filepath.Join(h.env.libs, "*"),
+		"org.apache.kafka.connect.mirror.MirrorMaker", file)
+	return startProc("MM2", filepath.Join(h.env.workDir, "mm2-"+run.id+".log"), nil, h.env.java, args...)
+}
+
+// mm2Log4j is MirrorMaker's log at INFO, as config/connect-log4j2.yaml has
+// it, without the configuration dumps.
+const mm2Log4j = `status = warn
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
+logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
+logger.appinfo.level = WARN
+`
+
+// pipeArgs are the bare pipe's arguments for run.
+func (h *harness) pipeArgs(run toolRun) []string {
+	return []string{
+		"-source", h.src.b.bootstrap(),
+		"-target", h.tgt.b.bootstrap(),
+		"-topics", strings.Join(run.topicList, ","),
+		"-prefix", "pipe.",
+		"-linger", strconv.Itoa(lingerMs) + "ms",
+		"-batch-bytes", strconv.Itoa(batchBytes),
+		"-buffered-bytes", strconv.Itoa(bufferedBytes),
+		"-fetch-max-bytes", strconv.Itoa(fetchMaxBytes),
+		"-fetch-max-partition-bytes", strconv.Itoa(fetchMaxPartBytes),
+	}
+}
+
+func (h *harness) launchPipe(run toolRun) (*proc, error) {
+	return startProc("pipe", filepath.Join(h.env.workDir, "pipe-"+run.id+".log"), nil, h.env.pipe, h.pipeArgs(run)...)
+}
