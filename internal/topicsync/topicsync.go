@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -183,7 +184,43 @@ func (s *Syncer) create(ctx context.Context, t Topic, configs map[string]*string
 	}
 	s.logger.Info("created target topic", "topic", t.Target, "source_topic", t.Source,
 		"partitions", t.Partitions, "configs", describe(configs))
-	return nil
+	return s.waitLeaders(ctx, t.Target, t.Partitions)
+}
+
+// leaderWait bounds how long a new or grown target topic may take to get a
+// leader for every partition before it is handed to the data plane.
+const leaderWait = 15 * time.Second
+
+// waitLeaders waits until every partition of target has a leader, so that
+// the first writes do not meet UNKNOWN_TOPIC_OR_PARTITION and are not
+// retried (which could write some records twice).
+func (s *Syncer) waitLeaders(ctx context.Context, target string, partitions int32) error {
+	deadline := time.Now().Add(leaderWait)
+	for {
+		details, err := s.target.ListTopics(ctx, target)
+		if err == nil {
+			if d, ok := details[target]; ok && d.Err == nil && int32(len(d.Partitions)) >= partitions && allLed(d.Partitions) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("target topic %q: not every partition has a leader after %s", target, leaderWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(ps kadm.PartitionDetails) bool {
+	for _, p := range ps {
+		if p.Err != nil || p.Leader < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Syncer) grow(ctx context.Context, target string, partitions int32) error {
@@ -196,7 +233,7 @@ func (s *Syncer) grow(ctx context.Context, target string, partitions int32) erro
 	if err != nil {
 		return fmt.Errorf("growing target topic %q to %d partitions: %w", target, partitions, err)
 	}
-	return nil
+	return s.waitLeaders(ctx, target, partitions)
 }
 
 // explicitConfigs returns, per source topic, the configs set explicitly on
