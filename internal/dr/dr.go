@@ -10,14 +10,17 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/flow"
 	"github.com/kmirror/kmirror/internal/groupsync"
 	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
@@ -244,4 +247,57 @@ func (e *Env) lastTimestamps(ctx context.Context, positions map[progress.Partiti
 		})
 	}
 	return out
+}
+
+// running is a flow run in-process by a DR command.
+type running struct {
+	flow *flow.Flow
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// start runs flow fc of cfg in-process.
+func start(ctx context.Context, cfg *config.Config, fc *config.Flow, logger *slog.Logger) *running {
+	r := &running{flow: flow.New(cfg, fc, metrics.New(), logger)}
+	runCtx, stop := context.WithCancel(ctx)
+	r.stop = stop
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		_ = r.flow.Run(runCtx)
+	}()
+	return r
+}
+
+// close stops the flow and waits until it has stored its progress.
+func (r *running) close() {
+	r.stop()
+	r.wg.Wait()
+}
+
+// waitCaughtUp polls until the flow has copied every source record and
+// returns the partitions' lag then; on timeout it returns the last lag
+// seen and ErrLagTimeout.
+func (r *running) waitCaughtUp(ctx context.Context, timeout time.Duration, progress func(int64)) ([]flow.PartitionLag, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		lags, err := r.flow.Lag(ctx)
+		if err == nil && caughtUp(r.flow, lags) {
+			return lags, nil
+		}
+		if err == nil && progress != nil {
+			progress(totalLag(lags))
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return lags, fmt.Errorf("%w: %v", ErrLagTimeout, err)
+			}
+			return lags, ErrLagTimeout
+		}
+		select {
+		case <-ctx.Done():
+			return lags, ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
 }

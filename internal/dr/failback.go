@@ -7,7 +7,6 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -16,7 +15,6 @@ import (
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/flow"
 	"github.com/kmirror/kmirror/internal/groupsync"
-	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
@@ -78,43 +76,19 @@ func (e *Env) Failback(ctx context.Context, o FailbackOptions) (FailbackReport, 
 
 	cfg := *e.Config
 	cfg.Flows = []*config.Flow{reverse}
-	fl := flow.New(&cfg, reverse, metrics.New(), e.Logger)
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = fl.Run(runCtx)
-	}()
-	defer func() { stop(); wg.Wait() }()
-
-	deadline := time.Now().Add(o.Timeout)
-	var lags []flow.PartitionLag
-	for {
-		lags, err = fl.Lag(ctx)
-		if err == nil && caughtUp(fl, lags) {
-			break
-		}
-		if err == nil && o.Progress != nil {
-			o.Progress(totalLag(lags))
-		}
-		if time.Now().After(deadline) {
-			return rep, fmt.Errorf("copying back did not catch up within %s; producers may still be writing to %q", o.Timeout, e.Flow.Target)
-		}
-		select {
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		case <-time.After(300 * time.Millisecond):
-		}
+	run := start(ctx, &cfg, reverse, e.Logger)
+	defer run.close()
+	lags, err := run.waitCaughtUp(ctx, o.Timeout, o.Progress)
+	if err != nil {
+		return rep, fmt.Errorf("copying back to %q: %w", e.Flow.Source, err)
 	}
 
 	// Groups back, while the reverse flow's offset map is live.
-	rep.Groups, err = e.groupsBack(ctx, src, fl, loaded)
+	rep.Groups, err = e.groupsBack(ctx, src, run.flow, loaded)
 	if err != nil {
 		return rep, err
 	}
-	stop()
-	wg.Wait()
+	run.close()
 
 	revLoaded, err := revStore.Load(ctx)
 	if err != nil {

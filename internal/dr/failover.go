@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -67,49 +66,22 @@ func (e *Env) planned(ctx context.Context, o FailoverOptions) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("%w (use --source-unreachable if the source is gone)", err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = fl.Run(runCtx)
-	}()
-	defer func() { stop(); wg.Wait() }()
-
-	deadline := time.Now().Add(o.Timeout)
-	var lags []flow.PartitionLag
-	for {
-		lags, err = fl.Lag(ctx)
-		if err == nil && caughtUp(fl, lags) {
-			break
-		}
-		if err == nil && o.Progress != nil {
-			o.Progress(totalLag(lags))
-		}
-		if time.Now().After(deadline) {
-			stop()
-			wg.Wait()
-			rep.Partitions = e.partitionStates(lags, nil)
-			rep.NotReplicated = totalLag(lags)
-			if err != nil {
-				return rep, fmt.Errorf("%w: %v", ErrLagTimeout, err)
-			}
-			return rep, ErrLagTimeout
-		}
-		select {
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		case <-time.After(300 * time.Millisecond):
-		}
+	run := start(ctx, e.Config, e.Flow, e.Logger)
+	defer run.close()
+	lags, err := run.waitCaughtUp(ctx, o.Timeout, o.Progress)
+	if err != nil {
+		run.close()
+		rep.Partitions = e.partitionStates(lags, nil)
+		rep.NotReplicated = totalLag(lags)
+		return rep, err
 	}
 
 	// Every record is on the target: one last group sync, then stop.
-	gs, err := fl.SyncGroupsNow(ctx)
+	gs, err := run.flow.SyncGroupsNow(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("final group sync: %w", err)
 	}
-	stop()
-	wg.Wait()
+	run.close()
 
 	loaded, err = store.Load(ctx)
 	if err != nil {

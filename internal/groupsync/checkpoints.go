@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/kafka"
 )
 
 // Checkpoint is a consumer group's committed source offset on one
@@ -58,19 +60,10 @@ func (s *Store) Topic() string { return s.topic }
 
 // Ensure creates the checkpoint topic unless it exists.
 func (s *Store) Ensure(ctx context.Context, replicationFactor int) error {
-	rf := int16(replicationFactor)
-	if rf <= 0 {
-		rf = -1
+	if err := kafka.EnsureCompactedTopic(ctx, s.admin, s.topic, replicationFactor, nil); err != nil {
+		return fmt.Errorf("checkpoint topic on the target: %w", err)
 	}
-	resp, err := s.admin.CreateTopic(ctx, 1, rf, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, s.topic)
-	if err == nil || errors.Is(err, kerr.TopicAlreadyExists) {
-		return nil
-	}
-	msg := ""
-	if resp.ErrMessage != "" {
-		msg = " (" + resp.ErrMessage + ")"
-	}
-	return fmt.Errorf("creating checkpoint topic %q on the target: %w%s", s.topic, err, msg)
+	return nil
 }
 
 // Write stores checkpoints and returns once the target acknowledged them.

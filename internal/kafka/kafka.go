@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -158,4 +160,28 @@ func (c clientLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 		sl = slog.LevelInfo
 	}
 	c.l.Log(context.Background(), sl, "kafka client: "+msg, keyvals...)
+}
+
+// EnsureCompactedTopic creates topic with one partition and
+// cleanup.policy=compact, plus extra configs, unless it exists.
+// replicationFactor <= 0 means the cluster's default. kmirror keeps its
+// own state in such topics.
+func EnsureCompactedTopic(ctx context.Context, adm *kadm.Client, topic string, replicationFactor int, extra map[string]string) error {
+	rf := int16(replicationFactor)
+	if rf <= 0 {
+		rf = -1
+	}
+	configs := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	for k, v := range extra {
+		configs[k] = kadm.StringPtr(v)
+	}
+	resp, err := adm.CreateTopic(ctx, 1, rf, configs, topic)
+	if err == nil || errors.Is(err, kerr.TopicAlreadyExists) {
+		return nil
+	}
+	msg := ""
+	if resp.ErrMessage != "" {
+		msg = " (" + resp.ErrMessage + ")"
+	}
+	return fmt.Errorf("creating topic %q: %w%s", topic, err, msg)
 }

@@ -23,9 +23,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/offsets"
 )
 
@@ -81,19 +81,13 @@ func (s *Store) Topic() string { return s.topic }
 // Ensure creates the progress topic (one partition, compacted) unless it
 // exists. replicationFactor <= 0 means the cluster's default.
 func (s *Store) Ensure(ctx context.Context, replicationFactor int) error {
-	rf := int16(replicationFactor)
-	if rf <= 0 {
-		rf = -1
+	// Positions are read back only at start: let the cleaner keep a minute
+	// of history, which helps when looking at a flow's recent progress.
+	extra := map[string]string{"min.compaction.lag.ms": "60000"}
+	if err := kafka.EnsureCompactedTopic(ctx, s.admin, s.topic, replicationFactor, extra); err != nil {
+		return fmt.Errorf("progress topic on the target: %w", err)
 	}
-	configs := map[string]*string{
-		"cleanup.policy":        kadm.StringPtr("compact"),
-		"min.compaction.lag.ms": kadm.StringPtr("60000"),
-	}
-	resp, err := s.admin.CreateTopic(ctx, 1, rf, configs, s.topic)
-	if err == nil || errors.Is(err, kerr.TopicAlreadyExists) {
-		return nil
-	}
-	return fmt.Errorf("creating progress topic %q on the target: %w%s", s.topic, err, suffix(resp.ErrMessage))
+	return nil
 }
 
 // flowStartedKey marks that the flow has started once; from then on its
@@ -360,11 +354,4 @@ func parseKey(k string) (Partition, bool) {
 		return Partition{}, false
 	}
 	return Partition{Topic: k[:i], Partition: int32(n)}, true
-}
-
-func suffix(msg string) string {
-	if msg == "" {
-		return ""
-	}
-	return " (" + msg + ")"
 }
