@@ -76,3 +76,13 @@ func TestVerificationAndFigures(t *testing.T) {
 		t.Errorf("ratio = %q", got)
 	}
 }
+
+func TestCountRatios(t *testing.T) {
+	zero := figure{v: 0, ok: true, noRatio: true}
+	if got := ratio(zero, val(5)); got != "—" {
+		t.Errorf("ratio of a count of 0 = %q, want —", got)
+	}
+	if got := ratio(val(5), zero); got != "—" {
+		t.Errorf("ratio to a count of 0 = %q, want —", got)
+	}
+}

@@ -1,15 +1,16 @@
 // Command bench runs kmirror's benchmark against Apache Kafka's
 // MirrorMaker 2 on this machine and writes a markdown report.
 //
-//	go run ./bench            # the full benchmark, about 11 minutes on 2 cores
-//	go run ./bench -quick     # a smoke run of every scenario, about 3 minutes
+//	go run ./bench            # the full benchmark, about 13 minutes on 2 cores
+//	go run ./bench -quick     # a smoke run of every scenario, about 4 minutes
 //
 // It builds kmirror and a bare consume-and-produce pipe (bench/ceiling),
 // starts two single-node KRaft Apache Kafka brokers (source and target)
-// from the jars scripts/kafka/fetch.sh downloads, and runs five scenarios,
+// from the jars scripts/kafka/fetch.sh downloads, and runs six scenarios,
 // one replicator at a time: backlog catch-up, steady-state latency,
-// start-up, many partitions, and the ceilings (the bare pipe, and a plain
-// producer's ingest rate into the target). CPU time and memory of the
+// start-up, many partitions, the ceilings (the bare pipe, and a plain
+// producer's ingest rate into the target), and the exactness of consumer
+// group offset translation. CPU time and memory of the
 // replicator process are sampled from /proc every 200 ms. Every copy is
 // checked complete, partition by partition, before its figures count.
 //
@@ -60,6 +61,7 @@ type options struct {
 	manyRate       int
 	manyWindow     time.Duration
 	newTopicTrials int
+	offsetsRecords int
 	mm2Budget      time.Duration
 	scenarios      []string
 	tools          []string
@@ -73,12 +75,13 @@ const (
 	scSteady  = "steady"
 	scStartup = "startup"
 	scMany    = "many"
+	scOffsets = "offsets"
 )
 
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.BoolVar(&o.quick, "quick", false, "tiny smoke run of every scenario (about 3 minutes); overrides the scale flags")
+	fs.BoolVar(&o.quick, "quick", false, "tiny smoke run of every scenario (about 4 minutes); overrides the scale flags")
 	fs.Float64Var(&o.backlogGB, "backlog-gb", 2, "backlog size in GB (10^9 bytes) of 1 KiB records")
 	fs.IntVar(&o.backlogRuns, "backlog-runs", 3, "runs of each replicator (and of the ingest ceiling) over the backlog; the report gives each one's median run")
 	fs.IntVar(&o.steadySeconds, "steady-seconds", 60, "steady-state measurement length, seconds")
@@ -88,8 +91,9 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.manyRate, "many-rate", 1000, "records per second over all partitions in the many-partitions scenario")
 	fs.DurationVar(&o.manyWindow, "many-window", 45*time.Second, "many-partitions measurement window")
 	fs.IntVar(&o.newTopicTrials, "new-topic-trials", 3, "new topics created in the start-up scenario")
+	fs.IntVar(&o.offsetsRecords, "offsets-records", 50000, "records written to the source in the offset translation scenario")
 	fs.DurationVar(&o.mm2Budget, "mm2-budget", 6*time.Minute, "time MM2 gets to copy the backlog")
-	scenarios := fs.String("scenarios", "backlog,steady,startup,many", "scenarios to run (the ceilings run with backlog)")
+	scenarios := fs.String("scenarios", "backlog,steady,startup,many,offsets", "scenarios to run (the ceilings run with backlog)")
 	tools := fs.String("tools", "kmirror,MM2,pipe", "replicators to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep bench/work (broker data, logs, configs) afterwards")
 	fs.StringVar(&o.out, "out", "", "report path (default bench/results/<date>.md, <date>-quick.md with -quick)")
@@ -108,11 +112,12 @@ func parseFlags(args []string) (options, error) {
 		o.manyRate = 200
 		o.manyWindow = 10 * time.Second
 		o.newTopicTrials = 1
+		o.offsetsRecords = 5000
 		o.mm2Budget = 2 * time.Minute
 	}
 	o.scenarios = strings.Split(*scenarios, ",")
 	for _, s := range o.scenarios {
-		if !slices.Contains([]string{scBacklog, scSteady, scStartup, scMany}, s) {
+		if !slices.Contains([]string{scBacklog, scSteady, scStartup, scMany, scOffsets}, s) {
 			return o, fmt.Errorf("-scenarios: unknown scenario %q", s)
 		}
 	}
@@ -123,8 +128,8 @@ func parseFlags(args []string) (options, error) {
 		}
 	}
 	switch {
-	case o.backlogGB <= 0, o.backlogRuns < 1, o.steadySeconds <= 0, o.steadyMBps <= 0, o.manyPartitions < 100, o.manyRate <= 0, o.newTopicTrials < 1:
-		return o, errors.New("scale flags must be positive (and -many-partitions at least 100)")
+	case o.backlogGB <= 0, o.backlogRuns < 1, o.steadySeconds <= 0, o.steadyMBps <= 0, o.manyPartitions < 100, o.manyRate <= 0, o.newTopicTrials < 1, o.offsetsRecords < 1000:
+		return o, errors.New("scale flags must be positive (and -many-partitions at least 100, -offsets-records at least 1000)")
 	}
 	return o, nil
 }
@@ -185,6 +190,7 @@ func run(ctx context.Context, opts options) error {
 		{scSteady, h.runSteady},
 		{scStartup, h.runStartup},
 		{scMany, h.runMany},
+		{scOffsets, h.runOffsets},
 	}
 	for _, s := range steps {
 		if !slices.Contains(opts.scenarios, s.name) {

@@ -22,6 +22,7 @@ type report struct {
 	steady  []*steadyRun
 	startup []*startupRun
 	many    []*manyRun
+	offsets *offsetsResult
 	notes   []string
 }
 
@@ -128,6 +129,8 @@ type figure struct {
 	ok    bool   // the number counts (and may be compared)
 	shown bool   // the number is shown even though it does not count
 	note  string // shown instead of, or after, the number
+	// noRatio: no ratio makes sense with this figure (a count of 0).
+	noRatio bool
 }
 
 func val(v float64) figure       { return figure{v: v, ok: true} }
@@ -148,7 +151,7 @@ func (f figure) fmt(format string) string {
 
 // ratio renders a/b.
 func ratio(a, b figure) string {
-	if !a.ok || !b.ok || b.v == 0 || math.IsNaN(a.v/b.v) {
+	if !a.ok || !b.ok || a.noRatio || b.noRatio || b.v == 0 || math.IsNaN(a.v/b.v) {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f×", a.v/b.v)
@@ -282,6 +285,7 @@ func (r *report) summaryRows() []row {
 				get(toolKmirror, func(m *manyRun) float64 { return m.caughtUp.Seconds() }), get(toolMM2, func(m *manyRun) float64 { return m.caughtUp.Seconds() }), missing("")},
 		)
 	}
+	rows = append(rows, r.offsetsRows()...)
 	return rows
 }
 
@@ -352,6 +356,16 @@ func (r *report) failureNotes() []string {
 	for _, m := range r.many {
 		if m.err != "" || !m.verify.ok {
 			out = append(out, fmt.Sprintf("Many partitions: %s: %s %s. %s", m.tool, firstLine(m.err), m.verify, mdInline(m.verify.logNote)))
+		}
+	}
+	if o := r.offsets; o != nil {
+		if o.prepNote != "" {
+			out = append(out, "Offset translation: "+o.prepNote+".")
+		}
+		for _, x := range o.runs {
+			if x.err != "" {
+				out = append(out, fmt.Sprintf("Offset translation: %s: %s", x.tool, firstLine(x.err)))
+			}
 		}
 	}
 	return out
@@ -482,6 +496,7 @@ func (r *report) render() string {
 	r.renderSteady(w)
 	r.renderStartup(w)
 	r.renderMany(w)
+	r.renderOffsets(w)
 	r.renderSettings(w)
 	return b.String()
 }
@@ -730,8 +745,8 @@ func (r *report) renderSettings(w func(string, ...any)) {
 	h := r.h
 	o := h.opts
 	w("## Settings\n\n")
-	w("Scale: `-backlog-gb %g -backlog-runs %d -steady-seconds %d -warmup-seconds %d -steady-mbps %g -many-partitions %d -many-rate %d -many-window %s -new-topic-trials %d -mm2-budget %s`.\n\n",
-		o.backlogGB, o.backlogRuns, o.steadySeconds, o.warmupSeconds, o.steadyMBps, o.manyPartitions, o.manyRate, o.manyWindow, o.newTopicTrials, o.mm2Budget)
+	w("Scale: `-backlog-gb %g -backlog-runs %d -steady-seconds %d -warmup-seconds %d -steady-mbps %g -many-partitions %d -many-rate %d -many-window %s -new-topic-trials %d -offsets-records %d -mm2-budget %s`.\n\n",
+		o.backlogGB, o.backlogRuns, o.steadySeconds, o.warmupSeconds, o.steadyMBps, o.manyPartitions, o.manyRate, o.manyWindow, o.newTopicTrials, o.offsetsRecords, o.mm2Budget)
 	w("### Replicators\n\n")
 	w("Every scenario run gets fresh state: its own kmirror flow name (so its own progress topic), its own MM2 Connect group and internal topics. The configurations below are those of the first backlog run; the other runs differ only in `name`/`topics` (kmirror) and `source->target.topics`, `target.group.id` and the `*.storage.topic` names (MM2).\n\n")
 	km := toolRun{id: "backlog-km-1", topics: backlogTopic}

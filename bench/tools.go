@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,6 +39,11 @@ type toolRun struct {
 	topicList []string
 	// cpuProfile, if set, is where kmirror writes its CPU profile.
 	cpuProfile string
+	// group, if set, is a consumer group whose offsets the run syncs to the
+	// target (scenario 6): kmirror with sync_interval 1s, MM2 with
+	// checkpoints and group offset sync every second. Both then read the
+	// source read_committed.
+	group string
 }
 
 // targetName is the name of source topic t's copy written by tool.
@@ -76,6 +82,11 @@ func (h *harness) launch(tool string, run toolRun) (*proc, error) {
 
 // kmirrorConfig is kmirror's YAML for run, its defaults written out.
 func (h *harness) kmirrorConfig(run toolRun) string {
+	groupLines, isolation := "", "read_uncommitted"
+	if run.group != "" {
+		groupLines = fmt.Sprintf("    groups: [\"%s\"]\n    sync_interval: 1s\n", run.group)
+		isolation = "read_committed"
+	}
 	return fmt.Sprintf(`# kmirror configuration of bench run %[1]s
 clusters:
   source:
@@ -92,7 +103,7 @@ flows:
     start_from: earliest
     topic_refresh_interval: %[5]s
     progress_interval: 200ms
-    producer:
+%[11]s    producer:
       compression: lz4
       linger: %[6]dms
       batch_max_bytes: %[7]d
@@ -101,13 +112,14 @@ flows:
     consumer:
       fetch_max_bytes: %[9]d
       fetch_max_partition_bytes: %[10]d
-      isolation_level: read_uncommitted
+      isolation_level: %[12]s
 http:
   listen: "127.0.0.1:0"
 log:
   level: info
   format: text
-`, run.id, h.src.b.bootstrap(), h.tgt.b.bootstrap(), run.topics, topicRefresh, lingerMs, batchBytes, bufferedBytes, fetchMaxBytes, fetchMaxPartBytes)
+`, run.id, h.src.b.bootstrap(), h.tgt.b.bootstrap(), run.topics, topicRefresh, lingerMs, batchBytes, bufferedBytes, fetchMaxBytes, fetchMaxPartBytes,
+		groupLines, isolation)
 }
 
 func (h *harness) launchKmirror(run toolRun) (*proc, error) {
@@ -127,7 +139,7 @@ func (h *harness) launchKmirror(run toolRun) (*proc, error) {
 // flow source->target, tuned for throughput, with the same producer and
 // consumer settings as kmirror.
 func (h *harness) mm2Props(run toolRun) map[string]string {
-	return map[string]string{
+	props := map[string]string{
 		"clusters":                 "source, target",
 		"source.bootstrap.servers": h.src.b.bootstrap(),
 		"target.bootstrap.servers": h.tgt.b.bootstrap(),
@@ -172,6 +184,25 @@ func (h *harness) mm2Props(run toolRun) map[string]string {
 		"sync.group.offsets.enabled":      "false",
 		"sync.topic.acls.enabled":         "false",
 		"refresh.topics.interval.seconds": strconv.Itoa(int(topicRefresh / time.Second)),
+	}
+	if run.group != "" {
+		maps.Copy(props, mm2GroupProps(run.group))
+	}
+	return props
+}
+
+// mm2GroupProps are the settings with which MM2 translates the offsets of
+// group and commits them to the same group on the target (scenario 6).
+func mm2GroupProps(group string) map[string]string {
+	return map[string]string{
+		"groups":                              group,
+		"emit.checkpoints.enabled":            "true",
+		"emit.checkpoints.interval.seconds":   "1",
+		"sync.group.offsets.enabled":          "true",
+		"sync.group.offsets.interval.seconds": "1",
+		"refresh.groups.interval.seconds":     "1",
+		// Like kmirror's default: only committed transactions are copied.
+		"source.consumer.isolation.level": "read_committed",
 	}
 }
 
