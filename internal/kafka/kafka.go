@@ -36,7 +36,7 @@ func Options(c *config.Cluster, logger *slog.Logger) ([]kgo.Opt, error) {
 		kgo.DialTimeout(c.DialTimeout),
 		kgo.RequestTimeoutOverhead(c.RequestTimeout),
 		kgo.RetryTimeout(c.RequestTimeout),
-		kgo.MetadataMinAge(time.Second),
+		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
 	if logger != nil {
 		opts = append(opts, kgo.WithLogger(clientLogger{logger.With("cluster", c.Alias)}))
