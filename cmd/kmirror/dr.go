@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -186,21 +187,7 @@ back to the source. Needs topic_naming: identity.`,
 			}
 			w.Flush()
 			fmt.Fprintln(out)
-			w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "GROUP\tPARTITIONS\tCOMMITTED ON SOURCE\tSTATUS")
-			for _, g := range rep.Groups {
-				status := "moved back"
-				switch {
-				case g.Error != "":
-					status = "error: " + g.Error
-				case g.Active:
-					status = "left alone: active on the source"
-				case g.Committed == 0:
-					status = "already in place"
-				}
-				fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", g.Group, g.Partitions, g.Committed, status)
-			}
-			w.Flush()
+			printGroups(out, rep.Groups, "source", "moved back")
 			fmt.Fprintf(out, "\nRecords copied back: %d\nStart `kmirror run` for the flow again; it resumes after them.\n", rep.CopiedBack)
 			return nil
 		},
@@ -227,26 +214,7 @@ func printFailover(out io.Writer, rep dr.Report) {
 	}
 	w.Flush()
 	fmt.Fprintln(out)
-	if len(rep.Groups) == 0 {
-		fmt.Fprintln(out, "No consumer group to move.")
-	}
-	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	if len(rep.Groups) > 0 {
-		fmt.Fprintln(w, "GROUP\tPARTITIONS\tCOMMITTED ON TARGET\tSTATUS")
-	}
-	for _, g := range rep.Groups {
-		status := "moved"
-		switch {
-		case g.Error != "":
-			status = "error: " + g.Error
-		case g.Active:
-			status = "left alone: active on the target"
-		case g.Committed == 0:
-			status = "already in place"
-		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", g.Group, g.Partitions, g.Committed, status)
-	}
-	w.Flush()
+	printGroups(out, rep.Groups, "target", "moved")
 	fmt.Fprintln(out)
 	if rep.NotReplicated >= 0 {
 		fmt.Fprintf(out, "Records not replicated: %d\n", rep.NotReplicated)
@@ -257,6 +225,30 @@ func printFailover(out io.Writer, rep dr.Report) {
 		fmt.Fprintf(out, "Recovery point: %s (newest record copied, %s ago)\n",
 			rep.RecoveryPoint.UTC().Format(time.RFC3339Nano), time.Since(rep.RecoveryPoint).Round(time.Millisecond))
 	}
+}
+
+// printGroups prints what a failover or failback did to each group on the
+// cluster named where.
+func printGroups(out io.Writer, moves []dr.GroupMove, where, moved string) {
+	if len(moves) == 0 {
+		fmt.Fprintln(out, "No consumer group to move.")
+		return
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "GROUP\tPARTITIONS\tCOMMITTED ON %s\tSTATUS\n", strings.ToUpper(where))
+	for _, g := range moves {
+		status := moved
+		switch {
+		case g.Error != "":
+			status = "error: " + g.Error
+		case g.Active:
+			status = "left alone: active on the " + where
+		case g.Committed == 0:
+			status = "already in place"
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", g.Group, g.Partitions, g.Committed, status)
+	}
+	w.Flush()
 }
 
 func orUnknown(n int64) string {
