@@ -112,6 +112,9 @@ type partition struct {
 
 	inflight atomic.Int64
 	hwm      atomic.Int64 // source end offset last seen, -1 if unknown
+	// halted mirrors failed for the per-record check of the poll loop, so
+	// that no record is handed to the producer after a write failed.
+	halted atomic.Bool
 
 	mu        sync.Mutex
 	acked     progress.Position // advanced only over acknowledged records
@@ -337,6 +340,9 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 				return
 			}
 			for _, rec := range fp.Records {
+				if p.halted.Load() {
+					break // a write failed meanwhile; the rewind fetches the rest again
+				}
 				if rec.Offset < p.fedNext {
 					r.offsetsWentBack(p, rec.Offset)
 					continue
@@ -443,6 +449,7 @@ func (r *Replicator) writeFailed(p *partition, src int64, err error) {
 	first := !p.failed
 	if first {
 		p.failed = true
+		p.halted.Store(true)
 		p.failedAt = src
 		p.failures++
 		p.retryAt = time.Now().Add(backoff(p.failures))
@@ -488,6 +495,7 @@ func (r *Replicator) recoverFailed() bool {
 			return
 		}
 		p.failed = false
+		p.halted.Store(false)
 		p.fedNext = p.failedAt
 		p.pendingControl = -1
 		r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
