@@ -759,7 +759,9 @@ func (r *report) renderSettings(w func(string, ...any)) {
 		w("**Bare pipe** (ceiling) — `%s`\n\n", "ceiling "+strings.Join(h.pipeArgs(pipe), " "))
 		w("### Brokers\n\n")
 		w("Two single-node KRaft clusters (combined broker and controller), Kafka %s, started by the bench as `java %s -cp 'libs/*' kafka.Kafka server.properties` with data on the local disk under bench/work/. The source's server.properties (the target's differs only in ports and directory):\n\n```properties\n%s```\n\n",
-			h.env.kafkaVersion, strings.Join(brokerJVMFlags(), " "), formatProps("source broker", h.src.b.props))
+			h.env.kafkaVersion, strings.Join(brokerJVMFlags(), " "),
+			// Paths are given from the repository root: the report names no machine.
+			strings.ReplaceAll(string(formatProps("source broker", h.src.b.props)), h.env.root+"/", ""))
 	}
 	w("### Load\n\n")
 	w("Records: key `user-<n>`, value a JSON event of exactly 1024 bytes (ids, sequence number, timestamp, enumerations such as event type, country, device and currency, 1–3 order items, a user agent, a page path, and free text made of sentences from ten templates with numbers and words filled in; padded with spaces to exactly 1 KiB), one header `%s` with the produce time. Producers of the bench: franz-go, lz4, 1 MiB batches, 5 ms linger, acks=all, idempotent, records spread round-robin over partitions.\n", tsHeader)
