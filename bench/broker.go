@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -17,8 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/kmirror/kmirror/test/kafkaproc"
 )
 
 const (
@@ -90,7 +87,7 @@ type broker struct {
 // startBroker formats and starts a fresh broker named name under dir and
 // waits until it answers metadata requests.
 func startBroker(ctx context.Context, e *env, name string) (*broker, error) {
-	ports, err := freePorts(2)
+	ports, err := kafkaproc.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +111,7 @@ func startBroker(ctx context.Context, e *env, name string) (*broker, error) {
 	if err := writeFile(log4j, []byte(brokerLog4j)); err != nil {
 		return nil, err
 	}
-	id, err := newClusterID()
+	id, err := kafkaproc.NewClusterID()
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +152,7 @@ func (b *broker) waitReady(ctx context.Context) error {
 	defer cancel()
 	var lastErr error
 	for {
-		if lastErr = b.ping(ctx); lastErr == nil {
+		if lastErr = kafkaproc.Ping(ctx, b.bootstrap(), 2*time.Second); lastErr == nil {
 			return nil
 		}
 		select {
@@ -166,24 +163,6 @@ func (b *broker) waitReady(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-func (b *broker) ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.bootstrap()), kgo.DialTimeout(time.Second))
-	if err != nil {
-		return fmt.Errorf("creating a client: %w", err)
-	}
-	defer cl.Close()
-	brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
-	if err != nil {
-		return fmt.Errorf("listing brokers: %w", err)
-	}
-	if len(brokers) == 0 {
-		return errors.New("no broker registered yet")
-	}
-	return nil
 }
 
 // topicDiskBytes sums the sizes of the files of every partition directory
@@ -250,34 +229,6 @@ func writeFile(path string, data []byte) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
-}
-
-// newClusterID returns a random cluster id in Kafka's Uuid form that does
-// not start with '-' (which the storage tool would take for a flag).
-func newClusterID() (string, error) {
-	var b [16]byte
-	for {
-		if _, err := rand.Read(b[:]); err != nil {
-			return "", fmt.Errorf("generating a cluster id: %w", err)
-		}
-		if id := base64.RawURLEncoding.EncodeToString(b[:]); !strings.HasPrefix(id, "-") {
-			return id, nil
-		}
-	}
-}
-
-// freePorts returns n distinct TCP ports that were free on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // killGroup sends sig to the process group led by pid.

@@ -1,8 +1,6 @@
 package kafkatest
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"maps"
 	"net"
@@ -115,35 +113,4 @@ func writeFile(path string, data []byte) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
-}
-
-// newClusterID returns a random cluster id in Kafka's Uuid form: 16 bytes,
-// URL-safe base64 without padding. Like Kafka's Uuid.randomUuid it avoids
-// ids starting with '-', which the storage tool would take for a flag.
-func newClusterID() (string, error) {
-	var b [16]byte
-	for {
-		if _, err := rand.Read(b[:]); err != nil {
-			return "", fmt.Errorf("generating a cluster id: %w", err)
-		}
-		id := base64.RawURLEncoding.EncodeToString(b[:])
-		if !strings.HasPrefix(id, "-") {
-			return id, nil
-		}
-	}
-}
-
-// freePorts returns n distinct TCP ports that were free on 127.0.0.1. They
-// are held open together so that they differ, then released for Kafka.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

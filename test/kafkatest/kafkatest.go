@@ -43,8 +43,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/kmirror/kmirror/test/kafkaproc"
 )
 
 const (
@@ -118,7 +117,7 @@ func newCluster(t testing.TB, opts Options, libs string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
+	ports, err := kafkaproc.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -291,7 +290,7 @@ func (c *Cluster) openLog(header string) (*os.File, error) {
 // format runs the storage tool on the fresh data directory with a random
 // cluster id.
 func (c *Cluster) format() error {
-	id, err := newClusterID()
+	id, err := kafkaproc.NewClusterID()
 	if err != nil {
 		return err
 	}
@@ -340,7 +339,7 @@ func (c *Cluster) waitReady(p *process) error {
 	ticker := time.NewTicker(pollInterval)
 	defer ticker.Stop()
 	for {
-		err := c.ping(ctx)
+		err := kafkaproc.Ping(ctx, c.Bootstrap(), pingTimeout)
 		if err == nil {
 			return nil
 		}
@@ -352,25 +351,6 @@ func (c *Cluster) waitReady(p *process) error {
 		case <-ticker.C:
 		}
 	}
-}
-
-// ping asks the broker for the cluster's brokers with a fresh client.
-func (c *Cluster) ping(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Bootstrap()), kgo.DialTimeout(time.Second))
-	if err != nil {
-		return fmt.Errorf("creating a client: %w", err)
-	}
-	defer cl.Close()
-	brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
-	if err != nil {
-		return fmt.Errorf("listing brokers: %w", err)
-	}
-	if len(brokers) == 0 {
-		return errors.New("listing brokers: none registered yet")
-	}
-	return nil
 }
 
 // logExcerpt returns, for a failure message, the last lines of the log at
