@@ -1,0 +1,67 @@
+package flow
+
+import (
+	"context"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/offsets"
+	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/resume"
+)
+
+// resumePoint is a stored position to check before a partition resumes,
+// with the source partition's offsets now.
+type resumePoint struct {
+	id                     progress.Partition
+	target                 string // target topic
+	pos                    progress.Position
+	sourceStart, sourceEnd int64
+}
+
+// resume checks a stored position against both clusters and returns the
+// position to start from. It reports records the source deleted before
+// they were copied. Records the target holds past the stored position were
+// written by the previous run after its last progress write: those whose
+// key, value, headers and timestamp match the next source records, in
+// order, are skipped rather than written again; the rest are counted as
+// duplicates.
+func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOffsets, omap *offsets.Map) progress.Position {
+	id, pos := rp.id, rp.pos
+	if pos.SourceNext < rp.sourceStart {
+		lost := rp.sourceStart - pos.SourceNext
+		r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrOffsetReset).Inc()
+		r.logger.Error("source deleted records before they were replicated (retention); resuming at the source's earliest offset",
+			"topic", id.Topic, "partition", id.Partition, "position", pos.SourceNext, "source_start", rp.sourceStart, "records_lost_at_most", lost)
+		return pos
+	}
+	te, ok := tgtEnds.Lookup(rp.target, id.Partition)
+	if !ok || te.Err != nil || pos.TargetNext < 0 || te.Offset <= pos.TargetNext {
+		return pos
+	}
+	ahead := te.Offset - pos.TargetNext
+	pairs, next, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd)
+	matched := int64(len(pairs))
+	now := time.Now().UnixMilli()
+	for _, p := range pairs {
+		omap.Add(p.Source, p.Target, now)
+	}
+	if err != nil {
+		r.logger.Warn("could not compare the target's records past the stored position; they will be written again",
+			"topic", id.Topic, "partition", id.Partition, "err", err)
+	}
+	if dups := ahead - matched; dups > 0 {
+		r.metrics.Duplicates.WithLabelValues(r.cfg.Name, id.Topic).Add(float64(dups))
+		r.logger.Info("target holds records written after the last stored position; they will be written again",
+			"topic", id.Topic, "partition", id.Partition, "duplicates", dups)
+	}
+	if matched > 0 {
+		r.metrics.ResumeSkipped.WithLabelValues(r.cfg.Name, id.Topic).Add(float64(matched))
+		r.logger.Info("resumed past records the target already holds",
+			"topic", id.Topic, "partition", id.Partition, "skipped", matched, "from", pos.SourceNext, "to", next.SourceNext)
+		return next
+	}
+	return pos
+}
