@@ -56,6 +56,7 @@ type pair struct {
 // startPair starts two Kafka clusters side by side.
 func startPair(t *testing.T) *pair {
 	t.Helper()
+	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
 	var src, dst *kafkatest.Cluster
 	var wg sync.WaitGroup
 	wg.Add(1)

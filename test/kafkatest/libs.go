@@ -69,8 +69,14 @@ func checkLibs(dir string) error {
 // RequireLibs returns LibsDir, or ends the test when the jars are missing:
 // with t.Fatal if $KMIRROR_REQUIRE_KAFKA is "1" (as in CI), else with t.Skip.
 // Start calls it; tests that need the jars without a cluster may too.
+//
+// `go test -short` is the fast tier: it skips every real-Kafka test, even
+// with $KMIRROR_REQUIRE_KAFKA set, because the person asked for it.
 func RequireLibs(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("kafkatest: real-Kafka test; -short runs the fast tier only")
+	}
 	dir, err := LibsDir()
 	if err == nil {
 		return dir
