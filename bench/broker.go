@@ -157,7 +157,7 @@ func (b *broker) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-b.proc.done:
-			return fmt.Errorf("kafka exited while starting: %v", b.proc.err)
+			return fmt.Errorf("kafka exited while starting: %w", b.proc.err)
 		case <-ctx.Done():
 			return fmt.Errorf("kafka not ready after %v: %w", brokerReadyTimeout, lastErr)
 		case <-time.After(200 * time.Millisecond):

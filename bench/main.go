@@ -321,7 +321,7 @@ func kafkaLibs(ctx context.Context, h *harness, root, version string) (string, e
 func checkLibs(dir, version string) error {
 	for _, jar := range []string{"kafka_2.13-" + version + ".jar", "connect-mirror-" + version + ".jar", "connect-runtime-" + version + ".jar"} {
 		if _, err := os.Stat(filepath.Join(dir, jar)); err != nil {
-			return fmt.Errorf("Kafka jars in %s: %w", dir, err)
+			return fmt.Errorf("kafka jars in %s: %w", dir, err)
 		}
 	}
 	return nil

@@ -94,7 +94,7 @@ func (p *proc) exitError() error {
 	if !p.exited() {
 		return nil
 	}
-	return fmt.Errorf("%s exited unexpectedly (%v); end of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 25))
+	return fmt.Errorf("%s exited unexpectedly (%w); end of %s:\n%s", p.name, p.err, p.logPath, tail(p.logPath, 25))
 }
 
 func (p *proc) sampleLoop() {

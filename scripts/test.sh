@@ -6,8 +6,10 @@
 #      for the real Kafka brokers;
 #   2. downloads the pinned Apache Kafka jars (scripts/kafka/fetch.sh; cached
 #      in .cache/, so later runs skip it);
-#   3. runs go vet ./... and go test ./... with the real-Kafka integration
-#      tests required: KMIRROR_REQUIRE_KAFKA=1 turns their skip into a failure.
+#   3. runs go vet ./... and golangci-lint (.golangci.yml; the pinned
+#      version is built from the Go module proxy into .cache/bin once);
+#   4. runs go test ./... with the real-Kafka integration tests required:
+#      KMIRROR_REQUIRE_KAFKA=1 turns their skip into a failure.
 #
 # Works from any directory. Exits with go test's status; the last line says
 # "test.sh: N passed, N failed, N skipped" (tests and subtests).
@@ -72,6 +74,21 @@ export KMIRROR_REQUIRE_KAFKA=1
 step "go vet ./..."
 go vet ./... || {
 	echo "test.sh: FAIL (go vet)"
+	echo "test.sh: 0 passed, 1 failed"
+	exit 1
+}
+
+# Pinned golangci-lint, built once into the git-ignored .cache/bin.
+GOLANGCI_LINT_VERSION=v2.15.0
+lint="$PWD/.cache/bin/golangci-lint"
+step "golangci-lint $GOLANGCI_LINT_VERSION (.golangci.yml)"
+if ! "$lint" version 2>/dev/null | grep -qF "version ${GOLANGCI_LINT_VERSION#v} "; then
+	echo "building golangci-lint $GOLANGCI_LINT_VERSION into .cache/bin (first run only; a few minutes)"
+	GOBIN="$PWD/.cache/bin" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
+fi
+"$lint" run ./... || {
+	echo "test.sh: FAIL (golangci-lint)"
+	echo "test.sh: 0 passed, 1 failed"
 	exit 1
 }
 

@@ -12,6 +12,7 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -218,7 +219,7 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 func parseYAML(file string, data []byte) (*yaml.Node, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, syntaxError(file, data, err)
 	}
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
@@ -226,7 +227,7 @@ func parseYAML(file string, data []byte) (*yaml.Node, error) {
 	}
 	var next yaml.Node
 	switch err := dec.Decode(&next); {
-	case err == io.EOF:
+	case errors.Is(err, io.EOF):
 	case err != nil:
 		return nil, syntaxError(file, data, err)
 	case len(next.Content) > 0 && !isNull(next.Content[0]):

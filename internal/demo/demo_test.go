@@ -3,7 +3,6 @@ package demo
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -19,7 +18,7 @@ func TestDemoVerifiesEveryRecord(t *testing.T) {
 		HTTPListen: "127.0.0.1:0",
 		Timeout:    45 * time.Second,
 		Out:        &out,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:     slog.New(slog.DiscardHandler),
 		Version:    "test",
 	})
 	if err != nil {

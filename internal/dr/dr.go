@@ -131,7 +131,7 @@ func (e *Env) Translate(ctx context.Context, group string) ([]Translated, error)
 			}
 		}
 		if len(out) == 0 {
-			return nil, fmt.Errorf("source unreachable (%v) and no checkpoint of group %q in the target", srcErr, group)
+			return nil, fmt.Errorf("source unreachable (%w) and no checkpoint of group %q in the target", srcErr, group)
 		}
 		return out, nil
 	}
@@ -290,7 +290,7 @@ func (r *running) waitCaughtUp(ctx context.Context, timeout time.Duration, progr
 		}
 		if time.Now().After(deadline) {
 			if err != nil {
-				return lags, fmt.Errorf("%w: %v", ErrLagTimeout, err)
+				return lags, fmt.Errorf("%w: %w", ErrLagTimeout, err)
 			}
 			return lags, ErrLagTimeout
 		}

@@ -345,7 +345,7 @@ func (c *Cluster) waitReady(p *process) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("kafka exited while starting: %v", p.err)
+			return fmt.Errorf("kafka exited while starting: %w", p.err)
 		case <-ctx.Done():
 			return fmt.Errorf("kafka not ready after %v: %w", readyTimeout, err)
 		case <-ticker.C:

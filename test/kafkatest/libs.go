@@ -49,7 +49,7 @@ func LibsDir() (string, error) {
 		}
 		dir = parent
 	}
-	return "", fmt.Errorf("Apache Kafka %s jars not found in %s of %s or its parents: "+
+	return "", fmt.Errorf("no Apache Kafka %s jars in %s of %s or its parents: "+
 		"run scripts/kafka/fetch.sh (or set %s)", KafkaVersion, rel, wd, EnvLibs)
 }
 
