@@ -123,9 +123,9 @@ Exit codes: 0 done, 1 failed or timed out (the report says what is left),
 			}
 			defer env.Close()
 			if !f.json {
-				o.Progress = func(lag int64) {
+				o.Progress = throttled(func(lag int64) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "waiting for the flow to catch up: %d records left\n", lag)
-				}
+				})
 			}
 			rep, err := env.Failover(cmd.Context(), o)
 			if f.json {
@@ -169,7 +169,7 @@ back to the source. Needs topic_naming: identity.`,
 			}
 			defer env.Close()
 			if !f.json {
-				o.Progress = func(lag int64) { fmt.Fprintf(cmd.ErrOrStderr(), "copying back: %d records left\n", lag) }
+				o.Progress = throttled(func(lag int64) { fmt.Fprintf(cmd.ErrOrStderr(), "copying back: %d records left\n", lag) })
 			}
 			rep, err := env.Failback(cmd.Context(), o)
 			if err != nil {
@@ -210,7 +210,11 @@ func printFailover(out io.Writer, rep dr.Report) {
 		if p.LastTimestampMs > 0 {
 			stamp = time.UnixMilli(p.LastTimestampMs).UTC().Format(time.RFC3339Nano)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", p.Topic, p.Partition, p.TargetTopic, orUnknown(p.SourceEnd), p.Replicated, orUnknown(p.NotReplicated), stamp)
+		replicated := strconv.FormatInt(p.Replicated, 10)
+		if p.Replicated < 0 {
+			replicated = "-" // never copied
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Topic, p.Partition, p.TargetTopic, orUnknown(p.SourceEnd), replicated, orUnknown(p.NotReplicated), stamp)
 	}
 	w.Flush()
 	fmt.Fprintln(out)
@@ -249,6 +253,18 @@ func printGroups(out io.Writer, moves []dr.GroupMove, where, moved string) {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", g.Group, g.Partitions, g.Committed, status)
 	}
 	w.Flush()
+}
+
+// throttled calls report when the count changes, or every 5 s while it
+// does not.
+func throttled(report func(int64)) func(int64) {
+	last, at := int64(-1), time.Time{}
+	return func(n int64) {
+		if n != last || time.Since(at) >= 5*time.Second {
+			last, at = n, time.Now()
+			report(n)
+		}
+	}
 }
 
 func orUnknown(n int64) string {
