@@ -317,3 +317,68 @@ topic_refresh_interval: 1s
 		t.Errorf("the group lost %d and re-read %d records; want 0 and 0", lost, dups)
 	}
 }
+
+// TestRunRefusesWhileFailedOver checks that `kmirror run` does not start a
+// flow that was failed over and not failed back (exit 2, naming the flow,
+// when and what to do), that --force starts it with a warning, and that
+// after the failback it starts again without --force.
+func TestRunRefusesWhileFailedOver(t *testing.T) {
+	p := startPair(t)
+	const topic = "orders"
+	createTopic(t, p.srcCl, topic, 2, nil)
+	httpAddr := freeAddr(t)
+	cfgPath := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["orders"]
+topic_naming: identity
+`))
+	l := newLedger(2)
+	k := startKmirror(t, cfgPath, httpAddr)
+	l.produce(t, p.srcCl, topic, 500)
+	waitFor(t, 2*time.Minute, "records on the target", func() (bool, string) {
+		n := sum(endOffsets(t, p.dstCl, topic))
+		return n >= 500, fmt.Sprintf("%d on the target", n)
+	})
+	k.stop()
+	out, errOut, err := runKmirror(t, 3*time.Minute, "failover", "--config", cfgPath, "--flow", "e2e")
+	if err != nil {
+		t.Fatalf("failover: %v\n%s%s", err, out, errOut)
+	}
+
+	res := runKmirrorOnce(t, time.Minute, "run", "--config", cfgPath)
+	t.Logf("kmirror run after the failover: exit %d after %s, timed out %t:\n%s", res.code, res.elapsed.Round(time.Millisecond), res.timedOut, res.stderr)
+	if res.timedOut || res.code != 2 {
+		t.Fatalf("kmirror run after a failover: exit %d (timed out %t), want 2", res.code, res.timedOut)
+	}
+	for _, want := range []string{`flow "e2e"`, "failed over", "kmirror failback", "--force"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Errorf("refusal does not say %q", want)
+		}
+	}
+
+	// --force starts it, with a warning, and it replicates.
+	k = startKmirror(t, cfgPath, httpAddr, "--force")
+	l.produce(t, p.srcCl, topic, 300)
+	waitFor(t, 2*time.Minute, "records on the target with --force", func() (bool, string) {
+		n := sum(endOffsets(t, p.dstCl, topic))
+		return n >= 800, fmt.Sprintf("%d on the target", n)
+	})
+	k.stop()
+	if !strings.Contains(k.output(), "failed over and not failed back (--force)") {
+		t.Errorf("kmirror run --force logged no warning:\n%s", k.output())
+	}
+	n, _ := l.checkExactlyOnce(t, p.dstCl, "DR", topic)
+	t.Logf("kmirror run --force: the target holds %d records, each once, in order", n)
+
+	// After the failback, run starts without --force.
+	out, errOut, err = runKmirror(t, 3*time.Minute, "failback", "--config", cfgPath, "--flow", "e2e")
+	if err != nil {
+		t.Fatalf("failback: %v\n%s%s", err, out, errOut)
+	}
+	k = startKmirror(t, cfgPath, httpAddr)
+	waitFor(t, time.Minute, "kmirror run to be ready after the failback", func() (bool, string) {
+		code, body, err := k.get("/readyz")
+		return err == nil && code == 200, fmt.Sprintf("%d %s %v", code, body, err)
+	})
+	k.stop()
+	t.Logf("kmirror run after the failback: started without --force")
+}
