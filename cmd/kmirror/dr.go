@@ -113,6 +113,13 @@ the last checkpoints stored in the target to the target groups and reports the
 recovery point: per partition, the last source offset copied and the time of
 the newest record copied. Records after it are not on the target.
 
+Every source topic the flow's filters match counts: if one is not on the
+target (its target topic could not be created or grown), failover names it,
+records no failover and exits 1.
+
+Until "kmirror failback", "kmirror run" refuses to start the flow (--force
+overrides).
+
 Exit codes: 0 done, 1 failed or timed out (the report says what is left),
 2 invalid configuration or flags.`,
 		Args: cobra.NoArgs,
