@@ -113,6 +113,13 @@ the last checkpoints stored in the target to the target groups and reports the
 recovery point: per partition, the last source offset copied and the time of
 the newest record copied. Records after it are not on the target.
 
+Every source topic the flow's filters match counts: if one is not on the
+target (its target topic could not be created or grown), failover names it,
+records no failover and exits 1.
+
+Until "kmirror failback", "kmirror run" refuses to start the flow (--force
+overrides).
+
 Exit codes: 0 done, 1 failed or timed out (the report says what is left),
 2 invalid configuration or flags.`,
 		Args: cobra.NoArgs,
@@ -123,9 +130,9 @@ Exit codes: 0 done, 1 failed or timed out (the report says what is left),
 			}
 			defer env.Close()
 			if !f.json {
-				o.Progress = func(lag int64) {
+				o.Progress = throttled(func(lag int64) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "waiting for the flow to catch up: %d records left\n", lag)
-				}
+				})
 			}
 			rep, err := env.Failover(cmd.Context(), o)
 			if f.json {
@@ -169,7 +176,7 @@ back to the source. Needs topic_naming: identity.`,
 			}
 			defer env.Close()
 			if !f.json {
-				o.Progress = func(lag int64) { fmt.Fprintf(cmd.ErrOrStderr(), "copying back: %d records left\n", lag) }
+				o.Progress = throttled(func(lag int64) { fmt.Fprintf(cmd.ErrOrStderr(), "copying back: %d records left\n", lag) })
 			}
 			rep, err := env.Failback(cmd.Context(), o)
 			if err != nil {
@@ -210,7 +217,11 @@ func printFailover(out io.Writer, rep dr.Report) {
 		if p.LastTimestampMs > 0 {
 			stamp = time.UnixMilli(p.LastTimestampMs).UTC().Format(time.RFC3339Nano)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", p.Topic, p.Partition, p.TargetTopic, orUnknown(p.SourceEnd), p.Replicated, orUnknown(p.NotReplicated), stamp)
+		replicated := strconv.FormatInt(p.Replicated, 10)
+		if p.Replicated < 0 {
+			replicated = "-" // never copied
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Topic, p.Partition, p.TargetTopic, orUnknown(p.SourceEnd), replicated, orUnknown(p.NotReplicated), stamp)
 	}
 	w.Flush()
 	fmt.Fprintln(out)
@@ -249,6 +260,18 @@ func printGroups(out io.Writer, moves []dr.GroupMove, where, moved string) {
 		fmt.Fprintf(w, "%s\t%d\t%d\t%s\n", g.Group, g.Partitions, g.Committed, status)
 	}
 	w.Flush()
+}
+
+// throttled calls report when the count changes, or every 5 s while it
+// does not.
+func throttled(report func(int64)) func(int64) {
+	last, at := int64(-1), time.Time{}
+	return func(n int64) {
+		if n != last || time.Since(at) >= 5*time.Second {
+			last, at = n, time.Now()
+			report(n)
+		}
+	}
 }
 
 func orUnknown(n int64) string {

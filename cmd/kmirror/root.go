@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -61,6 +62,7 @@ const startupTimeout = 12 * time.Second
 
 func newRunCommand() *cobra.Command {
 	var path string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
 		Short: "Run the flows of a configuration file until interrupted",
@@ -68,8 +70,12 @@ func newRunCommand() *cobra.Command {
 replicates every flow until SIGINT or SIGTERM, on which it finishes the writes
 in flight and stores its progress in the target cluster.
 
+A flow that was failed over ("kmirror failover") and not failed back is not
+started: clients may be writing on its target, and copying the source there
+again would mix the two. Run "kmirror failback" first, or pass --force.
+
 Exit codes: 0 after a clean shutdown, 1 when a cluster cannot be reached at
-start, 2 when the configuration is invalid.`,
+start, 2 when the configuration is invalid or a flow is failed over.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if path == "" {
@@ -86,14 +92,18 @@ start, 2 when the configuration is invalid.`,
 				}
 				defer stop()
 			}
-			return run(cmd.Context(), cfg, newLogger(cfg.Log))
+			return run(cmd.Context(), cfg, force, newLogger(cfg.Log))
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file (YAML)")
+	cmd.Flags().BoolVar(&force, "force", false, "start flows that were failed over and not failed back (logs a warning)")
 	return cmd
 }
 
-func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+// failoverCheckTimeout bounds the reading of the flows' failover records.
+const failoverCheckTimeout = 2 * time.Minute
+
+func run(ctx context.Context, cfg *config.Config, force bool, logger *slog.Logger) error {
 	r, err := runner.New(cfg, versionString(), logger)
 	if err != nil {
 		return exitError{exitConfig, err}
@@ -105,11 +115,46 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		r.Close()
 		return exitError{exitRuntime, err}
 	}
+	if err := checkFailovers(ctx, r, cfg.File, force, logger); err != nil {
+		r.Close()
+		return err
+	}
 	logger.Info("kmirror started", "version", versionString(), "flows", len(r.Flows), "http", r.HTTPAddr())
 	if err := r.Run(ctx); err != nil {
 		return exitError{exitRuntime, err}
 	}
 	logger.Info("kmirror stopped")
+	return nil
+}
+
+// checkFailovers refuses to run flows that were failed over and not failed
+// back, unless force is set, in which case it logs a warning for each.
+func checkFailovers(ctx context.Context, r *runner.Runner, file string, force bool, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, failoverCheckTimeout)
+	defer cancel()
+	pending, err := r.PendingFailovers(ctx)
+	if err != nil {
+		return exitError{exitRuntime, err}
+	}
+	var msgs []string
+	for _, p := range pending {
+		kind := "planned"
+		if !p.Planned {
+			kind = "unplanned"
+		}
+		at := p.At.UTC().Format(time.RFC3339)
+		if force {
+			logger.Warn("starting a flow that was failed over and not failed back (--force): it copies the source to the target again, where clients may have written since",
+				"flow", p.Flow, "source", p.Source, "target", p.Target, "failed_over_at", at, "failover", kind)
+			continue
+		}
+		msgs = append(msgs, fmt.Sprintf("flow %q was failed over to %q at %s (%s failover) and not failed back; "+
+			"run `kmirror failback --config %s --flow %s` to return the clients to %q, or pass --force to replicate %q to %q anyway",
+			p.Flow, p.Target, at, kind, file, p.Flow, p.Source, p.Source, p.Target))
+	}
+	if len(msgs) > 0 {
+		return exitError{exitConfig, errors.New(strings.Join(msgs, "; "))}
+	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -277,19 +278,44 @@ func (r *running) close() {
 
 // waitCaughtUp polls until the flow has copied every source record and
 // returns the partitions' lag then; on timeout it returns the last lag
-// seen and ErrLagTimeout.
-func (r *running) waitCaughtUp(ctx context.Context, timeout time.Duration, progress func(int64)) ([]flow.PartitionLag, error) {
+// seen and ErrLagTimeout. With missing set, the flow has caught up only
+// once missing finds no partition it should replicate and does not: if
+// some stay missing for grace after the rest caught up, it returns a
+// NotReplicatedError naming them.
+func (r *running) waitCaughtUp(ctx context.Context, timeout time.Duration, progress func(int64),
+	missing func(context.Context, []flow.PartitionLag) ([]flow.PartitionLag, error), grace time.Duration) ([]flow.PartitionLag, error) {
 	deadline := time.Now().Add(timeout)
+	var missingSince time.Time
+	var miss []flow.PartitionLag
+	var missErr error
 	for {
 		lags, err := r.flow.Lag(ctx)
 		if err == nil && caughtUp(r.flow, lags) {
-			return lags, nil
+			if missing == nil {
+				return lags, nil
+			}
+			miss, missErr = missing(ctx, lags)
+			switch {
+			case missErr == nil && len(miss) == 0:
+				return lags, nil
+			case missErr == nil && missingSince.IsZero():
+				missingSince = time.Now()
+			case missErr == nil && time.Since(missingSince) >= grace:
+				return lags, &NotReplicatedError{Partitions: miss}
+			}
+		} else {
+			missingSince = time.Time{}
 		}
 		if err == nil && progress != nil {
-			progress(totalLag(lags))
+			progress(totalLag(lags) + totalLag(miss))
 		}
 		if time.Now().After(deadline) {
-			if err != nil {
+			if missing != nil && err == nil {
+				if m, merr := missing(ctx, lags); merr == nil && len(m) > 0 {
+					return lags, errors.Join(ErrLagTimeout, &NotReplicatedError{Partitions: m})
+				}
+			}
+			if err = errors.Join(err, missErr); err != nil {
 				return lags, fmt.Errorf("%w: %w", ErrLagTimeout, err)
 			}
 			return lags, ErrLagTimeout
@@ -300,4 +326,115 @@ func (r *running) waitCaughtUp(ctx context.Context, timeout time.Duration, progr
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+}
+
+// NotReplicatedError names the source topics a flow's filters match of
+// which some partitions are not replicated: their target topic could not
+// be created or grown (the flow logs why), or the flow has not picked them
+// up.
+type NotReplicatedError struct {
+	// Partitions are the partitions not replicated, sorted.
+	Partitions []flow.PartitionLag
+}
+
+func (e *NotReplicatedError) Error() string {
+	type count struct{ partitions, records int64 }
+	byTopic := map[string]*count{}
+	for _, p := range e.Partitions {
+		c := byTopic[p.Topic]
+		if c == nil {
+			c = &count{}
+			byTopic[p.Topic] = c
+		}
+		c.partitions++
+		c.records += max(p.Lag, 0)
+	}
+	var parts []string
+	for _, t := range slices.Sorted(maps.Keys(byTopic)) {
+		c := byTopic[t]
+		parts = append(parts, fmt.Sprintf("%s (%d partitions, %d records)", t, c.partitions, c.records))
+	}
+	return fmt.Sprintf("%d source topics the flow must replicate are not (fully) on the target: %s; "+
+		"the flow logs why for each (a target topic that could not be created or grown); fix it and run the failover again, "+
+		"or exclude the topics with topics_exclude", len(parts), strings.Join(parts, ", "))
+}
+
+// missingGrace is how long a planned failover waits, once everything else
+// is copied, for matching source topics the flow does not replicate yet:
+// the flow retries creating or growing their targets every
+// topic_refresh_interval.
+func (e *Env) missingGrace() time.Duration {
+	return 2*e.Flow.TopicRefreshInterval + 10*time.Second
+}
+
+// unreplicated lists the partitions of the source topics the flow's
+// filters match that lags does not cover. Each counts from its position,
+// or from the source's start offset if it has none.
+func (e *Env) unreplicated(ctx context.Context, adm *kadm.Client, lags []flow.PartitionLag,
+	positions map[progress.Partition]progress.Position) ([]flow.PartitionLag, error) {
+	covered := map[progress.Partition]bool{}
+	for _, l := range lags {
+		covered[progress.Partition{Topic: l.Topic, Partition: l.Partition}] = true
+	}
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing topics on %q: %w", e.Flow.Source, err)
+	}
+	naming := policy.NewTopics(e.Flow)
+	var names []string
+	for name, d := range topics {
+		if d.IsInternal || !naming.Matches(name) {
+			continue
+		}
+		if d.Err != nil {
+			return nil, fmt.Errorf("describing topic %s on %q: %w", name, e.Flow.Source, d.Err)
+		}
+		for p := range d.Partitions {
+			if !covered[progress.Partition{Topic: name, Partition: p}] {
+				names = append(names, name)
+				break
+			}
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	slices.Sort(names)
+	ends, err := adm.ListEndOffsets(ctx, names...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing end offsets on %q: %w", e.Flow.Source, err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, names...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing start offsets on %q: %w", e.Flow.Source, err)
+	}
+	var out []flow.PartitionLag
+	ends.Each(func(o kadm.ListedOffset) {
+		id := progress.Partition{Topic: o.Topic, Partition: o.Partition}
+		if covered[id] {
+			return
+		}
+		from, next := int64(0), int64(-1)
+		if s, ok := starts.Lookup(o.Topic, o.Partition); ok {
+			from = s.Offset
+		}
+		if pos, ok := positions[id]; ok {
+			next = pos.SourceNext
+			from = max(from, next)
+		}
+		out = append(out, flow.PartitionLag{Topic: o.Topic, Partition: o.Partition, SourceEnd: o.Offset, SourceNext: next, Lag: max(o.Offset-from, 0)})
+	})
+	slices.SortFunc(out, func(a, b flow.PartitionLag) int {
+		if c := strings.Compare(a.Topic, b.Topic); c != 0 {
+			return c
+		}
+		return int(a.Partition - b.Partition)
+	})
+	return out, nil
 }

@@ -78,7 +78,7 @@ func (e *Env) Failback(ctx context.Context, o FailbackOptions) (FailbackReport, 
 	cfg.Flows = []*config.Flow{reverse}
 	run := start(ctx, &cfg, reverse, e.Logger)
 	defer run.close()
-	lags, err := run.waitCaughtUp(ctx, o.Timeout, o.Progress)
+	lags, err := run.waitCaughtUp(ctx, o.Timeout, o.Progress, nil, 0)
 	if err != nil {
 		return rep, fmt.Errorf("copying back to %q: %w", e.Flow.Source, err)
 	}
@@ -126,9 +126,12 @@ func (e *Env) reverseFlow(f *progress.Failover) *config.Flow {
 	return &rf
 }
 
-// seedReverse stores, unless a failback already started, the reverse
-// flow's start: each target partition at its end offset at the failover,
-// so only records written since are copied back.
+// seedReverse stores the reverse flow's start: each target partition at
+// its end offset at the failover, so only records written since are copied
+// back. The reverse flow's progress topic also holds the failover it
+// copies back for: state it holds for another failover (an earlier
+// failover/failback cycle) is replaced, never resumed from; state for this
+// one is an interrupted failback, which resumes.
 func (e *Env) seedReverse(ctx context.Context, revStore *progress.Store, src *kgo.Client, f *progress.Failover) error {
 	if err := revStore.Ensure(ctx, e.Flow.ReplicationFactor); err != nil {
 		return err
@@ -137,8 +140,12 @@ func (e *Env) seedReverse(ctx context.Context, revStore *progress.Store, src *kg
 	if err != nil {
 		return err
 	}
+	if rl.Failover != nil && rl.Failover.AtMs == f.AtMs {
+		return nil // resuming an interrupted failback of this failover
+	}
 	if len(rl.Positions) > 0 {
-		return nil // resuming an interrupted failback
+		e.Logger.Info("replacing the copy-back state of an earlier failover", "reverse_flow", e.Flow.Name+"-failback",
+			"failover_at", time.UnixMilli(f.AtMs).UTC().Format(time.RFC3339Nano))
 	}
 	names := slices.Sorted(maps.Keys(f.TargetEnds))
 	srcEnds, err := kadm.NewClient(src).ListEndOffsets(ctx, names...)
@@ -152,9 +159,13 @@ func (e *Env) seedReverse(ctx context.Context, revStore *progress.Store, src *kg
 			if !ok || se.Err != nil {
 				return fmt.Errorf("topic %s partition %d is missing on %q", t, p, e.Flow.Source)
 			}
+			id := progress.Partition{Topic: t, Partition: p}
 			entries = append(entries, progress.Entry{
-				Partition: progress.Partition{Topic: t, Partition: p},
+				Partition: id,
 				Position:  progress.Position{SourceNext: end, TargetNext: se.Offset},
+				// The offset map of an earlier cycle maps records copied
+				// back then; this failback starts a map of its own.
+				Dropped: rl.Runs[id],
 			})
 		}
 	}
@@ -164,7 +175,11 @@ func (e *Env) seedReverse(ctx context.Context, revStore *progress.Store, src *kg
 	if err := revStore.MarkStarted(ctx); err != nil {
 		return err
 	}
-	return revStore.MarkStopped(ctx)
+	if err := revStore.MarkStopped(ctx); err != nil {
+		return err
+	}
+	// Last: a failback interrupted before this point seeds again.
+	return revStore.PutFailover(ctx, *f)
 }
 
 // groupsBack translates the committed offsets of the forward flow's groups

@@ -66,13 +66,35 @@ func (e *Env) planned(ctx context.Context, o FailoverOptions) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("%w (use --source-unreachable if the source is gone)", err)
 	}
+	src, err := e.source(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("%w (use --source-unreachable if the source is gone)", err)
+	}
+	defer src.Close()
+	srcAdm := kadm.NewClient(src)
+	// Every source topic the flow's filters match counts, replicated or
+	// not: one whose target could not be created or grown is not on the
+	// target, and the failover must say so rather than report 0 left.
+	missing := func(ctx context.Context, lags []flow.PartitionLag) ([]flow.PartitionLag, error) {
+		return e.unreplicated(ctx, srcAdm, lags, loaded.Positions)
+	}
 	run := start(ctx, e.Config, e.Flow, e.Logger)
 	defer run.close()
-	lags, err := run.waitCaughtUp(ctx, o.Timeout, o.Progress)
+	lags, err := run.waitCaughtUp(ctx, o.Timeout, o.Progress, missing, e.missingGrace())
 	if err != nil {
 		run.close()
-		rep.Partitions = e.partitionStates(lags, nil)
-		rep.NotReplicated = totalLag(lags)
+		// Count what is not on the target from the positions the flow
+		// stored as it stopped.
+		positions := loaded.Positions
+		if fresh, lerr := store.Load(ctx); lerr == nil {
+			positions = fresh.Positions
+		}
+		all := lags
+		if m, merr := e.unreplicated(ctx, srcAdm, lags, positions); merr == nil {
+			all = append(slices.Clone(lags), m...)
+		}
+		rep.Partitions = e.partitionStates(all, nil)
+		rep.NotReplicated = totalLag(all)
 		return rep, err
 	}
 
@@ -205,7 +227,17 @@ func (e *Env) recordFailover(ctx context.Context, store *progress.Store, loaded 
 			ends[o.Topic][o.Partition] = o.Offset
 		})
 	}
-	return store.PutFailover(ctx, progress.Failover{AtMs: time.Now().UnixMilli(), Planned: planned, TargetEnds: ends})
+	f := progress.Failover{AtMs: time.Now().UnixMilli(), Planned: planned, TargetEnds: ends}
+	if prev := loaded.Failover; prev != nil {
+		// A failover run again (after groups could not all be moved)
+		// keeps the first one's point: records clients wrote on the target
+		// since then must be copied back by the failback.
+		f.AtMs, f.Planned = prev.AtMs, prev.Planned
+		for t, ps := range prev.TargetEnds {
+			f.TargetEnds[t] = ps
+		}
+	}
+	return store.PutFailover(ctx, f)
 }
 
 func (e *Env) partitionStates(lags []flow.PartitionLag, stamps map[progress.Partition]int64) []PartitionState {

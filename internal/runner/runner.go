@@ -6,13 +6,21 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/flow"
+	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/policy"
+	"github.com/kmirror/kmirror/internal/progress"
 	"github.com/kmirror/kmirror/internal/server"
 )
 
@@ -21,6 +29,7 @@ type Runner struct {
 	Flows   []*flow.Flow
 	Metrics *metrics.Metrics
 
+	cfg    *config.Config
 	logger *slog.Logger
 	server *server.Server
 	ln     net.Listener
@@ -29,7 +38,7 @@ type Runner struct {
 // New builds the flows of cfg and binds the HTTP listener (unless
 // disabled), so that a port in use is reported before anything starts.
 func New(cfg *config.Config, version string, logger *slog.Logger) (*Runner, error) {
-	r := &Runner{Metrics: metrics.New(), logger: logger}
+	r := &Runner{Metrics: metrics.New(), cfg: cfg, logger: logger}
 	for _, fc := range cfg.Flows {
 		r.Flows = append(r.Flows, flow.New(cfg, fc, r.Metrics, logger))
 	}
@@ -59,6 +68,61 @@ func (r *Runner) Check(ctx context.Context) error {
 		errs = append(errs, f.Check(ctx))
 	}
 	return errors.Join(errs...)
+}
+
+// PendingFailover is a failover recorded for a flow and not failed back:
+// clients were moved to the flow's target, and running the flow again
+// would copy its source over what they wrote there since.
+type PendingFailover struct {
+	Flow    string
+	Source  string
+	Target  string
+	At      time.Time
+	Planned bool
+}
+
+// PendingFailovers reads every flow's progress topic and returns the
+// flows with a failover recorded and not failed back.
+func (r *Runner) PendingFailovers(ctx context.Context) ([]PendingFailover, error) {
+	var out []PendingFailover
+	for _, f := range r.Flows {
+		fc := f.Config()
+		p, err := pendingFailover(ctx, r.cfg.Clusters[fc.Target], fc, r.logger)
+		if err != nil {
+			return nil, fmt.Errorf("flow %q: reading its failover record: %w", fc.Name, err)
+		}
+		if p != nil {
+			out = append(out, *p)
+		}
+	}
+	return out, nil
+}
+
+func pendingFailover(ctx context.Context, tc *config.Cluster, fc *config.Flow, logger *slog.Logger) (*PendingFailover, error) {
+	cl, err := kafka.NewClient(tc, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	topic := policy.ProgressTopic(fc.Name)
+	td, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := td[topic]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+		return nil, nil // the flow never ran
+	} else if d.Err != nil {
+		return nil, d.Err
+	}
+	loaded, err := progress.NewStore(cl, topic).Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if loaded.Failover == nil {
+		return nil, nil
+	}
+	return &PendingFailover{Flow: fc.Name, Source: fc.Source, Target: fc.Target,
+		At: time.UnixMilli(loaded.Failover.AtMs), Planned: loaded.Failover.Planned}, nil
 }
 
 // Close releases the HTTP listener of a runner that was never run.

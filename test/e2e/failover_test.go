@@ -302,3 +302,70 @@ sync_interval: 1s
 		t.Errorf("target group %s has %d committed partitions (%v), want 2", group, len(committed.Sorted()), err)
 	}
 }
+
+// TestPlannedFailoverRefusesUnreplicatedTopic has a source topic the flow
+// matches whose target cannot be created (its name collides with a topic
+// on the target); a planned failover must count its records and refuse,
+// naming it, rather than report 0 not replicated. Once the cause is fixed,
+// the failover succeeds.
+func TestPlannedFailoverRefusesUnreplicatedTopic(t *testing.T) {
+	p := startPair(t)
+	const good, bad = "orders", "orders.eu"
+	createTopic(t, p.srcCl, good, 2, nil)
+	createTopic(t, p.srcCl, bad, 2, nil)
+	// Kafka refuses a topic whose name differs from an existing one only
+	// by '.' versus '_'.
+	createTopic(t, p.dstCl, "orders_eu", 1, nil)
+	httpAddr := freeAddr(t)
+	cfgPath := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["orders.*"]
+topic_naming: identity
+topic_refresh_interval: 1s
+`))
+	l := newLedger(2)
+	k := startKmirror(t, cfgPath, httpAddr)
+	l.produce(t, p.srcCl, good, 400)
+	l.produce(t, p.srcCl, bad, 300)
+	waitFor(t, 2*time.Minute, "orders on the target", func() (bool, string) {
+		n := sum(endOffsets(t, p.dstCl, good))
+		return n >= 400, fmt.Sprintf("%d on the target", n)
+	})
+	k.stop()
+	if !strings.Contains(k.output(), "cannot replicate topic") || !strings.Contains(k.output(), "orders.eu") {
+		t.Errorf("kmirror run did not log why orders.eu is not replicated")
+	}
+
+	res := runKmirrorOnce(t, 4*time.Minute, "failover", "--config", cfgPath, "--flow", "e2e", "--timeout", "2m")
+	t.Logf("kmirror failover: exit %d after %s:\n%s%s", res.code, res.elapsed.Round(time.Millisecond), res.stdout, res.stderr)
+	if res.timedOut || res.code != 1 {
+		t.Fatalf("failover with an unreplicated topic: exit %d (timed out %t), want 1", res.code, res.timedOut)
+	}
+	if !strings.Contains(res.stderr, "orders.eu (2 partitions, 300 records)") {
+		t.Errorf("failover error does not name orders.eu with its 300 records")
+	}
+	if !strings.Contains(res.stdout, "Records not replicated: 300") {
+		t.Errorf("failover report does not count the 300 records of orders.eu")
+	}
+	// Nothing was recorded: there is no failover to fail back.
+	out, errOut, err := runKmirror(t, time.Minute, "failback", "--config", cfgPath, "--flow", "e2e")
+	if err == nil || !strings.Contains(errOut, "no failover recorded") {
+		t.Errorf("failback after a refused failover: %v\n%s%s", err, out, errOut)
+	}
+
+	// The operator removes the colliding topic; the failover now copies
+	// orders.eu too and succeeds.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(p.dstCl).DeleteTopics(ctx, "orders_eu"); err != nil {
+		t.Fatal(err)
+	}
+	res = runKmirrorOnce(t, 4*time.Minute, "failover", "--config", cfgPath, "--flow", "e2e", "--timeout", "2m")
+	t.Logf("kmirror failover after the fix: exit %d:\n%s", res.code, res.stdout)
+	if res.code != 0 || !strings.Contains(res.stdout, "Records not replicated: 0") {
+		t.Fatalf("failover after the fix: exit %d, want 0 with 0 not replicated\n%s", res.code, res.stderr)
+	}
+	n1, _ := l.checkExactlyOnce(t, p.dstCl, "target", good)
+	n2, _ := l.checkExactlyOnce(t, p.dstCl, "target", bad)
+	n := n1 + n2
+	t.Logf("after the fix the target holds %d of %d records, each once, in order", n, l.total())
+}

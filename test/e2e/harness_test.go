@@ -166,12 +166,12 @@ type proc struct {
 	logs bytes.Buffer
 }
 
-// startKmirror runs `kmirror run --config path` and returns at once; the
-// process is killed when the test ends.
-func startKmirror(t *testing.T, path, httpAddr string) *proc {
+// startKmirror runs `kmirror run --config path [extra...]` and returns at
+// once; the process is killed when the test ends.
+func startKmirror(t *testing.T, path, httpAddr string, extra ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, http: httpAddr, done: make(chan struct{})}
-	p.cmd = exec.Command(kmirrorBin, "run", "--config", path)
+	p.cmd = exec.Command(kmirrorBin, append([]string{"run", "--config", path}, extra...)...)
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {
