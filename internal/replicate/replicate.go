@@ -199,8 +199,9 @@ type partition struct {
 	// probe says the next retry sends the failed record alone: it was
 	// refused as too large or invalid, maybe only with the records
 	// batched with it. probeAt is the offset of the probe in flight, or -1.
-	probe   bool
-	probeAt int64
+	probe    bool
+	probeAt  int64
+	probeEnd int64 // the last offset refused as too large or invalid in this streak
 	// refused is the record the target refused alone, if any: the
 	// partition is stopped at it, or it is on its way to the dead-letter
 	// topic.
@@ -685,7 +686,7 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 	}
 	now := time.Now()
 	var lostFrom int64 = -1
-	var resumed bool
+	var resumed, wake bool
 	if src >= p.acked.SourceNext {
 		if p.acked.TargetNext >= 0 && out.Offset < p.acked.TargetNext {
 			// The target partition's offsets went back: it lost records
@@ -700,10 +701,13 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 		p.omap.Add(src, out.Offset, now.UnixMilli())
 	}
 	if p.probeAt == src {
-		// The record refused with others was accepted alone: go on from
-		// the next one, fetched again.
-		p.probe, p.probeAt = false, -1
+		// A record refused with others was accepted alone: go on from the
+		// next one, fetched again, alone too up to the last record that
+		// was refused.
+		p.probeAt = -1
+		p.probe = src < p.probeEnd
 		p.failed, p.failedAt, p.retryAt = true, src+1, now
+		wake = true
 		if p.refused != nil {
 			if p.refused.stopped {
 				r.stopped.Set(float64(r.nstopped.Add(-1)))
@@ -718,6 +722,9 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 	}
 	p.failures = 0
 	p.mu.Unlock()
+	if wake {
+		r.wake()
+	}
 	if resumed {
 		r.opts.Logger.Info("target accepted the refused record; partition goes on",
 			"topic", p.id.Topic, "partition", p.id.Partition, "offset", src)
@@ -804,6 +811,9 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 	} else if src < p.failedAt {
 		p.failedAt = src
 	}
+	if permanent(kind) && !gated {
+		p.probeEnd = max(p.probeEnd, src)
+	}
 	if p.probeAt == src {
 		p.probeAt = -1
 	}
@@ -814,11 +824,7 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 	if shutdown {
 		return
 	}
-	r.pollMu.Lock()
-	if r.wakePoll != nil {
-		r.wakePoll()
-	}
-	r.pollMu.Unlock()
+	r.wake()
 	p.retried.Inc()
 	if !first || gated {
 		return
@@ -847,6 +853,15 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 			"source_offset", src, "kind", kind, "attempt", failures,
 			"retry_in", time.Until(retryAt).Round(time.Millisecond).String(), "err", err)
 	}
+}
+
+// wake ends the poll in progress, so that recoverFailed runs.
+func (r *Replicator) wake() {
+	r.pollMu.Lock()
+	if r.wakePoll != nil {
+		r.wakePoll()
+	}
+	r.pollMu.Unlock()
 }
 
 // recoverFailed rewinds every failed partition whose writes in flight have
@@ -891,8 +906,10 @@ func (r *Replicator) recoverFailed(ctx context.Context) bool {
 			p.paused = false
 			r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
 		}
-		r.opts.Logger.Info("retrying partition", "topic", p.id.Topic, "partition", p.id.Partition,
-			"from_offset", p.failedAt, "record_alone", p.probe)
+		if p.failures > 0 {
+			r.opts.Logger.Info("retrying partition", "topic", p.id.Topic, "partition", p.id.Partition,
+				"from_offset", p.failedAt, "record_alone", p.probe)
+		}
 	})
 	return waiting
 }
@@ -956,11 +973,7 @@ func (r *Replicator) deadLetter(ctx context.Context, p *partition, ref *refusal)
 	p.deadLettered.Inc()
 	r.opts.Logger.Warn("refused record written to the dead-letter topic; partition goes on",
 		"topic", p.id.Topic, "partition", p.id.Partition, "offset", ref.offset, "dead_letter_topic", r.opts.DeadLetterTopic)
-	r.pollMu.Lock()
-	if r.wakePoll != nil {
-		r.wakePoll()
-	}
-	r.pollMu.Unlock()
+	r.wake()
 }
 
 // ensureDeadLetterTopic creates the dead-letter topic (one partition, the
