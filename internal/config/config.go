@@ -43,6 +43,7 @@ const (
 	DefaultSyncInterval         = 5 * time.Second
 	DefaultOffsetMapRetention   = 7 * 24 * time.Hour
 	DefaultOffsetMapMaxRuns     = 50_000
+	DefaultRefusedRetryInterval = 5 * time.Minute
 
 	DefaultCompression      = "lz4"
 	DefaultLinger           = 5 * time.Millisecond
@@ -153,6 +154,8 @@ type Flow struct {
 	SyncInterval         time.Duration    // sync_interval: how often group offsets are synced; default 5s; 100ms..10m
 	OffsetMapRetention   time.Duration    // offset_map_retention: how long offset translation stays exact; default 168h; 1m..100 years
 	OffsetMapMaxRuns     int              // offset_map_max_runs: bound on the offset map per partition; default 50000
+	DeadLetterTopic      string           // dead_letter_topic: target topic for records the target refuses for good; default none (the partition stops)
+	RefusedRetryInterval time.Duration    // refused_retry_interval: how often a partition stopped at a refused record tries it again; default 5m; 1s..24h
 	Producer             Producer         // producer
 	Consumer             Consumer         // consumer
 }

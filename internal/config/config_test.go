@@ -94,6 +94,7 @@ func TestExampleDefaults(t *testing.T) {
 		SyncInterval:         5 * time.Second,
 		OffsetMapRetention:   7 * 24 * time.Hour,
 		OffsetMapMaxRuns:     50000,
+		RefusedRetryInterval: 5 * time.Minute,
 		Producer:             Producer{Compression: "lz4", Linger: 5 * time.Millisecond, BatchMaxBytes: 1048576, MaxBufferedBytes: 256 << 20, Acks: "all"},
 		Consumer:             Consumer{FetchMaxBytes: 52428800, FetchMaxPartitionBytes: 10485760, IsolationLevel: "read_committed"},
 	}
@@ -174,6 +175,8 @@ flows:
     replication_factor: -1
     topic_refresh_interval: 1m30s
     progress_interval: 1s
+    dead_letter_topic: kmirror.dead-letters
+    refused_retry_interval: 30s
     producer:
       compression: zstd
       linger: "0"
@@ -218,7 +221,8 @@ log:
 	}
 	f := cfg.Flows[0]
 	if f.TopicNaming != "identity" || f.TopicPrefix != "" || f.StartFrom != "latest" || f.ReplicationFactor != 0 ||
-		f.TopicRefreshInterval != 90*time.Second || f.ProgressInterval != time.Second {
+		f.TopicRefreshInterval != 90*time.Second || f.ProgressInterval != time.Second ||
+		f.DeadLetterTopic != "kmirror.dead-letters" || f.RefusedRetryInterval != 30*time.Second {
 		t.Errorf("flow 0 = %+v", f)
 	}
 	wantProducer := Producer{Compression: "zstd", Linger: 0, BatchMaxBytes: 2 << 20, MaxBufferedBytes: 1 << 30, Acks: "leader"}
@@ -389,7 +393,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: consumer, groups, groups_exclude, name, offset_map_max_runs, offset_map_retention, producer, progress_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: consumer, dead_letter_topic, groups, groups_exclude, name, offset_map_max_runs, offset_map_retention, producer, progress_interval, refused_retry_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
 		},
 		{
 			name: "unknown producer key",
@@ -465,6 +469,14 @@ func TestErrors(t *testing.T) {
 			name: "duration without unit",
 			data: flow + "    topic_refresh_interval: 5\n",
 			want: []string{`kmirror.yaml:9: flows[0].topic_refresh_interval: expected a duration such as 5s, got "5" (a unit is required: ms, s, m or h)`},
+		},
+		{
+			name: "dead letter topic and refused retry interval",
+			data: flow + "    dead_letter_topic: \"bad topic\"\n    refused_retry_interval: 100ms\n",
+			want: []string{
+				`kmirror.yaml:9: flows[0].dead_letter_topic: invalid topic name "bad topic"; expected 1 to 249 letters, digits, '.', '_' or '-'`,
+				`kmirror.yaml:10: flows[0].refused_retry_interval: expected a duration between 1s and 24h, got 100ms`,
+			},
 		},
 		{
 			name: "duration garbage",

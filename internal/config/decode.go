@@ -23,7 +23,7 @@ const (
 	clusterKeys  = "bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
 	saslKeys     = "mechanism password username"
-	flowKeys     = "consumer groups groups_exclude name offset_map_max_runs offset_map_retention producer progress_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
+	flowKeys     = "consumer dead_letter_topic groups groups_exclude name offset_map_max_runs offset_map_retention producer progress_interval refused_retry_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
 	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
 	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
 	httpKeys     = "listen"
@@ -319,6 +319,7 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 		SyncInterval:         DefaultSyncInterval,
 		OffsetMapRetention:   DefaultOffsetMapRetention,
 		OffsetMapMaxRuns:     DefaultOffsetMapMaxRuns,
+		RefusedRetryInterval: DefaultRefusedRetryInterval,
 		Producer: Producer{
 			Compression:      DefaultCompression,
 			Linger:           DefaultLinger,
@@ -397,6 +398,19 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 	}
 	if f := m.get("offset_map_max_runs"); f != nil {
 		integer(d, f, &fl.OffsetMapMaxRuns, 1, 100_000_000, "an integer from 1 to 100000000")
+	}
+	if f := m.get("dead_letter_topic"); f != nil {
+		var name string
+		if d.nonEmpty(f, &name, "a topic name of the target cluster") {
+			if !topicCharsRE.MatchString(name) || len(name) > maxTopicLen || name == "." || name == ".." {
+				d.errorf(f.val, f.path, "invalid topic name %q; expected 1 to %d letters, digits, '.', '_' or '-'", name, maxTopicLen)
+			} else {
+				fl.DeadLetterTopic = name
+			}
+		}
+	}
+	if f := m.get("refused_retry_interval"); f != nil {
+		d.duration(f, &fl.RefusedRetryInterval, time.Second, 24*time.Hour)
 	}
 	if f := m.get("producer"); f != nil {
 		d.producer(f, &fl.Producer)

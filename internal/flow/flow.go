@@ -146,15 +146,17 @@ func (f *Flow) Run(ctx context.Context) error {
 	}
 
 	repl := replicate.New(replicate.Options{
-		Flow:               f.cfg.Name,
-		Source:             srcClient,
-		Target:             tgtClient,
-		Progress:           store,
-		ProgressInterval:   f.cfg.ProgressInterval,
-		OffsetMapRetention: f.cfg.OffsetMapRetention,
-		OffsetMapMaxRuns:   f.cfg.OffsetMapMaxRuns,
-		Metrics:            f.metrics,
-		Logger:             f.logger,
+		Flow:                 f.cfg.Name,
+		Source:               srcClient,
+		Target:               tgtClient,
+		Progress:             store,
+		ProgressInterval:     f.cfg.ProgressInterval,
+		OffsetMapRetention:   f.cfg.OffsetMapRetention,
+		OffsetMapMaxRuns:     f.cfg.OffsetMapMaxRuns,
+		DeadLetterTopic:      f.cfg.DeadLetterTopic,
+		RefusedRetryInterval: f.cfg.RefusedRetryInterval,
+		Metrics:              f.metrics,
+		Logger:               f.logger,
 	})
 	f.repl.Store(repl)
 	r := &run{

@@ -25,6 +25,10 @@ const (
 	ErrInvalidRecord  = "invalid_record"
 	ErrOther          = "other"
 	ErrGroupSync      = "group_sync"
+	ErrRecordsLost    = "records_lost"
+	ErrSourceTrunc    = "source_truncated"
+	ErrTargetDataLoss = "target_data_loss"
+	ErrDeadLetter     = "dead_letter"
 )
 
 // Metrics holds every metric kmirror exports.
@@ -47,6 +51,12 @@ type Metrics struct {
 	GroupsSynced      *prometheus.GaugeVec     // flow
 	CheckpointAge     *prometheus.GaugeVec     // flow, group
 	GroupCommits      *prometheus.CounterVec   // flow
+
+	RecordsLost       *prometheus.CounterVec // flow, topic
+	SourceTruncations *prometheus.CounterVec // flow, topic
+	TargetDataLoss    *prometheus.CounterVec // flow, topic
+	DeadLettered      *prometheus.CounterVec // flow, topic
+	PartitionsStopped *prometheus.GaugeVec   // flow
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -121,6 +131,27 @@ func New() *Metrics {
 		Help: "Partition offsets committed to consumer groups on the target.",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits)
+	m.RecordsLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_records_lost_total",
+		Help: "Source records deleted (retention, DeleteRecords) before they were copied.",
+	}, []string{"flow", "topic"})
+	m.SourceTruncations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_source_truncations_total",
+		Help: "Times a source partition was truncated below the copied position; the records from there are copied as new data.",
+	}, []string{"flow", "topic"})
+	m.TargetDataLoss = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_target_data_loss_total",
+		Help: "Times a target partition lost acknowledged records (its offsets went backwards).",
+	}, []string{"flow", "topic"})
+	m.DeadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_dead_letter_records_total",
+		Help: "Records the target refused for good that were written to the dead-letter topic instead.",
+	}, []string{"flow", "topic"})
+	m.PartitionsStopped = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_partitions_stopped",
+		Help: "Source partitions stopped at a record the target refuses for good.",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.RecordsLost, m.SourceTruncations, m.TargetDataLoss, m.DeadLettered, m.PartitionsStopped)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -3,16 +3,30 @@
 // with key, value, headers and timestamp unchanged, and records progress
 // only after the target acknowledged them.
 //
-// Ordering and safety rest on three rules:
+// Ordering and safety rest on these rules:
 //   - records of one source partition are produced in source order to one
 //     target partition, and franz-go's idempotent producer acknowledges
 //     them in that order;
 //   - a partition's position advances only over acknowledged records, so
 //     progress never runs ahead of the target;
+//   - a record is sent to the target only once every earlier record of its
+//     partition was acknowledged or is in flight in the same sequence: a
+//     record's context (orderGate) fails it, unsent, as soon as an earlier
+//     record of its partition failed. So nothing reaches the target after
+//     a refused record;
 //   - a failed write stops the partition, waits for its writes in flight,
 //     and rewinds it to the first record that failed, after a backoff.
-//     Nothing is skipped; records that were written after the failed one
-//     are written again and counted as duplicates.
+//     Nothing is skipped;
+//   - a record refused as too large or invalid is tried again alone; if
+//     the target refuses it alone too, the partition stops there with one
+//     error and tries again every RefusedRetryInterval, or, with a
+//     dead-letter topic, the record goes there, is counted, and the
+//     partition goes on;
+//   - records the source deleted before they were copied (retention,
+//     DeleteRecords) are counted with their exact offset range; records of
+//     a source partition truncated below the position are copied as new
+//     data; target offsets going backwards are reported as target data
+//     loss.
 package replicate
 
 import (
@@ -20,18 +34,32 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
+)
+
+// DefaultRefusedRetryInterval is how long a partition stopped at a refused
+// record waits before trying it again, unless Options say otherwise.
+const DefaultRefusedRetryInterval = 5 * time.Minute
+
+// Headers added to a record written to the dead-letter topic.
+const (
+	HeaderSourceTopic     = "kmirror.source.topic"
+	HeaderSourcePartition = "kmirror.source.partition"
+	HeaderSourceOffset    = "kmirror.source.offset"
+	HeaderError           = "kmirror.error"
 )
 
 // Options configure a Replicator.
@@ -51,8 +79,17 @@ type Options struct {
 	// per partition. Zero means the defaults.
 	OffsetMapRetention time.Duration
 	OffsetMapMaxRuns   int
-	Metrics            *metrics.Metrics
-	Logger             *slog.Logger
+	// DeadLetterTopic, if set, is a topic of the target cluster that
+	// receives the records the target refuses for good (too large,
+	// invalid), with headers naming their source and the reason; the
+	// partition then goes on. Without it the partition stops there.
+	DeadLetterTopic string
+	// RefusedRetryInterval is how long a partition stopped at a refused
+	// record waits before trying it again; zero means
+	// DefaultRefusedRetryInterval.
+	RefusedRetryInterval time.Duration
+	Metrics              *metrics.Metrics
+	Logger               *slog.Logger
 }
 
 // Assignment starts replication of one source partition.
@@ -74,6 +111,18 @@ type Totals struct {
 	Lag        int64 // sum over partitions of source end offset minus position
 	Partitions int
 	Failing    int // partitions waiting to retry a failed write
+	// Stopped are the partitions stopped at a record the target refuses
+	// for good, sorted by topic and partition.
+	Stopped []Stopped `json:",omitempty"`
+}
+
+// Stopped is a partition stopped at a record the target refuses.
+type Stopped struct {
+	Topic     string
+	Partition int32
+	Offset    int64  // source offset of the refused record
+	Reason    string // the target's error
+	Since     time.Time
 }
 
 // Replicator copies records of its assigned partitions. Run drives it; Add
@@ -81,23 +130,34 @@ type Totals struct {
 type Replicator struct {
 	opts    Options
 	latency prometheus.Observer
+	stopped prometheus.Gauge
 
 	mu    sync.RWMutex
 	parts map[string]map[int32]*partition
 
 	records, bytes atomic.Int64
+	nstopped       atomic.Int64
 
 	pollMu   sync.Mutex
 	wakePoll context.CancelFunc // ends the poll in progress, if any
+
+	deadLetters  sync.WaitGroup // writes to the dead-letter topic
+	deadLetterOK atomic.Bool    // the dead-letter topic is known to exist
 }
 
 // New returns a Replicator.
 func New(opts Options) *Replicator {
-	return &Replicator{
+	if opts.RefusedRetryInterval <= 0 {
+		opts.RefusedRetryInterval = DefaultRefusedRetryInterval
+	}
+	r := &Replicator{
 		opts:    opts,
 		latency: opts.Metrics.Latency.WithLabelValues(opts.Flow),
+		stopped: opts.Metrics.PartitionsStopped.WithLabelValues(opts.Flow),
 		parts:   map[string]map[int32]*partition{},
 	}
+	r.stopped.Set(0)
+	return r
 }
 
 // partition is the state of one replicated source partition.
@@ -106,15 +166,23 @@ type partition struct {
 	target string
 
 	// fedNext is the offset after the last record handed to the producer.
-	// Only the poll loop touches it.
-	fedNext int64
-	paused  bool
+	// paused, probeOne and probing are the poll loop's too: probeOne says
+	// the next record fed is a probe, sent alone; probing that it was, and
+	// nothing more is fed until its answer.
+	fedNext  int64
+	paused   bool
+	probeOne bool
+	probing  bool
 
 	inflight atomic.Int64
 	hwm      atomic.Int64 // source end offset last seen, -1 if unknown
-	// halted mirrors failed for the per-record check of the poll loop, so
-	// that no record is handed to the producer after a write failed.
+	// halted is set when a write failed, before that write counts as
+	// settled: no record is handed to the producer, and no record already
+	// handed to it is sent, after a write failed (see orderGate).
 	halted atomic.Bool
+	// produced counts records handed to the producer; settled those the
+	// producer answered. orderGate compares them.
+	produced, settled atomic.Int64
 
 	mu        sync.Mutex
 	acked     progress.Position // advanced only over acknowledged records
@@ -128,9 +196,36 @@ type partition struct {
 	pendingControl int64
 	failures       int // consecutive failed attempts, for the backoff
 	retryAt        time.Time
+	// probe says the next retry sends the failed record alone: it was
+	// refused as too large or invalid, maybe only with the records
+	// batched with it. probeAt is the offset of the probe in flight, or -1.
+	probe    bool
+	probeAt  int64
+	probeEnd int64 // the last offset refused as too large or invalid in this streak
+	// refused is the record the target refused alone, if any: the
+	// partition is stopped at it, or it is on its way to the dead-letter
+	// topic.
+	refused *refusal
+	// truncated says the rewind at failedAt follows a source truncation:
+	// the position and the offset map are cut back to failedAt.
+	truncated bool
 
 	records, bytes, retried, duplicates prometheus.Counter
+	lost, deadLettered                  prometheus.Counter
 	lag                                 prometheus.Gauge
+}
+
+// refusal is a record the target refused on its own.
+type refusal struct {
+	rec    *kgo.Record // as produced to the target
+	offset int64       // source offset
+	reason string
+	since  time.Time
+	// stopped says the partition counts as stopped (no dead-letter topic,
+	// or writing there failed).
+	stopped bool
+	// writing says the dead-letter write is in flight.
+	writing bool
 }
 
 func (r *Replicator) lookup(topic string, p int32) *partition {
@@ -167,10 +262,13 @@ func (r *Replicator) Add(as []Assignment) {
 			omap:           offsets.NewMap(a.Runs),
 			persisted:      -1,
 			pendingControl: -1,
+			probeAt:        -1,
 			records:        m.ReplicatedRecords.WithLabelValues(r.opts.Flow, a.Source.Topic),
 			bytes:          m.ReplicatedBytes.WithLabelValues(r.opts.Flow, a.Source.Topic),
 			retried:        m.Retried.WithLabelValues(r.opts.Flow, a.Source.Topic),
 			duplicates:     m.Duplicates.WithLabelValues(r.opts.Flow, a.Source.Topic),
+			lost:           m.RecordsLost.WithLabelValues(r.opts.Flow, a.Source.Topic),
+			deadLettered:   m.DeadLettered.WithLabelValues(r.opts.Flow, a.Source.Topic),
 			lag:            m.PartitionLag.WithLabelValues(r.opts.Flow, a.Source.Topic, strconv.Itoa(int(a.Source.Partition))),
 		}
 		p.hwm.Store(-1)
@@ -198,9 +296,15 @@ func (r *Replicator) Remove(topics []string) {
 	rm := map[string][]int32{}
 	r.mu.Lock()
 	for _, t := range topics {
-		for id := range r.parts[t] {
+		for id, p := range r.parts[t] {
 			rm[t] = append(rm[t], id)
 			r.opts.Metrics.PartitionLag.DeleteLabelValues(r.opts.Flow, t, strconv.Itoa(int(id)))
+			p.mu.Lock()
+			if p.refused != nil && p.refused.stopped {
+				p.refused.stopped = false
+				r.stopped.Set(float64(r.nstopped.Add(-1)))
+			}
+			p.mu.Unlock()
 		}
 		delete(r.parts, t)
 	}
@@ -239,6 +343,10 @@ func (r *Replicator) Totals() Totals {
 		t.Partitions++
 		p.mu.Lock()
 		next, failed := p.acked.SourceNext, p.failed
+		if ref := p.refused; ref != nil && ref.stopped {
+			t.Stopped = append(t.Stopped, Stopped{Topic: p.id.Topic, Partition: p.id.Partition,
+				Offset: ref.offset, Reason: ref.reason, Since: ref.since})
+		}
 		p.mu.Unlock()
 		if hwm := p.hwm.Load(); hwm > next {
 			t.Lag += hwm - next
@@ -246,6 +354,10 @@ func (r *Replicator) Totals() Totals {
 		if failed {
 			t.Failing++
 		}
+	})
+	sort.Slice(t.Stopped, func(i, j int) bool {
+		a, b := t.Stopped[i], t.Stopped[j]
+		return a.Topic < b.Topic || a.Topic == b.Topic && a.Partition < b.Partition
 	})
 	return t
 }
@@ -274,6 +386,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 	}()
 	r.pollLoop(ctx)
 	wg.Wait()
+	r.deadLetters.Wait()
 
 	// Drain: give writes in flight a bounded time, then store how far the
 	// target acknowledged. Whatever did not make it is re-sent next time.
@@ -293,7 +406,7 @@ const maxPollRecords = 50_000
 func (r *Replicator) pollLoop(ctx context.Context) {
 	var fetchErrLogged time.Time
 	for ctx.Err() == nil {
-		anyFailed := r.recoverFailed()
+		anyFailed := r.recoverFailed(ctx)
 		var pollCtx context.Context
 		var cancel context.CancelFunc
 		if anyFailed {
@@ -318,6 +431,10 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return
 			}
+			var loss *kgo.ErrDataLoss
+			if errors.As(err, &loss) && r.sourceLostData(loss) {
+				return
+			}
 			r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, fetchErrorKind(err)).Inc()
 			if time.Since(fetchErrLogged) > 10*time.Second {
 				fetchErrLogged = time.Now()
@@ -332,30 +449,108 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 			if fp.HighWatermark > 0 {
 				p.hwm.Store(fp.HighWatermark)
 			}
-			if p.isFailed() {
+			if p.isFailed() || p.probing {
 				if !p.paused {
 					p.paused = true
 					r.opts.Source.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
 				}
 				return
 			}
+			if p.halted.Load() {
+				return // a write failed meanwhile; the rewind fetches the rest again
+			}
+			r.checkDeleted(p, fp)
 			for _, rec := range fp.Records {
-				if p.halted.Load() {
-					break // a write failed meanwhile; the rewind fetches the rest again
+				if p.halted.Load() || p.probing {
+					break // the rewind fetches the rest again
 				}
 				if rec.Offset < p.fedNext {
-					r.offsetsWentBack(p, rec.Offset)
-					continue
+					r.sourceTruncated(p, rec.Offset)
+					break
 				}
 				p.fedNext = rec.Offset + 1
 				if rec.Attrs.IsControl() {
 					r.skipControl(p, rec.Offset)
 					continue
 				}
+				if p.probeOne {
+					p.probeOne, p.probing = false, true
+					p.mu.Lock()
+					p.probeAt = rec.Offset
+					p.mu.Unlock()
+				}
 				r.produce(ctx, p, rec)
 			}
 		})
 	}
+}
+
+// checkDeleted reports the records the source deleted (retention,
+// DeleteRecords) before they were copied: the partition's log start
+// offset is past the next offset to copy. The consumer, fetching below
+// the log start, resumes at it (ConsumeResetOffset); the records in
+// between are gone. They are counted, logged with their exact range, and
+// the position moves past them.
+func (r *Replicator) checkDeleted(p *partition, fp kgo.FetchTopicPartition) {
+	to := fp.LogStartOffset
+	if len(fp.Records) > 0 {
+		to = min(to, fp.Records[0].Offset)
+	}
+	if to <= p.fedNext {
+		return
+	}
+	from := p.fedNext
+	p.lost.Add(float64(to - from))
+	r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrRecordsLost).Inc()
+	r.opts.Logger.Error("source deleted records before they were copied (retention or DeleteRecords); they are lost",
+		"topic", p.id.Topic, "partition", p.id.Partition, "from", from, "to", to, "records", to-from)
+	p.fedNext = to
+	r.skipControl(p, to-1) // the position moves past the gap like past a marker
+}
+
+// sourceLostData handles the consumer's report that a source partition
+// lost records (a truncation it located or not). Where the consumer was
+// reset below the position, the records from there arrive next and
+// sourceTruncated copies them; it reports whether that is the case.
+// Otherwise (reset to the same offset: records below it may have been
+// replaced) it logs and counts here.
+func (r *Replicator) sourceLostData(loss *kgo.ErrDataLoss) bool {
+	p := r.lookup(loss.Topic, loss.Partition)
+	if p == nil {
+		return false
+	}
+	if loss.ResetTo < loss.ConsumedTo {
+		return true
+	}
+	r.opts.Metrics.SourceTruncations.WithLabelValues(r.opts.Flow, p.id.Topic).Inc()
+	r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrSourceTrunc).Inc()
+	r.opts.Logger.Error("source partition lost records (unclean leader election?); records below the position may have been replaced and are not copied again",
+		"topic", p.id.Topic, "partition", p.id.Partition, "consumed_to", loss.ConsumedTo, "reset_to", loss.ResetTo)
+	return true
+}
+
+// sourceTruncated handles a source record below the partition's position:
+// the consumer only moves back by itself when the source partition was
+// truncated (unclean leader election) and it resumed where the log
+// diverged. The records from there are new data: the partition is rewound
+// to them, once its writes in flight are answered, with its position and
+// offset map cut back, and they are copied. One log line and a count say
+// so.
+func (r *Replicator) sourceTruncated(p *partition, offset int64) {
+	p.mu.Lock()
+	prev := p.fedNext
+	p.halted.Store(true)
+	if !p.failed || offset < p.failedAt {
+		p.failedAt = offset
+	}
+	p.failed = true
+	p.truncated = true
+	p.retryAt = time.Now()
+	p.mu.Unlock()
+	r.opts.Metrics.SourceTruncations.WithLabelValues(r.opts.Flow, p.id.Topic).Inc()
+	r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrSourceTrunc).Inc()
+	r.opts.Logger.Error("source partition truncated below the copied position (unclean leader election?); copying its records from the truncation point as new data",
+		"topic", p.id.Topic, "partition", p.id.Partition, "from", offset, "position", prev)
 }
 
 // skipControl moves the partition's position past a transaction marker,
@@ -374,23 +569,86 @@ func (r *Replicator) skipControl(p *partition, offset int64) {
 	p.pendingControl = max(p.pendingControl, offset)
 }
 
-// offsetsWentBack reports a source record below the partition's position.
-// The consumer only moves forward by itself, so this means the source
-// partition was truncated or recreated under the same name; those records
-// are not copied, and that is counted and logged.
-func (r *Replicator) offsetsWentBack(p *partition, offset int64) {
-	r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrOffsetReset).Inc()
-	r.opts.Logger.Error("source returned a record below the replicated position (topic truncated or recreated?); not copied",
-		"topic", p.id.Topic, "partition", p.id.Partition, "offset", offset, "position", p.fedNext)
-}
-
 func (p *partition) isFailed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.failed
 }
 
+// errOrderGate fails a record, unsent, because an earlier record of its
+// partition failed.
+var errOrderGate = errors.New("an earlier record of the partition was not written")
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// gateWait bounds how long an orderGate waits for the answers of the
+// earlier records of its partition; past it, the record is failed and
+// written again after the rewind, which is safe.
+const gateWait = time.Second
+
+// orderGate is the context of a record handed to the producer. franz-go
+// checks the context of a partition's first buffered record before it
+// sends it as the first batch of the partition with nothing in flight
+// ahead of it, and fails that batch and every later one of the partition,
+// unsent, if the context is done. At that moment the target answered every
+// earlier record of the partition; the gate is open only if each answer
+// was a success. A batch sent behind batches in flight is in their
+// idempotent sequence: if one of them fails, the broker refuses it too.
+// Together, no record reaches the target after an earlier record of its
+// partition failed, and the rewind writes the failed record first.
+type orderGate struct {
+	context.Context // the run's
+	p               *partition
+	after           int64 // records of the partition handed to the producer before this one
+	closed          atomic.Bool
+}
+
+func (g *orderGate) Done() <-chan struct{} {
+	if g.closed.Load() {
+		return closedChan
+	}
+	if !g.p.mayFollow(g.after) {
+		g.closed.Store(true)
+		return closedChan
+	}
+	return g.Context.Done()
+}
+
+func (g *orderGate) Err() error {
+	if err := g.Context.Err(); err != nil {
+		return err
+	}
+	if g.closed.Load() {
+		return errOrderGate
+	}
+	return nil
+}
+
+// mayFollow reports whether a record handed to the producer after the
+// first n of the partition may be sent: every one of those was answered,
+// none failed. Answers are delivered shortly after the target gave them;
+// it waits for them up to gateWait.
+func (p *partition) mayFollow(n int64) bool {
+	var deadline time.Time
+	for {
+		if p.halted.Load() {
+			return false
+		}
+		if p.settled.Load() >= n {
+			return !p.halted.Load()
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(gateWait)
+		} else if now.After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+}
+
 func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record) {
+	gate := &orderGate{Context: ctx, p: p, after: p.produced.Add(1) - 1}
 	out := &kgo.Record{
 		Topic:     p.target,
 		Partition: in.Partition,
@@ -398,6 +656,7 @@ func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record) 
 		Value:     in.Value,
 		Headers:   in.Headers,
 		Timestamp: in.Timestamp,
+		Context:   gate,
 	}
 	src, ts := in.Offset, in.Timestamp
 	size := int64(len(in.Key) + len(in.Value))
@@ -412,23 +671,50 @@ func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record) 
 
 func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, out *kgo.Record, err error) {
 	if err != nil {
-		r.writeFailed(p, src, err)
+		r.writeFailed(p, src, out, err)
 		return
 	}
+	defer p.settled.Add(1)
 	p.mu.Lock()
 	if p.failed && src >= p.failedAt {
-		// Written after an earlier record failed: the rewind writes it
-		// again.
+		// Written after an earlier record failed (the order gate prevents
+		// it; a source truncation leaves it): the rewind writes it again.
 		p.inflight.Add(-1)
 		p.mu.Unlock()
 		p.duplicates.Inc()
 		return
 	}
 	now := time.Now()
+	var lostFrom int64 = -1
+	var resumed, wake bool
 	if src >= p.acked.SourceNext {
+		if p.acked.TargetNext >= 0 && out.Offset < p.acked.TargetNext {
+			// The target partition's offsets went back: it lost records
+			// it had acknowledged (unclean leader election, or deleted
+			// and re-created). What kmirror wrote there since is no
+			// longer in its offset map.
+			lostFrom = p.acked.TargetNext
+			p.omap = offsets.NewMap(cutRuns(p.omap.Runs(), -1, out.Offset))
+		}
 		p.acked.SourceNext = src + 1
 		p.acked.TargetNext = out.Offset + 1
 		p.omap.Add(src, out.Offset, now.UnixMilli())
+	}
+	if p.probeAt == src {
+		// A record refused with others was accepted alone: go on from the
+		// next one, fetched again, alone too up to the last record that
+		// was refused.
+		p.probeAt = -1
+		p.probe = src < p.probeEnd
+		p.failed, p.failedAt, p.retryAt = true, src+1, now
+		wake = true
+		if p.refused != nil {
+			if p.refused.stopped {
+				r.stopped.Set(float64(r.nstopped.Add(-1)))
+			}
+			p.refused = nil
+			resumed = true
+		}
 	}
 	if p.inflight.Add(-1) == 0 && !p.failed && p.pendingControl >= p.acked.SourceNext {
 		// Every record before the transaction marker is on the target.
@@ -436,6 +722,20 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 	}
 	p.failures = 0
 	p.mu.Unlock()
+	if wake {
+		r.wake()
+	}
+	if resumed {
+		r.opts.Logger.Info("target accepted the refused record; partition goes on",
+			"topic", p.id.Topic, "partition", p.id.Partition, "offset", src)
+	}
+	if lostFrom >= 0 {
+		r.opts.Metrics.TargetDataLoss.WithLabelValues(r.opts.Flow, p.id.Topic).Inc()
+		r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrTargetDataLoss).Inc()
+		r.opts.Logger.Error("target partition lost records it had acknowledged: its offsets went back",
+			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
+			"expected_target_offset", lostFrom, "got", out.Offset, "source_offset", src)
+	}
 	p.records.Inc()
 	p.bytes.Add(float64(size))
 	r.records.Add(1)
@@ -443,34 +743,111 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 	r.latency.Observe(now.Sub(ts).Seconds())
 }
 
-func (r *Replicator) writeFailed(p *partition, src int64, err error) {
+// cutRuns returns the runs below source offset src and target offset tgt
+// (-1: no bound), the run crossing a bound shortened.
+func cutRuns(runs []offsets.Run, src, tgt int64) []offsets.Run {
+	out := make([]offsets.Run, 0, len(runs))
+	for _, run := range runs {
+		n := run.Len
+		if src >= 0 {
+			n = min(n, src-run.Source)
+		}
+		if tgt >= 0 {
+			n = min(n, tgt-run.Target)
+		}
+		if n <= 0 {
+			continue
+		}
+		run.Len = n
+		out = append(out, run)
+	}
+	return out
+}
+
+// permanent reports whether an error refuses the record itself (too
+// large, invalid), so that writing it again as it is cannot succeed until
+// the target changes.
+func permanent(kind string) bool {
+	return kind == metrics.ErrRecordTooLarge || kind == metrics.ErrInvalidRecord
+}
+
+func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err error) {
 	shutdown := errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed)
+	gated := errors.Is(err, errOrderGate)
+	kind := produceErrorKind(err)
+	now := time.Now()
 	p.mu.Lock()
+	p.halted.Store(true) // before settled moves: see orderGate
 	first := !p.failed
+	var refusedNow, again bool
 	if first {
 		p.failed = true
-		p.halted.Store(true)
 		p.failedAt = src
-		p.failures++
-		p.retryAt = time.Now().Add(backoff(p.failures))
+		if !shutdown {
+			p.failures++
+		}
+		p.retryAt = now.Add(backoff(p.failures))
+		if permanent(kind) && !gated {
+			if p.probeAt == src {
+				// Refused alone: the record itself is the cause.
+				again = p.refused != nil && p.refused.offset == src
+				if !again {
+					p.refused = &refusal{offset: src, since: now}
+				}
+				p.refused.rec, p.refused.reason = out, err.Error()
+				refusedNow = true
+				if r.opts.DeadLetterTopic != "" {
+					p.retryAt = now
+				} else {
+					p.retryAt = now.Add(r.opts.RefusedRetryInterval)
+					if !p.refused.stopped {
+						p.refused.stopped = true
+						r.stopped.Set(float64(r.nstopped.Add(1)))
+					}
+				}
+			}
+			p.probe = true
+		}
 	} else if src < p.failedAt {
 		p.failedAt = src
+	}
+	if permanent(kind) && !gated {
+		p.probeEnd = max(p.probeEnd, src)
+	}
+	if p.probeAt == src {
+		p.probeAt = -1
 	}
 	failures, retryAt := p.failures, p.retryAt
 	p.inflight.Add(-1)
 	p.mu.Unlock()
+	p.settled.Add(1)
 	if shutdown {
 		return
 	}
-	r.pollMu.Lock()
-	if r.wakePoll != nil {
-		r.wakePoll()
-	}
-	r.pollMu.Unlock()
+	r.wake()
 	p.retried.Inc()
-	if first {
-		kind := produceErrorKind(err)
-		r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, kind).Inc()
+	if !first || gated {
+		return
+	}
+	r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, kind).Inc()
+	switch {
+	case refusedNow && again:
+		r.opts.Logger.Warn("target still refuses the record; partition stays stopped",
+			"topic", p.id.Topic, "partition", p.id.Partition, "offset", src, "target_topic", p.target,
+			"retry_in", time.Until(retryAt).Round(time.Second).String(), "reason", err)
+	case refusedNow && r.opts.DeadLetterTopic != "":
+		r.opts.Logger.Error("target refuses the record; writing it to the dead-letter topic",
+			"topic", p.id.Topic, "partition", p.id.Partition, "offset", src, "target_topic", p.target,
+			"dead_letter_topic", r.opts.DeadLetterTopic, "reason", err)
+	case refusedNow:
+		r.opts.Logger.Error("target refuses the record; partition stopped before it, nothing after it is written",
+			"topic", p.id.Topic, "partition", p.id.Partition, "offset", src, "target_topic", p.target,
+			"retry_in", time.Until(retryAt).Round(time.Second).String(), "reason", err)
+	case permanent(kind):
+		r.opts.Logger.Warn("write to target refused; retrying the first refused record alone",
+			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
+			"source_offset", src, "kind", kind, "err", err)
+	default:
 		r.opts.Logger.Error("write to target failed; partition paused and will retry from the failed record",
 			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
 			"source_offset", src, "kind", kind, "attempt", failures,
@@ -478,10 +855,19 @@ func (r *Replicator) writeFailed(p *partition, src int64, err error) {
 	}
 }
 
+// wake ends the poll in progress, so that recoverFailed runs.
+func (r *Replicator) wake() {
+	r.pollMu.Lock()
+	if r.wakePoll != nil {
+		r.wakePoll()
+	}
+	r.pollMu.Unlock()
+}
+
 // recoverFailed rewinds every failed partition whose writes in flight have
-// drained and whose backoff has passed. It reports whether any partition
-// is still failed.
-func (r *Replicator) recoverFailed() bool {
+// drained and whose backoff has passed, and starts the dead-letter write
+// of refused records. It reports whether any partition is still failed.
+func (r *Replicator) recoverFailed(ctx context.Context) bool {
 	var waiting bool
 	now := time.Now()
 	r.each(func(p *partition) {
@@ -494,10 +880,25 @@ func (r *Replicator) recoverFailed() bool {
 			waiting = true
 			return
 		}
+		if ref := p.refused; ref != nil && ref.offset == p.failedAt && r.opts.DeadLetterTopic != "" {
+			if !ref.writing {
+				ref.writing = true
+				r.deadLetters.Add(1)
+				go r.deadLetter(ctx, p, ref)
+			}
+			waiting = true
+			return
+		}
 		p.failed = false
 		p.halted.Store(false)
 		p.fedNext = p.failedAt
 		p.pendingControl = -1
+		p.probeOne, p.probing = p.probe, false
+		if p.truncated {
+			p.truncated = false
+			p.acked.SourceNext = min(p.acked.SourceNext, p.failedAt)
+			p.omap = offsets.NewMap(cutRuns(p.omap.Runs(), p.failedAt, -1))
+		}
 		r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
 			p.id.Topic: {p.id.Partition: {Epoch: -1, Offset: p.failedAt}},
 		})
@@ -505,9 +906,90 @@ func (r *Replicator) recoverFailed() bool {
 			p.paused = false
 			r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
 		}
-		r.opts.Logger.Info("retrying partition", "topic", p.id.Topic, "partition", p.id.Partition, "from_offset", p.failedAt)
+		if p.failures > 0 {
+			r.opts.Logger.Info("retrying partition", "topic", p.id.Topic, "partition", p.id.Partition,
+				"from_offset", p.failedAt, "record_alone", p.probe)
+		}
 	})
 	return waiting
+}
+
+// deadLetter writes a refused record to the dead-letter topic, with
+// headers naming its source and the reason. Once the target acknowledged
+// it, the partition's position moves past the record and it goes on;
+// otherwise the partition stays stopped and tries again after
+// RefusedRetryInterval.
+func (r *Replicator) deadLetter(ctx context.Context, p *partition, ref *refusal) {
+	defer r.deadLetters.Done()
+	rec := &kgo.Record{
+		Topic:     r.opts.DeadLetterTopic,
+		Partition: 0,
+		Key:       ref.rec.Key,
+		Value:     ref.rec.Value,
+		Timestamp: ref.rec.Timestamp,
+		Headers: append(append([]kgo.RecordHeader(nil), ref.rec.Headers...),
+			kgo.RecordHeader{Key: HeaderSourceTopic, Value: []byte(p.id.Topic)},
+			kgo.RecordHeader{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(p.id.Partition)))},
+			kgo.RecordHeader{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(ref.offset, 10))},
+			kgo.RecordHeader{Key: HeaderError, Value: []byte(ref.reason)}),
+	}
+	err := r.ensureDeadLetterTopic(ctx)
+	if err == nil {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err = r.opts.Target.ProduceSync(wctx, rec).FirstErr()
+		cancel()
+	}
+	now := time.Now()
+	p.mu.Lock()
+	ref.writing = false
+	if err != nil {
+		p.retryAt = now.Add(r.opts.RefusedRetryInterval)
+		first := !ref.stopped
+		if first {
+			ref.stopped = true
+			r.stopped.Set(float64(r.nstopped.Add(1)))
+		}
+		p.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrDeadLetter).Inc()
+		log := r.opts.Logger.Warn
+		if first {
+			log = r.opts.Logger.Error
+		}
+		log("writing the refused record to the dead-letter topic failed; partition stopped before it",
+			"topic", p.id.Topic, "partition", p.id.Partition, "offset", ref.offset,
+			"dead_letter_topic", r.opts.DeadLetterTopic, "retry_in", r.opts.RefusedRetryInterval.String(), "err", err)
+		return
+	}
+	if ref.stopped {
+		r.stopped.Set(float64(r.nstopped.Add(-1)))
+	}
+	p.refused, p.probe = nil, false
+	p.acked.SourceNext = max(p.acked.SourceNext, ref.offset+1)
+	p.failedAt, p.retryAt, p.failures = ref.offset+1, now, 0
+	p.mu.Unlock()
+	p.deadLettered.Inc()
+	r.opts.Logger.Warn("refused record written to the dead-letter topic; partition goes on",
+		"topic", p.id.Topic, "partition", p.id.Partition, "offset", ref.offset, "dead_letter_topic", r.opts.DeadLetterTopic)
+	r.wake()
+}
+
+// ensureDeadLetterTopic creates the dead-letter topic (one partition, the
+// target's default replication factor) unless it is known to exist.
+func (r *Replicator) ensureDeadLetterTopic(ctx context.Context) error {
+	if r.deadLetterOK.Load() {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := kadm.NewClient(r.opts.Target).CreateTopic(cctx, 1, -1, nil, r.opts.DeadLetterTopic)
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("creating dead-letter topic %q: %w", r.opts.DeadLetterTopic, err)
+	}
+	r.deadLetterOK.Store(true)
+	return nil
 }
 
 func backoff(failures int) time.Duration {
@@ -620,7 +1102,6 @@ func (r *Replicator) Translate(topic string, partition int32, src int64) (offset
 	}
 	return p.omap.Translate(src, next), true
 }
-
 func produceErrorKind(err error) string {
 	switch {
 	case errors.Is(err, kerr.MessageTooLarge), errors.Is(err, kerr.RecordListTooLarge):
