@@ -47,6 +47,8 @@ type Metrics struct {
 	GroupsSynced      *prometheus.GaugeVec     // flow
 	CheckpointAge     *prometheus.GaugeVec     // flow, group
 	GroupCommits      *prometheus.CounterVec   // flow
+	TopicsRecreated   *prometheus.CounterVec   // flow, cluster, topic
+	TopicStuck        *prometheus.GaugeVec     // flow, topic
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -120,7 +122,15 @@ func New() *Metrics {
 		Name: "kmirror_group_offsets_committed_total",
 		Help: "Partition offsets committed to consumer groups on the target.",
 	}, []string{"flow"})
-	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits)
+	m.TopicsRecreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_topic_recreated_total",
+		Help: "Topics found deleted and created again under the same name (new topic ID, or a target that lost the records written to it); the topic is then copied from the source's beginning.",
+	}, []string{"flow", "cluster", "topic"})
+	m.TopicStuck = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_topic_stuck",
+		Help: "1 while some partitions of a source topic cannot be replicated (no leader on the source, no offsets, target topic not creatable); the others go on.",
+	}, []string{"flow", "topic"})
+	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits, m.TopicsRecreated, m.TopicStuck)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
