@@ -11,6 +11,10 @@
 //		...
 //	}
 //
+// Options.Brokers > 1 adds broker-only nodes (their own JVMs) to node 1,
+// so that one broker can be stopped (StopBroker) while the rest of the
+// cluster runs; Stop, Kill and Restart act on node 1.
+//
 // The cluster is killed when the test ends. It can be stopped, killed and
 // restarted on the same ports with the same data to test recovery.
 //
