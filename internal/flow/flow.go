@@ -37,6 +37,7 @@ type Flow struct {
 	started            atomic.Bool // setup done, data plane running
 	repl               atomic.Pointer[replicate.Replicator]
 	topics             atomic.Pointer[[]topicsync.Topic]
+	stuck              atomic.Pointer[[]Stuck]
 	live               atomic.Pointer[live]
 }
 
@@ -77,7 +78,8 @@ func (f *Flow) Check(ctx context.Context) error {
 }
 
 // Ready reports whether the flow is replicating and reached both clusters
-// at its last check.
+// at its last check. A stuck topic (see Stuck) does not make a flow
+// unready while it replicates the others; it is reported by StuckTopics.
 func (f *Flow) Ready() bool {
 	return f.started.Load() && f.sourceUp.Load() && f.targetUp.Load()
 }
@@ -91,7 +93,19 @@ type Status struct {
 	SourceUp bool              `json:"source_up"`
 	TargetUp bool              `json:"target_up"`
 	Topics   []topicsync.Topic `json:"topics"`
-	Totals   replicate.Totals  `json:"totals"`
+	// Stuck are the topics, or partitions of topics, the flow cannot
+	// replicate for now.
+	Stuck  []Stuck          `json:"stuck,omitempty"`
+	Totals replicate.Totals `json:"totals"`
+}
+
+// StuckTopics returns the topics, or partitions of topics, that the last
+// topic sync pass could not replicate.
+func (f *Flow) StuckTopics() []Stuck {
+	if s := f.stuck.Load(); s != nil {
+		return *s
+	}
+	return nil
 }
 
 // Status returns a snapshot of the flow.
@@ -103,6 +117,7 @@ func (f *Flow) Status() Status {
 	if t := f.topics.Load(); t != nil {
 		s.Topics = *t
 	}
+	s.Stuck = f.StuckTopics()
 	if r := f.repl.Load(); r != nil {
 		s.Totals = r.Totals()
 	}
@@ -165,17 +180,23 @@ func (f *Flow) Run(ctx context.Context) error {
 		srcAdmin: kadm.NewClient(srcClient), tgtAdmin: kadm.NewClient(tgtClient),
 		naming: policy.NewTopics(f.cfg),
 		store:  store, repl: repl, loaded: loaded,
+		targetIDs: map[string]string{}, stuckTopics: map[string]bool{},
 	}
 	lv := &live{src: srcClient, store: groupsync.NewStore(metaClient, policy.CheckpointTopic(f.cfg.Name))}
 	lv.groups = groupsync.New(groupsync.Options{
 		Source: r.srcAdmin, Target: kadm.NewClient(metaClient),
 		Include: f.cfg.GroupsRegexps, Exclude: f.cfg.GroupsExcludeRegexps,
 		TargetName: r.naming.TargetName,
+		TopicID: func(topic string) string {
+			id, _ := repl.TopicID(topic)
+			return id
+		},
 		Translator: repl, Store: lv.store, Logger: f.logger,
 	})
 	f.live.Store(lv)
 	f.started.Store(true)
 	defer f.started.Store(false)
+	defer f.stuck.Store(nil)
 
 	wg.Add(1)
 	go func() {
@@ -218,6 +239,10 @@ type run struct {
 	store              *progress.Store
 	loaded             progress.Loaded
 	repl               *replicate.Replicator
+	// Owned by the topic sync goroutine: the target topic ID each
+	// replicated topic writes to, and the topics stuck in the last pass.
+	targetIDs   map[string]string
+	stuckTopics map[string]bool
 }
 
 // setup creates and reads the progress topic, retrying until it succeeds

@@ -92,34 +92,85 @@ func sameEnds(a, b kadm.ListedOffsets) bool {
 	return same
 }
 
+// offsetsTimeout bounds one listing of partition offsets: a partition
+// without a leader must not hold up the others.
+const offsetsTimeout = 10 * time.Second
+
+// Clusters named by kmirror_topic_recreated_total.
+const (
+	sideSource = "source"
+	sideTarget = "target"
+)
+
 // syncOnce runs one topic sync pass and starts replicating the partitions
-// it found ready that the data plane does not have yet.
+// it found ready that the data plane does not have yet. A problem of one
+// topic or partition leaves it out of this pass (it is retried on the next)
+// and never stops the others; an error is returned only when a cluster
+// cannot be listed at all or the pass was cut short.
 func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart bool) error {
 	res, err := syncer.Sync(ctx)
 	if err != nil {
 		return err
 	}
+	stuck := newStuckSet()
+	for topic, err := range res.Problems {
+		stuck.add(topic, nil, err.Error())
+	}
+	defer func() { r.publishStuck(stuck) }()
 	r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrTopicSync).Add(float64(len(res.Errors)))
 	r.metrics.TopicsCreated.WithLabelValues(r.cfg.Name).Add(float64(len(res.Created)))
 	if len(res.Removed) > 0 {
 		r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrTopicDeleted).Add(float64(len(res.Removed)))
 		r.logger.Warn("source topics deleted; stopped replicating them", "topics", res.Removed)
-		r.repl.Remove(res.Removed)
+		r.remember(r.repl.Remove(res.Removed))
 	}
 	ready := res.Ready
 	r.topics.Store(&ready)
-	if len(ready) == 0 {
-		return nil
+
+	// A topic the data plane replicates whose source or target now has
+	// another ID was deleted and created again: stop it, reset what is
+	// stored of it, and add it again on the next pass, once no record of
+	// the old topic can still be in the data plane's hands.
+	var pending []topicsync.Topic
+	for _, t := range ready {
+		for _, p := range t.Leaderless {
+			stuck.add(t.Source, []int32{p}, "no leader on the source")
+		}
+		id, replicated := r.repl.TopicID(t.Source)
+		if !replicated {
+			pending = append(pending, t)
+			continue
+		}
+		side, oldID := "", ""
+		switch old := r.targetIDs[t.Target]; {
+		case t.SourceID != "" && id != "" && id != t.SourceID:
+			side, oldID = sideSource, id
+		case t.TargetID != "" && old != "" && old != t.TargetID:
+			side, oldID = sideTarget, old
+		case old == "":
+			r.targetIDs[t.Target] = t.TargetID
+		}
+		if side == "" {
+			pending = append(pending, t)
+			continue
+		}
+		r.remember(r.repl.Remove([]string{t.Source}))
+		if side == sideTarget {
+			r.tgt.PurgeTopicsFromClient(t.Target)
+		}
+		if err := r.resetTopic(ctx, t, side, oldID); err != nil {
+			stuck.add(t.Source, nil, err.Error())
+		}
+	}
+	if len(pending) == 0 {
+		return ctx.Err()
 	}
 
-	names := make([]string, len(ready))
-	for i, t := range ready {
+	names := make([]string, len(pending))
+	for i, t := range pending {
 		names[i] = t.Source
 	}
-	ends, err := r.srcAdmin.ListEndOffsets(ctx, names...)
-	if err != nil {
-		return fmt.Errorf("listing source end offsets: %w", err)
-	}
+	ends := r.listOffsets(ctx, r.srcAdmin.ListEndOffsets, names)
 	ends.Each(func(o kadm.ListedOffset) {
 		if o.Err == nil {
 			r.repl.SetHighWatermark(o.Topic, o.Partition, o.Offset)
@@ -127,7 +178,7 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 	})
 
 	var newTopics []topicsync.Topic
-	for _, t := range ready {
+	for _, t := range pending {
 		for p := int32(0); p < t.Partitions; p++ {
 			if !r.repl.Has(t.Source, p) {
 				newTopics = append(newTopics, t)
@@ -136,13 +187,79 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 		}
 	}
 	if len(newTopics) == 0 {
-		return nil
+		return ctx.Err()
 	}
-	as, err := r.assignments(ctx, newTopics, ends, firstStart)
+	r.repl.Add(r.assignments(ctx, newTopics, ends, firstStart, stuck))
+	return ctx.Err()
+}
+
+// listOffsets lists offsets of topics within offsetsTimeout. What could
+// not be listed (a partition without a leader) is missing from the result
+// and reported per partition by the caller.
+func (r *run) listOffsets(ctx context.Context, list func(context.Context, ...string) (kadm.ListedOffsets, error), topics []string) kadm.ListedOffsets {
+	ctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
+	defer cancel()
+	out, err := list(ctx, topics...)
+	if out == nil {
+		out = kadm.ListedOffsets{}
+	}
 	if err != nil {
-		return err
+		r.logger.Debug("listing offsets answered partly", "err", err)
 	}
-	r.repl.Add(as)
+	return out
+}
+
+// remember keeps the state of partitions the data plane stopped, so that a
+// topic coming back is checked against it.
+func (r *run) remember(removed map[progress.Partition]replicate.Removed) {
+	for id, st := range removed {
+		r.loaded.Positions[id] = st.Position
+		r.loaded.Runs[id] = st.Runs
+	}
+}
+
+// resetTopic forgets everything stored of topic t because the topic was
+// deleted and created again on side (the source: a new topic with another
+// ID; the target: the records written to it are gone). Every partition
+// starts again at the source's earliest offset, without offset map: the
+// stored positions are replaced and the stored runs deleted.
+func (r *run) resetTopic(ctx context.Context, t topicsync.Topic, side, oldID string) error {
+	starts := r.listOffsets(ctx, r.srcAdmin.ListStartOffsets, []string{t.Source})
+	n := t.Partitions
+	for id := range r.loaded.Positions {
+		if id.Topic == t.Source {
+			n = max(n, id.Partition+1)
+		}
+	}
+	entries := make([]progress.Entry, 0, n)
+	for p := range n {
+		id := progress.Partition{Topic: t.Source, Partition: p}
+		pos := progress.Position{TopicID: t.SourceID, TargetNext: -1}
+		if o, ok := starts.Lookup(t.Source, p); ok && o.Err == nil {
+			pos.SourceNext = o.Offset
+		}
+		entries = append(entries, progress.Entry{Partition: id, Position: pos, Dropped: r.loaded.Runs[id]})
+	}
+	if err := r.store.Write(ctx, entries); err != nil {
+		return fmt.Errorf("topic %q was re-created on the %s; resetting its stored progress: %w", t.Source, side, err)
+	}
+	for _, e := range entries {
+		r.loaded.Positions[e.Partition] = e.Position
+		delete(r.loaded.Runs, e.Partition)
+	}
+	r.targetIDs[t.Target] = t.TargetID
+	topic := t.Source
+	if side == sideTarget {
+		topic = t.Target
+	}
+	r.metrics.TopicsRecreated.WithLabelValues(r.cfg.Name, side, topic).Inc()
+	if side == sideSource {
+		r.logger.Warn("source topic was deleted and created again; copying the new topic from its beginning, nothing stored of the old one applies to it",
+			"topic", t.Source, "target_topic", t.Target, "old_topic_id", oldID, "topic_id", t.SourceID, "partitions", t.Partitions)
+	} else {
+		r.logger.Warn("target topic was deleted; copying the source topic again from its beginning into the re-created target topic",
+			"topic", t.Source, "target_topic", t.Target, "old_target_topic_id", oldID, "target_topic_id", t.TargetID, "partitions", t.Partitions)
+	}
 	return nil
 }
 
@@ -152,21 +269,17 @@ const resumeConcurrency = 16
 
 // assignments computes where each new partition starts: its stored
 // position, or else the flow's start_from (first start only) or the
-// partition's earliest offset.
-func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends kadm.ListedOffsets, firstStart bool) ([]replicate.Assignment, error) {
+// partition's earliest offset. Stored state of another topic ID, or
+// pointing past the target's end, is reset first. Partitions whose offsets
+// cannot be listed are added to stuck and left for a later pass.
+func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends kadm.ListedOffsets, firstStart bool, stuck *stuckSet) []replicate.Assignment {
 	names := make([]string, len(topics))
 	targetNames := make([]string, len(topics))
 	for i, t := range topics {
 		names[i], targetNames[i] = t.Source, t.Target
 	}
-	starts, err := r.srcAdmin.ListStartOffsets(ctx, names...)
-	if err != nil {
-		return nil, fmt.Errorf("listing source start offsets: %w", err)
-	}
-	tgtEnds, err := r.tgtAdmin.ListEndOffsets(ctx, targetNames...)
-	if err != nil {
-		return nil, fmt.Errorf("listing target end offsets: %w", err)
-	}
+	starts := r.listOffsets(ctx, r.srcAdmin.ListStartOffsets, names)
+	tgtEnds := r.listOffsets(ctx, r.tgtAdmin.ListEndOffsets, targetNames)
 	var as []replicate.Assignment
 	type resumed struct {
 		i     int
@@ -174,6 +287,15 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 	}
 	var toResume []resumed
 	for _, t := range topics {
+		if side, oldID := r.recreated(t, tgtEnds); side != "" {
+			if err := r.resetTopic(ctx, t, side, oldID); err != nil {
+				stuck.add(t.Source, nil, err.Error())
+				continue
+			}
+		}
+		if r.targetIDs[t.Target] == "" {
+			r.targetIDs[t.Target] = t.TargetID
+		}
 		for p := int32(0); p < t.Partitions; p++ {
 			if r.repl.Has(t.Source, p) {
 				continue
@@ -182,10 +304,16 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 			start, ok := starts.Lookup(t.Source, p)
 			end, ok2 := ends.Lookup(t.Source, p)
 			if !ok || !ok2 || start.Err != nil || end.Err != nil {
-				return nil, fmt.Errorf("no offsets for source partition %s: %w", id, errors.Join(start.Err, end.Err))
+				reason := "source offsets not listed"
+				if err := errors.Join(start.Err, end.Err); err != nil {
+					reason = "source offsets not listed: " + err.Error()
+				}
+				stuck.add(t.Source, []int32{p}, reason)
+				continue
 			}
 			a := replicate.Assignment{Source: id, TargetTopic: t.Target, Runs: r.loaded.Runs[id]}
 			if pos, ok := r.loaded.Positions[id]; ok {
+				pos.TopicID = t.SourceID
 				toResume = append(toResume, resumed{len(as), resumePoint{
 					id: id, target: t.Target, pos: pos, sourceStart: start.Offset, sourceEnd: end.Offset,
 				}})
@@ -194,6 +322,7 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 			} else {
 				a.Start = progress.Position{SourceNext: start.Offset, TargetNext: -1}
 			}
+			a.Start.TopicID = t.SourceID
 			as = append(as, a)
 		}
 	}
@@ -209,9 +338,36 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 			a := &as[rs.i]
 			omap := offsets.NewMap(a.Runs)
 			a.Start = r.resume(ctx, rs.point, tgtEnds, omap)
+			a.Start.TopicID = rs.point.pos.TopicID
 			a.Runs = omap.Runs()
 		}()
 	}
 	wg.Wait()
-	return as, nil
+	return as
+}
+
+// recreated reports whether what is stored of topic t belongs to another
+// topic of the same name: a source topic ID other than t's (the source
+// topic was deleted and created again), or a stored target offset past the
+// target partition's end (the target topic was deleted, its records are
+// gone). It returns the side and the old ID, or "" when the stored state
+// applies.
+func (r *run) recreated(t topicsync.Topic, tgtEnds kadm.ListedOffsets) (side, oldID string) {
+	for p := range t.Partitions {
+		id := progress.Partition{Topic: t.Source, Partition: p}
+		if r.repl.Has(t.Source, p) {
+			continue
+		}
+		pos, ok := r.loaded.Positions[id]
+		if !ok {
+			continue
+		}
+		if pos.TopicID != "" && t.SourceID != "" && pos.TopicID != t.SourceID {
+			return sideSource, pos.TopicID
+		}
+		if te, ok := tgtEnds.Lookup(t.Target, p); ok && te.Err == nil && pos.TargetNext > te.Offset {
+			return sideTarget, r.targetIDs[t.Target]
+		}
+	}
+	return "", ""
 }

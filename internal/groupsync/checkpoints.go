@@ -21,6 +21,10 @@ type Checkpoint struct {
 	Group     string `json:"group"`
 	Topic     string `json:"topic"` // source topic
 	Partition int32  `json:"partition"`
+	// TopicID is the source topic's Kafka topic ID when the checkpoint
+	// was taken, or empty if unknown: a checkpoint of a topic since
+	// deleted and created again under the same name has another ID.
+	TopicID string `json:"topic_id,omitempty"`
 	// TargetTopic is the topic's name on the target.
 	TargetTopic  string `json:"target_topic"`
 	SourceOffset int64  `json:"source_offset"`

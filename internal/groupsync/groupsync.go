@@ -32,6 +32,9 @@ type Options struct {
 	Include, Exclude []*regexp.Regexp
 	// TargetName maps a source topic to its name on the target.
 	TargetName func(string) string
+	// TopicID returns the ID of the replicated source topic, "" if
+	// unknown; nil means IDs are not recorded.
+	TopicID    func(string) string
 	Translator Translator
 	Store      *Store
 	Logger     *slog.Logger
@@ -108,7 +111,7 @@ func (s *Syncer) Sync(ctx context.Context) (Report, error) {
 	for _, g := range groups {
 		res := s.checkpoints(ctx, g)
 		for _, c := range res.Checkpoints {
-			if old, ok := s.written[c.key()]; !ok || old.SourceOffset != c.SourceOffset || old.TargetOffset != c.TargetOffset {
+			if old, ok := s.written[c.key()]; !ok || old.SourceOffset != c.SourceOffset || old.TargetOffset != c.TargetOffset || old.TopicID != c.TopicID {
 				toStore = append(toStore, c)
 			}
 		}
@@ -147,10 +150,14 @@ func (s *Syncer) checkpoints(ctx context.Context, group string) GroupResult {
 		if !ok {
 			return
 		}
-		res.Checkpoints = append(res.Checkpoints, Checkpoint{
+		c := Checkpoint{
 			Group: group, Topic: o.Topic, Partition: o.Partition, TargetTopic: s.opts.TargetName(o.Topic),
 			SourceOffset: o.At, TargetOffset: tr.Target, Exact: tr.Exact, Metadata: o.Metadata, UpdatedMs: now,
-		})
+		}
+		if s.opts.TopicID != nil {
+			c.TopicID = s.opts.TopicID(o.Topic)
+		}
+		res.Checkpoints = append(res.Checkpoints, c)
 	})
 	return res
 }

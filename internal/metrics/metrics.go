@@ -57,6 +57,9 @@ type Metrics struct {
 	TargetDataLoss    *prometheus.CounterVec // flow, topic
 	DeadLettered      *prometheus.CounterVec // flow, topic
 	PartitionsStopped *prometheus.GaugeVec   // flow
+
+	TopicsRecreated *prometheus.CounterVec // flow, cluster, topic
+	TopicStuck      *prometheus.GaugeVec   // flow, topic
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -152,6 +155,15 @@ func New() *Metrics {
 		Help: "Source partitions stopped at a record the target refuses for good.",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.RecordsLost, m.SourceTruncations, m.TargetDataLoss, m.DeadLettered, m.PartitionsStopped)
+	m.TopicsRecreated = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_topic_recreated_total",
+		Help: "Topics found deleted and created again under the same name (new topic ID, or a target that lost the records written to it); the topic is then copied from the source's beginning.",
+	}, []string{"flow", "cluster", "topic"})
+	m.TopicStuck = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_topic_stuck",
+		Help: "1 while some partitions of a source topic cannot be replicated (no leader on the source, no offsets, target topic not creatable); the others go on.",
+	}, []string{"flow", "topic"})
+	m.Registry.MustRegister(m.TopicsRecreated, m.TopicStuck)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

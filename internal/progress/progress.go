@@ -49,6 +49,12 @@ type Position struct {
 	UpdatedMs int64 `json:"updated_ms"`
 	// Run is the newest run of the partition's offset map, if any.
 	Run *offsets.Run `json:"run,omitempty"`
+	// TopicID is the Kafka topic ID of the source topic this position
+	// belongs to, or empty if unknown (cluster without topic IDs, or
+	// written by an older kmirror). A topic deleted and created again
+	// under the same name has a new ID: a position with another ID is
+	// not applied to it.
+	TopicID string `json:"topic_id,omitempty"`
 }
 
 // Entry is what one write stores for one partition.

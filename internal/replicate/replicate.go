@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -291,19 +292,36 @@ func (r *Replicator) Add(as []Assignment) {
 	r.updateGauges()
 }
 
-// Remove stops replicating every partition of the given source topics.
-func (r *Replicator) Remove(topics []string) {
+// Removed is the state of a partition when it stopped being replicated.
+type Removed struct {
+	// Position is the partition's acknowledged position; it may be ahead
+	// of the stored one.
+	Position progress.Position
+	// Runs is the partition's offset map.
+	Runs []offsets.Run
+}
+
+// Remove stops replicating every partition of the given source topics,
+// drops what the source client holds of them (so a topic created again
+// under the same name is read afresh once added again), and returns the
+// partitions' state at removal.
+func (r *Replicator) Remove(topics []string) map[progress.Partition]Removed {
 	rm := map[string][]int32{}
+	out := map[progress.Partition]Removed{}
 	r.mu.Lock()
 	for _, t := range topics {
 		for id, p := range r.parts[t] {
 			rm[t] = append(rm[t], id)
 			r.opts.Metrics.PartitionLag.DeleteLabelValues(r.opts.Flow, t, strconv.Itoa(int(id)))
+			// Records of the topic still in the poll loop's hands are not
+			// handed to the producer any more.
+			p.halted.Store(true)
 			p.mu.Lock()
 			if p.refused != nil && p.refused.stopped {
 				p.refused.stopped = false
 				r.stopped.Set(float64(r.nstopped.Add(-1)))
 			}
+			out[p.id] = Removed{Position: p.acked, Runs: slices.Clone(p.omap.Runs())}
 			p.mu.Unlock()
 		}
 		delete(r.parts, t)
@@ -311,12 +329,32 @@ func (r *Replicator) Remove(topics []string) {
 	r.mu.Unlock()
 	if len(rm) > 0 {
 		r.opts.Source.RemoveConsumePartitions(rm)
+		names := make([]string, 0, len(rm))
+		for t := range rm {
+			names = append(names, t)
+		}
+		r.opts.Source.PurgeTopicsFromConsuming(names...)
 	}
 	r.updateGauges()
+	return out
 }
 
 // Has reports whether the partition is replicated.
 func (r *Replicator) Has(topic string, p int32) bool { return r.lookup(topic, p) != nil }
+
+// TopicID returns the source topic ID the replicated partitions of topic
+// belong to ("" if unknown), and false if no partition of it is
+// replicated.
+func (r *Replicator) TopicID(topic string) (string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, p := range r.parts[topic] {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.acked.TopicID, true
+	}
+	return "", false
+}
 
 // SetHighWatermark records a source partition's end offset, for lag.
 func (r *Replicator) SetHighWatermark(topic string, p int32, end int64) {

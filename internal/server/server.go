@@ -42,17 +42,29 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /api/flows", s.apiFlows)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "kmirror %s\n\n/metrics    Prometheus metrics\n/healthz    liveness\n/readyz     readiness (every flow reaches both clusters)\n/api/flows  flow status as JSON\n", s.version)
+		fmt.Fprintf(w, "kmirror %s\n\n/metrics    Prometheus metrics\n/healthz    liveness\n/readyz     readiness (every flow reaches both clusters); lists stuck topics\n/api/flows  flow status as JSON\n", s.version)
 	})
 	return mux
 }
 
+// readyz answers 503 while a flow cannot replicate at all (not started, a
+// cluster unreachable), and 200 otherwise. Topics a flow replicates only in
+// part (see flow.Stuck) are listed in the body either way but do not make
+// it unready: restarting kmirror would not help them and would stop the
+// other topics.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	var notReady []string
+	var notReady, stuck []string
 	for _, f := range s.flows {
 		if !f.Ready() {
 			st := f.Status()
 			notReady = append(notReady, fmt.Sprintf("flow %s: source_up=%t target_up=%t", st.Name, st.SourceUp, st.TargetUp))
+		}
+		for _, st := range f.StuckTopics() {
+			parts := "all partitions"
+			if len(st.Partitions) > 0 {
+				parts = fmt.Sprintf("partitions %v", st.Partitions)
+			}
+			stuck = append(stuck, fmt.Sprintf("flow %s: topic %s, %s: %s", f.Name(), st.Topic, parts, st.Reason))
 		}
 	}
 	if len(notReady) > 0 {
@@ -60,9 +72,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		for _, l := range notReady {
 			fmt.Fprintln(w, "not ready:", l)
 		}
-		return
+	} else {
+		fmt.Fprintln(w, "ready")
 	}
-	fmt.Fprintln(w, "ready")
+	for _, l := range stuck {
+		fmt.Fprintln(w, "stuck:", l)
+	}
 }
 
 func (s *Server) apiFlows(w http.ResponseWriter, _ *http.Request) {

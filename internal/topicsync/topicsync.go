@@ -40,6 +40,24 @@ type Topic struct {
 	Source     string
 	Target     string
 	Partitions int32
+	// SourceID and TargetID are the topics' Kafka topic IDs (base64), or
+	// empty when a cluster does not report them. A name whose ID changed
+	// was deleted and re-created.
+	SourceID string `json:",omitempty"`
+	TargetID string `json:",omitempty"`
+	// Leaderless are the source partitions that had no leader in this
+	// pass (their broker is down): they cannot be read until one is
+	// elected.
+	Leaderless []int32 `json:",omitempty"`
+}
+
+// TopicID returns id as a string, or "" for the zero ID of a cluster
+// without topic IDs.
+func TopicID(id kadm.TopicID) string {
+	if id == (kadm.TopicID{}) {
+		return ""
+	}
+	return id.String()
 }
 
 // Syncer creates and grows a flow's target topics.
@@ -50,6 +68,9 @@ type Syncer struct {
 	logger            *slog.Logger
 	// known holds the partition count last made ready per source topic.
 	known map[string]int32
+	// created holds the IDs of the target topics created by this Syncer,
+	// which a listing may not show yet.
+	created map[string]string
 	// problems holds, per source topic, the last problem reported, so a
 	// persisting problem is logged once rather than on every pass.
 	problems map[string]string
@@ -63,7 +84,7 @@ func New(source, target *kadm.Client, p *policy.Topics, replicationFactor int, l
 	}
 	return &Syncer{
 		source: source, target: target, policy: p, replicationFactor: rf, logger: logger,
-		known: map[string]int32{}, problems: map[string]string{},
+		known: map[string]int32{}, created: map[string]string{}, problems: map[string]string{},
 	}
 }
 
@@ -73,6 +94,16 @@ type Result struct {
 	Created []string // target topics created in this pass
 	Removed []string // source topics that were ready before and are gone now
 	Errors  []error  // per-topic problems; those topics are not in Ready
+	// Problems holds the same problems by source topic.
+	Problems map[string]error
+}
+
+func (res *Result) fail(topic string, err error) {
+	res.Errors = append(res.Errors, err)
+	if res.Problems == nil {
+		res.Problems = map[string]error{}
+	}
+	res.Problems[topic] = err
 }
 
 // Sync lists the source topics and makes the target ready for each that
@@ -120,38 +151,56 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 			toCreate = append(toCreate, name)
 			continue
 		case tgt.Err != nil:
-			res.Errors = append(res.Errors, s.problem(name, fmt.Errorf("target topic %q: %w", targetNames[i], tgt.Err)))
+			res.fail(name, s.problem(name, fmt.Errorf("target topic %q: %w", targetNames[i], tgt.Err)))
 			continue
 		}
 		tgtParts := int32(len(tgt.Partitions))
 		if tgtParts < srcParts {
 			if err := s.grow(ctx, targetNames[i], srcParts); err != nil {
-				res.Errors = append(res.Errors, s.problem(name, err))
+				res.fail(name, s.problem(name, err))
 				continue
 			}
 			s.logger.Info("grew target topic partitions", "topic", targetNames[i], "from", tgtParts, "to", srcParts)
 		}
-		s.ready(&res, Topic{Source: name, Target: targetNames[i], Partitions: srcParts})
+		s.ready(&res, s.topic(srcTopics[name], targetNames[i], TopicID(tgt.ID)))
 	}
 
 	if len(toCreate) > 0 {
 		configs, errs := s.explicitConfigs(ctx, toCreate)
 		for _, name := range toCreate {
 			if err := errs[name]; err != nil {
-				res.Errors = append(res.Errors, s.problem(name, err))
+				res.fail(name, s.problem(name, err))
 				continue
 			}
-			t := Topic{Source: name, Target: s.policy.TargetName(name), Partitions: int32(len(srcTopics[name].Partitions))}
-			if err := s.create(ctx, t, configs[name]); err != nil {
-				res.Errors = append(res.Errors, s.problem(name, err))
+			t := s.topic(srcTopics[name], s.policy.TargetName(name), "")
+			id, err := s.create(ctx, t, configs[name])
+			if err != nil {
+				res.fail(name, s.problem(name, err))
 				continue
 			}
+			t.TargetID = id
 			res.Created = append(res.Created, t.Target)
 			s.ready(&res, t)
 		}
 		slices.SortFunc(res.Ready, func(a, b Topic) int { return strings.Compare(a.Source, b.Source) })
 	}
 	return res, nil
+}
+
+// topic describes source topic d, replicated to target.
+func (s *Syncer) topic(d kadm.TopicDetail, target, targetID string) Topic {
+	t := Topic{Source: d.Topic, Target: target, Partitions: int32(len(d.Partitions)), SourceID: TopicID(d.ID), TargetID: targetID}
+	if t.TargetID == "" {
+		t.TargetID = s.created[target]
+	} else {
+		delete(s.created, target)
+	}
+	for _, p := range d.Partitions.Sorted() {
+		if p.Leader < 0 || errors.Is(p.Err, kerr.LeaderNotAvailable) {
+			t.Leaderless = append(t.Leaderless, p.Partition)
+		}
+	}
+	return t
 }
 
 func (s *Syncer) ready(res *Result, t Topic) {
@@ -169,22 +218,27 @@ func (s *Syncer) problem(topic string, err error) error {
 	return err
 }
 
-func (s *Syncer) create(ctx context.Context, t Topic, configs map[string]*string) error {
+// create creates the target topic of t and returns its ID, if known.
+func (s *Syncer) create(ctx context.Context, t Topic, configs map[string]*string) (string, error) {
 	resp, err := s.target.CreateTopic(ctx, t.Partitions, s.replicationFactor, configs, t.Target)
 	if errors.Is(err, kerr.TopicAlreadyExists) {
-		return nil // created concurrently; the next pass checks its shape
+		return "", nil // created concurrently; the next pass checks its shape
 	}
 	if err != nil {
 		msg := resp.ErrMessage
 		if msg != "" {
 			msg = " (" + msg + ")"
 		}
-		return fmt.Errorf("creating target topic %q with %d partitions and configs %s: %w%s",
+		return "", fmt.Errorf("creating target topic %q with %d partitions and configs %s: %w%s",
 			t.Target, t.Partitions, describe(configs), err, msg)
 	}
 	s.logger.Info("created target topic", "topic", t.Target, "source_topic", t.Source,
 		"partitions", t.Partitions, "configs", describe(configs))
-	return s.waitLeaders(ctx, t.Target, t.Partitions)
+	id := TopicID(resp.ID)
+	if id != "" {
+		s.created[t.Target] = id
+	}
+	return id, s.waitLeaders(ctx, t.Target, t.Partitions)
 }
 
 // leaderWait bounds how long a new or grown target topic may take to get a

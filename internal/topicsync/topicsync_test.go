@@ -183,11 +183,11 @@ func TestSyncCreatesMatchingTopics(t *testing.T) {
     topics_exclude: ["audit"]
 `)
 	res := e.sync(t, s)
-	wantReady := []Topic{
+	wantReady := []shape{
 		{Source: "orders", Target: "primary.orders", Partitions: 3},
 		{Source: "payments", Target: "primary.payments", Partitions: 1},
 	}
-	if !reflect.DeepEqual(res.Ready, wantReady) {
+	if !reflect.DeepEqual(shapes(res.Ready), wantReady) {
 		t.Errorf("Ready = %+v, want %+v", res.Ready, wantReady)
 	}
 	slices.Sort(res.Created)
@@ -218,7 +218,7 @@ func TestSyncCreatesMatchingTopics(t *testing.T) {
 	// the client's metadata cache age may still see the target topics as
 	// missing; it then gets TOPIC_ALREADY_EXISTS and counts them as ready.)
 	res = e.syncUntil(t, s, "creating nothing", func(r Result) bool { return len(r.Created) == 0 })
-	if !reflect.DeepEqual(res.Ready, wantReady) || len(res.Removed) != 0 {
+	if !reflect.DeepEqual(shapes(res.Ready), wantReady) || len(res.Removed) != 0 {
 		t.Errorf("later pass = %+v, want the same Ready and nothing removed", res)
 	}
 	if got := e.partitions(t, e.dstOp); !reflect.DeepEqual(got, want) {
@@ -231,11 +231,11 @@ func TestSyncIdentityNaming(t *testing.T) {
 	e.create(t, e.srcOp, "orders", 2, map[string]*string{"retention.ms": kadm.StringPtr("1000")})
 	e.create(t, e.srcOp, "dr.orders", 1, nil) // not a loop with identity naming
 	res := e.sync(t, e.syncer(t, "    topic_naming: identity\n"))
-	wantReady := []Topic{
+	wantReady := []shape{
 		{Source: "dr.orders", Target: "dr.orders", Partitions: 1},
 		{Source: "orders", Target: "orders", Partitions: 2},
 	}
-	if !reflect.DeepEqual(res.Ready, wantReady) {
+	if !reflect.DeepEqual(shapes(res.Ready), wantReady) {
 		t.Errorf("Ready = %+v, want %+v", res.Ready, wantReady)
 	}
 	if got, want := e.partitions(t, e.dstOp), map[string]int{"orders": 2, "dr.orders": 1}; !reflect.DeepEqual(got, want) {
@@ -254,8 +254,8 @@ func TestSyncGrowsTargetPartitions(t *testing.T) {
 	s := e.syncer(t, "")
 
 	res := e.sync(t, s)
-	want := []Topic{{"t", "primary.t", 2}, {"u", "primary.u", 4}}
-	if !reflect.DeepEqual(res.Ready, want) {
+	want := []shape{{"t", "primary.t", 2}, {"u", "primary.u", 4}}
+	if !reflect.DeepEqual(shapes(res.Ready), want) {
 		t.Errorf("Ready = %+v, want %+v", res.Ready, want)
 	}
 	if !reflect.DeepEqual(res.Created, []string{"primary.t"}) {
@@ -272,11 +272,11 @@ func TestSyncGrowsTargetPartitions(t *testing.T) {
 	if err := rs.Error(); err != nil {
 		t.Fatal(err)
 	}
-	want = []Topic{{"t", "primary.t", 5}, {"u", "primary.u", 4}}
+	want = []shape{{"t", "primary.t", 5}, {"u", "primary.u", 4}}
 	res = e.syncUntil(t, s, "seeing 5 partitions of t", func(r Result) bool {
 		return len(r.Ready) > 0 && r.Ready[0].Partitions == 5
 	})
-	if !reflect.DeepEqual(res.Ready, want) {
+	if !reflect.DeepEqual(shapes(res.Ready), want) {
 		t.Errorf("after growing the source: Ready = %+v, want %+v", res.Ready, want)
 	}
 	if len(res.Created) != 0 {
@@ -309,7 +309,7 @@ func TestSyncReportsRemovedTopics(t *testing.T) {
 	if !reflect.DeepEqual(res.Removed, []string{"a"}) {
 		t.Errorf("Removed = %q, want [a]", res.Removed)
 	}
-	if want := []Topic{{"b", "primary.b", 1}}; !reflect.DeepEqual(res.Ready, want) {
+	if want := []shape{{"b", "primary.b", 1}}; !reflect.DeepEqual(shapes(res.Ready), want) {
 		t.Errorf("Ready = %+v, want %+v", res.Ready, want)
 	}
 	// Reported once only.
@@ -339,8 +339,8 @@ func TestSyncExistingTargetIsReady(t *testing.T) {
 	e.create(t, e.dstOp, "primary.v", 4, nil) // more partitions than the source: left alone
 
 	res := e.sync(t, e.syncer(t, ""))
-	want := []Topic{{"t", "primary.t", 3}, {"v", "primary.v", 2}}
-	if !reflect.DeepEqual(res.Ready, want) {
+	want := []shape{{"t", "primary.t", 3}, {"v", "primary.v", 2}}
+	if !reflect.DeepEqual(shapes(res.Ready), want) {
 		t.Errorf("Ready = %+v, want %+v", res.Ready, want)
 	}
 	if len(res.Created) != 0 || len(res.Removed) != 0 {
@@ -395,7 +395,7 @@ func TestSyncConfigDescribeFailureIsPerTopic(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Sync failed as a whole because one topic's configs could not be described: %v", err)
 			}
-			if want := []Topic{{"b", "primary.b", 2}}; !reflect.DeepEqual(res.Ready, want) {
+			if want := []shape{{"b", "primary.b", 2}}; !reflect.DeepEqual(shapes(res.Ready), want) {
 				t.Errorf("Ready = %+v, want %+v", res.Ready, want)
 			}
 			if len(res.Errors) != 1 || !errors.Is(res.Errors[0], tc.err) {
@@ -415,5 +415,45 @@ func TestDescribe(t *testing.T) {
 	got := describe(map[string]*string{"b": kadm.StringPtr("2"), "a": kadm.StringPtr("1")})
 	if got != "{a=1, b=2}" {
 		t.Errorf("describe = %q, want {a=1, b=2}", got)
+	}
+}
+
+// shape is a Topic without its IDs, for comparisons.
+type shape struct {
+	Source, Target string
+	Partitions     int32
+}
+
+func shapes(ts []Topic) []shape {
+	out := make([]shape, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, shape{t.Source, t.Target, t.Partitions})
+	}
+	return out
+}
+
+// TestSyncReportsTopicIDs checks that a ready topic carries the IDs of its
+// source and target topics, and that a source topic deleted and created
+// again under the same name shows with a new ID.
+func TestSyncReportsTopicIDs(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, e.srcOp, "a", 1, nil)
+	s := e.syncer(t, "")
+	first := e.sync(t, s)
+	if len(first.Ready) != 1 || first.Ready[0].SourceID == "" || first.Ready[0].TargetID == "" {
+		t.Fatalf("Ready = %+v, want a with both IDs", first.Ready)
+	}
+	again := e.sync(t, s)
+	if len(again.Ready) != 1 || again.Ready[0].SourceID != first.Ready[0].SourceID || again.Ready[0].TargetID != first.Ready[0].TargetID {
+		t.Fatalf("second pass Ready = %+v, want the same IDs as %+v", again.Ready, first.Ready)
+	}
+	if _, err := e.srcOp.DeleteTopics(e.ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	e.syncUntil(t, s, "removing a", func(r Result) bool { return len(r.Removed) > 0 })
+	e.create(t, e.srcOp, "a", 1, nil)
+	res := e.syncUntil(t, s, "finding a again", func(r Result) bool { return len(r.Ready) == 1 })
+	if got := res.Ready[0]; got.SourceID == "" || got.SourceID == first.Ready[0].SourceID || got.TargetID != first.Ready[0].TargetID {
+		t.Errorf("re-created topic = %+v; want a new source ID (old %s) and the same target ID", got, first.Ready[0].SourceID)
 	}
 }

@@ -66,3 +66,20 @@ func Ping(ctx context.Context, bootstrap string, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// Brokers returns how many brokers the broker at bootstrap lists, asking
+// with a fresh client within timeout.
+func Brokers(ctx context.Context, bootstrap string, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.DialTimeout(time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("creating a client: %w", err)
+	}
+	defer cl.Close()
+	brokers, err := kadm.NewClient(cl).ListBrokers(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("listing brokers: %w", err)
+	}
+	return len(brokers), nil
+}

@@ -73,6 +73,18 @@ func serverProps(port, controllerPort int, dataDir string, extra map[string]stri
 	return p
 }
 
+// brokerOnly turns the properties of serverProps into those of a
+// broker-only node nodeID listening on 127.0.0.1:port, whose controller is
+// node 1 at 127.0.0.1:controllerPort.
+func brokerOnly(p map[string]string, nodeID, port, controllerPort int) {
+	broker := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	p["process.roles"] = "broker"
+	p["node.id"] = strconv.Itoa(nodeID)
+	p["controller.quorum.voters"] = "1@" + net.JoinHostPort("127.0.0.1", strconv.Itoa(controllerPort))
+	p["listeners"] = "PLAINTEXT://" + broker
+	p["advertised.listeners"] = "PLAINTEXT://" + broker
+}
+
 // formatProps renders p as a Java properties file, keys sorted.
 func formatProps(p map[string]string) []byte {
 	var b strings.Builder

@@ -11,6 +11,10 @@
 //		...
 //	}
 //
+// Options.Brokers > 1 adds broker-only nodes (their own JVMs) to node 1,
+// so that one broker can be stopped (StopBroker) while the rest of the
+// cluster runs; Stop, Kill and Restart act on node 1.
+//
 // The cluster is killed when the test ends. It can be stopped, killed and
 // restarted on the same ports with the same data to test recovery.
 //
@@ -64,6 +68,11 @@ type Options struct {
 	// harness's defaults (see the package doc), e.g. "message.max.bytes".
 	// Overriding listeners, node.id or the quorum breaks the harness.
 	ExtraProps map[string]string
+
+	// Brokers is the number of brokers, default 1. Node 1 is broker and
+	// controller; nodes 2..Brokers are brokers only, each its own JVM
+	// (-Xmx384m), which StopBroker and StartBroker stop and start alone.
+	Brokers int
 }
 
 // Cluster is one single-node KRaft Apache Kafka broker run as a child JVM.
@@ -78,10 +87,16 @@ type Cluster struct {
 	log4jPath string // log4j2.properties
 	logPath   string // the JVM's stdout and stderr, across restarts
 	port      int    // client (PLAINTEXT) listener on 127.0.0.1
+	quorum    int    // controller listener on 127.0.0.1 (node 1)
 	logQuoted bool   // a failure message quoted the log already
 
 	mu   sync.Mutex
 	proc *process // nil while stopped
+
+	clusterID string     // shared by every node of the cluster
+	nodeID    int        // 1 for the controller node
+	heap      string     // -Xmx of the JVM
+	extra     []*Cluster // broker-only nodes 2..N, on node 1 only
 }
 
 // process is one run of the Kafka JVM, the leader of its own process group.
@@ -98,21 +113,100 @@ type process struct {
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	libs := RequireLibs(t)
-	c, err := newCluster(t, opts, libs)
+	id, err := kafkaproc.NewClusterID()
 	if err != nil {
 		t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)
 	}
+	c, err := newCluster(t, opts, libs, 1, 0)
+	if err != nil {
+		t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)
+	}
+	c.clusterID = id
 	t.Cleanup(c.cleanup)
+	for n := 2; n <= opts.Brokers; n++ {
+		b, err := newCluster(t, opts, libs, n, c.controllerPort())
+		if err != nil {
+			t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)
+		}
+		b.clusterID = id
+		t.Cleanup(b.cleanup)
+		c.extra = append(c.extra, b)
+	}
 	begin := time.Now()
-	if err := c.format(); err != nil {
-		c.fatal("formatting storage", err)
+	for _, n := range c.nodes() {
+		if err := n.format(); err != nil {
+			n.fatal("formatting storage", err)
+		}
 	}
 	c.mustLaunch("start", begin)
+	for _, b := range c.extra {
+		b.mustLaunch("start", begin)
+	}
+	if len(c.extra) > 0 {
+		c.waitBrokers(len(c.extra) + 1)
+	}
 	return c
 }
 
-// newCluster prepares the cluster's directory and configuration files.
-func newCluster(t testing.TB, opts Options, libs string) (*Cluster, error) {
+// nodes returns the cluster's nodes, node 1 first.
+func (c *Cluster) nodes() []*Cluster { return append([]*Cluster{c}, c.extra...) }
+
+// controllerPort is the quorum port of node 1.
+func (c *Cluster) controllerPort() int { return c.quorum }
+
+// Bootstraps returns the addresses of every broker of the cluster, node 1
+// first.
+func (c *Cluster) Bootstraps() []string {
+	var out []string
+	for _, n := range c.nodes() {
+		out = append(out, n.Bootstrap())
+	}
+	return out
+}
+
+// node returns broker id (2..Brokers), failing the test if there is none.
+func (c *Cluster) node(id int) *Cluster {
+	c.t.Helper()
+	if id < 2 || id > len(c.extra)+1 {
+		c.t.Fatalf("kafkatest: cluster %q has no broker-only node %d", c.name, id)
+	}
+	return c.extra[id-2]
+}
+
+// StopBroker stops broker-only node id (2..Brokers) gracefully; the rest
+// of the cluster keeps running.
+func (c *Cluster) StopBroker(id int) { c.node(id).Stop() }
+
+// StartBroker starts broker-only node id again with its data and waits
+// until the cluster lists it.
+func (c *Cluster) StartBroker(id int) {
+	c.t.Helper()
+	c.node(id).mustLaunch("restart", time.Now())
+	c.waitBrokers(len(c.extra) + 1)
+}
+
+// waitBrokers waits until node 1 lists n registered brokers.
+func (c *Cluster) waitBrokers(n int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	for {
+		got, err := kafkaproc.Brokers(ctx, c.Bootstrap(), pingTimeout)
+		if err == nil && got >= n {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.fatal("waiting for brokers", fmt.Errorf("%d of %d registered after %v (last error %w)", got, n, readyTimeout, err))
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// newCluster prepares the directory and configuration files of node
+// nodeID; nodes other than 1 are brokers only, joining the quorum of node 1
+// at controllerPort.
+func newCluster(t testing.TB, opts Options, libs string, nodeID, controllerPort int) (*Cluster, error) {
 	java, err := javaPath()
 	if err != nil {
 		return nil, err
@@ -125,6 +219,11 @@ func newCluster(t testing.TB, opts Options, libs string) (*Cluster, error) {
 	if name == "" {
 		name = "kafka"
 	}
+	heap := "-Xmx768m"
+	if nodeID > 1 {
+		name += "-" + strconv.Itoa(nodeID)
+		heap = "-Xmx384m"
+	}
 	dir := t.TempDir()
 	c := &Cluster{
 		t:         t,
@@ -136,8 +235,14 @@ func newCluster(t testing.TB, opts Options, libs string) (*Cluster, error) {
 		log4jPath: filepath.Join(dir, "log4j2.properties"),
 		logPath:   filepath.Join(dir, "kafka.log"),
 		port:      ports[0],
+		quorum:    ports[1],
+		nodeID:    nodeID,
+		heap:      heap,
 	}
 	props := serverProps(ports[0], ports[1], filepath.Join(dir, "data"), opts.ExtraProps)
+	if nodeID > 1 {
+		brokerOnly(props, nodeID, ports[0], controllerPort)
+	}
 	if err := writeFile(c.propsPath, formatProps(props)); err != nil {
 		return nil, err
 	}
@@ -259,7 +364,7 @@ func (c *Cluster) fatal(doing string, err error) {
 // a JVM sized for a small machine, output appended to the log file.
 func (c *Cluster) javaCmd(ctx context.Context, log *os.File, main string, args ...string) *exec.Cmd {
 	jvm := []string{
-		"-Xms256m", "-Xmx768m",
+		"-Xms256m", c.heap,
 		"-XX:+UseSerialGC",
 		"-XX:TieredStopAtLevel=1", // C1 only: faster start, plenty for tests
 		"-XX:+ExitOnOutOfMemoryError",
@@ -290,10 +395,7 @@ func (c *Cluster) openLog(header string) (*os.File, error) {
 // format runs the storage tool on the fresh data directory with a random
 // cluster id.
 func (c *Cluster) format() error {
-	id, err := kafkaproc.NewClusterID()
-	if err != nil {
-		return err
-	}
+	id := c.clusterID
 	log, err := c.openLog("formatting storage, cluster id " + id)
 	if err != nil {
 		return err
