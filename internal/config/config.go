@@ -39,6 +39,7 @@ const (
 	DefaultStartFrom            = StartEarliest
 	DefaultTopicRefreshInterval = 5 * time.Second
 	DefaultProgressInterval     = 200 * time.Millisecond
+	DefaultOwnershipTimeout     = 10 * time.Second
 	DefaultSyncInterval         = 5 * time.Second
 	DefaultOffsetMapRetention   = 7 * 24 * time.Hour
 	DefaultOffsetMapMaxRuns     = 50_000
@@ -152,6 +153,7 @@ type Flow struct {
 	SyncInterval         time.Duration    // sync_interval: how often group offsets are synced; default 5s; 100ms..10m
 	OffsetMapRetention   time.Duration    // offset_map_retention: how long offset translation stays exact; default 168h; 1m..100 years
 	OffsetMapMaxRuns     int              // offset_map_max_runs: bound on the offset map per partition; default 50000
+	OwnershipTimeout     time.Duration    // ownership_timeout: how long a holder that died keeps the flow; default 10s; 6s..30m
 	Producer             Producer         // producer
 	Consumer             Consumer         // consumer
 }

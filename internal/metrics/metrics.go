@@ -25,6 +25,7 @@ const (
 	ErrInvalidRecord  = "invalid_record"
 	ErrOther          = "other"
 	ErrGroupSync      = "group_sync"
+	ErrOwnershipLost  = "ownership_lost"
 )
 
 // Metrics holds every metric kmirror exports.
@@ -47,6 +48,7 @@ type Metrics struct {
 	GroupsSynced      *prometheus.GaugeVec     // flow
 	CheckpointAge     *prometheus.GaugeVec     // flow, group
 	GroupCommits      *prometheus.CounterVec   // flow
+	FlowOwner         *prometheus.GaugeVec     // flow
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -120,7 +122,11 @@ func New() *Metrics {
 		Name: "kmirror_group_offsets_committed_total",
 		Help: "Partition offsets committed to consumer groups on the target.",
 	}, []string{"flow"})
-	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits)
+	m.FlowOwner = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_flow_owner",
+		Help: "1 while this process holds the flow and may write to its target, 0 while it waits for another instance to stop.",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits, m.FlowOwner)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
