@@ -140,16 +140,23 @@ topic_naming: identity
 
 	// Two processes on the same flow for 30 s.
 	a := start()
-	waitOwner(a, 2*time.Minute, "the first process to hold the flow")
 	waitWrites(0, 2*time.Minute, "the first records on the target")
 	b := start()
 	aPid := a.cmd.Process.Pid
+	time.Sleep(30 * time.Second) // both run under traffic
+	n := checkTarget("after 30 s of two processes")
 	waitFor(t, time.Minute, "the second process to log who holds the flow", func() (bool, string) {
 		return strings.Contains(b.output(), "the flow is held by another instance") &&
 			strings.Contains(b.output(), fmt.Sprintf("holder_pid=%d", aPid)), b.output()
 	})
 	if n := strings.Count(b.output(), "the flow is held by another instance"); n != 1 {
 		t.Errorf("the waiting process logged who holds the flow %d times, want once", n)
+	}
+	if v, ok := owner(a); !ok || v != 1 {
+		t.Errorf("kmirror_flow_owner of the holder = %v (present %t), want 1", v, ok)
+	}
+	if v, ok := owner(b); !ok || v != 0 {
+		t.Errorf("kmirror_flow_owner of the waiting process = %v (present %t), want 0", v, ok)
 	}
 	code, body, err := b.get("/readyz")
 	if err != nil || code != 503 {
@@ -169,14 +176,9 @@ topic_naming: identity
 		flows[0].Owner.Holding || flows[0].Owner.Holder == nil || flows[0].Owner.Holder.PID != aPid {
 		t.Errorf("/api/flows of the waiting process: %s (err %v), want owner.holding false and holder pid %d", body, err, aPid)
 	}
-	if v, _ := owner(b); v != 0 {
-		t.Errorf("kmirror_flow_owner of the waiting process = %v, want 0", v)
+	if t.Failed() {
+		t.FailNow()
 	}
-	time.Sleep(30 * time.Second) // both run under traffic
-	if v, _ := owner(a); v != 1 {
-		t.Errorf("kmirror_flow_owner of the holder = %v, want 1", v)
-	}
-	n := checkTarget("after 30 s of two processes")
 	t.Logf("two processes, 30 s: %d records produced, %d on the target, each once and in order; the second logged: holder pid %d", produced.Load(), n, aPid)
 
 	// SIGKILL the holder: the waiting one takes over after the session
