@@ -40,6 +40,7 @@ const (
 	DefaultStartFrom            = StartEarliest
 	DefaultTopicRefreshInterval = 5 * time.Second
 	DefaultProgressInterval     = 200 * time.Millisecond
+	DefaultOwnershipTimeout     = 10 * time.Second
 	DefaultSyncInterval         = 5 * time.Second
 	DefaultOffsetMapRetention   = 7 * 24 * time.Hour
 	DefaultOffsetMapMaxRuns     = 50_000
@@ -156,6 +157,7 @@ type Flow struct {
 	OffsetMapMaxRuns     int              // offset_map_max_runs: bound on the offset map per partition; default 50000
 	DeadLetterTopic      string           // dead_letter_topic: target topic for records the target refuses for good; default none (the partition stops)
 	RefusedRetryInterval time.Duration    // refused_retry_interval: how often a partition stopped at a refused record tries it again; default 5m; 1s..24h
+	OwnershipTimeout     time.Duration    // ownership_timeout: how long a holder that died keeps the flow; default 10s; 6s..30m
 	Producer             Producer         // producer
 	Consumer             Consumer         // consumer
 }

@@ -95,6 +95,7 @@ func TestExampleDefaults(t *testing.T) {
 		OffsetMapRetention:   7 * 24 * time.Hour,
 		OffsetMapMaxRuns:     50000,
 		RefusedRetryInterval: 5 * time.Minute,
+		OwnershipTimeout:     10 * time.Second,
 		Producer:             Producer{Compression: "lz4", Linger: 5 * time.Millisecond, BatchMaxBytes: 1048576, MaxBufferedBytes: 256 << 20, Acks: "all"},
 		Consumer:             Consumer{FetchMaxBytes: 52428800, FetchMaxPartitionBytes: 10485760, IsolationLevel: "read_committed"},
 	}
@@ -393,7 +394,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: consumer, dead_letter_topic, groups, groups_exclude, name, offset_map_max_runs, offset_map_retention, producer, progress_interval, refused_retry_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: consumer, dead_letter_topic, groups, groups_exclude, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, refused_retry_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
 		},
 		{
 			name: "unknown producer key",
@@ -485,11 +486,12 @@ func TestErrors(t *testing.T) {
 		},
 		{
 			name: "duration range",
-			data: flow + "    topic_refresh_interval: 50ms\n    progress_interval: 2m\n    producer: {linger: -1s}\n",
+			data: flow + "    topic_refresh_interval: 50ms\n    progress_interval: 2m\n    producer: {linger: -1s}\n    ownership_timeout: 2s\n",
 			want: []string{
 				`kmirror.yaml:9: flows[0].topic_refresh_interval: expected a duration between 100ms and 10m, got 50ms`,
 				`kmirror.yaml:10: flows[0].progress_interval: expected a duration between 10ms and 1m, got 2m`,
 				`kmirror.yaml:11: flows[0].producer.linger: expected a duration between 0s and 10s, got -1s`,
+				`kmirror.yaml:12: flows[0].ownership_timeout: expected a duration between 6s and 30m, got 2s`,
 			},
 		},
 		{

@@ -23,7 +23,7 @@ const (
 	clusterKeys  = "bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
 	saslKeys     = "mechanism password username"
-	flowKeys     = "consumer dead_letter_topic groups groups_exclude name offset_map_max_runs offset_map_retention producer progress_interval refused_retry_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
+	flowKeys     = "consumer dead_letter_topic groups groups_exclude name offset_map_max_runs offset_map_retention ownership_timeout producer progress_interval refused_retry_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
 	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
 	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
 	httpKeys     = "listen"
@@ -320,6 +320,7 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 		OffsetMapRetention:   DefaultOffsetMapRetention,
 		OffsetMapMaxRuns:     DefaultOffsetMapMaxRuns,
 		RefusedRetryInterval: DefaultRefusedRetryInterval,
+		OwnershipTimeout:     DefaultOwnershipTimeout,
 		Producer: Producer{
 			Compression:      DefaultCompression,
 			Linger:           DefaultLinger,
@@ -411,6 +412,9 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 	}
 	if f := m.get("refused_retry_interval"); f != nil {
 		d.duration(f, &fl.RefusedRetryInterval, time.Second, 24*time.Hour)
+	}
+	if f := m.get("ownership_timeout"); f != nil {
+		d.duration(f, &fl.OwnershipTimeout, 6*time.Second, 30*time.Minute)
 	}
 	if f := m.get("producer"); f != nil {
 		d.producer(f, &fl.Producer)

@@ -19,6 +19,7 @@ import (
 	"github.com/kmirror/kmirror/internal/groupsync"
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/ownership"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
 	"github.com/kmirror/kmirror/internal/replicate"
@@ -39,6 +40,8 @@ type Flow struct {
 	topics             atomic.Pointer[[]topicsync.Topic]
 	stuck              atomic.Pointer[[]Stuck]
 	live               atomic.Pointer[live]
+	owner              atomic.Pointer[ownership.State]
+	created            time.Time
 }
 
 // New returns the flow fc of configuration cfg.
@@ -49,6 +52,7 @@ func New(cfg *config.Config, fc *config.Flow, m *metrics.Metrics, logger *slog.L
 		target:  cfg.Clusters[fc.Target],
 		metrics: m,
 		logger:  logger.With("flow", fc.Name),
+		created: time.Now(),
 	}
 }
 
@@ -97,6 +101,8 @@ type Status struct {
 	// replicate for now.
 	Stuck  []Stuck          `json:"stuck,omitempty"`
 	Totals replicate.Totals `json:"totals"`
+	// Owner says whether this process holds the flow, and who does.
+	Owner *ownership.State `json:"owner,omitempty"`
 }
 
 // StuckTopics returns the topics, or partitions of topics, that the last
@@ -121,30 +127,107 @@ func (f *Flow) Status() Status {
 	if r := f.repl.Load(); r != nil {
 		s.Totals = r.Totals()
 	}
+	s.Owner = f.owner.Load()
 	return s
 }
 
 // Run replicates until ctx is done. Faults of either cluster are retried
 // with backoff; Run returns only when ctx ends.
+//
+// One process at a time replicates a flow: Run first waits until this
+// process holds the flow (package ownership), and stops writing as soon
+// as it no longer does; then it waits to hold it again.
 func (f *Flow) Run(ctx context.Context) error {
+	ownClient, err := kafka.NewClient(f.target, f.logger)
+	if err != nil {
+		return err
+	}
+	defer ownClient.Close()
+	f.metrics.FlowOwner.WithLabelValues(f.cfg.Name).Set(0)
+	member := ownership.Join(ownership.Options{
+		Client:  ownClient,
+		Group:   policy.InternalPrefix + "." + f.cfg.Name + ".owners",
+		Timeout: f.cfg.OwnershipTimeout,
+		Self:    ownership.Self(f.created),
+		Logger:  f.logger,
+		OnChange: func(s ownership.State) {
+			f.owner.Store(&s)
+			held := 0.0
+			if s.Holding {
+				held = 1
+			}
+			f.metrics.FlowOwner.WithLabelValues(f.cfg.Name).Set(held)
+		},
+	})
+	defer member.Leave() // after the writes stopped: hand over at once
+	for {
+		lease, err := member.Wait(ctx)
+		if err != nil {
+			return nil
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-lease.Lost():
+				cancel()
+			case <-runCtx.Done():
+			}
+		}()
+		err = f.runOwned(runCtx, lease)
+		cancel()
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrOwnershipLost).Inc()
+		f.logger.Warn("flow stopped because this instance no longer holds it; waiting to hold it again")
+	}
+}
+
+// runOwned replicates until ctx is done; every write to the target first
+// asks the lease.
+func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
+	allow := lease.Allow
 	srcClient, err := kafka.NewClient(f.source, f.logger, f.consumerOpts()...)
 	if err != nil {
 		return err
 	}
 	defer srcClient.Close()
-	tgtClient, err := kafka.NewClient(f.target, f.logger, f.producerOpts()...)
+	tgtClient, err := kafka.NewGatedClient(f.target, f.logger, allow, f.producerOpts()...)
 	if err != nil {
 		return err
 	}
 	defer tgtClient.Close()
 	// Bookkeeping (progress, checkpoints) has a client of its own so its
 	// small writes never queue behind the data plane's buffered records.
-	metaClient, err := kafka.NewClient(f.target, f.logger,
+	metaClient, err := kafka.NewGatedClient(f.target, f.logger, allow,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
 		return err
 	}
 	defer metaClient.Close()
+	// Once the lease is lost the gate refuses every write, and the
+	// clients would retry buffered records for ever: fail them, so the
+	// run stops at once.
+	stopAbort := make(chan struct{})
+	defer close(stopAbort)
+	go func() {
+		select {
+		case <-lease.Lost():
+		case <-stopAbort:
+			return
+		}
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			tgtClient.UnsafeAbortBufferedRecords()
+			metaClient.UnsafeAbortBufferedRecords()
+			select {
+			case <-stopAbort:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -30,6 +30,10 @@ import (
 // brokers, client ID, timeouts, TLS and SASL. Callers append the options of
 // their role (consumer, producer).
 func Options(c *config.Cluster, logger *slog.Logger) ([]kgo.Opt, error) {
+	return options(c, logger, nil)
+}
+
+func options(c *config.Cluster, logger *slog.Logger, allow func() error) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.BootstrapServers...),
 		kgo.ClientID(c.ClientID),
@@ -41,11 +45,17 @@ func Options(c *config.Cluster, logger *slog.Logger) ([]kgo.Opt, error) {
 	if logger != nil {
 		opts = append(opts, kgo.WithLogger(clientLogger{logger.With("cluster", c.Alias)}))
 	}
+	var tc *tls.Config
 	if c.TLS != nil && c.TLS.Enabled {
-		tc, err := tlsConfig(c.TLS)
-		if err != nil {
+		var err error
+		if tc, err = tlsConfig(c.TLS); err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", c.Alias, err)
 		}
+	}
+	switch {
+	case allow != nil:
+		opts = append(opts, kgo.Dialer(gatedDialer(c.DialTimeout, tc, allow)))
+	case tc != nil:
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}
 	if c.SASL != nil {
@@ -70,6 +80,67 @@ func NewClient(c *config.Cluster, logger *slog.Logger, extra ...kgo.Opt) (*kgo.C
 		return nil, fmt.Errorf("cluster %q: building client: %w", c.Alias, err)
 	}
 	return cl, nil
+}
+
+// NewGatedClient returns a client like NewClient whose every write to a
+// broker is first allowed by allow: a write it refuses fails with its
+// error and sends nothing, and no connection is opened while it refuses.
+// A flow's target clients are gated by the flow's ownership lease, so a
+// process that lost the flow cannot write to the target.
+func NewGatedClient(c *config.Cluster, logger *slog.Logger, allow func() error, extra ...kgo.Opt) (*kgo.Client, error) {
+	opts, err := options(c, logger, allow)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %q: building client: %w", c.Alias, err)
+	}
+	return cl, nil
+}
+
+// gatedDialer dials brokers, with TLS if tc is set, over connections whose
+// writes ask allow first. The gate sits under TLS, on every record sent.
+func gatedDialer(timeout time.Duration, tc *tls.Config, allow func() error) func(context.Context, string, string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	return func(ctx context.Context, network, host string) (net.Conn, error) {
+		if err := allow(); err != nil {
+			return nil, err
+		}
+		raw, err := d.DialContext(ctx, network, host)
+		if err != nil {
+			return nil, err
+		}
+		conn := net.Conn(&gatedConn{Conn: raw, allow: allow})
+		if tc == nil {
+			return conn, nil
+		}
+		cfg := tc.Clone()
+		if cfg.ServerName == "" {
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				cfg.ServerName = h
+			}
+		}
+		tconn := tls.Client(conn, cfg)
+		if err := tconn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, err
+		}
+		return tconn, nil
+	}
+}
+
+// gatedConn refuses writes that allow refuses.
+type gatedConn struct {
+	net.Conn
+	allow func() error
+}
+
+func (c *gatedConn) Write(b []byte) (int, error) {
+	if err := c.allow(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(b)
 }
 
 // Ping checks that at least one broker of the cluster answers within the

@@ -29,6 +29,7 @@ const (
 	ErrSourceTrunc    = "source_truncated"
 	ErrTargetDataLoss = "target_data_loss"
 	ErrDeadLetter     = "dead_letter"
+	ErrOwnershipLost  = "ownership_lost"
 )
 
 // Metrics holds every metric kmirror exports.
@@ -60,6 +61,7 @@ type Metrics struct {
 
 	TopicsRecreated *prometheus.CounterVec // flow, cluster, topic
 	TopicStuck      *prometheus.GaugeVec   // flow, topic
+	FlowOwner       *prometheus.GaugeVec   // flow
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -164,6 +166,11 @@ func New() *Metrics {
 		Help: "1 while some partitions of a source topic cannot be replicated (no leader on the source, no offsets, target topic not creatable); the others go on.",
 	}, []string{"flow", "topic"})
 	m.Registry.MustRegister(m.TopicsRecreated, m.TopicStuck)
+	m.FlowOwner = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_flow_owner",
+		Help: "1 while this process holds the flow and may write to its target, 0 while it waits for another instance to stop.",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.FlowOwner)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
