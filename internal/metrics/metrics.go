@@ -47,6 +47,7 @@ type Metrics struct {
 	GroupsSynced      *prometheus.GaugeVec     // flow
 	CheckpointAge     *prometheus.GaugeVec     // flow, group
 	GroupCommits      *prometheus.CounterVec   // flow
+	GroupsActive      *prometheus.GaugeVec     // flow
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -120,7 +121,11 @@ func New() *Metrics {
 		Name: "kmirror_group_offsets_committed_total",
 		Help: "Partition offsets committed to consumer groups on the target.",
 	}, []string{"flow"})
-	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits)
+	m.GroupsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_groups_active_on_target",
+		Help: "Synced consumer groups left alone by the last sync pass because they have members on the target (classic or consumer protocol).",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits, m.GroupsActive)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
