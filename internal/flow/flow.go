@@ -6,6 +6,7 @@ package flow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -231,6 +232,9 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// A flow that cannot start ends its helpers before returning.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -239,6 +243,9 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 
 	store := progress.NewStore(metaClient, policy.ProgressTopic(f.cfg.Name))
 	loaded, err := f.setup(ctx, store)
+	if errors.Is(err, kafka.ErrStateTopicShape) {
+		return fmt.Errorf("flow %q: %w", f.cfg.Name, err)
+	}
 	if err != nil {
 		return nil // ctx ended during setup
 	}
@@ -340,6 +347,11 @@ func (f *Flow) setup(ctx context.Context, store *progress.Store) (progress.Loade
 			return loaded, ctx.Err()
 		}
 		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrProgress).Inc()
+		if errors.Is(err, kafka.ErrStateTopicShape) {
+			// Not transient: running would lose the flow's state later.
+			f.logger.Error("flow not started: its progress topic would not keep the flow's state", "err", err)
+			return loaded, err
+		}
 		wait := retry.Backoff{Base: time.Second, Max: 30 * time.Second}.Delay(attempt)
 		f.logger.Error("cannot read flow progress from the target; retrying", "retry_in", wait.String(), "err", err)
 		if !retry.Sleep(ctx, wait) {

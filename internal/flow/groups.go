@@ -27,6 +27,7 @@ type live struct {
 func (f *Flow) syncGroups(ctx context.Context, lv *live) {
 	lastSynced := map[string]time.Time{}
 	groupErrs := map[string]string{}
+	activeGroups := map[string]bool{}
 	errLog := retry.Throttle{Every: 30 * time.Second}
 	t := time.NewTicker(f.cfg.SyncInterval)
 	defer t.Stop()
@@ -42,7 +43,7 @@ func (f *Flow) syncGroups(ctx context.Context, lv *live) {
 			continue
 		}
 		now := time.Now()
-		synced := 0
+		synced, active := 0, 0
 		for _, g := range rep.Groups {
 			if g.Err != nil {
 				f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrGroupSync).Inc()
@@ -53,6 +54,17 @@ func (f *Flow) syncGroups(ctx context.Context, lv *live) {
 				continue
 			}
 			delete(groupErrs, g.Group)
+			if g.Active {
+				active++
+			}
+			if g.Active != activeGroups[g.Group] {
+				if g.Active {
+					f.logger.Info("group has active members on the target; its offsets there are left alone while it does", "group", g.Group)
+				} else {
+					f.logger.Info("group has no active member on the target any more; its offsets are synced again", "group", g.Group)
+				}
+			}
+			activeGroups[g.Group] = g.Active
 			if len(g.Checkpoints) > 0 {
 				synced++
 				lastSynced[g.Group] = now
@@ -62,6 +74,7 @@ func (f *Flow) syncGroups(ctx context.Context, lv *live) {
 			}
 		}
 		f.metrics.GroupsSynced.WithLabelValues(f.cfg.Name).Set(float64(synced))
+		f.metrics.GroupsActive.WithLabelValues(f.cfg.Name).Set(float64(active))
 		for g, at := range lastSynced {
 			f.metrics.CheckpointAge.WithLabelValues(f.cfg.Name, g).Set(now.Sub(at).Seconds())
 		}

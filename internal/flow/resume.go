@@ -6,6 +6,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
@@ -27,7 +28,9 @@ type resumePoint struct {
 // written by the previous run after its last progress write: those whose
 // key, value, headers and timestamp match the next source records, in
 // order, are skipped rather than written again; the rest are counted as
-// duplicates.
+// duplicates. Source transaction markers and aborted records have no copy
+// and are passed over; the comparison holds at most resume.PartitionBudget
+// bytes of fetched records.
 func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOffsets, omap *offsets.Map) progress.Position {
 	id, pos := rp.id, rp.pos
 	if pos.SourceNext < rp.sourceStart {
@@ -42,12 +45,11 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 		return pos
 	}
 	ahead := te.Offset - pos.TargetNext
-	pairs, next, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd)
-	matched := int64(len(pairs))
 	now := time.Now().UnixMilli()
-	for _, p := range pairs {
-		omap.Add(p.Source, p.Target, now)
-	}
+	res, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd,
+		resume.Options{SourceReadUncommitted: r.cfg.Consumer.IsolationLevel == config.ReadUncommitted},
+		func(p resume.Pair) { omap.Add(p.Source, p.Target, now) })
+	matched := res.Matched
 	if err != nil {
 		r.logger.Warn("could not compare the target's records past the stored position; they will be written again",
 			"topic", id.Topic, "partition", id.Partition, "err", err)
@@ -60,8 +62,9 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 	if matched > 0 {
 		r.metrics.ResumeSkipped.WithLabelValues(r.cfg.Name, id.Topic).Add(float64(matched))
 		r.logger.Info("resumed past records the target already holds",
-			"topic", id.Topic, "partition", id.Partition, "skipped", matched, "from", pos.SourceNext, "to", next.SourceNext)
-		return next
+			"topic", id.Topic, "partition", id.Partition, "skipped", matched, "transaction_markers", res.Markers,
+			"from", pos.SourceNext, "to", res.Next.SourceNext)
+		return res.Next
 	}
 	return pos
 }

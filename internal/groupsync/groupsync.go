@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/offsets"
 )
@@ -66,8 +67,8 @@ type GroupResult struct {
 	// Committed is the number of target partitions whose committed offset
 	// was moved forward.
 	Committed int
-	// Active is true when the group has members on the target, so its
-	// offsets there were left alone.
+	// Active is true when the group has members on the target (classic
+	// or consumer protocol), so its offsets there were left alone.
 	Active bool
 	Err    error
 }
@@ -162,6 +163,57 @@ func (s *Syncer) checkpoints(ctx context.Context, group string) GroupResult {
 	return res
 }
 
+// liveMembers returns how many members group has on the target, whatever
+// its protocol. A classic group's members are listed by DescribeGroups; a
+// group of the consumer protocol (KIP-848, Kafka 4.0+) is not a classic
+// group, so DescribeGroups reports it as not found, and its members are
+// listed by ConsumerGroupDescribe.
+func liveMembers(ctx context.Context, target *kadm.Client, group string) (int, error) {
+	described, err := target.DescribeGroups(ctx, group)
+	if err != nil {
+		return 0, fmt.Errorf("describing group %q on the target: %w", group, err)
+	}
+	if d, ok := described[group]; ok {
+		if d.Err != nil && !errors.Is(d.Err, kerr.GroupIDNotFound) {
+			return 0, fmt.Errorf("describing group %q on the target: %w", group, d.Err)
+		}
+		if d.Err == nil && d.State != "Dead" {
+			return len(d.Members), nil // a classic group
+		}
+	}
+	consumer, err := target.DescribeConsumerGroups(ctx, group)
+	if err != nil {
+		if !supportsConsumerGroups(ctx, target) {
+			return 0, nil // no broker knows the consumer protocol: the group does not exist
+		}
+		return 0, fmt.Errorf("describing consumer-protocol group %q on the target: %w", group, err)
+	}
+	d, ok := consumer[group]
+	if !ok || errors.Is(d.Err, kerr.GroupIDNotFound) {
+		return 0, nil
+	}
+	if d.Err != nil {
+		return 0, fmt.Errorf("describing consumer-protocol group %q on the target: %w", group, d.Err)
+	}
+	return len(d.Members), nil
+}
+
+// supportsConsumerGroups reports whether a broker of the target answers
+// ConsumerGroupDescribe (Kafka 4.0+).
+func supportsConsumerGroups(ctx context.Context, target *kadm.Client) bool {
+	versions, err := target.ApiVersions(ctx)
+	if err != nil {
+		return true // unknown: report the describe error
+	}
+	supported := false
+	versions.Each(func(v kadm.BrokerApiVersions) {
+		if _, ok := v.KeyMaxVersion(int16(kmsg.ConsumerGroupDescribe)); ok {
+			supported = true
+		}
+	})
+	return supported
+}
+
 // ErrGroupActive is returned by Commit when the group has members on the
 // target.
 var ErrGroupActive = errors.New("group has active members on the target")
@@ -194,17 +246,12 @@ func retriable(err error) bool {
 }
 
 func commit(ctx context.Context, target *kadm.Client, group string, cps []Checkpoint) (int, bool, error) {
-	described, err := target.DescribeGroups(ctx, group)
+	members, err := liveMembers(ctx, target, group)
 	if err != nil {
-		return 0, false, fmt.Errorf("describing group %q on the target: %w", group, err)
+		return 0, false, err
 	}
-	if d, ok := described[group]; ok {
-		if d.Err != nil && !errors.Is(d.Err, kerr.GroupIDNotFound) {
-			return 0, false, fmt.Errorf("describing group %q on the target: %w", group, d.Err)
-		}
-		if len(d.Members) > 0 {
-			return 0, true, nil
-		}
+	if members > 0 {
+		return 0, true, nil
 	}
 	current, err := target.FetchOffsets(ctx, group)
 	if err != nil {

@@ -233,26 +233,91 @@ func (c clientLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	c.l.Log(context.Background(), sl, "kafka client: "+msg, keyvals...)
 }
 
+// StateTopicConfigs are the configs kmirror creates its state topics
+// with. Compaction keeps the newest record of every key forever; small
+// segments that roll at least hourly and a low dirty ratio let the
+// cleaner keep the topic small, so a start-up reads megabytes, not the
+// gigabyte of a default segment.
+var StateTopicConfigs = map[string]string{
+	"cleanup.policy":            "compact",
+	"segment.bytes":             "33554432", // 32 MiB
+	"segment.ms":                "3600000",  // 1 h
+	"min.cleanable.dirty.ratio": "0.1",
+}
+
+// ErrStateTopicShape is wrapped by the error of a state topic whose
+// configuration would lose kmirror's state. It is not transient: the
+// topic must be changed (or deleted) by an operator.
+var ErrStateTopicShape = errors.New("state topic configuration would lose kmirror's state")
+
 // EnsureCompactedTopic creates topic with one partition and
-// cleanup.policy=compact, plus extra configs, unless it exists.
-// replicationFactor <= 0 means the cluster's default. kmirror keeps its
-// own state in such topics.
+// StateTopicConfigs, plus extra configs, unless it exists. An existing
+// topic is checked: its cleanup.policy must be compact alone, since a
+// delete policy (alone or with compact) lets retention remove the state
+// kmirror keeps there; any other value is an error wrapping
+// ErrStateTopicShape that names the topic, the config, the value found
+// and expected, and how to fix it. replicationFactor <= 0 means the
+// cluster's default. kmirror keeps its own state in such topics.
 func EnsureCompactedTopic(ctx context.Context, adm *kadm.Client, topic string, replicationFactor int, extra map[string]string) error {
 	rf := int16(replicationFactor)
 	if rf <= 0 {
 		rf = -1
 	}
-	configs := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
+	configs := map[string]*string{}
+	for k, v := range StateTopicConfigs {
+		configs[k] = kadm.StringPtr(v)
+	}
 	for k, v := range extra {
 		configs[k] = kadm.StringPtr(v)
 	}
 	resp, err := adm.CreateTopic(ctx, 1, rf, configs, topic)
-	if err == nil || errors.Is(err, kerr.TopicAlreadyExists) {
+	if err == nil {
 		return nil
+	}
+	if errors.Is(err, kerr.TopicAlreadyExists) {
+		return CheckStateTopic(ctx, adm, topic)
 	}
 	msg := ""
 	if resp.ErrMessage != "" {
 		msg = " (" + resp.ErrMessage + ")"
 	}
 	return fmt.Errorf("creating topic %q: %w%s", topic, err, msg)
+}
+
+// CheckStateTopic returns an error wrapping ErrStateTopicShape if the
+// existing topic's cleanup.policy is not compact alone.
+func CheckStateTopic(ctx context.Context, adm *kadm.Client, topic string) error {
+	described, err := adm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("describing the configs of topic %q: %w", topic, err)
+	}
+	rc, err := described.On(topic, nil)
+	if err != nil {
+		return fmt.Errorf("describing the configs of topic %q: %w", topic, err)
+	}
+	if rc.Err != nil {
+		return fmt.Errorf("describing the configs of topic %q: %w", topic, rc.Err)
+	}
+	policy := "delete" // Kafka's default when the topic's config is not returned
+	for _, c := range rc.Configs {
+		if c.Key == "cleanup.policy" {
+			policy = c.MaybeValue()
+		}
+	}
+	if compactOnly(policy) {
+		return nil
+	}
+	return fmt.Errorf("topic %q: cleanup.policy is %q, expected \"compact\": retention would delete the state kmirror keeps there "+
+		"(positions, offset map, checkpoints) and a restart would copy again or skip records; set it with "+
+		"`kafka-configs.sh --alter --entity-type topics --entity-name %s --add-config cleanup.policy=compact`, "+
+		"or, if the state it holds can be given up, delete the topic (the flow then starts again from start_from): %w",
+		topic, policy, topic, ErrStateTopicShape)
+}
+
+func compactOnly(policy string) bool {
+	parts := strings.Split(policy, ",")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+	}
+	return len(parts) == 1 && parts[0] == "compact"
 }

@@ -40,6 +40,11 @@ type Options struct {
 	// records only, and ends at the last stable offset when that is
 	// below End.
 	ReadUncommitted bool
+	// MaxFetchBytes bounds one fetch response of the read, and so the
+	// memory it holds: the reader keeps at most the fetch being visited
+	// and one fetched ahead. A record batch larger than the bound is still
+	// fetched whole. 0 keeps the options of the client read with.
+	MaxFetchBytes int32
 }
 
 // Visit is called with each record of the range in offset order; a
@@ -72,6 +77,9 @@ func Read(ctx context.Context, cl *kgo.Client, r Range, o Options, visit Visit) 
 	)
 	if !o.ReadUncommitted {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	if o.MaxFetchBytes > 0 {
+		opts = append(opts, kgo.FetchMaxBytes(o.MaxFetchBytes), kgo.FetchMaxPartitionBytes(o.MaxFetchBytes))
 	}
 	reader, err := kgo.NewClient(opts...)
 	if err != nil {

@@ -62,6 +62,7 @@ type Metrics struct {
 	TopicsRecreated *prometheus.CounterVec // flow, cluster, topic
 	TopicStuck      *prometheus.GaugeVec   // flow, topic
 	FlowOwner       *prometheus.GaugeVec   // flow
+	GroupsActive    *prometheus.GaugeVec   // flow
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -135,7 +136,6 @@ func New() *Metrics {
 		Name: "kmirror_group_offsets_committed_total",
 		Help: "Partition offsets committed to consumer groups on the target.",
 	}, []string{"flow"})
-	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits)
 	m.RecordsLost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kmirror_records_lost_total",
 		Help: "Source records deleted (retention, DeleteRecords) before they were copied.",
@@ -171,6 +171,11 @@ func New() *Metrics {
 		Help: "1 while this process holds the flow and may write to its target, 0 while it waits for another instance to stop.",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.FlowOwner)
+	m.GroupsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_groups_active_on_target",
+		Help: "Synced consumer groups left alone by the last sync pass because they have members on the target (classic or consumer protocol).",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits, m.GroupsActive)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -6,59 +6,54 @@
 // Only an exact, in-order match is trusted: the first difference ends the
 // match, so a record another writer put into the target partition can only
 // make kmirror write more (duplicates), never skip a record.
+//
+// Transaction markers and aborted records of the source are not copied, so
+// they have no record on the target: the source is read the way the flow
+// reads it (read_committed by default, markers kept) and a marker is a
+// source offset that maps to no target record. The source is compared only
+// up to its last stable offset, so an open transaction neither blocks the
+// comparison nor lets it match records the flow could not have copied.
+//
+// Both sides are streamed and compared record by record: memory does not
+// grow with the number of records compared (see MaxFetchBytes).
 package resume
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"slices"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmirror/kmirror/internal/logread"
 	"github.com/kmirror/kmirror/internal/progress"
 	"github.com/kmirror/kmirror/internal/verify"
 )
 
-// MaxCompare bounds how many records past the stored position are
-// compared; beyond it the rest is written again and counted as duplicates.
-const MaxCompare = 100_000
+// MaxFetchBytes bounds one fetch of either side of a comparison. Each side
+// holds at most the fetch being compared and one fetched ahead, so one
+// partition's comparison holds at most 4 × MaxFetchBytes of fetched
+// records (4 MiB), plus a record batch larger than the bound, which is
+// fetched whole. Decompressed records take more memory than the fetched
+// bytes by the compression ratio.
+const MaxFetchBytes = 1 << 20
 
-// readTimeout bounds the reading of each side.
-const readTimeout = 30 * time.Second
+// PartitionBudget is the most fetched bytes one partition's comparison
+// holds at once.
+const PartitionBudget = 4 * MaxFetchBytes
 
-// Match compares the target partition's records in [pos.TargetNext,
-// targetEnd) with the source partition's records from pos.SourceNext on
-// (up to sourceEnd). It returns the matching records' offsets, from the
-// start and in order, and the position just after the last match.
-func Match(ctx context.Context, src, tgt *kgo.Client, id progress.Partition, target string,
-	pos progress.Position, targetEnd, sourceEnd int64) ([]Pair, progress.Position, error) {
-	n := min(targetEnd-pos.TargetNext, MaxCompare)
-	if n <= 0 || sourceEnd <= pos.SourceNext {
-		return nil, pos, nil
-	}
-	tgtRecs, err := readRange(ctx, tgt, target, id.Partition, pos.TargetNext, targetEnd, int(n))
-	if err != nil {
-		return nil, pos, fmt.Errorf("reading target %s/%d: %w", target, id.Partition, err)
-	}
-	srcRecs, err := readRange(ctx, src, id.Topic, id.Partition, pos.SourceNext, sourceEnd, int(n))
-	if err != nil {
-		return nil, pos, fmt.Errorf("reading source %s: %w", id, err)
-	}
-	var matched []Pair
-	next := pos
-	for i := 0; i < len(tgtRecs) && i < len(srcRecs); i++ {
-		if d := verify.Diff(srcRecs[i], tgtRecs[i]); d != "" {
-			return matched, next, fmt.Errorf("source offset %d and target offset %d differ (%s) after %d matching records (read %d source, %d target)", srcRecs[i].Offset, tgtRecs[i].Offset, d, len(matched), len(srcRecs), len(tgtRecs))
-		}
-		matched = append(matched, Pair{Source: srcRecs[i].Offset, Target: tgtRecs[i].Offset})
-		next.SourceNext = srcRecs[i].Offset + 1
-		next.TargetNext = tgtRecs[i].Offset + 1
-	}
-	if int64(len(matched)) < n {
-		return matched, next, fmt.Errorf("matched %d of %d records (read %d source, %d target)", len(matched), n, len(srcRecs), len(tgtRecs))
-	}
-	return matched, next, nil
+// idleTimeout ends a comparison whose reads made no progress for this
+// long; the records not compared are written again.
+const idleTimeout = 30 * time.Second
+
+// Options tune a comparison.
+type Options struct {
+	// SourceReadUncommitted reads the source read_uncommitted, as a flow
+	// configured with consumer.isolation_level read_uncommitted copies
+	// records of aborted and open transactions too.
+	SourceReadUncommitted bool
 }
 
 // Pair is a source record's offset and the target offset of its copy.
@@ -66,38 +61,135 @@ type Pair struct {
 	Source, Target int64
 }
 
-// readRange reads up to limit records of one partition from offset from,
-// stopping at end (exclusive).
-func readRange(ctx context.Context, cl *kgo.Client, topic string, partition int32, from, end int64, limit int) ([]*kgo.Record, error) {
-	ctx, cancel := context.WithTimeout(ctx, readTimeout)
-	defer cancel()
-	reader, err := kgo.NewClient(append(slices.Clone(cl.Opts()),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(from)}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	)...)
-	if err != nil {
-		return nil, err
+// Result is what a comparison found.
+type Result struct {
+	// Matched is the number of target records found to be copies of the
+	// next source records.
+	Matched int64
+	// Markers is the number of source transaction markers passed between
+	// matched records.
+	Markers int64
+	// Next is the position just after the last match: where the flow
+	// resumes.
+	Next progress.Position
+}
+
+// Match compares the target partition's records in [pos.TargetNext,
+// targetEnd) with the source partition's records from pos.SourceNext on
+// (up to sourceEnd and the source's last stable offset). It calls onMatch
+// with each matching pair, from the start and in order, and returns the
+// number matched and the position just after the last match. An error
+// says why not every target record was matched; the result holds what was.
+func Match(ctx context.Context, src, tgt *kgo.Client, id progress.Partition, target string,
+	pos progress.Position, targetEnd, sourceEnd int64, o Options, onMatch func(Pair)) (Result, error) {
+	res := Result{Next: pos}
+	if targetEnd <= pos.TargetNext || sourceEnd <= pos.SourceNext {
+		return res, nil
 	}
-	defer reader.Close()
-	var out []*kgo.Record
-	for len(out) < limit {
-		fetches := reader.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return out, err
-		}
-		if errs := fetches.Errors(); len(errs) > 0 {
-			return out, errs[0].Err
-		}
-		last := int64(-1)
-		fetches.EachRecord(func(r *kgo.Record) {
-			if r.Offset < end && len(out) < limit {
-				out = append(out, r)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := time.AfterFunc(idleTimeout, func() {
+		cancel(fmt.Errorf("no record read for %s", idleTimeout))
+	})
+	defer idle.Stop()
+
+	var wg sync.WaitGroup
+	tgtSide := open(ctx, &wg, tgt, logread.Range{Topic: target, Partition: id.Partition, From: pos.TargetNext, End: targetEnd},
+		logread.Options{MaxFetchBytes: MaxFetchBytes})
+	srcSide := open(ctx, &wg, src, logread.Range{Topic: id.Topic, Partition: id.Partition, From: pos.SourceNext, End: sourceEnd},
+		logread.Options{MaxFetchBytes: MaxFetchBytes, ReadUncommitted: o.SourceReadUncommitted})
+	defer func() {
+		// Stop both readers and wait for them: nothing outlives Match.
+		cancel(nil)
+		srcSide.drain()
+		tgtSide.drain()
+		wg.Wait()
+	}()
+
+	for {
+		t, ok := tgtSide.next(nil)
+		if !ok {
+			if err := tgtSide.failure(ctx); err != nil {
+				return res, fmt.Errorf("reading target %s/%d after %d matching records: %w", target, id.Partition, res.Matched, err)
 			}
-			last = r.Offset
-		})
-		if last >= end-1 {
-			break
+			if want := targetEnd - pos.TargetNext; res.Matched < want {
+				return res, fmt.Errorf("matched %d of %d records: the target's records past offset %d are not readable", res.Matched, want, res.Next.TargetNext)
+			}
+			return res, nil
 		}
+		idle.Reset(idleTimeout)
+		s, ok := srcSide.next(func() { res.Markers++ })
+		if !ok {
+			if err := srcSide.failure(ctx); err != nil {
+				return res, fmt.Errorf("reading source %s after %d matching records: %w", id, res.Matched, err)
+			}
+			return res, fmt.Errorf("target offset %d and later have no source record to match before the source's end or last stable offset (%d matching records)", t.Offset, res.Matched)
+		}
+		idle.Reset(idleTimeout)
+		if d := verify.Diff(s, t); d != "" {
+			return res, fmt.Errorf("source offset %d and target offset %d differ (%s) after %d matching records", s.Offset, t.Offset, d, res.Matched)
+		}
+		onMatch(Pair{Source: s.Offset, Target: t.Offset})
+		res.Matched++
+		res.Next.SourceNext = s.Offset + 1
+		res.Next.TargetNext = t.Offset + 1
 	}
-	return out, nil
+}
+
+// side streams one partition's records from a reader goroutine.
+type side struct {
+	recs chan *kgo.Record
+	err  error // set before recs is closed
+}
+
+func open(ctx context.Context, wg *sync.WaitGroup, cl *kgo.Client, r logread.Range, o logread.Options) *side {
+	s := &side{recs: make(chan *kgo.Record)}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(s.recs)
+		s.err = logread.Read(ctx, cl, r, o, func(rec *kgo.Record) bool {
+			select {
+			case s.recs <- rec:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
+	return s
+}
+
+// next returns the side's next record that is not a transaction marker,
+// calling onMarker for each marker passed; false when the side ended.
+func (s *side) next(onMarker func()) (*kgo.Record, bool) {
+	for rec := range s.recs {
+		if rec.Attrs.IsControl() {
+			if onMarker != nil {
+				onMarker()
+			}
+			continue
+		}
+		return rec, true
+	}
+	return nil, false
+}
+
+// failure is why an ended side ended early, or nil if it read its range.
+func (s *side) failure(ctx context.Context) error {
+	if s.err != nil {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return fmt.Errorf("%w (%w)", s.err, cause)
+		}
+		return s.err
+	}
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return nil
+}
+
+func (s *side) drain() {
+	for range s.recs {
+	}
 }

@@ -1,0 +1,196 @@
+package resume
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/progress"
+)
+
+type env struct {
+	addrs    []string
+	src, tgt *kgo.Client // the same cluster: source topic "src", target topic "tgt"
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "src", "tgt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	e := &env{addrs: c.ListenAddrs()}
+	e.src, e.tgt = e.client(t), e.client(t)
+	return e
+}
+
+func (e *env) client(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func rec(topic, v string) *kgo.Record {
+	return &kgo.Record{Topic: topic, Key: []byte("k" + v), Value: []byte(v), Timestamp: time.UnixMilli(1_700_000_000_000)}
+}
+
+// txn writes values to topic "src" in one transaction of cl.
+func txn(t *testing.T, ctx context.Context, cl *kgo.Client, commit bool, values ...string) {
+	t.Helper()
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range values {
+		if err := cl.ProduceSync(ctx, rec("src", v)).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := kgo.TryAbort
+	if commit {
+		end = kgo.TryCommit
+	}
+	if err := cl.EndTransaction(ctx, end); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) write(t *testing.T, ctx context.Context, topic string, values ...string) {
+	t.Helper()
+	var rs []*kgo.Record
+	for _, v := range values {
+		rs = append(rs, rec(topic, v))
+	}
+	if err := e.tgt.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) end(t *testing.T, ctx context.Context, topic string) int64 {
+	t.Helper()
+	ends, err := kadm.NewClient(e.tgt).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := ends.Lookup(topic, 0)
+	return o.Offset
+}
+
+var id = progress.Partition{Topic: "src", Partition: 0}
+
+func TestMatchPassesTransactionMarkersAndAbortedRecords(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	producer := e.client(t, kgo.TransactionalID("txn"), kgo.DefaultProduceTopic("src"))
+	// Source offsets: a0 a1 a2 C3 | x4 x5 A6 | b7 b8 b9 C10.
+	txn(t, ctx, producer, true, "a0", "a1", "a2")
+	txn(t, ctx, producer, false, "x4", "x5")
+	txn(t, ctx, producer, true, "b7", "b8", "b9")
+	// The previous run copied the committed records.
+	e.write(t, ctx, "tgt", "a0", "a1", "a2", "b7", "b8", "b9")
+
+	var pairs []Pair
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, e.end(t, ctx, "tgt"), e.end(t, ctx, "src"), Options{},
+		func(p Pair) { pairs = append(pairs, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Pair{{0, 0}, {1, 1}, {2, 2}, {7, 3}, {8, 4}, {9, 5}}
+	if !slices.Equal(pairs, want) {
+		t.Fatalf("pairs = %v, want %v", pairs, want)
+	}
+	if res.Matched != 6 || res.Markers != 2 || res.Next != (progress.Position{SourceNext: 10, TargetNext: 6}) {
+		t.Fatalf("result = %+v, want 6 matched, 2 markers, next {10 6}", res)
+	}
+}
+
+func TestMatchDoesNotWaitForAnOpenTransaction(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	producer := e.client(t, kgo.TransactionalID("txn"), kgo.DefaultProduceTopic("src"))
+	txn(t, ctx, producer, true, "a0", "a1")
+	open := e.client(t, kgo.TransactionalID("open"), kgo.DefaultProduceTopic("src"))
+	if err := open.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := open.ProduceSync(ctx, rec("src", "o3"), rec("src", "o4")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, ctx, "tgt", "a0", "a1")
+
+	start := time.Now()
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, e.end(t, ctx, "tgt"), e.end(t, ctx, "src"), Options{}, func(Pair) {})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Matched != 2 || res.Next != (progress.Position{SourceNext: 2, TargetNext: 2}) {
+		t.Fatalf("result = %+v, want 2 matched, next {2 2}", res)
+	}
+	if took > 10*time.Second {
+		t.Fatalf("the comparison took %s with a transaction open", took)
+	}
+}
+
+func TestMatchStopsAtTheFirstDifference(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	e.write(t, ctx, "src", "a0", "a1", "a2", "a3")
+	e.write(t, ctx, "tgt", "a0", "a1", "other", "a3")
+	var pairs []Pair
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 4, 4, Options{}, func(p Pair) { pairs = append(pairs, p) })
+	if err == nil {
+		t.Fatal("no error for a differing record")
+	}
+	if res.Matched != 2 || len(pairs) != 2 || res.Next != (progress.Position{SourceNext: 2, TargetNext: 2}) {
+		t.Fatalf("result = %+v pairs %v, want the 2 records before the difference", res, pairs)
+	}
+}
+
+func TestMatchFromAStoredPositionPastMoreThanOneFetch(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	// 8 MiB on each side: several fetches of MaxFetchBytes.
+	const n = 8 << 10
+	pad := string(make([]byte, 1000))
+	var vs []string
+	for i := range n {
+		vs = append(vs, fmt.Sprintf("%d:%s", i, pad))
+	}
+	e.write(t, ctx, "src", vs...)
+	e.write(t, ctx, "tgt", vs[100:]...)
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{SourceNext: 100, TargetNext: 0}, n-100, n, Options{}, func(Pair) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Matched != n-100 || res.Next != (progress.Position{SourceNext: n, TargetNext: n - 100}) {
+		t.Fatalf("result = %+v, want %d matched", res, n-100)
+	}
+}
+
+func TestMatchReportsTargetRecordsWithoutSource(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	e.write(t, ctx, "src", "a0", "a1")
+	e.write(t, ctx, "tgt", "a0", "a1", "extra")
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 3, 2, Options{}, func(Pair) {})
+	if err == nil || res.Matched != 2 {
+		t.Fatalf("result = %+v, err %v; want 2 matched and an error", res, err)
+	}
+}
