@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -36,39 +35,11 @@ func brokerJVMFlags() []string {
 }
 
 // brokerProps returns the server.properties of a single-node KRaft cluster
-// (combined broker and controller) on 127.0.0.1. Besides the one-node
-// essentials (replication factors 1) they are Kafka's defaults, except
-// fewer threads for a 2-core machine and no initial rebalance delay.
+// (combined broker and controller) on 127.0.0.1: the shared single-node
+// settings with the benchmark's tuning (Kafka's defaults, fewer threads for
+// a 2-core machine).
 func brokerProps(port, controllerPort int, dataDir string) map[string]string {
-	broker := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	controller := net.JoinHostPort("127.0.0.1", strconv.Itoa(controllerPort))
-	return map[string]string{
-		"process.roles":                                    "broker,controller",
-		"node.id":                                          "1",
-		"controller.quorum.voters":                         "1@" + controller,
-		"listeners":                                        "PLAINTEXT://" + broker + ",CONTROLLER://" + controller,
-		"advertised.listeners":                             "PLAINTEXT://" + broker,
-		"controller.listener.names":                        "CONTROLLER",
-		"inter.broker.listener.name":                       "PLAINTEXT",
-		"listener.security.protocol.map":                   "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-		"log.dirs":                                         dataDir,
-		"auto.create.topics.enable":                        "false",
-		"num.partitions":                                   "1",
-		"default.replication.factor":                       "1",
-		"min.insync.replicas":                              "1",
-		"offsets.topic.replication.factor":                 "1",
-		"offsets.topic.num.partitions":                     "1",
-		"transaction.state.log.replication.factor":         "1",
-		"transaction.state.log.min.isr":                    "1",
-		"transaction.state.log.num.partitions":             "1",
-		"share.coordinator.state.topic.replication.factor": "1",
-		"share.coordinator.state.topic.min.isr":            "1",
-		"group.initial.rebalance.delay.ms":                 "0",
-		"num.network.threads":                              "3",
-		"num.io.threads":                                   "4",
-		"num.recovery.threads.per.data.dir":                "1",
-		"log.segment.delete.delay.ms":                      "1000",
-	}
+	return kafkaproc.With(kafkaproc.ServerProps(port, controllerPort, dataDir), kafkaproc.TuningBench())
 }
 
 // broker is one single-node KRaft Apache Kafka cluster run as a child JVM
@@ -108,7 +79,7 @@ func startBroker(ctx context.Context, e *env, name string) (*broker, error) {
 		return nil, err
 	}
 	log4j := filepath.Join(dir, "log4j2.properties")
-	if err := writeFile(log4j, []byte(brokerLog4j)); err != nil {
+	if err := writeFile(log4j, []byte(kafkaproc.Log4jConfig)); err != nil {
 		return nil, err
 	}
 	id, err := kafkaproc.NewClusterID()
@@ -197,31 +168,9 @@ func (b *broker) topicDiskBytes(topic string) (int64, error) {
 	return total, nil
 }
 
-// brokerLog4j keeps the brokers' logs at INFO without the configuration
-// dumps.
-const brokerLog4j = `status = warn
-appender.out.type = Console
-appender.out.name = STDOUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = STDOUT
-logger.config.name = org.apache.kafka.common.config.AbstractConfig
-logger.config.level = WARN
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-logger.appinfo.name = org.apache.kafka.common.utils.AppInfoParser
-logger.appinfo.level = WARN
-`
-
 // formatProps renders p as a Java properties file, keys sorted.
 func formatProps(header string, p map[string]string) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# %s (written by kmirror's bench)\n", header)
-	for _, k := range slices.Sorted(maps.Keys(p)) {
-		fmt.Fprintf(&b, "%s=%s\n", k, p[k])
-	}
-	return []byte(b.String())
+	return kafkaproc.FormatProps(header+" (written by kmirror's bench)", p)
 }
 
 func writeFile(path string, data []byte) error {

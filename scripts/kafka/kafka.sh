@@ -73,49 +73,16 @@ new_cluster_id() {
 	printf '%s\n' "$id"
 }
 
+# write_config DIR PORT CPORT: server.properties and log4j2.properties, the
+# same single-node settings as the test harness (test/kafkaproc), plus
+# KAFKA_EXTRA_PROPERTIES.
 write_config() {
 	local dir=$1 port=$2 cport=$3
-	cat >"$dir/server.properties" <<EOF
-# Written by scripts/kafka/kafka.sh; rewritten on every start.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$dir/data
-auto.create.topics.enable=false
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-group.initial.rebalance.delay.ms=0
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-log.cleaner.backoff.ms=1000
-log.retention.check.interval.ms=10000
-EOF
+	(cd "$repo_root" && go run ./test/kafkaproc/serverprops -port "$port" -controller-port "$cport" -dir "$dir") ||
+		die "writing the broker configuration in $dir"
 	if [[ -n "${KAFKA_EXTRA_PROPERTIES:-}" ]]; then
 		printf '# KAFKA_EXTRA_PROPERTIES\n%s\n' "$KAFKA_EXTRA_PROPERTIES" >>"$dir/server.properties"
 	fi
-	cat >"$dir/log4j2.properties" <<'EOF'
-# Written by scripts/kafka/kafka.sh: INFO to stdout, which goes to kafka.log.
-status = warn
-appender.out.type = Console
-appender.out.name = STDOUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = STDOUT
-logger.config.name = org.apache.kafka.common.config.AbstractConfig
-logger.config.level = WARN
-logger.request.name = kafka.request.logger
-logger.request.level = WARN
-EOF
 }
 
 # java_opts DIR LIBS: sets JAVA_OPTS to the JVM flags and classpath for the

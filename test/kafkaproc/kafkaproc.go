@@ -1,7 +1,8 @@
-// Package kafkaproc holds what the real-Kafka test harness (test/kafkatest)
-// and the benchmark (bench) both need to run a single-node KRaft broker as a
-// child process: a cluster id for the storage tool, free loopback ports,
-// and a readiness probe.
+// Package kafkaproc holds what the real-Kafka test harness (test/kafkatest),
+// the benchmark (bench) and scripts/kafka/kafka.sh (through serverprops)
+// share to run a KRaft broker as a child process: its server.properties
+// and log configuration, a cluster id for the storage tool, free loopback
+// ports, and a readiness probe.
 package kafkaproc
 
 import (

@@ -241,12 +241,12 @@ func newCluster(t testing.TB, opts Options, libs string, nodeID, controllerPort 
 	}
 	props := serverProps(ports[0], ports[1], filepath.Join(dir, "data"), opts.ExtraProps)
 	if nodeID > 1 {
-		brokerOnly(props, nodeID, ports[0], controllerPort)
+		kafkaproc.BrokerOnly(props, nodeID, ports[0], controllerPort)
 	}
 	if err := writeFile(c.propsPath, formatProps(props)); err != nil {
 		return nil, err
 	}
-	if err := writeFile(c.log4jPath, []byte(log4jConfig)); err != nil {
+	if err := writeFile(c.log4jPath, []byte(kafkaproc.Log4jConfig)); err != nil {
 		return nil, err
 	}
 	return c, nil
