@@ -3,16 +3,14 @@ package groupsync
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/logread"
 )
 
 // Checkpoint is a consumer group's committed source offset on one
@@ -94,54 +92,29 @@ func (s *Store) Write(ctx context.Context, cps []Checkpoint) error {
 }
 
 // Load reads the newest checkpoint of every group and partition, sorted by
-// group, topic and partition. A missing topic holds none.
+// group, topic and partition, reading the topic to the end offset it has
+// when the read begins. A missing topic holds none; a read that fails
+// returns an error, never part of the checkpoints.
 func (s *Store) Load(ctx context.Context) ([]Checkpoint, error) {
-	ends, err := s.admin.ListEndOffsets(ctx, s.topic)
-	if err != nil {
-		return nil, fmt.Errorf("listing end offset of checkpoint topic %q: %w", s.topic, err)
-	}
-	end, ok := ends.Lookup(s.topic, 0)
-	if !ok || errors.Is(end.Err, kerr.UnknownTopicOrPartition) {
-		return nil, nil
-	}
-	if end.Err != nil {
-		return nil, fmt.Errorf("listing end offset of checkpoint topic %q: %w", s.topic, end.Err)
-	}
 	latest := map[key]Checkpoint{}
-	if end.Offset > 0 {
-		reader, err := kgo.NewClient(append(slices.Clone(s.client.Opts()),
-			kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: {0: kgo.NewOffset().AtStart()}}),
-		)...)
-		if err != nil {
-			return nil, err
+	err := logread.ReadTopic(ctx, s.client, s.topic, logread.Options{}, func(r *kgo.Record) bool {
+		if r.Attrs.IsControl() {
+			return true
 		}
-		defer reader.Close()
-		for done := false; !done; {
-			pollCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			fetches := reader.PollFetches(pollCtx)
-			cancel()
-			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("reading checkpoint topic %q: %w", s.topic, err)
-			}
-			if fetches.NumRecords() == 0 && pollCtx.Err() != nil {
-				break
-			}
-			fetches.EachRecord(func(r *kgo.Record) {
-				if r.Offset >= end.Offset-1 {
-					done = true
-				}
-				var k key
-				if json.Unmarshal(r.Key, &k) != nil {
-					return
-				}
-				var c Checkpoint
-				if r.Value == nil {
-					delete(latest, k)
-				} else if json.Unmarshal(r.Value, &c) == nil {
-					latest[k] = c
-				}
-			})
+		var k key
+		if json.Unmarshal(r.Key, &k) != nil {
+			return true
 		}
+		var c Checkpoint
+		if r.Value == nil {
+			delete(latest, k)
+		} else if json.Unmarshal(r.Value, &c) == nil {
+			latest[k] = c
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading checkpoint topic %q: %w", s.topic, err)
 	}
 	out := make([]Checkpoint, 0, len(latest))
 	for _, c := range latest {

@@ -14,20 +14,30 @@ func build(pairs ...[2]int64) *Map {
 	return m
 }
 
+// saved returns runs without their unsaved marks, for comparisons.
+func saved(runs []Run) []Run {
+	out := make([]Run, len(runs))
+	for i, r := range runs {
+		out[i] = r.Saved()
+	}
+	return out
+}
+
 func TestRuns(t *testing.T) {
 	tests := []struct {
 		name  string
 		pairs [][2]int64
 		want  []Run
 	}{
-		{"contiguous is one run", [][2]int64{{0, 10}, {1, 11}, {2, 12}}, []Run{{0, 10, 3, 2}}},
-		{"source gap starts a run", [][2]int64{{0, 0}, {1, 1}, {5, 2}, {6, 3}}, []Run{{0, 0, 2, 1}, {5, 2, 2, 3}}},
-		{"target gap starts a run", [][2]int64{{0, 0}, {1, 2}}, []Run{{0, 0, 1, 0}, {1, 2, 1, 1}}},
-		{"offsets at or below the last are ignored", [][2]int64{{0, 0}, {1, 1}, {1, 7}, {0, 8}, {2, 2}}, []Run{{0, 0, 3, 4}}},
+		{"contiguous is one run", [][2]int64{{0, 10}, {1, 11}, {2, 12}}, []Run{{Source: 0, Target: 10, Len: 3, LastMs: 2}}},
+		{"source gap starts a run covering the gap", [][2]int64{{0, 0}, {1, 1}, {5, 2}, {6, 3}},
+			[]Run{{Source: 0, Target: 0, Len: 2, LastMs: 1}, {Source: 5, Target: 2, Len: 2, LastMs: 3, Gap: 3}}},
+		{"target gap starts a run", [][2]int64{{0, 0}, {1, 2}}, []Run{{Source: 0, Target: 0, Len: 1, LastMs: 0}, {Source: 1, Target: 2, Len: 1, LastMs: 1}}},
+		{"offsets at or below the last are ignored", [][2]int64{{0, 0}, {1, 1}, {1, 7}, {0, 8}, {2, 2}}, []Run{{Source: 0, Target: 0, Len: 3, LastMs: 4}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := build(tc.pairs...).Runs(); !reflect.DeepEqual(got, tc.want) {
+			if got := saved(build(tc.pairs...).Runs()); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("runs = %+v, want %+v", got, tc.want)
 			}
 		})
@@ -143,5 +153,138 @@ func TestInverse(t *testing.T) {
 		if got := inv.Translate(tc.tgt, 9); got.Target != tc.want {
 			t.Errorf("inverse Translate(%d) = %+v, want %d", tc.tgt, got, tc.want)
 		}
+	}
+}
+
+func TestTranslateCoverage(t *testing.T) {
+	// Stored runs, as a restart loads them:
+	//   A: source 0-9 → target 0-9, covering up to 12 (markers 10-11,
+	//      an aborted record at 11, say);
+	//   B: source 20-29 → target 10-19, covering back to 15 only: 12-14
+	//      is a hole (runs not stored);
+	//   C: source 40-49 → target 25-34 after a gap it covers (30-39):
+	//      target 20-24 holds records of the hole, so B and C are not
+	//      contiguous on the target;
+	//   and C covers 3 offsets after it (trailing markers).
+	runs := []Run{
+		{Source: 0, Target: 0, Len: 10, Tail: 2},
+		{Source: 20, Target: 10, Len: 10, Gap: 5},
+		{Source: 40, Target: 25, Len: 10, Gap: 10, Tail: 3},
+	}
+	m := NewMap(runs)
+	tests := []struct {
+		name string
+		src  int64
+		want Result
+	}{
+		{"inside a run", 5, Result{5, true}},
+		{"end of a run, then a hole", 10, Result{10, false}},
+		{"in the tail", 11, Result{10, false}}, // the stretch 10-19 has a hole at 12-14
+		{"in the hole", 13, Result{10, false}},
+		{"in B's gap", 15, Result{10, true}},
+		{"in B's gap, last offset", 19, Result{10, true}},
+		{"B's first record", 20, Result{10, true}},
+		{"in C's gap", 30, Result{25, true}},
+		{"C's last record", 49, Result{34, true}},
+		{"past C, in its tail", 51, Result{35, true}},
+		{"end of C's coverage", 53, Result{35, true}},
+		{"past the coverage: not replicated yet, or a hole", 54, Result{35, false}},
+	}
+	for _, tc := range tests {
+		if got := m.Translate(tc.src, 1000); got != tc.want {
+			t.Errorf("%s: Translate(%d) = %+v, want %+v", tc.name, tc.src, got, tc.want)
+		}
+	}
+	// A's tail and B's gap meeting make the stretch between them covered.
+	full := NewMap([]Run{{Source: 0, Target: 0, Len: 10, Tail: 4}, {Source: 20, Target: 10, Len: 1, Gap: 6}})
+	for _, src := range []int64{10, 13, 14, 17} {
+		if got := full.Translate(src, 11); got != (Result{10, true}) {
+			t.Errorf("covered stretch: Translate(%d) = %+v, want 10 exact", src, got)
+		}
+	}
+}
+
+func TestStartAdvanceAndAdd(t *testing.T) {
+	tests := []struct {
+		name   string
+		stored []Run
+		start  int64
+		steps  [][3]int64 // {kind: 0 add / 1 advance, src, tgt}
+		want   []Run
+	}{
+		{
+			name:   "restart where the map ends: the next run covers the gap",
+			stored: []Run{{Source: 0, Target: 0, Len: 10, Tail: 1}},
+			start:  11,
+			steps:  [][3]int64{{0, 15, 10}},
+			want:   []Run{{Source: 0, Target: 0, Len: 10, Tail: 1}, {Source: 15, Target: 10, Len: 1, Gap: 5}},
+		},
+		{
+			name:   "restart past a hole: the next run covers only from the restart",
+			stored: []Run{{Source: 0, Target: 0, Len: 10}},
+			start:  30,
+			steps:  [][3]int64{{1, 31, 0}, {0, 32, 50}},
+			want:   []Run{{Source: 0, Target: 0, Len: 10}, {Source: 32, Target: 50, Len: 1, Gap: 2}},
+		},
+		{
+			name:   "the position moving past markers extends the tail",
+			stored: []Run{{Source: 0, Target: 0, Len: 10}},
+			start:  10,
+			steps:  [][3]int64{{1, 11, 0}, {0, 11, 10}, {1, 13, 0}},
+			want:   []Run{{Source: 0, Target: 0, Len: 10, Tail: 1}, {Source: 11, Target: 10, Len: 1, Gap: 1, Tail: 1}},
+		},
+		{
+			name:   "a tail is never shortened",
+			stored: []Run{{Source: 0, Target: 0, Len: 10, Tail: 5}},
+			start:  15,
+			steps:  [][3]int64{{1, 12, 0}},
+			want:   []Run{{Source: 0, Target: 0, Len: 10, Tail: 5}},
+		},
+		{
+			name:   "past a hole the tail does not grow",
+			stored: []Run{{Source: 0, Target: 0, Len: 10}},
+			start:  20,
+			steps:  [][3]int64{{1, 25, 0}},
+			want:   []Run{{Source: 0, Target: 0, Len: 10}},
+		},
+		{
+			name:  "a fresh map covers from where reading started",
+			start: 100,
+			steps: [][3]int64{{1, 102, 0}, {0, 103, 0}},
+			want:  []Run{{Source: 103, Target: 0, Len: 1, Gap: 3}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMap(append([]Run(nil), tc.stored...))
+			m.Start(tc.start)
+			for _, s := range tc.steps {
+				if s[0] == 0 {
+					m.Add(s[1], s[2], 0)
+				} else {
+					m.Advance(s[1])
+				}
+			}
+			if got := saved(m.Runs()); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("runs = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestUnsavedRunsAreChanged(t *testing.T) {
+	// A map rebuilt from runs some of which were never stored (added
+	// while resuming, or read from a record of an older format) returns
+	// them from TakeChanged.
+	m := NewMap([]Run{{Source: 0, Len: 1}, Run{Source: 5, Target: 1, Len: 1}.Unsaved(), {Source: 9, Target: 2, Len: 1}})
+	got, _ := m.TakeChanged()
+	if len(got) != 2 || got[0].Source != 5 || got[1].Source != 9 {
+		t.Fatalf("changed = %+v", got)
+	}
+	if got, _ := m.TakeChanged(); got != nil {
+		t.Fatalf("changed again = %+v", got)
+	}
+	if got := NewMap([]Run{{Source: 0, Len: 1}}); got.dirty != 1 {
+		t.Fatalf("stored runs are not changed")
 	}
 }

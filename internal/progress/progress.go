@@ -3,19 +3,24 @@
 // resume a flow from the target alone.
 //
 // A partition's position has the key "<source topic>/<partition>" and a
-// JSON Position as value; it carries the newest run of the partition's
-// offset map. Older runs are records of their own, keyed
-// "<source topic>/<partition>/<run's first source offset>", and deleted
-// with a tombstone when retention drops them. A position is written only
-// after the target acknowledged every record before it, so resuming from
-// it never loses a record.
+// JSON Position as value. Every run of the partition's offset map is a
+// record of its own, keyed "<source topic>/<partition>/<run's first source
+// offset>", written whenever the run is created, extended or covers more,
+// always before the position that depends on it, and deleted with a
+// tombstone when retention drops it: a position never carries or erases a
+// run, so the map loaded after a restart is the map that was stored. A
+// position is written only after the target acknowledged every record
+// before it, so resuming from it never loses a record.
+//
+// The topic is read with internal/logread: to the end offset listed when
+// the read begins, read_committed, failing rather than returning part of
+// it.
 package progress
 
 import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -26,6 +31,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/logread"
 	"github.com/kmirror/kmirror/internal/offsets"
 )
 
@@ -47,7 +53,9 @@ type Position struct {
 	TargetNext int64 `json:"target_next"`
 	// UpdatedMs is when the position was written, in Unix milliseconds.
 	UpdatedMs int64 `json:"updated_ms"`
-	// Run is the newest run of the partition's offset map, if any.
+	// Run is the newest run of the partition's offset map, in positions
+	// stored by older versions; Load keeps it as a run of its own. Write
+	// never stores it: every run is a record of its own.
 	Run *offsets.Run `json:"run,omitempty"`
 	// TopicID is the Kafka topic ID of the source topic this position
 	// belongs to, or empty if unknown (cluster without topic IDs, or
@@ -61,8 +69,8 @@ type Position struct {
 type Entry struct {
 	Partition
 	Position
-	// Runs are older runs of the offset map, added or changed since the
-	// last write.
+	// Runs are the runs of the offset map added or changed since the last
+	// write, each stored as a record of its own before the position.
 	Runs []offsets.Run
 	// Dropped are runs retention removed from the offset map.
 	Dropped []offsets.Run
@@ -178,24 +186,77 @@ func (s *Store) MarkStarted(ctx context.Context) error {
 	return nil
 }
 
-// Load reads the progress topic to its end.
+// Load reads the progress topic to the end offset it has when the read
+// begins. A slow or failing broker delays it or makes it fail; it never
+// returns less than was stored.
 func (s *Store) Load(ctx context.Context) (Loaded, error) {
 	out := Loaded{Positions: map[Partition]Position{}, Runs: map[Partition][]offsets.Run{}}
-	positions, runs, flags, err := s.load(ctx)
-	if err != nil {
-		return out, err
+	runs := map[Partition]map[int64]offsets.Run{}
+	flags := map[string]string{}
+	visit := func(r *kgo.Record) bool {
+		if r.Attrs.IsControl() {
+			return true
+		}
+		if k := string(r.Key); k == flowStartedKey || k == cleanStopKey || k == failoverKey {
+			if r.Value == nil {
+				delete(flags, k)
+			} else {
+				flags[k] = string(r.Value)
+			}
+			return true
+		}
+		if p, start, ok := parseRunKey(string(r.Key)); ok {
+			var run offsets.Run
+			switch {
+			case r.Value == nil:
+				delete(runs[p], start)
+			case json.Unmarshal(r.Value, &run) == nil:
+				if runs[p] == nil {
+					runs[p] = map[int64]offsets.Run{}
+				}
+				runs[p][start] = run
+			}
+			return true
+		}
+		p, ok := parseKey(string(r.Key))
+		if !ok {
+			return true
+		}
+		if r.Value == nil {
+			delete(out.Positions, p)
+			return true
+		}
+		var pos Position
+		if json.Unmarshal(r.Value, &pos) == nil {
+			out.Positions[p] = pos
+		}
+		return true
 	}
-	out.Positions, out.Started, out.CleanStop = positions, flags[flowStartedKey] != "", flags[cleanStopKey] == "1"
+	if err := logread.ReadTopic(ctx, s.client, s.topic, logread.Options{}, visit); err != nil {
+		return Loaded{}, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
+	}
+	out.Started, out.CleanStop = flags[flowStartedKey] != "", flags[cleanStopKey] == "1"
 	if v, ok := flags[failoverKey]; ok {
 		var f Failover
 		if json.Unmarshal([]byte(v), &f) == nil {
 			out.Failover = &f
 		}
 	}
-	for p, byStart := range runs {
-		if pos, ok := positions[p]; ok && pos.Run != nil {
-			byStart[pos.Run.Source] = *pos.Run
+	for p, pos := range out.Positions {
+		// A position of the older format carries the newest run, which
+		// may be stored nowhere else: keep it, marked to be stored as a
+		// record of its own.
+		if pos.Run == nil {
+			continue
 		}
+		if stored, ok := runs[p][pos.Run.Source]; !ok || stored.Len < pos.Run.Len {
+			if runs[p] == nil {
+				runs[p] = map[int64]offsets.Run{}
+			}
+			runs[p][pos.Run.Source] = pos.Run.Unsaved()
+		}
+	}
+	for p, byStart := range runs {
 		list := make([]offsets.Run, 0, len(byStart))
 		for _, r := range byStart {
 			list = append(list, r)
@@ -203,100 +264,7 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 		slices.SortFunc(list, func(a, b offsets.Run) int { return cmp.Compare(a.Source, b.Source) })
 		out.Runs[p] = list
 	}
-	for p, pos := range positions {
-		if _, ok := out.Runs[p]; !ok && pos.Run != nil {
-			out.Runs[p] = []offsets.Run{*pos.Run}
-		}
-	}
 	return out, nil
-}
-
-func (s *Store) load(ctx context.Context) (map[Partition]Position, map[Partition]map[int64]offsets.Run, map[string]string, error) {
-	ends, err := s.admin.ListEndOffsets(ctx, s.topic)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
-	}
-	if err := ends.Error(); err != nil {
-		return nil, nil, nil, fmt.Errorf("listing end offset of progress topic %q: %w", s.topic, err)
-	}
-	end, _ := ends.Lookup(s.topic, 0)
-	out := map[Partition]Position{}
-	runs := map[Partition]map[int64]offsets.Run{}
-	flags := map[string]string{}
-	if end.Offset <= 0 {
-		return out, runs, flags, nil
-	}
-	reader, err := kgo.NewClient(append(slices.Clone(s.client.Opts()),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{s.topic: {0: kgo.NewOffset().AtStart()}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	)...)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
-	}
-	defer reader.Close()
-	// The end offset may sit past a transaction marker that is never
-	// returned as a record; a long quiet poll after the last record also
-	// ends the read. Stopping early only resumes from older positions,
-	// which re-sends records but never skips one.
-	const quiet = 5 * time.Second
-	for {
-		pollCtx, cancel := context.WithTimeout(ctx, quiet)
-		fetches := reader.PollFetches(pollCtx)
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return nil, nil, nil, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
-		}
-		if pollCtx.Err() != nil && fetches.NumRecords() == 0 {
-			return out, runs, flags, nil
-		}
-		for _, fe := range fetches.Errors() {
-			if !errors.Is(fe.Err, context.DeadlineExceeded) {
-				return nil, nil, nil, fmt.Errorf("reading progress topic %q: %w", s.topic, fe.Err)
-			}
-		}
-		done := false
-		fetches.EachRecord(func(r *kgo.Record) {
-			if r.Offset >= end.Offset-1 {
-				done = true
-			}
-			if k := string(r.Key); k == flowStartedKey || k == cleanStopKey || k == failoverKey {
-				if r.Value == nil {
-					delete(flags, k)
-				} else {
-					flags[k] = string(r.Value)
-				}
-				return
-			}
-			if p, start, ok := parseRunKey(string(r.Key)); ok {
-				var run offsets.Run
-				switch {
-				case r.Value == nil:
-					delete(runs[p], start)
-				case json.Unmarshal(r.Value, &run) == nil:
-					if runs[p] == nil {
-						runs[p] = map[int64]offsets.Run{}
-					}
-					runs[p][start] = run
-				}
-				return
-			}
-			p, ok := parseKey(string(r.Key))
-			if !ok {
-				return
-			}
-			if r.Value == nil {
-				delete(out, p)
-				return
-			}
-			var pos Position
-			if json.Unmarshal(r.Value, &pos) == nil {
-				out[p] = pos
-			}
-		})
-		if done {
-			return out, runs, flags, nil
-		}
-	}
 }
 
 // Write stores entries and returns once the target acknowledged them.
@@ -319,6 +287,7 @@ func (s *Store) Write(ctx context.Context, entries []Entry) error {
 			recs = append(recs, &kgo.Record{Topic: s.topic, Key: runKey(e.Partition, run.Source), Value: v})
 		}
 		e.UpdatedMs = now
+		e.Run = nil
 		v, err := json.Marshal(e.Position)
 		if err != nil {
 			return fmt.Errorf("encoding progress of %s: %w", e.Partition, err)

@@ -238,9 +238,12 @@ func TestOffsetMapRoundTrip(t *testing.T) {
 	r2 := offsets.Run{Source: 10, Target: 5, Len: 3, LastMs: 2}
 	r3 := offsets.Run{Source: 20, Target: 8, Len: 1, LastMs: 3}
 	writes := [][]Entry{
-		{{Partition: p, Position: Position{SourceNext: 13, TargetNext: 8, Run: &r2}, Runs: []offsets.Run{r1}}},
-		// r2 closed, r3 newest; retention dropped r1.
-		{{Partition: p, Position: Position{SourceNext: 21, TargetNext: 9, Run: &r3}, Runs: []offsets.Run{r2}, Dropped: []offsets.Run{r1}}},
+		{{Partition: p, Position: Position{SourceNext: 13, TargetNext: 8}, Runs: []offsets.Run{r1, r2}}},
+		// r3 new; retention dropped r1.
+		{{Partition: p, Position: Position{SourceNext: 21, TargetNext: 9}, Runs: []offsets.Run{r3}, Dropped: []offsets.Run{r1}}},
+		// The position moves past a marker without a new run: the
+		// stored runs stay.
+		{{Partition: p, Position: Position{SourceNext: 22, TargetNext: 9}}},
 	}
 	for _, w := range writes {
 		if err := s.Write(ctx, w); err != nil {
@@ -254,7 +257,42 @@ func TestOffsetMapRoundTrip(t *testing.T) {
 	if want := []offsets.Run{r2, r3}; !reflect.DeepEqual(l.Runs[p], want) {
 		t.Errorf("runs = %+v, want %+v", l.Runs[p], want)
 	}
-	if got := l.Positions[p]; got.SourceNext != 21 || got.TargetNext != 9 {
+	if got := l.Positions[p]; got.SourceNext != 22 || got.TargetNext != 9 || got.Run != nil {
 		t.Errorf("position = %+v", got)
+	}
+}
+
+func TestLoadOlderFormat(t *testing.T) {
+	// Older versions stored the newest run inside the position record
+	// only: it is loaded, and marked to be stored as a record of its own.
+	ctx := testContext(t)
+	cl := newCluster(t)
+	s := NewStore(cl, "__kmirror.old.progress")
+	if err := s.Ensure(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	rec := func(k, v string) *kgo.Record {
+		return &kgo.Record{Topic: s.Topic(), Key: []byte(k), Value: []byte(v)}
+	}
+	if err := cl.ProduceSync(ctx,
+		rec("orders/0/0", `{"s":0,"t":0,"n":5,"ms":1}`),
+		rec("orders/0/9", `{"s":9,"t":5,"n":2,"ms":2}`), // an older copy of the newest run
+		rec("orders/0", `{"source_next":40,"target_next":20,"updated_ms":3,"run":{"s":9,"t":5,"n":15,"ms":3}}`),
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Partition{Topic: "orders", Partition: 0}
+	want := []offsets.Run{{Source: 0, Target: 0, Len: 5, LastMs: 1}, {Source: 9, Target: 5, Len: 15, LastMs: 3}}
+	got := l.Runs[p]
+	if len(got) != 2 || got[0] != want[0] || got[1].Saved() != want[1] {
+		t.Fatalf("runs = %+v, want %+v", got, want)
+	}
+	changed, _ := offsets.NewMap(got).TakeChanged()
+	if len(changed) != 1 || changed[0].Source != 9 {
+		t.Errorf("runs to store again = %+v, want the run of the position", changed)
 	}
 }

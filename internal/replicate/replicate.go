@@ -273,6 +273,7 @@ func (r *Replicator) Add(as []Assignment) {
 			lag:            m.PartitionLag.WithLabelValues(r.opts.Flow, a.Source.Topic, strconv.Itoa(int(a.Source.Partition))),
 		}
 		p.hwm.Store(-1)
+		p.omap.Start(a.Start.SourceNext)
 		if r.parts[a.Source.Topic] == nil {
 			r.parts[a.Source.Topic] = map[int32]*partition{}
 		}
@@ -1066,7 +1067,10 @@ const (
 
 // writeProgress stores the positions and offset-map runs that changed
 // since the last write, applies the offset map's retention and refreshes
-// the lag gauges.
+// the lag gauges. Every run changed is a record of its own, written before
+// the position: a position never carries a run, so one that moves without
+// a new run (past transaction markers) leaves the stored runs as they are,
+// and the newest run covers up to it.
 func (r *Replicator) writeProgress(ctx context.Context) error {
 	retention, maxRuns := r.opts.OffsetMapRetention, r.opts.OffsetMapMaxRuns
 	if retention <= 0 {
@@ -1082,6 +1086,7 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 	r.each(func(p *partition) {
 		p.mu.Lock()
 		pos, persisted := p.acked, p.persisted
+		p.omap.Advance(pos.SourceNext)
 		dropped := p.omap.Trim(-1, minMs, maxRuns)
 		changed, mark := p.omap.TakeChanged()
 		p.mu.Unlock()
@@ -1091,14 +1096,8 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 		if pos.SourceNext == persisted && len(changed) == 0 && len(dropped) == 0 {
 			return
 		}
-		e := progress.Entry{Partition: p.id, Position: pos, Dropped: dropped}
-		if n := len(changed); n > 0 {
-			// The newest run travels in the position record.
-			last := changed[n-1]
-			e.Run = &last
-			e.Runs = changed[:n-1]
-		}
-		entries = append(entries, e)
+		pos.Run = nil
+		entries = append(entries, progress.Entry{Partition: p.id, Position: pos, Runs: changed, Dropped: dropped})
 		parts = append(parts, p)
 		marks = append(marks, mark)
 	})
@@ -1124,7 +1123,9 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 
 // Translate returns the target offset of the first replicated record at or
 // after source offset src of a replicated partition, and false if the
-// partition is not replicated here.
+// partition is not replicated here. An offset between the newest run and
+// the position (past transaction markers) is exact; one in a hole of the
+// map (runs an older version did not store) is rounded down.
 func (r *Replicator) Translate(topic string, partition int32, src int64) (offsets.Result, bool) {
 	p := r.lookup(topic, partition)
 	if p == nil {
@@ -1138,6 +1139,7 @@ func (r *Replicator) Translate(topic string, partition int32, src int64) (offset
 		// end, which is unknown here; round down.
 		return offsets.Result{Target: 0, Exact: false}, true
 	}
+	p.omap.Advance(p.acked.SourceNext)
 	return p.omap.Translate(src, next), true
 }
 func produceErrorKind(err error) string {

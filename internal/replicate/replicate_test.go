@@ -292,8 +292,8 @@ func TestReplicateCopiesEverything(t *testing.T) {
 	for p, pos := range loaded.Positions {
 		// The offset map of a partition copied without gaps is one run
 		// from its first record to its position.
-		if pos.Run == nil || pos.Run.Source != 0 || pos.Run.Target != 0 || pos.Run.SourceEnd() != pos.SourceNext {
-			t.Errorf("%s: stored offset map run %+v does not cover [0, %d)", p, pos.Run, pos.SourceNext)
+		if runs := loaded.Runs[p]; len(runs) != 1 || runs[0].Source != 0 || runs[0].Target != 0 || runs[0].SourceEnd() != pos.SourceNext {
+			t.Errorf("%s: stored offset map %+v is not one run over [0, %d)", p, runs, pos.SourceNext)
 		}
 		if got, ok := r.Translate(p.Topic, p.Partition, 42); !ok || got.Target != 42 || !got.Exact {
 			t.Errorf("%s: Translate(42) = %+v, %v; want exactly 42", p, got, ok)
