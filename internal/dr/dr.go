@@ -107,6 +107,21 @@ type Translated struct {
 	CheckpointAgeMs int64 `json:"checkpoint_age_ms,omitempty"`
 }
 
+// currentCheckpoints drops the checkpoints taken on an earlier topic of
+// the same name: a source topic deleted and created again has a new topic
+// ID, and offsets of the old one mean nothing on the new one's copy.
+func currentCheckpoints(cps []groupsync.Checkpoint, positions map[progress.Partition]progress.Position) []groupsync.Checkpoint {
+	out := cps[:0:0]
+	for _, c := range cps {
+		pos, ok := positions[progress.Partition{Topic: c.Topic, Partition: c.Partition}]
+		if c.TopicID != "" && ok && pos.TopicID != "" && pos.TopicID != c.TopicID {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // Translate translates group's committed source offsets with the flow's
 // offset map, reading them from the source, or from the checkpoints in the
 // target when the source cannot be reached.
@@ -123,6 +138,7 @@ func (e *Env) Translate(ctx context.Context, group string) ([]Translated, error)
 		if err != nil {
 			return nil, err
 		}
+		cps = currentCheckpoints(cps, loaded.Positions)
 		var out []Translated
 		now := time.Now().UnixMilli()
 		for _, c := range cps {

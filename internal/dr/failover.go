@@ -176,6 +176,7 @@ func (e *Env) unplanned(ctx context.Context) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
+	cps = currentCheckpoints(cps, loaded.Positions)
 	byGroup := map[string][]groupsync.Checkpoint{}
 	for _, c := range cps {
 		byGroup[c.Group] = append(byGroup[c.Group], c)

@@ -56,8 +56,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	var notReady, stuck []string
 	for _, f := range s.flows {
 		if !f.Ready() {
-			st := f.Status()
-			notReady = append(notReady, fmt.Sprintf("flow %s: source_up=%t target_up=%t", st.Name, st.SourceUp, st.TargetUp))
+			notReady = append(notReady, notReadyReason(f.Status()))
 		}
 		for _, st := range f.StuckTopics() {
 			parts := "all partitions"
@@ -78,6 +77,18 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	for _, l := range stuck {
 		fmt.Fprintln(w, "stuck:", l)
 	}
+}
+
+// notReadyReason says why a flow is not ready, in one line.
+func notReadyReason(st flow.Status) string {
+	if o := st.Owner; o != nil && !o.Holding {
+		holder := "no instance yet"
+		if o.Holder != nil {
+			holder = o.Holder.String()
+		}
+		return fmt.Sprintf("flow %s: waiting; another instance holds the flow (%s)", st.Name, holder)
+	}
+	return fmt.Sprintf("flow %s: source_up=%t target_up=%t", st.Name, st.SourceUp, st.TargetUp)
 }
 
 func (s *Server) apiFlows(w http.ResponseWriter, _ *http.Request) {

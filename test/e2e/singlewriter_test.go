@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,8 +160,8 @@ topic_naming: identity
 		t.Errorf("kmirror_flow_owner of the waiting process = %v (present %t), want 0", v, ok)
 	}
 	code, body, err := b.get("/readyz")
-	if err != nil || code != 503 {
-		t.Errorf("/readyz of the waiting process: %d %q %v, want 503", code, body, err)
+	if want := fmt.Sprintf("another instance holds the flow (%s:%d", hostname(t), aPid); err != nil || code != 503 || !strings.Contains(body, want) {
+		t.Errorf("/readyz of the waiting process: %d %q %v, want 503 naming %q", code, body, err, want)
 	}
 	_, body, err = b.get("/api/flows")
 	if err != nil {
@@ -259,4 +260,14 @@ topic_naming: identity
 	t.Logf("end: %d source records, the target holds each once, in order, on every partition; the resumed process wrote nothing", srcEnd)
 	d.stop()
 	c.stop()
+}
+
+// hostname is this machine's name, as kmirror names its instances.
+func hostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
