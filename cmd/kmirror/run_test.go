@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmirror/kmirror/internal/kfaketest"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
 )
@@ -20,15 +20,7 @@ import (
 // TestRunRefusesFailedOverFlow checks that run does not start a flow whose
 // progress topic holds a failover not failed back, unless --force.
 func TestRunRefusesFailedOverFlow(t *testing.T) {
-	newCluster := func() *kfake.Cluster {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	src, dst := newCluster(), newCluster()
+	src, dst := kfaketest.Cluster(t), kfaketest.Cluster(t)
 	cfgPath := filepath.Join(t.TempDir(), "kmirror.yaml")
 	cfg := fmt.Sprintf(`clusters:
   primary:

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kmirror/kmirror/internal/kfaketest"
 )
 
 func meta(t *testing.T, id string, since int, holding bool, gen int32) kmsg.JoinGroupResponseMember {
@@ -90,18 +90,10 @@ func TestLeaseExpiresAndNeverComesBack(t *testing.T) {
 // the flow, the other knows who; when the holder leaves, the other takes
 // over.
 func TestOneHolderAndHandOver(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := kfaketest.Cluster(t)
 	logger := slog.New(slog.DiscardHandler)
 	join := func(name string, since time.Time) *Member {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cl.Close)
+		cl := kfaketest.Client(t, c)
 		self := Identity{Instance: name, Host: "h", PID: 1, Since: since}
 		return Join(Options{Client: cl, Group: "__kmirror.f.owners", Timeout: 6 * time.Second, Self: self, Logger: logger})
 	}

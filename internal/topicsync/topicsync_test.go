@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/kfaketest"
 	"github.com/kmirror/kmirror/internal/policy"
 )
 
@@ -46,17 +47,9 @@ type env struct {
 // the shortest metadata cache kgo allows, and an operator client.
 func newAdmins(t *testing.T) (c *kfake.Cluster, syncer, operator *kadm.Client) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c = kfaketest.Cluster(t)
 	for _, opts := range [][]kgo.Opt{{kgo.MetadataMinAge(10 * time.Millisecond)}, nil} {
-		cl, err := kgo.NewClient(append(opts, kgo.SeedBrokers(c.ListenAddrs()...))...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cl.Close)
+		cl := kfaketest.Client(t, c, opts...)
 		if syncer == nil {
 			syncer = kadm.NewClient(cl)
 		} else {
