@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -129,6 +130,111 @@ http:
 	})
 	t.Logf("source truncated from offset %d (position %d): target holds %d old + %d lost + %d new records in order; %s 1; %d ERROR lines in all; group at source %d translates to target %d",
 		before, before+lost, before, lost, after, series, len(errLines), before+after/2, wantTarget)
+}
+
+// TestTargetDataLoss makes a target partition lose records kmirror had
+// copied, by an unclean leader election on the target: broker 3 (follower)
+// is stopped, records are copied to broker 2 (leader) alone, broker 2 is
+// stopped and broker 3, without them, is elected. The records written to
+// the source next are copied after what broker 3 holds. The loss is one
+// count in kmirror_target_data_loss_total and one ERROR line, and a log
+// line names the source offsets whose copies are gone.
+func TestTargetDataLoss(t *testing.T) {
+	kafkatest.RequireLibs(t)
+	var src, dst *kafkatest.Cluster
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		src = kafkatest.Start(t, kafkatest.Options{Name: "source"})
+	}()
+	// The group that holds the flow lives on every broker, so that it
+	// survives the brokers stopped below.
+	dst = kafkatest.Start(t, kafkatest.Options{Name: "target", Brokers: 3,
+		ExtraProps: map[string]string{"offsets.topic.replication.factor": "3"}})
+	wg.Wait()
+	if src == nil || t.Failed() {
+		t.FailNow()
+	}
+	p := &pair{src: src, dst: dst, srcCl: newClient(t, src.Bootstrap()), dstCl: newClient(t, dst.Bootstrap())}
+	const topic, target = "t", "src.t"
+	createTopic(t, p.srcCl, topic, 1, nil)
+	createUncleanTopic(t, p.dstCl, target, []int32{2, 3})
+
+	const before, lost, after = 300, 200, 400
+	produce(t, p.srcCl, batch(topic, 1, "old", 0, before))
+	httpAddr := freeAddr(t)
+	cfg := writeConfig(t, fmt.Sprintf(`clusters:
+  src:
+    bootstrap_servers: [%q]
+  dst:
+    bootstrap_servers: ["%s"]
+flows:
+  - name: e2e
+    source: src
+    target: dst
+    topics: [%q]
+    topic_refresh_interval: 1s
+    replication_factor: 3
+http:
+  listen: %q
+`, p.src.Bootstrap(), strings.Join(dst.Bootstraps(), `", "`), topic, httpAddr))
+	k := startKmirror(t, cfg, httpAddr)
+	waitTargetEnd(t, p, target, before)
+
+	// Broker 3 stops: the records copied now are on broker 2 only.
+	dst.StopBroker(3)
+	waitISR(t, p.dstCl, target, []int32{2})
+	produce(t, p.srcCl, batch(topic, 1, "lost", 0, lost))
+	waitTargetEnd(t, p, target, before+lost)
+
+	// Broker 2 stops; broker 3 becomes leader without the last copies.
+	dst.StopBroker(2)
+	dst.StartBroker(3)
+	electUnclean(t, p.dstCl, target, 3)
+	produce(t, p.srcCl, batch(topic, 1, "new", 0, after))
+	waitTargetEnd(t, p, target, before+after)
+	dst.StartBroker(2)
+
+	want := append(values("old", before), values("new", after)...)
+	checkValues(t, "target "+target, readTo(t, dst.Bootstrap(), target, map[int32]int64{0: before + after})[0], 0, want)
+
+	// Every record's acknowledgement was handled, so both reports of the
+	// loss (the producer's, the offsets going back) were made.
+	copied := fmt.Sprintf(`kmirror_replicated_records_total{flow="e2e",topic=%q}`, topic)
+	series := fmt.Sprintf(`kmirror_target_data_loss_total{flow="e2e",topic=%q}`, topic)
+	var body string
+	waitFor(t, time.Minute, copied+" "+strconv.Itoa(before+lost+after), func() (bool, string) {
+		var err error
+		if _, body, err = k.get("/metrics"); err != nil {
+			return false, err.Error()
+		}
+		n, _ := metricValue(body, copied)
+		return n >= before+lost+after, fmt.Sprint(n)
+	})
+	if v, ok := metricValue(body, series); !ok || v != 1 {
+		t.Errorf("%s = %v (found %t), want 1", series, v, ok)
+	}
+	var lossErrs, rangeLines []string
+	for _, l := range strings.Split(k.output(), "\n") {
+		if !strings.Contains(l, "target partition lost records") {
+			continue
+		}
+		if strings.Contains(l, "level=ERROR") {
+			lossErrs = append(lossErrs, l)
+		}
+		if strings.Contains(l, fmt.Sprintf("from=%d to=%d", before, before+lost)) {
+			rangeLines = append(rangeLines, l)
+		}
+	}
+	if len(lossErrs) != 1 {
+		t.Errorf("%d ERROR lines on the target's loss, want 1:\n%s", len(lossErrs), strings.Join(lossErrs, "\n"))
+	}
+	if len(rangeLines) != 1 {
+		t.Errorf("want one line naming the lost source range from=%d to=%d, got %d", before, before+lost, len(rangeLines))
+	}
+	t.Logf("target lost the copies of source offsets %d..%d: target holds %d old + %d new records in order; %s 1; log:\n%s",
+		before, before+lost-1, before, after, series, strings.Join(append(lossErrs, rangeLines...), "\n"))
 }
 
 // startPairSourceBrokers starts a source of n brokers (node 1 also the
