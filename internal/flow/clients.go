@@ -31,6 +31,14 @@ func (f *Flow) producerOpts() []kgo.Opt {
 		kgo.MaxBufferedBytes(int(p.MaxBufferedBytes)),
 		kgo.MaxBufferedRecords(1_000_000),
 		kgo.ProducerBatchCompression(compression(p.Compression)),
+		// A target partition that lost acknowledged records (unclean
+		// leader election) fails the idempotent sequence check; the
+		// client then writes on under a new producer ID and calls this.
+		kgo.ProducerOnDataLossDetected(func(topic string, partition int32) {
+			if r := f.repl.Load(); r != nil {
+				r.TargetDataLoss(topic, partition)
+			}
+		}),
 	}
 	if p.Acks == "leader" {
 		opts = append(opts, kgo.RequiredAcks(kgo.LeaderAck()), kgo.DisableIdempotentWrite())

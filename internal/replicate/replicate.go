@@ -210,6 +210,10 @@ type partition struct {
 	// truncated says the rewind at failedAt follows a source truncation:
 	// the position and the offset map are cut back to failedAt.
 	truncated bool
+	// targetLossAt is when the producer last reported, and targetBackAt
+	// when acked last saw, that the target partition lost records, each
+	// counted then; zero once the other report of the same loss came.
+	targetLossAt, targetBackAt time.Time
 
 	records, bytes, retried, duplicates prometheus.Counter
 	lost, deadLettered                  prometheus.Counter
@@ -724,7 +728,8 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 		return
 	}
 	now := time.Now()
-	var lostFrom int64 = -1
+	var lostFrom, lostSrc, lostSrcEnd int64 = -1, -1, -1
+	var lossReported bool
 	var resumed, wake bool
 	if src >= p.acked.SourceNext {
 		if p.acked.TargetNext >= 0 && out.Offset < p.acked.TargetNext {
@@ -733,7 +738,13 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 			// and re-created). What kmirror wrote there since is no
 			// longer in its offset map.
 			lostFrom = p.acked.TargetNext
+			lostSrc, lostSrcEnd = lostSources(p.omap.Runs(), out.Offset), p.acked.SourceNext
 			p.omap = offsets.NewMap(cutRuns(p.omap.Runs(), -1, out.Offset))
+			lossReported = !p.targetLossAt.IsZero() && now.Sub(p.targetLossAt) < targetLossWindow
+			p.targetLossAt, p.targetBackAt = time.Time{}, now
+			if lossReported {
+				p.targetBackAt = time.Time{}
+			}
 		}
 		p.acked.SourceNext = src + 1
 		p.acked.TargetNext = out.Offset + 1
@@ -769,17 +780,82 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 			"topic", p.id.Topic, "partition", p.id.Partition, "offset", src)
 	}
 	if lostFrom >= 0 {
-		r.opts.Metrics.TargetDataLoss.WithLabelValues(r.opts.Flow, p.id.Topic).Inc()
-		r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrTargetDataLoss).Inc()
-		r.opts.Logger.Error("target partition lost records it had acknowledged: its offsets went back",
+		log := r.opts.Logger.Warn // the producer's report was the count and the error
+		if !lossReported {
+			log = r.opts.Logger.Error
+			r.opts.Metrics.TargetDataLoss.WithLabelValues(r.opts.Flow, p.id.Topic).Inc()
+			r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrTargetDataLoss).Inc()
+		}
+		log("target partition lost records it had acknowledged: its offsets went back; the copies of source offsets from..to are gone from the target and are not copied again",
 			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
-			"expected_target_offset", lostFrom, "got", out.Offset, "source_offset", src)
+			"from", lostSrc, "to", lostSrcEnd, "expected_target_offset", lostFrom, "got", out.Offset, "source_offset", src)
 	}
 	p.records.Inc()
 	p.bytes.Add(float64(size))
 	r.records.Add(1)
 	r.bytes.Add(size)
 	r.latency.Observe(now.Sub(ts).Seconds())
+}
+
+// targetLossWindow is how long after the producer reported that a target
+// partition lost records (TargetDataLoss) its offsets going back counts as
+// the same loss.
+const targetLossWindow = 2 * time.Minute
+
+// TargetDataLoss handles the target producer's report that a target
+// partition lost records it had acknowledged (its idempotent sequence
+// check failed with the log start below the last acknowledged offset:
+// unclean leader election on the target). It is the target client's
+// kgo.ProducerOnDataLossDetected hook. The loss is counted and logged
+// once here; the records written next land at offsets lower than
+// expected, which acked reports with the source range of the lost copies
+// without counting the loss again (whichever of the two comes first
+// counts, within targetLossWindow).
+func (r *Replicator) TargetDataLoss(topic string, part int32) {
+	var hit []*partition
+	r.each(func(p *partition) {
+		if p.target == topic && p.id.Partition == part {
+			hit = append(hit, p)
+		}
+	})
+	now := time.Now()
+	for _, p := range hit {
+		p.mu.Lock()
+		// The hook runs on a goroutine of its own: the records written
+		// after the loss may have been acknowledged, and the loss
+		// counted, already.
+		counted := !p.targetBackAt.IsZero() && now.Sub(p.targetBackAt) < targetLossWindow
+		p.targetLossAt, p.targetBackAt = now, time.Time{}
+		if counted {
+			p.targetLossAt = time.Time{}
+		}
+		expected := p.acked.TargetNext
+		p.mu.Unlock()
+		if counted {
+			continue
+		}
+		r.opts.Metrics.TargetDataLoss.WithLabelValues(r.opts.Flow, p.id.Topic).Inc()
+		r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrTargetDataLoss).Inc()
+		r.opts.Logger.Error("target partition lost records it had acknowledged (the producer's sequence check failed: unclean leader election on the target?)",
+			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
+			"expected_target_offset", expected)
+	}
+}
+
+// lostSources returns the first source offset whose copy is at target
+// offset tgt or later in runs, or -1 if none is.
+func lostSources(runs []offsets.Run, tgt int64) int64 {
+	first := int64(-1)
+	for _, run := range runs {
+		if run.Target+run.Len <= tgt {
+			continue
+		}
+		s := run.Source + max(0, tgt-run.Target)
+		if first < 0 || s < first {
+			first = s
+		}
+	}
+	return first
 }
 
 // cutRuns returns the runs below source offset src and target offset tgt

@@ -178,11 +178,20 @@ func (c *Cluster) node(id int) *Cluster {
 func (c *Cluster) StopBroker(id int) { c.node(id).Stop() }
 
 // StartBroker starts broker-only node id again with its data and waits
-// until the cluster lists it.
+// until the cluster lists as many brokers as there are nodes running
+// (other nodes may still be stopped).
 func (c *Cluster) StartBroker(id int) {
 	c.t.Helper()
 	c.node(id).mustLaunch("restart", time.Now())
-	c.waitBrokers(len(c.extra) + 1)
+	running := 0
+	for _, n := range c.nodes() {
+		n.mu.Lock()
+		if n.proc != nil {
+			running++
+		}
+		n.mu.Unlock()
+	}
+	c.waitBrokers(running)
 }
 
 // waitBrokers waits until node 1 lists n registered brokers.
