@@ -76,6 +76,9 @@ type Map struct {
 	// started), or -1 when unknown: then a new run covers nothing before
 	// it.
 	gapFrom int64
+	// dropped are runs Cut removed, not yet handed out by TakeDropped:
+	// the store must delete them.
+	dropped []Run
 }
 
 // NewMap returns a map holding runs, which must be sorted and disjoint.
@@ -256,6 +259,62 @@ func (m *Map) Trim(minSource, minMs int64, maxRuns int) []Run {
 	m.dirty = max(m.dirty-k, 0)
 	return dropped
 }
+
+// Cut forgets what the map holds at or after source offset src or target
+// offset tgt (-1: no bound): the source partition was truncated below what
+// was copied, or the target partition lost copies. Runs wholly past the
+// bound are removed and kept for TakeDropped, so the store deletes them;
+// the run crossing it is shortened, loses its tail and counts as changed.
+// After a source cut, reading resumes at src, so the next run covers the
+// stretch from there; after a target cut, the source offsets whose copies
+// were lost are a hole, translated down.
+func (m *Map) Cut(src, tgt int64) {
+	keep := m.runs[:0:0]
+	for _, r := range m.runs {
+		n := r.Len
+		if src >= 0 {
+			n = min(n, src-r.Source)
+		}
+		if tgt >= 0 {
+			n = min(n, tgt-r.Target)
+		}
+		if n <= 0 {
+			m.dropped = append(m.dropped, r)
+			continue
+		}
+		tail := r.Tail
+		if n < r.Len || tgt >= 0 {
+			tail = 0
+		} else if src >= 0 {
+			tail = min(tail, src-r.SourceEnd())
+		}
+		if n != r.Len || tail != r.Tail {
+			r.Len, r.Tail, r.unsaved = n, tail, true
+			m.dirty = min(m.dirty, len(keep))
+		}
+		keep = append(keep, r)
+	}
+	m.runs = keep
+	m.dirty = min(m.dirty, len(m.runs))
+	m.gapFrom = -1
+	if n := len(m.runs); n > 0 && src >= 0 && tgt < 0 {
+		// Everything below src was read before the cut and is unchanged:
+		// after the newest run left, nothing below src was copied.
+		m.gapFrom = m.runs[n-1].SourceEnd()
+	}
+}
+
+// TakeDropped returns the runs Cut removed since the last call; the store
+// must delete them. RestoreDropped gives them back when it could not.
+func (m *Map) TakeDropped() []Run {
+	d := m.dropped
+	m.dropped = nil
+	return d
+}
+
+// RestoreDropped puts back runs TakeDropped returned that the store could
+// not delete.
+func (m *Map) RestoreDropped(d []Run) { m.dropped = append(d, m.dropped...) }
 
 // Inverse returns the map from target offsets back to source offsets:
 // translating a target offset with it gives the source offset of the first

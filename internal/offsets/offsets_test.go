@@ -2,6 +2,7 @@ package offsets
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -286,5 +287,101 @@ func TestUnsavedRunsAreChanged(t *testing.T) {
 	}
 	if got := NewMap([]Run{{Source: 0, Len: 1}}); got.dirty != 1 {
 		t.Fatalf("stored runs are not changed")
+	}
+}
+
+func TestCut(t *testing.T) {
+	// Runs: source 0-9 → target 0-9; source 20-29 → target 10-19 (a gap of
+	// markers before it), covered up to 35 (markers after it).
+	newMap := func() *Map {
+		m := NewMap(nil)
+		m.Start(0)
+		for i := int64(0); i < 10; i++ {
+			m.Add(i, i, 1)
+		}
+		for i := int64(20); i < 30; i++ {
+			m.Add(i, i-10, 1)
+		}
+		m.Advance(35)
+		m.TakeChanged()
+		return m
+	}
+	tests := []struct {
+		name        string
+		src, tgt    int64
+		wantRuns    []Run
+		wantDropped []Run
+		// translate: source offset → want result after the cut
+		translate map[int64]Result
+	}{
+		{
+			name: "source truncated inside the second run",
+			src:  25, tgt: -1,
+			wantRuns:    []Run{{Source: 0, Target: 0, Len: 10, LastMs: 1}, {Source: 20, Target: 10, Len: 5, LastMs: 1, Gap: 10}},
+			wantDropped: nil,
+			translate:   map[int64]Result{22: {Target: 12, Exact: true}, 15: {Target: 10, Exact: true}},
+		},
+		{
+			name: "source truncated in the markers after the newest run keeps the tail below it",
+			src:  32, tgt: -1,
+			wantRuns: []Run{{Source: 0, Target: 0, Len: 10, LastMs: 1}, {Source: 20, Target: 10, Len: 10, LastMs: 1, Gap: 10, Tail: 2}},
+		},
+		{
+			name: "source truncated before the second run drops it",
+			src:  15, tgt: -1,
+			wantRuns:    []Run{{Source: 0, Target: 0, Len: 10, LastMs: 1}},
+			wantDropped: []Run{{Source: 20, Target: 10, Len: 10, LastMs: 1, Gap: 10, Tail: 5}},
+		},
+		{
+			name: "target lost copies from target offset 5",
+			src:  -1, tgt: 5,
+			wantRuns:    []Run{{Source: 0, Target: 0, Len: 5, LastMs: 1}},
+			wantDropped: []Run{{Source: 20, Target: 10, Len: 10, LastMs: 1, Gap: 10, Tail: 5}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMap()
+			m.Cut(tc.src, tc.tgt)
+			if got := saved(m.Runs()); !reflect.DeepEqual(got, tc.wantRuns) {
+				t.Fatalf("runs after Cut(%d, %d) =\n%+v\nwant\n%+v", tc.src, tc.tgt, got, tc.wantRuns)
+			}
+			if got := saved(m.TakeDropped()); len(got) != len(tc.wantDropped) || len(got) > 0 && !reflect.DeepEqual(got, tc.wantDropped) {
+				t.Fatalf("dropped = %+v, want %+v", got, tc.wantDropped)
+			}
+			if d := m.TakeDropped(); len(d) != 0 {
+				t.Fatalf("TakeDropped twice returned %+v", d)
+			}
+			// A shortened run is stored again.
+			changed, _ := m.TakeChanged()
+			for _, r := range saved(changed) {
+				if !slices.Contains(tc.wantRuns, r) {
+					t.Fatalf("changed run %+v is not among the runs", r)
+				}
+			}
+			for src, want := range tc.translate {
+				if got := m.Translate(src, -1); got != want {
+					t.Errorf("Translate(%d) = %+v, want %+v", src, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestCutThenNewDataAfterSourceTruncation(t *testing.T) {
+	m := NewMap(nil)
+	m.Start(0)
+	for i := int64(0); i < 10; i++ {
+		m.Add(i, i, 1)
+	}
+	m.Cut(6, -1) // the source lost offsets 6..9; new records reuse them
+	for i := int64(6); i < 9; i++ {
+		m.Add(i, i+4, 2) // copied after the old copies: target 10..12
+	}
+	// Source 6 (new data) is at target 10, exactly; 3 is unchanged.
+	for src, want := range map[int64]Result{3: {Target: 3, Exact: true}, 6: {Target: 10, Exact: true}, 8: {Target: 12, Exact: true}} {
+		if got := m.Translate(src, 13); got != want {
+			t.Errorf("Translate(%d) = %+v, want %+v", src, got, want)
+		}
 	}
 }

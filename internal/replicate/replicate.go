@@ -739,7 +739,7 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 			// longer in its offset map.
 			lostFrom = p.acked.TargetNext
 			lostSrc, lostSrcEnd = lostSources(p.omap.Runs(), out.Offset), p.acked.SourceNext
-			p.omap = offsets.NewMap(cutRuns(p.omap.Runs(), -1, out.Offset))
+			p.omap.Cut(-1, out.Offset)
 			lossReported = !p.targetLossAt.IsZero() && now.Sub(p.targetLossAt) < targetLossWindow
 			p.targetLossAt, p.targetBackAt = time.Time{}, now
 			if lossReported {
@@ -856,27 +856,6 @@ func lostSources(runs []offsets.Run, tgt int64) int64 {
 		}
 	}
 	return first
-}
-
-// cutRuns returns the runs below source offset src and target offset tgt
-// (-1: no bound), the run crossing a bound shortened.
-func cutRuns(runs []offsets.Run, src, tgt int64) []offsets.Run {
-	out := make([]offsets.Run, 0, len(runs))
-	for _, run := range runs {
-		n := run.Len
-		if src >= 0 {
-			n = min(n, src-run.Source)
-		}
-		if tgt >= 0 {
-			n = min(n, tgt-run.Target)
-		}
-		if n <= 0 {
-			continue
-		}
-		run.Len = n
-		out = append(out, run)
-	}
-	return out
 }
 
 // permanent reports whether an error refuses the record itself (too
@@ -1012,7 +991,7 @@ func (r *Replicator) recoverFailed(ctx context.Context) bool {
 		if p.truncated {
 			p.truncated = false
 			p.acked.SourceNext = min(p.acked.SourceNext, p.failedAt)
-			p.omap = offsets.NewMap(cutRuns(p.omap.Runs(), p.failedAt, -1))
+			p.omap.Cut(p.failedAt, -1)
 		}
 		r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
 			p.id.Topic: {p.id.Partition: {Epoch: -1, Offset: p.failedAt}},
@@ -1159,11 +1138,13 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 	var entries []progress.Entry
 	var parts []*partition
 	var marks []int
+	var cuts [][]offsets.Run
 	r.each(func(p *partition) {
 		p.mu.Lock()
 		pos, persisted := p.acked, p.persisted
 		p.omap.Advance(pos.SourceNext)
-		dropped := p.omap.Trim(-1, minMs, maxRuns)
+		cut := p.omap.TakeDropped()
+		dropped := append(cut, p.omap.Trim(-1, minMs, maxRuns)...)
 		changed, mark := p.omap.TakeChanged()
 		p.mu.Unlock()
 		if hwm := p.hwm.Load(); hwm >= 0 {
@@ -1176,6 +1157,7 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 		entries = append(entries, progress.Entry{Partition: p.id, Position: pos, Runs: changed, Dropped: dropped})
 		parts = append(parts, p)
 		marks = append(marks, mark)
+		cuts = append(cuts, cut)
 	})
 	if len(entries) == 0 {
 		return nil
@@ -1184,6 +1166,7 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 		for i, p := range parts {
 			p.mu.Lock()
 			p.omap.Restore(marks[i])
+			p.omap.RestoreDropped(cuts[i])
 			p.mu.Unlock()
 		}
 		return err
