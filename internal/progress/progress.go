@@ -63,6 +63,12 @@ type Position struct {
 	// under the same name has a new ID: a position with another ID is
 	// not applied to it.
 	TopicID string `json:"topic_id,omitempty"`
+	// LeaderEpoch is the source leader epoch of the record just before
+	// SourceNext, when known. Resuming with it lets the consumer detect a
+	// source partition truncated below SourceNext while the flow was
+	// stopped (an unclean leader election): the records that replaced
+	// the lost ones are then copied as new data.
+	LeaderEpoch *int32 `json:"leader_epoch,omitempty"`
 }
 
 // Entry is what one write stores for one partition.

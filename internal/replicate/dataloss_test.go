@@ -70,7 +70,7 @@ func TestTargetDataLossCountedOnce(t *testing.T) {
 				if tc.back[i] {
 					// The target lost offsets 60..99: the next record lands at 60.
 					p.inflight.Add(1)
-					r.acked(p, 100, time.Now(), 1, &kgo.Record{Topic: "dst", Offset: 60}, nil)
+					r.acked(p, 100, 0, time.Now(), 1, &kgo.Record{Topic: "dst", Offset: 60}, nil)
 				}
 			}
 			c := e.metrics.TargetDataLoss.WithLabelValues(flowName, "src")

@@ -195,8 +195,13 @@ type partition struct {
 	// while writes were in flight, or -1; the position moves past it once
 	// they are acknowledged.
 	pendingControl int64
-	failures       int // consecutive failed attempts, for the backoff
-	retryAt        time.Time
+	// ackedEpoch is the source leader epoch of the record just before
+	// acked.SourceNext, or -1 when unknown; pendingEpoch that of
+	// pendingControl. Stored with the position, it lets a restart detect
+	// a source truncated while the flow was stopped.
+	ackedEpoch, pendingEpoch int32
+	failures                 int // consecutive failed attempts, for the backoff
+	retryAt                  time.Time
 	// probe says the next retry sends the failed record alone: it was
 	// refused as too large or invalid, maybe only with the records
 	// batched with it. probeAt is the offset of the probe in flight, or -1.
@@ -264,6 +269,7 @@ func (r *Replicator) Add(as []Assignment) {
 			target:         a.TargetTopic,
 			fedNext:        a.Start.SourceNext,
 			acked:          a.Start,
+			ackedEpoch:     -1,
 			omap:           offsets.NewMap(a.Runs),
 			persisted:      -1,
 			pendingControl: -1,
@@ -285,7 +291,14 @@ func (r *Replicator) Add(as []Assignment) {
 		if add[a.Source.Topic] == nil {
 			add[a.Source.Topic] = map[int32]kgo.Offset{}
 		}
-		add[a.Source.Topic][a.Source.Partition] = kgo.NewOffset().At(a.Start.SourceNext)
+		start := kgo.NewOffset().At(a.Start.SourceNext)
+		if e := a.Start.LeaderEpoch; e != nil && *e >= 0 {
+			// The consumer checks the source still holds the record before
+			// the position in that epoch, and reports a truncation if not.
+			p.ackedEpoch = *e
+			start = start.WithEpoch(*e)
+		}
+		add[a.Source.Topic][a.Source.Partition] = start
 	}
 	r.mu.Unlock()
 	if len(add) > 0 {
@@ -513,7 +526,7 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 				}
 				p.fedNext = rec.Offset + 1
 				if rec.Attrs.IsControl() {
-					r.skipControl(p, rec.Offset)
+					r.skipControl(p, rec.Offset, rec.LeaderEpoch)
 					continue
 				}
 				if p.probeOne {
@@ -548,7 +561,7 @@ func (r *Replicator) checkDeleted(p *partition, fp kgo.FetchTopicPartition) {
 	r.opts.Logger.Error("source deleted records before they were copied (retention or DeleteRecords); they are lost",
 		"topic", p.id.Topic, "partition", p.id.Partition, "from", from, "to", to, "records", to-from)
 	p.fedNext = to
-	r.skipControl(p, to-1) // the position moves past the gap like past a marker
+	r.skipControl(p, to-1, -1) // the position moves past the gap like past a marker
 }
 
 // sourceLostData handles the consumer's report that a source partition
@@ -599,17 +612,21 @@ func (r *Replicator) sourceTruncated(p *partition, offset int64) {
 // skipControl moves the partition's position past a transaction marker,
 // which is not copied: at once if no write is in flight, else once the
 // writes before it are acknowledged.
-func (r *Replicator) skipControl(p *partition, offset int64) {
+func (r *Replicator) skipControl(p *partition, offset int64, epoch int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.failed {
 		return // fetched again after the rewind
 	}
 	if p.inflight.Load() == 0 {
-		p.acked.SourceNext = max(p.acked.SourceNext, offset+1)
+		if offset+1 > p.acked.SourceNext {
+			p.acked.SourceNext, p.ackedEpoch = offset+1, epoch
+		}
 		return
 	}
-	p.pendingControl = max(p.pendingControl, offset)
+	if offset > p.pendingControl {
+		p.pendingControl, p.pendingEpoch = offset, epoch
+	}
 }
 
 func (p *partition) isFailed() bool {
@@ -701,18 +718,18 @@ func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record) 
 		Timestamp: in.Timestamp,
 		Context:   gate,
 	}
-	src, ts := in.Offset, in.Timestamp
+	src, epoch, ts := in.Offset, in.LeaderEpoch, in.Timestamp
 	size := int64(len(in.Key) + len(in.Value))
 	for _, h := range in.Headers {
 		size += int64(len(h.Key) + len(h.Value))
 	}
 	p.inflight.Add(1)
 	r.opts.Target.Produce(ctx, out, func(out *kgo.Record, err error) {
-		r.acked(p, src, ts, size, out, err)
+		r.acked(p, src, epoch, ts, size, out, err)
 	})
 }
 
-func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, out *kgo.Record, err error) {
+func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, size int64, out *kgo.Record, err error) {
 	if err != nil {
 		r.writeFailed(p, src, out, err)
 		return
@@ -746,7 +763,7 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 				p.targetBackAt = time.Time{}
 			}
 		}
-		p.acked.SourceNext = src + 1
+		p.acked.SourceNext, p.ackedEpoch = src+1, epoch
 		p.acked.TargetNext = out.Offset + 1
 		p.omap.Add(src, out.Offset, now.UnixMilli())
 	}
@@ -768,7 +785,7 @@ func (r *Replicator) acked(p *partition, src int64, ts time.Time, size int64, ou
 	}
 	if p.inflight.Add(-1) == 0 && !p.failed && p.pendingControl >= p.acked.SourceNext {
 		// Every record before the transaction marker is on the target.
-		p.acked.SourceNext = p.pendingControl + 1
+		p.acked.SourceNext, p.ackedEpoch = p.pendingControl+1, p.pendingEpoch
 	}
 	p.failures = 0
 	p.mu.Unlock()
@@ -990,7 +1007,7 @@ func (r *Replicator) recoverFailed(ctx context.Context) bool {
 		p.probeOne, p.probing = p.probe, false
 		if p.truncated {
 			p.truncated = false
-			p.acked.SourceNext = min(p.acked.SourceNext, p.failedAt)
+			p.acked.SourceNext, p.ackedEpoch = min(p.acked.SourceNext, p.failedAt), -1
 			p.omap.Cut(p.failedAt, -1)
 		}
 		r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
@@ -1061,7 +1078,9 @@ func (r *Replicator) deadLetter(ctx context.Context, p *partition, ref *refusal)
 		r.stopped.Set(float64(r.nstopped.Add(-1)))
 	}
 	p.refused, p.probe = nil, false
-	p.acked.SourceNext = max(p.acked.SourceNext, ref.offset+1)
+	if ref.offset+1 > p.acked.SourceNext {
+		p.acked.SourceNext, p.ackedEpoch = ref.offset+1, -1
+	}
 	p.failedAt, p.retryAt, p.failures = ref.offset+1, now, 0
 	p.mu.Unlock()
 	p.deadLettered.Inc()
@@ -1142,6 +1161,11 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 	r.each(func(p *partition) {
 		p.mu.Lock()
 		pos, persisted := p.acked, p.persisted
+		pos.LeaderEpoch = nil
+		if p.ackedEpoch >= 0 {
+			e := p.ackedEpoch
+			pos.LeaderEpoch = &e
+		}
 		p.omap.Advance(pos.SourceNext)
 		cut := p.omap.TakeDropped()
 		dropped := append(cut, p.omap.Trim(-1, minMs, maxRuns)...)

@@ -298,8 +298,12 @@ func TestReplicateCopiesEverything(t *testing.T) {
 		if got, ok := r.Translate(p.Topic, p.Partition, 42); !ok || got.Target != 42 || !got.Exact {
 			t.Errorf("%s: Translate(42) = %+v, %v; want exactly 42", p, got, ok)
 		}
+		if pos.LeaderEpoch == nil || *pos.LeaderEpoch != 0 {
+			t.Errorf("%s: stored leader epoch %v, want 0 (kfake's)", p, pos.LeaderEpoch)
+		}
 		pos.UpdatedMs = 0
 		pos.Run = nil
+		pos.LeaderEpoch = nil
 		loaded.Positions[p] = pos
 	}
 	if !reflect.DeepEqual(loaded.Positions, want) {

@@ -133,6 +133,8 @@ func Match(ctx context.Context, src, tgt *kgo.Client, id progress.Partition, tar
 		res.Matched++
 		res.Next.SourceNext = s.Offset + 1
 		res.Next.TargetNext = t.Offset + 1
+		epoch := s.LeaderEpoch
+		res.Next.LeaderEpoch = &epoch
 	}
 }
 

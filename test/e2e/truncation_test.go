@@ -27,8 +27,21 @@ import (
 // after it, record by record; the truncation is one log line and one count
 // in kmirror_source_truncations_total, not one error per record; and a
 // group's offset among the new records translates to the new records'
-// copies.
+// copies. It does so once while kmirror runs, and once while it is stopped
+// (SIGTERM before the election, started again after it): the stored
+// position's leader epoch tells the restarted consumer its position is
+// past what the source still holds in that epoch.
 func TestSourceTruncated(t *testing.T) {
+	for _, whileStopped := range []bool{false, true} {
+		name := "while running"
+		if whileStopped {
+			name = "while stopped"
+		}
+		t.Run(name, func(t *testing.T) { testSourceTruncated(t, whileStopped) })
+	}
+}
+
+func testSourceTruncated(t *testing.T, whileStopped bool) {
 	p := startPairSourceBrokers(t, 3)
 	const topic, target = "t", "src.t"
 	createUncleanTopic(t, p.srcCl, topic, []int32{2, 3})
@@ -60,6 +73,9 @@ http:
 	waitISR(t, p.srcCl, topic, []int32{2})
 	produce(t, p.srcCl, batch(topic, 1, "lost", 0, lost))
 	waitTargetEnd(t, p, target, before+lost)
+	if whileStopped {
+		k.stop() // SIGTERM: the final position and its leader epoch are stored
+	}
 
 	// Broker 2 stops; broker 3, without the last records, becomes leader.
 	p.src.StopBroker(2)
@@ -71,6 +87,9 @@ http:
 	produce(t, w, batch(topic, 1, "new", 0, after))
 	// Broker 2 comes back and truncates its log to broker 3's.
 	p.src.StartBroker(2)
+	if whileStopped {
+		k = startKmirror(t, cfg, httpAddr)
+	}
 
 	// The source now holds old-0.. followed by new-0..: the lost records
 	// are gone and their offsets reused.
