@@ -4,7 +4,72 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/ownership"
 )
+
+// runClients are the connections of one run of a flow: the source
+// consumer, the target producer of the data plane, and a target client of
+// its own for bookkeeping (progress, checkpoints), so that its small writes
+// never queue behind the data plane's buffered records. Both target
+// clients write only while the lease allows.
+type runClients struct {
+	src, tgt, meta *kgo.Client
+	stopAbort      chan struct{}
+}
+
+// dial builds the clients of a run under lease.
+func (f *Flow) dial(lease *ownership.Lease) (*runClients, error) {
+	src, err := kafka.NewClient(f.source, f.logger, f.consumerOpts()...)
+	if err != nil {
+		return nil, err
+	}
+	tgt, err := kafka.NewGatedClient(f.target, f.logger, lease.Allow, f.producerOpts()...)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	meta, err := kafka.NewGatedClient(f.target, f.logger, lease.Allow,
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequiredAcks(kgo.AllISRAcks()))
+	if err != nil {
+		src.Close()
+		tgt.Close()
+		return nil, err
+	}
+	c := &runClients{src: src, tgt: tgt, meta: meta, stopAbort: make(chan struct{})}
+	go c.abortWhenLost(lease)
+	return c, nil
+}
+
+// abortWhenLost fails the target clients' buffered records once the lease
+// is lost: the gate refuses every write then, and the clients would retry
+// them for ever, so the run could not stop.
+func (c *runClients) abortWhenLost(lease *ownership.Lease) {
+	select {
+	case <-lease.Lost():
+	case <-c.stopAbort:
+		return
+	}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		c.tgt.UnsafeAbortBufferedRecords()
+		c.meta.UnsafeAbortBufferedRecords()
+		select {
+		case <-c.stopAbort:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *runClients) close() {
+	close(c.stopAbort)
+	c.meta.Close()
+	c.tgt.Close()
+	c.src.Close()
+}
 
 func (f *Flow) consumerOpts() []kgo.Opt {
 	opts := []kgo.Opt{

@@ -187,48 +187,12 @@ func (f *Flow) Run(ctx context.Context) error {
 // runOwned replicates until ctx is done; every write to the target first
 // asks the lease.
 func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
-	allow := lease.Allow
-	srcClient, err := kafka.NewClient(f.source, f.logger, f.consumerOpts()...)
+	cls, err := f.dial(lease)
 	if err != nil {
 		return err
 	}
-	defer srcClient.Close()
-	tgtClient, err := kafka.NewGatedClient(f.target, f.logger, allow, f.producerOpts()...)
-	if err != nil {
-		return err
-	}
-	defer tgtClient.Close()
-	// Bookkeeping (progress, checkpoints) has a client of its own so its
-	// small writes never queue behind the data plane's buffered records.
-	metaClient, err := kafka.NewGatedClient(f.target, f.logger, allow,
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequiredAcks(kgo.AllISRAcks()))
-	if err != nil {
-		return err
-	}
-	defer metaClient.Close()
-	// Once the lease is lost the gate refuses every write, and the
-	// clients would retry buffered records for ever: fail them, so the
-	// run stops at once.
-	stopAbort := make(chan struct{})
-	defer close(stopAbort)
-	go func() {
-		select {
-		case <-lease.Lost():
-		case <-stopAbort:
-			return
-		}
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			tgtClient.UnsafeAbortBufferedRecords()
-			metaClient.UnsafeAbortBufferedRecords()
-			select {
-			case <-stopAbort:
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	defer cls.close()
+	srcClient, tgtClient, metaClient := cls.src, cls.tgt, cls.meta
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
