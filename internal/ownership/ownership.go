@@ -40,6 +40,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kmirror/kmirror/internal/retry"
 )
 
 // ProtocolType is the group protocol type of ownership groups.
@@ -180,7 +182,7 @@ func (m *Member) run(ctx context.Context) {
 					"group", m.opts.Group, "err", err)
 			}
 			m.checkLease()
-			sleep(ctx, min(time.Duration(failures)*m.heartbeatInterval(), m.opts.Timeout/2))
+			retry.Sleep(ctx, min(time.Duration(failures)*m.heartbeatInterval(), m.opts.Timeout/2))
 			continue
 		}
 		failures = 0
@@ -518,15 +520,6 @@ func (m *Member) leave() {
 	if err != nil {
 		m.opts.Logger.Warn("could not leave the ownership group; another instance takes over after the session timeout",
 			"group", m.opts.Group, "timeout", m.opts.Timeout.String(), "err", err)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }
 

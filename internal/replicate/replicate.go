@@ -49,6 +49,7 @@ import (
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/retry"
 )
 
 // DefaultRefusedRetryInterval is how long a partition stopped at a refused
@@ -460,7 +461,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 const maxPollRecords = 50_000
 
 func (r *Replicator) pollLoop(ctx context.Context) {
-	var fetchErrLogged time.Time
+	fetchErrLog := retry.Throttle{Every: 10 * time.Second}
 	for ctx.Err() == nil {
 		anyFailed := r.recoverFailed(ctx)
 		var pollCtx context.Context
@@ -492,8 +493,7 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 				return
 			}
 			r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, fetchErrorKind(err)).Inc()
-			if time.Since(fetchErrLogged) > 10*time.Second {
-				fetchErrLogged = time.Now()
+			if fetchErrLog.Allow() {
 				r.opts.Logger.Error("fetching from source failed; retrying", "topic", topic, "partition", p, "err", err)
 			}
 		})
@@ -897,7 +897,7 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 		if !shutdown {
 			p.failures++
 		}
-		p.retryAt = now.Add(backoff(p.failures))
+		p.retryAt = now.Add(writeBackoff(p.failures))
 		if permanent(kind) && !gated {
 			if p.probeAt == src {
 				// Refused alone: the record itself is the cause.
@@ -1105,18 +1105,15 @@ func (r *Replicator) ensureDeadLetterTopic(ctx context.Context) error {
 	return nil
 }
 
-func backoff(failures int) time.Duration {
-	d := 500 * time.Millisecond
-	for i := 1; i < failures && d < 30*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 30*time.Second)
+// writeBackoff paces the retries of a partition whose write failed.
+func writeBackoff(failures int) time.Duration {
+	return retry.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}.Delay(failures)
 }
 
 func (r *Replicator) progressLoop(ctx context.Context) {
 	t := time.NewTicker(r.opts.ProgressInterval)
 	defer t.Stop()
-	var errLogged time.Time
+	errLog := retry.Throttle{Every: 10 * time.Second}
 	for {
 		select {
 		case <-ctx.Done():
@@ -1125,8 +1122,7 @@ func (r *Replicator) progressLoop(ctx context.Context) {
 		}
 		if err := r.writeProgress(ctx); err != nil && ctx.Err() == nil {
 			r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrProgress).Inc()
-			if time.Since(errLogged) > 10*time.Second {
-				errLogged = time.Now()
+			if errLog.Allow() {
 				r.opts.Logger.Error("storing progress failed; retrying", "err", err)
 			}
 		}

@@ -580,8 +580,8 @@ func TestBackoff(t *testing.T) {
 		{100, 30 * time.Second},
 	}
 	for _, tc := range tests {
-		if got := backoff(tc.failures); got != tc.want {
-			t.Errorf("backoff(%d) = %v, want %v", tc.failures, got, tc.want)
+		if got := writeBackoff(tc.failures); got != tc.want {
+			t.Errorf("writeBackoff(%d) = %v, want %v", tc.failures, got, tc.want)
 		}
 	}
 }
