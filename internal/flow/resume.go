@@ -46,6 +46,9 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 	}
 	ahead := te.Offset - pos.TargetNext
 	now := time.Now().UnixMilli()
+	// Reading resumes at the stored position: a gap before the first
+	// matched record (a transaction marker) is covered by its run.
+	omap.Start(pos.SourceNext)
 	res, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd,
 		resume.Options{SourceReadUncommitted: r.cfg.Consumer.IsolationLevel == config.ReadUncommitted},
 		func(p resume.Pair) { omap.Add(p.Source, p.Target, now) })
