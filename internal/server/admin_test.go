@@ -388,3 +388,37 @@ func TestLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestListenWarnsWhenExposed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		http config.HTTP
+		want string // "" for no warning
+	}{
+		{"loopback", config.HTTP{Listen: "127.0.0.1:0"}, ""},
+		{"all interfaces, no credentials", config.HTTP{Listen: "0.0.0.0:0"}, "reachable from other hosts without credentials"},
+		{"all interfaces, token over plain HTTP", config.HTTP{Listen: "0.0.0.0:0", AuthToken: testToken}, "credentials cross the network in clear"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &syncBuffer{}
+			s, err := New(nil, metrics.New(), "test", tc.http, slog.New(slog.NewTextHandler(logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := s.Listen()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln.Close()
+			switch got := logs.String(); {
+			case tc.want == "" && got != "":
+				t.Errorf("unexpected log: %s", got)
+			case !strings.Contains(got, tc.want) || strings.Count(got, "\n") > 1:
+				t.Errorf("log %q, want one line with %q", got, tc.want)
+			}
+			if strings.Contains(logs.String(), testToken) {
+				t.Error("the token is logged")
+			}
+		})
+	}
+}
