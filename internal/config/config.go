@@ -61,6 +61,18 @@ const (
 	DefaultLogFormat  = "text"
 )
 
+// Defaults and limits of the admin HTTP server (http).
+const (
+	DefaultHTTPReadHeaderTimeout = 5 * time.Second
+	DefaultHTTPReadTimeout       = 10 * time.Second
+	DefaultHTTPWriteTimeout      = 30 * time.Second
+	DefaultHTTPIdleTimeout       = 60 * time.Second
+	DefaultHTTPMaxHeaderBytes    = 8 << 10 // 8 KiB
+	DefaultHTTPMaxConnections    = 64
+
+	MinHTTPAuthTokenLen = 16 // auth_token: shortest accepted
+)
+
 // Values of the enumerated keys.
 const (
 	NamingPrefix   = "prefix"   // topic_naming: target topic is TopicPrefix + source topic
@@ -178,10 +190,54 @@ type Consumer struct {
 	IsolationLevel         string // isolation_level: ReadUncommitted (default) or ReadCommitted
 }
 
-// HTTP configures the metrics and health endpoint.
+// HTTP configures the admin HTTP server: metrics, health, readiness and
+// the JSON API.
 type HTTP struct {
 	Listen string // listen: "host:port"; default "127.0.0.1:9780"; HTTPOff disables the server
+
+	TLS       *HTTPTLS   // tls: serve HTTPS; nil = plain HTTP
+	AuthToken string     // auth_token: bearer token required for all but /healthz and /readyz; "" = none. A secret.
+	BasicAuth *BasicAuth // basic_auth: instead of auth_token; nil = none
+
+	ReadHeaderTimeout time.Duration // read_header_timeout: default 5s
+	ReadTimeout       time.Duration // read_timeout: whole request; default 10s
+	WriteTimeout      time.Duration // write_timeout: whole response; default 30s
+	IdleTimeout       time.Duration // idle_timeout: keep-alive connection between requests; default 60s
+	MaxHeaderBytes    int           // max_header_bytes: default 8 KiB
+	MaxConnections    int           // max_connections: open connections at once; default 64
 }
+
+// String describes h without its token.
+func (h HTTP) String() string {
+	type plain HTTP // without this method
+	p := plain(h)
+	p.AuthToken = redact(h.AuthToken)
+	return fmt.Sprintf("%+v", p)
+}
+
+// GoString is String, so that %#v does not show the token either.
+func (h HTTP) GoString() string { return "config.HTTP" + h.String() }
+
+// HTTPTLS is the certificate the admin server presents. The files are read
+// again when they change, so a rotated certificate needs no restart.
+type HTTPTLS struct {
+	CertFile string // cert_file: PEM certificate chain
+	KeyFile  string // key_file: PEM private key
+}
+
+// BasicAuth is the user and password the admin server requires.
+type BasicAuth struct {
+	Username string // username
+	Password string // password: a secret
+}
+
+// String describes b without its password.
+func (b BasicAuth) String() string {
+	return fmt.Sprintf("{Username:%s Password:%s}", b.Username, redact(b.Password))
+}
+
+// GoString is String, so that %#v does not show the password either.
+func (b BasicAuth) GoString() string { return "config.BasicAuth" + b.String() }
 
 // Log configures kmirror's own log.
 type Log struct {

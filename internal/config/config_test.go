@@ -108,7 +108,9 @@ func TestExampleDefaults(t *testing.T) {
 	if s := regexpStrings(f.TopicsExcludeRegexps); !reflect.DeepEqual(s, []string{"^(?:audit)$"}) {
 		t.Errorf("TopicsExcludeRegexps = %q", s)
 	}
-	if cfg.HTTP != (HTTP{Listen: "127.0.0.1:9780"}) || cfg.Log != (Log{Level: "info", Format: "text"}) {
+	wantHTTP := HTTP{Listen: "127.0.0.1:9780", ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 8192, MaxConnections: 64}
+	if cfg.HTTP != wantHTTP || cfg.Log != (Log{Level: "info", Format: "text"}) {
 		t.Errorf("HTTP = %+v, Log = %+v", cfg.HTTP, cfg.Log)
 	}
 }

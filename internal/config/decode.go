@@ -26,7 +26,7 @@ const (
 	flowKeys     = "consumer dead_letter_topic groups groups_exclude name offset_map_max_runs offset_map_retention ownership_timeout producer progress_interval refused_retry_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
 	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
 	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
-	httpKeys     = "listen"
+	httpKeys     = "auth_token basic_auth idle_timeout listen max_connections max_header_bytes read_header_timeout read_timeout tls write_timeout"
 	logKeys      = "format level"
 )
 
@@ -46,7 +46,7 @@ const maxTopicLen = 249 // Kafka's limit on topic names
 func (d *decoder) config(root *yaml.Node) *Config {
 	cfg := &Config{
 		Clusters: map[string]*Cluster{},
-		HTTP:     HTTP{Listen: DefaultHTTPListen},
+		HTTP:     defaultHTTP(),
 		Log:      Log{Level: DefaultLogLevel, Format: DefaultLogFormat},
 	}
 	m := d.mapping(&field{val: root}, "a mapping with keys clusters and flows", configKeys)
@@ -600,15 +600,61 @@ func (d *decoder) consumer(f *field, c *Consumer) {
 
 // --- http, log ---
 
+func defaultHTTP() HTTP {
+	return HTTP{
+		Listen:            DefaultHTTPListen,
+		ReadHeaderTimeout: DefaultHTTPReadHeaderTimeout,
+		ReadTimeout:       DefaultHTTPReadTimeout,
+		WriteTimeout:      DefaultHTTPWriteTimeout,
+		IdleTimeout:       DefaultHTTPIdleTimeout,
+		MaxHeaderBytes:    DefaultHTTPMaxHeaderBytes,
+		MaxConnections:    DefaultHTTPMaxConnections,
+	}
+}
+
 func (d *decoder) http(f *field, h *HTTP) {
 	m := d.mapping(f, "a mapping with key listen", httpKeys)
 	if m == nil {
 		return
 	}
-	f = m.get("listen")
-	if f == nil {
-		return
+	if f := m.get("listen"); f != nil {
+		d.httpListen(f, h)
 	}
+	if f := m.get("tls"); f != nil {
+		h.TLS = d.httpTLS(f)
+	}
+	if f := m.get("auth_token"); f != nil {
+		d.authToken(f, &h.AuthToken)
+	}
+	if f := m.get("basic_auth"); f != nil {
+		h.BasicAuth = d.basicAuth(f)
+		if m.get("auth_token") != nil {
+			d.errorf(f.key, f.path, "set together with auth_token; expected one of auth_token and basic_auth")
+		}
+	}
+	durations := []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"read_header_timeout", &h.ReadHeaderTimeout},
+		{"read_timeout", &h.ReadTimeout},
+		{"write_timeout", &h.WriteTimeout},
+		{"idle_timeout", &h.IdleTimeout},
+	}
+	for _, dur := range durations {
+		if f := m.get(dur.key); f != nil {
+			d.duration(f, dur.dst, time.Millisecond, 24*time.Hour)
+		}
+	}
+	if f := m.get("max_header_bytes"); f != nil {
+		integer(d, f, &h.MaxHeaderBytes, 1<<10, 1<<20, "an integer from 1024 to 1048576")
+	}
+	if f := m.get("max_connections"); f != nil {
+		integer(d, f, &h.MaxConnections, 1, 100_000, "an integer from 1 to 100000")
+	}
+}
+
+func (d *decoder) httpListen(f *field, h *HTTP) {
 	var listen string
 	if !d.nonEmpty(f, &listen, `"host:port" or "off"`) {
 		return
@@ -620,6 +666,72 @@ func (d *decoder) http(f *field, h *HTTP) {
 	if d.hostPort(f, listen, true) {
 		h.Listen = listen
 	}
+}
+
+// httpTLS decodes the admin server's certificate: both files are required.
+func (d *decoder) httpTLS(f *field) *HTTPTLS {
+	t := &HTTPTLS{}
+	m := d.mapping(f, "a mapping with keys cert_file and key_file", "cert_file key_file")
+	if m == nil {
+		return t
+	}
+	files := []struct {
+		key string
+		dst *string
+	}{{"cert_file", &t.CertFile}, {"key_file", &t.KeyFile}}
+	for _, file := range files {
+		f, dst := m.get(file.key), file.dst
+		if f == nil {
+			d.missing(m, file.key, "a PEM file")
+			continue
+		}
+		if !d.nonEmpty(f, dst, "a PEM file") {
+			continue
+		}
+		if !filepath.IsAbs(*dst) {
+			*dst = filepath.Join(d.dir, *dst)
+		}
+		d.fileExists(f, *dst)
+	}
+	return t
+}
+
+// authToken decodes a bearer token. Messages never show its value.
+func (d *decoder) authToken(f *field, dst *string) {
+	const want = "a token of at least 16 printable characters, such as ${KMIRROR_ADMIN_TOKEN}"
+	v, ok := d.scalar(f, want)
+	switch {
+	case !ok:
+		return
+	case len(v) < MinHTTPAuthTokenLen:
+		d.errorf(f.val, f.path, "too short; expected %s", want)
+		return
+	case strings.IndexFunc(v, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
+		d.errorf(f.val, f.path, "contains a space, control or non-ASCII character; expected %s", want)
+		return
+	}
+	*dst = v
+}
+
+func (d *decoder) basicAuth(f *field) *BasicAuth {
+	b := &BasicAuth{}
+	m := d.mapping(f, "a mapping with keys username and password", "password username")
+	if m == nil {
+		return b
+	}
+	if f := m.get("username"); f != nil {
+		if d.nonEmpty(f, &b.Username, "a user name") && strings.Contains(b.Username, ":") {
+			d.errorf(f.val, f.path, "contains \":\"; expected a user name without \":\" (HTTP basic authentication)")
+		}
+	} else {
+		d.missing(m, "username", "a user name")
+	}
+	if f := m.get("password"); f != nil {
+		d.nonEmpty(f, &b.Password, "a password")
+	} else {
+		d.missing(m, "password", "a password, such as ${KMIRROR_ADMIN_PASSWORD}")
+	}
+	return b
 }
 
 func (d *decoder) log(f *field, l *Log) {

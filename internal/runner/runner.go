@@ -43,12 +43,15 @@ func New(cfg *config.Config, version string, logger *slog.Logger) (*Runner, erro
 		r.Flows = append(r.Flows, flow.New(cfg, fc, r.Metrics, logger))
 	}
 	if cfg.HTTP.Listen != "off" {
-		ln, err := server.Listen(cfg.HTTP.Listen)
+		srv, err := server.New(r.Flows, r.Metrics, version, cfg.HTTP, logger)
 		if err != nil {
 			return nil, err
 		}
-		r.ln = ln
-		r.server = server.New(r.Flows, r.Metrics, version, logger)
+		ln, err := srv.Listen()
+		if err != nil {
+			return nil, err
+		}
+		r.server, r.ln = srv, ln
 	}
 	return r, nil
 }

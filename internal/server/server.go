@@ -1,10 +1,18 @@
-// Package server is kmirror's HTTP endpoint: Prometheus metrics, health,
-// readiness and a JSON view of the flows. It reads the flows' state and
-// never changes it.
+// Package server is kmirror's admin HTTP endpoint: Prometheus metrics,
+// health, readiness and a JSON view of the flows. It reads the flows'
+// state and never changes it.
+//
+// The server is hardened for a hostile network: every request but
+// /healthz and /readyz needs the configured bearer token or basic-auth
+// credentials (compared in constant time); reads, writes and idle
+// keep-alive connections have timeouts; headers are size-limited; and the
+// number of open connections is capped. It can serve HTTPS with a
+// certificate that is read again when its files change.
 package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,8 +21,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/flow"
 	"github.com/kmirror/kmirror/internal/metrics"
 )
@@ -25,14 +35,107 @@ type Server struct {
 	metrics *metrics.Metrics
 	logger  *slog.Logger
 	version string
+	cfg     config.HTTP // AuthToken and BasicAuth are cleared: creds holds their digests
+	creds   *credentials
+	certs   *certFiles // nil: plain HTTP
+
+	refused      refusals
+	unauthorized prometheus.Counter
+	open         prometheus.Gauge
+	capReached   prometheus.Counter
 }
 
-// New returns a server over flows.
-func New(flows []*flow.Flow, m *metrics.Metrics, version string, logger *slog.Logger) *Server {
-	return &Server{flows: flows, metrics: m, logger: logger, version: version}
+// New returns a server over flows configured by h, and registers its
+// metrics with m. With TLS configured it loads the certificate, so that
+// a bad pair is reported before anything starts.
+func New(flows []*flow.Flow, m *metrics.Metrics, version string, h config.HTTP, logger *slog.Logger) (*Server, error) {
+	s := &Server{flows: flows, metrics: m, logger: logger, version: version, creds: newCredentials(h)}
+	h.AuthToken, h.BasicAuth = "", nil
+	s.cfg = withDefaults(h)
+	if h.TLS != nil {
+		certs, err := loadCertFiles(h.TLS.CertFile, h.TLS.KeyFile, logger)
+		if err != nil {
+			return nil, err
+		}
+		s.certs = certs
+	}
+	s.unauthorized = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kmirror_http_unauthorized_requests_total",
+		Help: "Admin HTTP requests refused with 401: no or wrong credentials.",
+	})
+	s.open = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kmirror_http_connections",
+		Help: "Admin HTTP connections open.",
+	})
+	s.capReached = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kmirror_http_connection_limit_reached_total",
+		Help: "Times the admin HTTP server had max_connections open and a new connection had to wait.",
+	})
+	for _, c := range []prometheus.Collector{s.unauthorized, s.open, s.capReached} {
+		if err := m.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("admin HTTP metrics: %w", err)
+		}
+	}
+	return s, nil
 }
 
-// Handler returns the HTTP routes.
+// withDefaults fills the limits left zero (by a caller that did not go
+// through config.Parse) with their defaults: a zero timeout would mean none.
+func withDefaults(h config.HTTP) config.HTTP {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&h.ReadHeaderTimeout, config.DefaultHTTPReadHeaderTimeout)
+	def(&h.ReadTimeout, config.DefaultHTTPReadTimeout)
+	def(&h.WriteTimeout, config.DefaultHTTPWriteTimeout)
+	def(&h.IdleTimeout, config.DefaultHTTPIdleTimeout)
+	if h.MaxHeaderBytes <= 0 {
+		h.MaxHeaderBytes = config.DefaultHTTPMaxHeaderBytes
+	}
+	if h.MaxConnections <= 0 {
+		h.MaxConnections = config.DefaultHTTPMaxConnections
+	}
+	return h
+}
+
+// Listen binds the configured address, so that a port in use is reported
+// before any flow starts. It warns when the server is reachable from other
+// hosts without credentials, or with credentials sent in clear.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("http.listen %q: %w", s.cfg.Listen, err)
+	}
+	if !loopback(s.cfg.Listen) {
+		switch {
+		case !s.creds.required():
+			s.logger.Warn("admin HTTP: reachable from other hosts without credentials; set http.auth_token or http.basic_auth, or listen on 127.0.0.1",
+				"listen", s.cfg.Listen)
+		case s.certs == nil:
+			s.logger.Warn("admin HTTP: reachable from other hosts over plain HTTP: credentials cross the network in clear; set http.tls",
+				"listen", s.cfg.Listen)
+		}
+	}
+	return newLimitListener(ln, s.cfg.MaxConnections, s.open, s.capReached), nil
+}
+
+// loopback reports whether listen address addr accepts only local
+// connections.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Handler returns the HTTP routes, behind the credentials check.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
@@ -44,7 +147,28 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "kmirror %s\n\n/metrics    Prometheus metrics\n/healthz    liveness\n/readyz     readiness (every flow reaches both clusters); lists stuck topics\n/api/flows  flow status as JSON\n", s.version)
 	})
-	return mux
+	return s.authenticate(mux)
+}
+
+// authenticate answers 401, with a WWW-Authenticate challenge, to requests
+// without the configured credentials, except for the public paths.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	if !s.creds.required() {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if public(r.URL.Path) || s.creds.ok(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.unauthorized.Inc()
+		if n := s.refused.add(time.Now()); n > 0 {
+			s.logger.Warn("admin HTTP: refused requests without valid credentials (logged at most once a minute)",
+				"refused", n, "remote", r.RemoteAddr, "path", r.URL.Path)
+		}
+		w.Header().Set("WWW-Authenticate", s.creds.challenge)
+		http.Error(w, "unauthorized: this path needs the credentials set in http.auth_token or http.basic_auth", http.StatusUnauthorized)
+	})
 }
 
 // readyz answers 503 while a flow cannot replicate at all (not started, a
@@ -102,18 +226,22 @@ func (s *Server) apiFlows(w http.ResponseWriter, _ *http.Request) {
 	_ = enc.Encode(out)
 }
 
-// Listen binds addr, so a port in use is reported before any flow starts.
-func Listen(addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http.listen %q: %w", addr, err)
-	}
-	return ln, nil
-}
-
-// Serve serves on ln until ctx is done.
+// Serve serves on ln, a listener from Listen, until ctx is done.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		// Handshake failures and bad requests from scanners are not worth
+		// more than a debug line each.
+		ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
+	}
+	if s.certs != nil {
+		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.certs.get})
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
