@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -73,4 +75,68 @@ func lookup(ref string, lookupEnv func(string) (string, bool)) (string, error) {
 		return "", newEnvError(fmt.Sprintf("environment variable %s is not set; expected it to be set, or a default such as ${%s:-value}", name, name))
 	}
 	return v, nil
+}
+
+// envVar is one variable a value was expanded from.
+type envVar struct{ name, value string }
+
+// expansion is a scalar whose ${VAR} references were expanded to non-empty
+// values. Values from the environment may be secrets (a password put in
+// the wrong key, a token), so error messages about the scalar show raw, the
+// text of the file, never value.
+type expansion struct {
+	raw   string   // the scalar as written, such as "${RF}"
+	value string   // after expansion
+	vars  []envVar // the variables that supplied non-empty text
+}
+
+// hideArgs replaces each string argument of a message that is taken from
+// the expanded value (all of it, or a part that is not in the file's text)
+// with the text of the file.
+func (x *expansion) hideArgs(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		out[i] = a
+		if s, ok := a.(string); ok && s != "" && strings.Contains(x.value, s) && !strings.Contains(x.raw, s) {
+			out[i] = x.raw
+		}
+	}
+	return out
+}
+
+// hide replaces in msg whatever is left of the expanded value and of each
+// variable's value (quoted or not, and integers without their "_") with
+// the text of the file or the variable's ${NAME}.
+func (x *expansion) hide(msg string) string {
+	var pairs []string
+	add := func(secret, shown string) {
+		if secret != "" && secret != shown {
+			pairs = append(pairs, secret, shown)
+		}
+	}
+	add(strconv.Quote(x.value), strconv.Quote(x.raw))
+	add(x.value, x.raw)
+	for _, v := range x.vars {
+		ref := "${" + v.name + "}"
+		q := strconv.Quote(v.value)
+		add(q[1:len(q)-1], ref)
+		add(v.value, ref)
+		add(strings.ReplaceAll(v.value, "_", ""), ref)
+	}
+	if len(pairs) == 0 {
+		return msg
+	}
+	// One pass, longest first, so that a value is replaced whole before
+	// any part of it, and nothing already replaced is replaced again.
+	type pr struct{ old, new string }
+	ps := make([]pr, 0, len(pairs)/2)
+	for i := 0; i < len(pairs); i += 2 {
+		ps = append(ps, pr{pairs[i], pairs[i+1]})
+	}
+	slices.SortStableFunc(ps, func(a, b pr) int { return len(b.old) - len(a.old) })
+	oldnew := make([]string, 0, len(pairs))
+	for _, p := range ps {
+		oldnew = append(oldnew, p.old, p.new)
+	}
+	return strings.NewReplacer(oldnew...).Replace(msg)
 }
