@@ -530,7 +530,11 @@ func regexpProblem(err error) string {
 	if se.Expr == "" {
 		return string(se.Code)
 	}
-	return fmt.Sprintf("%s: %s", se.Code, se.Expr)
+	expr := se.Expr
+	if len(expr) > maxShownRegex {
+		expr = expr[:maxShownRegex] + "..."
+	}
+	return fmt.Sprintf("%s: %s", se.Code, expr)
 }
 
 // topicPrefix sets fl.TopicPrefix once fl.TopicNaming is known.

@@ -32,6 +32,7 @@ type decoder struct {
 	tooLarge  *Error                    // set once visited passes MaxNodes; then the only error
 	expanded  map[*yaml.Node]*expansion // scalars whose value came from the environment
 	mergeSize map[*yaml.Node]int        // keys a mapping brings in when merged (<<), its own merges included
+	regexps   map[string]*regexp.Regexp // regexes compiled so far, by source
 }
 
 func (d *decoder) err() error {

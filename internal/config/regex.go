@@ -18,25 +18,40 @@ const (
 // regex compiles re, the value of item, anchored at both ends as it is used
 // (^(?:re)$), and checks its size. It records the problem and returns nil
 // if re is not a valid regex or is too complex.
+// A regex used again (through an alias) is compiled once.
 func (d *decoder) regex(item *field, re string) *regexp.Regexp {
 	if len(re) > MaxRegexLen {
 		d.errorf(item.val, item.path, "regex of %d bytes is too long; expected at most %d", len(re), MaxRegexLen)
 		return nil
 	}
+	if c, ok := d.regexps[re]; ok {
+		return c
+	}
 	compiled, err := compileAnchored1(re)
 	if err != nil {
+		shown := re
+		if len(shown) > maxShownRegex {
+			shown = shown[:maxShownRegex] + "..."
+		}
 		var se *syntax.Error
 		switch {
 		case errors.As(err, &se) && d.expanded[item.val] != nil:
 			// The offending part comes from the environment: not shown.
-			d.errorf(item.val, item.path, "invalid regex %q: %s", re, se.Code)
+			d.errorf(item.val, item.path, "invalid regex %q: %s", shown, se.Code)
 		default:
-			d.errorf(item.val, item.path, "invalid regex %q: %s", re, regexpProblem(err))
+			d.errorf(item.val, item.path, "invalid regex %q: %s", shown, regexpProblem(err))
 		}
 		return nil
 	}
+	if d.regexps == nil {
+		d.regexps = map[string]*regexp.Regexp{}
+	}
+	d.regexps[re] = compiled
 	return compiled
 }
+
+// maxShownRegex is how much of an invalid regex its error quotes.
+const maxShownRegex = 100
 
 // compileAnchored1 compiles re as ^(?:re)$, refusing a matcher of more
 // than MaxRegexInsts instructions.
