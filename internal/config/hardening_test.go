@@ -220,3 +220,45 @@ func TestSecretNotShown(t *testing.T) {
 		})
 	}
 }
+
+// TestPrintedConfigHidesSecrets prints a loaded config every way fmt can
+// and checks that the password from the environment is never shown.
+func TestPrintedConfigHidesSecrets(t *testing.T) {
+	const secret = "Qz7Kx9Wvj"
+	data := strings.Replace(clusters, "9092\"]\n", "9092\"]\n    sasl: {mechanism: PLAIN, username: u, password: \"${SECRET}\"}\n", 1) +
+		"flows: [{source: primary, target: dr}]\n"
+	cfg, err := Parse("kmirror.yaml", []byte(data), envOf(map[string]string{"SECRET": secret}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Clusters["primary"]
+	if c.SASL == nil || c.SASL.Password != secret {
+		t.Fatalf("password not loaded: %v", c.SASL)
+	}
+	for _, out := range []string{
+		fmt.Sprintf("%v %+v %#v", cfg, cfg, cfg),
+		fmt.Sprintf("%v %+v %#v", *cfg, *cfg, *cfg),
+		fmt.Sprintf("%v %+v %#v", c, c, c),
+		fmt.Sprintf("%v %+v %#v", *c, *c, *c),
+		fmt.Sprintf("%v %+v %#v", cfg.Clusters, cfg.Clusters, cfg.Clusters),
+	} {
+		if strings.Contains(out, secret) {
+			t.Errorf("secret shown: %s", out)
+		}
+	}
+}
+
+func TestMergeDepth(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("clusters:\n  c0: &c0 {bootstrap_servers: [\"a:1\"]}\n")
+	for i := 1; i <= 18; i++ {
+		fmt.Fprintf(&b, "  c%d: &c%d {<<: *c%d}\n", i, i, i-1)
+	}
+	b.WriteString("flows: [{source: c0, target: c1}]\n")
+	_, err := Parse("kmirror.yaml", []byte(b.String()), noEnv)
+	// c17 is the first cluster with 17 merges in a chain; the error is at
+	// the merge key where the chain is cut.
+	if want := "kmirror.yaml:3: clusters.c17: merges (<<) nested more than 16 deep; expected fewer\n"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("error = %v, want prefix %q", err, want)
+	}
+}

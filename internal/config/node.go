@@ -71,6 +71,7 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	if n != nil {
 		x = d.expanded[n]
 	}
+	args = slices.Clone(args)
 	if x != nil {
 		args = x.hideArgs(args)
 	}
