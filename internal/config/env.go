@@ -92,13 +92,19 @@ type expansion struct {
 
 // hideArgs replaces each string argument of a message that is taken from
 // the expanded value (all of it, or a part that is not in the file's text)
-// with the text of the file.
+// with the text of the file, and the expanded value inside an argument
+// that holds it (a path joined to a directory) with the text of the file.
 func (x *expansion) hideArgs(args []any) []any {
 	out := make([]any, len(args))
 	for i, a := range args {
 		out[i] = a
-		if s, ok := a.(string); ok && s != "" && strings.Contains(x.value, s) && !strings.Contains(x.raw, s) {
+		s, ok := a.(string)
+		switch {
+		case !ok || s == "":
+		case strings.Contains(x.value, s) && !strings.Contains(x.raw, s):
 			out[i] = x.raw
+		case strings.Contains(s, x.value):
+			out[i] = strings.ReplaceAll(s, x.value, x.raw)
 		}
 	}
 	return out
@@ -106,12 +112,15 @@ func (x *expansion) hideArgs(args []any) []any {
 
 // hide replaces in msg whatever is left of the expanded value and of each
 // variable's value (quoted or not, and integers without their "_") with
-// the text of the file or the variable's ${NAME}.
+// the text of the file or the variable's ${NAME}. A value shorter than
+// shortValue is replaced only where it stands alone (not inside a word),
+// so that a variable holding "5" does not turn "5s" into "${VAR}s".
 func (x *expansion) hide(msg string) string {
-	var pairs []string
+	type pr struct{ old, new string }
+	var ps []pr
 	add := func(secret, shown string) {
 		if secret != "" && secret != shown {
-			pairs = append(pairs, secret, shown)
+			ps = append(ps, pr{secret, shown})
 		}
 	}
 	add(strconv.Quote(x.value), strconv.Quote(x.raw))
@@ -123,20 +132,33 @@ func (x *expansion) hide(msg string) string {
 		add(v.value, ref)
 		add(strings.ReplaceAll(v.value, "_", ""), ref)
 	}
-	if len(pairs) == 0 {
-		return msg
-	}
-	// One pass, longest first, so that a value is replaced whole before
-	// any part of it, and nothing already replaced is replaced again.
-	type pr struct{ old, new string }
-	ps := make([]pr, 0, len(pairs)/2)
-	for i := 0; i < len(pairs); i += 2 {
-		ps = append(ps, pr{pairs[i], pairs[i+1]})
-	}
+	// Longest first, so that a value is replaced whole before any part of
+	// it; what was put in is not looked at again.
 	slices.SortStableFunc(ps, func(a, b pr) int { return len(b.old) - len(a.old) })
-	oldnew := make([]string, 0, len(pairs))
-	for _, p := range ps {
-		oldnew = append(oldnew, p.old, p.new)
+	var b strings.Builder
+next:
+	for i := 0; i < len(msg); {
+		for _, p := range ps {
+			if strings.HasPrefix(msg[i:], p.old) && (len(p.old) >= shortValue || alone(msg, i, i+len(p.old))) {
+				b.WriteString(p.new)
+				i += len(p.old)
+				continue next
+			}
+		}
+		b.WriteByte(msg[i])
+		i++
 	}
-	return strings.NewReplacer(oldnew...).Replace(msg)
+	return b.String()
+}
+
+// shortValue is the length under which a value is hidden only where it
+// stands alone.
+const shortValue = 6
+
+// alone reports whether msg[i:j] is not part of a longer word.
+func alone(msg string, i, j int) bool {
+	word := func(c byte) bool {
+		return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+	}
+	return (i == 0 || !word(msg[i-1])) && (j == len(msg) || !word(msg[j]))
 }

@@ -192,6 +192,8 @@ func TestSecretNotShown(t *testing.T) {
 		{"part of a value", flow + "    replication_factor: x${SECRET}y\n", "Qz7Kx9Wvj", `got "x${SECRET}y"`},
 		{"boolean", flow + "    sync_group_offsets: ${SECRET}\n", "Qz7Kx9Wvj", `expected true or false, got "${SECRET}"`},
 		{"duration", flow + "    sync_interval: ${SECRET}\n", "Qz7Kx9Wvj", `expected a duration such as 5s, got "${SECRET}"`},
+		{"short value", flow + "    sync_interval: ${SECRET}\n", "5", `expected a duration such as 5s, got "${SECRET}" (a unit is required: ms, s, m or h)`},
+		{"short number", flow + "    producer: {batch_max_bytes: 2048, max_buffered_bytes: \"${SECRET}\"}\n", "100", `flows[0].producer.max_buffered_bytes: ${SECRET} is less than batch_max_bytes (2048)`},
 		{"duration out of range", flow + "    sync_interval: ${SECRET}\n", "99999h", `expected a duration between 100ms and 10m, got ${SECRET}`},
 		{"enum", flow + "    topic_naming: ${SECRET}\n", "Qz7Kx9Wvj", `unknown value "${SECRET}"; expected prefix or identity`},
 		{"value with quotes", flow + "    start_from: ${SECRET}\n", `hun"ter\2`, `unknown value "${SECRET}"`},
