@@ -63,9 +63,8 @@ func TestMergeBomb(t *testing.T) {
 		name, data string
 		line       int
 	}{
-		// The 9th level is where the count Wvjes MaxNodes (9^6 > 200,000
-		// already at c6, line 8).
-		{"nested merge keys", mergeBomb(), 8},
+		// Counting each merge, 9 + 9*9 + ... passes MaxNodes at c5, line 7.
+		{"nested merge keys", mergeBomb(), 7},
 		{"aliases of aliases", aliases.String(), 7},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,7 +108,7 @@ func TestRegexComplexity(t *testing.T) {
 		name, key, re, want string
 	}{
 		// Compiles alone but not anchored as kmirror uses it (one more
-		// group): this used to Wvj validation and panic.
+		// group): this used to pass validation and panic.
 		{"999 nested groups", "topics", nest(999), "expression nests too deeply"},
 		{"1000 nested groups", "topics_exclude", nest(1000), "expression nests too deeply"},
 		{"10000 nested groups", "groups", nest(10000), "regex of 20001 bytes is too long; expected at most 10000"},
@@ -198,7 +197,7 @@ func TestSecretNotShown(t *testing.T) {
 		{"enum", flow + "    topic_naming: ${SECRET}\n", "Qz7Kx9Wvj", `unknown value "${SECRET}"; expected prefix or identity`},
 		{"value with quotes", flow + "    start_from: ${SECRET}\n", `hun"ter\2`, `unknown value "${SECRET}"`},
 		{"regex", flow + "    topics: [\"${SECRET}\"]\n", `Qz7Kx9(Wvj`, `invalid regex "${SECRET}": missing closing )`},
-		{"regex, bad escape", flow + "    groups: [\"${SECRET}\"]\n", `hunter\8Wvj`, `invalid regex "${SECRET}": invalid escape sequence`},
+		{"regex, bad escape", flow + "    groups: [\"${SECRET}\"]\n", `Qz7K\8Wvj`, `invalid regex "${SECRET}": invalid escape sequence`},
 		{"address", strings.Replace(flow, `["127.0.0.1:9092"]`, `["${SECRET}"]`, 1), "Qz7Kx9:Wvj", `invalid address "${SECRET}": port "${SECRET}" is not a number`},
 		{"address list", strings.Replace(flow, `["127.0.0.1:9092"]`, `"a:1,${SECRET}"`, 1), "Qz7Kx9Wvj", `invalid address "a:1,${SECRET}"`},
 		{"listen", flow + "http: {listen: \"${SECRET}\"}\n", "Qz7Kx9Wvj", `http.listen: invalid address "${SECRET}"`},
@@ -262,5 +261,20 @@ func TestMergeDepth(t *testing.T) {
 	// the merge key where the chain is cut.
 	if want := "kmirror.yaml:3: clusters.c17: merges (<<) nested more than 16 deep; expected fewer\n"; err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error = %v, want prefix %q", err, want)
+	}
+}
+
+// TestMergeOfEmptyMappings checks that merging an empty mapping, which
+// brings in no key, still counts: each flow below names it 2,000 times.
+func TestMergeOfEmptyMappings(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(clusters + "flows:\n  - &f\n    source: primary\n    target: dr\n    producer: &e {}\n    consumer: {<<: [" +
+		strings.TrimSuffix(strings.Repeat("*e,", 2000), ",") + "]}\n")
+	for range 200 {
+		b.WriteString("  - *f\n")
+	}
+	msg := parseHostile(t, b.String(), nil)
+	if want := "too many keys and list items"; !strings.Contains(msg, want) {
+		t.Errorf("error = %q, want %q", msg, want)
 	}
 }

@@ -206,6 +206,9 @@ func (d *decoder) merge(k, v *yaml.Node, path string, merging []*yaml.Node, done
 	}
 	var out []pair
 	for _, s := range sources {
+		if !d.visit(s) { // each mapping named, even if merged already
+			return nil
+		}
 		switch s = resolve(s); {
 		case s.Kind != yaml.MappingNode:
 			d.errorf(s, path, "expected %s, got %s", want, d.describe(s, path))

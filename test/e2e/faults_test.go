@@ -131,7 +131,7 @@ func TestBadInputExits(t *testing.T) {
 			name:     "merge bomb",
 			config:   mergeBomb.String(),
 			wantCode: 2,
-			want:     []string{"{{FILE}}:8: ", "too many keys and list items"},
+			want:     []string{"{{FILE}}:7: ", "too many keys and list items"},
 			fast:     2 * time.Second,
 		},
 		{
