@@ -7,6 +7,12 @@
 // expected; when there are several, all of them are returned, joined with
 // errors.Join, in file order.
 //
+// The work is bounded whatever the file holds: a file larger than
+// MaxFileSize, aliases and merge keys that expand past MaxNodes keys and
+// items, and regexes past MaxRegexLen or MaxRegexInsts are refused with
+// one error. Values taken from environment variables never appear in
+// errors: they show the ${VAR} references of the file instead.
+//
 // The reference for every key is docs/configuration.md.
 package config
 
