@@ -7,6 +7,12 @@
 // expected; when there are several, all of them are returned, joined with
 // errors.Join, in file order.
 //
+// The work is bounded whatever the file holds: a file larger than
+// MaxFileSize, aliases and merge keys that expand past MaxNodes keys and
+// items, and regexes past MaxRegexLen or MaxRegexInsts are refused with
+// one error. Values taken from environment variables never appear in
+// errors: they show the ${VAR} references of the file instead.
+//
 // The reference for every key is docs/configuration.md.
 package config
 
@@ -245,14 +251,41 @@ type Log struct {
 	Format string // format: text (default) or json
 }
 
+// MaxFileSize is the largest config file Load and Parse accept.
+const MaxFileSize = 4 << 20 // 4 MiB
+
 // Load reads, expands (from the process environment), defaults and
-// validates the config file at path.
+// validates the config file at path. A file larger than MaxFileSize is
+// refused without being read.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config file %q: %w", path, err)
 	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > MaxFileSize {
+		return nil, tooBig(path, fi.Size())
+	}
+	// Not a regular file (a pipe, a device) or growing: read at most one
+	// byte past the limit.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config file %q: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, tooBig(path, -1)
+	}
 	return Parse(path, data, os.LookupEnv)
+}
+
+// tooBig is the error for a file of size bytes (-1: unknown, past the
+// limit).
+func tooBig(file string, size int64) error {
+	what := "more than " + strconv.Itoa(MaxFileSize) + " bytes"
+	if size > MaxFileSize {
+		what = strconv.FormatInt(size, 10) + " bytes"
+	}
+	return &Error{File: file, Msg: fmt.Sprintf("config file of %s is too large; expected at most %d bytes (4 MiB)", what, MaxFileSize)}
 }
 
 // Parse is Load for a file already read: file names the file in errors and
@@ -260,6 +293,9 @@ func Load(path string) (*Config, error) {
 // (nil means no variable is defined). Parse touches the file system only to
 // check that the TLS files it names exist.
 func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, tooBig(file, int64(len(data)))
+	}
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
 	}

@@ -677,7 +677,7 @@ func TestErrors(t *testing.T) {
 			name: "variable expands to a bad value",
 			data: flow + "    replication_factor: ${RF}\n",
 			env:  map[string]string{"RF": "three"},
-			want: []string{`kmirror.yaml:9: flows[0].replication_factor: expected an integer, got "three"`},
+			want: []string{`kmirror.yaml:9: flows[0].replication_factor: expected an integer, got "${RF}"`},
 		},
 		{
 			name: "password never shown",

@@ -491,25 +491,27 @@ func (d *decoder) regexes(f *field, dst *[]string, dstRE *[]*regexp.Regexp) {
 		return
 	}
 	res := make([]string, 0, len(items))
+	compiled := make([]*regexp.Regexp, 0, len(items))
 	for _, it := range items {
 		var re string
 		if !d.nonEmpty(it, &re, `a regex (".*" matches every topic)`) {
 			continue
 		}
-		if _, err := regexp.Compile(re); err != nil {
-			d.errorf(it.val, it.path, "invalid regex %q: %s", re, regexpProblem(err))
+		c := d.regex(it, re)
+		if c == nil {
 			continue
 		}
 		res = append(res, re)
+		compiled = append(compiled, c)
 	}
 	if len(res) == len(items) {
 		*dst = res
-		*dstRE = compileAnchored(res)
+		*dstRE = compiled
 	}
 }
 
-// compileAnchored compiles regexes that are known to compile so that they
-// match whole topic names, as MirrorMaker 2 does.
+// compileAnchored compiles the default regexes so that they match whole
+// names, as MirrorMaker 2 does; regexes from the file go through d.regex.
 func compileAnchored(res []string) []*regexp.Regexp {
 	out := make([]*regexp.Regexp, len(res))
 	for i, re := range res {
@@ -528,7 +530,11 @@ func regexpProblem(err error) string {
 	if se.Expr == "" {
 		return string(se.Code)
 	}
-	return fmt.Sprintf("%s: %s", se.Code, se.Expr)
+	expr := se.Expr
+	if len(expr) > maxShownRegex {
+		expr = expr[:maxShownRegex] + "..."
+	}
+	return fmt.Sprintf("%s: %s", se.Code, expr)
 }
 
 // topicPrefix sets fl.TopicPrefix once fl.TopicNaming is known.

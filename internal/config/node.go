@@ -13,6 +13,13 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 )
 
+// MaxNodes bounds the work of decoding one file: the number of keys and
+// list items visited, each use of an alias or merge key (<<) counting the
+// keys and items it brings in again. A file past it is refused, so that
+// aliases nested into one another (a "billion laughs") cannot exhaust
+// memory or time.
+const MaxNodes = 200_000
+
 // decoder walks the yaml.Node tree of one file. It records every problem
 // and keeps going, so that one run reports all of them.
 type decoder struct {
@@ -20,19 +27,73 @@ type decoder struct {
 	dir       string // base of relative paths
 	lookupEnv func(string) (string, bool)
 	errs      errorList
+
+	visited   int                       // keys and list items visited, aliases and merges included
+	tooLarge  *Error                    // set once visited passes MaxNodes; then the only error
+	expanded  map[*yaml.Node]*expansion // scalars whose value came from the environment
+	mergeSize map[*yaml.Node]int        // keys a mapping brings in when merged (<<), its own merges included
+	regexps   map[string]*regexp.Regexp // regexes compiled so far, by source
 }
 
-func (d *decoder) err() error { return d.errs.err() }
+func (d *decoder) err() error {
+	if d.tooLarge != nil {
+		return d.tooLarge
+	}
+	return d.errs.err()
+}
+
+// visit counts one key or list item at node n. It returns false once the
+// file is past MaxNodes, after recording why: the walk then stops.
+func (d *decoder) visit(n *yaml.Node) bool { return d.visitN(n, 1) }
+
+// visitN is visit for k keys or items at once.
+func (d *decoder) visitN(n *yaml.Node, k int) bool {
+	if d.tooLarge != nil {
+		return false
+	}
+	if d.visited += k; d.visited <= MaxNodes {
+		return true
+	}
+	d.tooLarge = &Error{File: d.file, Line: n.Line,
+		Msg: fmt.Sprintf("too many keys and list items (more than %d, counting those each alias and merge key (<<) brings in again); expected a smaller file, with aliases not nested into one another", MaxNodes)}
+	return false
+}
 
 // errorf records a problem with key path at node n's line (no line if n is
-// nil).
+// nil). When n's value came from environment variables, the message shows
+// the ${VAR} references instead of what they expanded to, whatever the
+// caller formatted into it.
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
-	e := &Error{File: d.file, Key: path, Msg: oneLine(fmt.Sprintf(format, args...))}
+	if d.tooLarge != nil {
+		return
+	}
+	var x *expansion
+	if n != nil {
+		x = d.expanded[n]
+	}
+	args = slices.Clone(args)
+	if x != nil {
+		args = x.hideArgs(args)
+	}
+	for i, a := range args {
+		if s, ok := a.(string); ok && len(s) > maxShown {
+			args[i] = s[:maxShown] + "..."
+		}
+	}
+	msg := fmt.Sprintf(format, args...)
+	if x != nil {
+		msg = x.hide(msg)
+	}
+	e := &Error{File: d.file, Key: path, Msg: oneLine(msg)}
 	if n != nil {
 		e.Line = n.Line
 	}
 	d.errs = append(d.errs, e)
 }
+
+// maxShown is how much of a long value (a regex, an address) a message
+// quotes.
+const maxShown = 1000
 
 // field is one key of a mapping, or one item of a list, with its value.
 type field struct {
@@ -82,7 +143,7 @@ func (d *decoder) mapping(f *field, want, known string) *mapping {
 	}
 	m := &mapping{path: f.path, at: f.at(), fields: map[string]*field{}}
 	knownKeys := strings.Fields(known)
-	for _, p := range d.pairs(f.val, f.path, nil) {
+	for _, p := range d.pairs(f.val, f.path, nil, map[*yaml.Node]bool{}) {
 		name := p.key.Value
 		path := join(f.path, name)
 		if known != "" && !slices.Contains(knownKeys, name) {
@@ -108,16 +169,21 @@ type pair struct {
 
 // pairs returns the key/value pairs of mapping n: first those written in
 // it, then those merged in with "<<", nearest merge first. merging holds
-// the mappings being merged into n, to catch a mapping merged into itself.
-func (d *decoder) pairs(n *yaml.Node, path string, merging []*yaml.Node) []pair {
+// the mappings being merged into n, to catch a mapping merged into itself;
+// done holds the mappings already merged, whose keys, coming later, would
+// be ignored: each is merged once.
+func (d *decoder) pairs(n *yaml.Node, path string, merging []*yaml.Node, done map[*yaml.Node]bool) []pair {
 	var own, merged []pair
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if !d.visit(k) {
+			return nil
+		}
 		switch {
 		case k.Kind != yaml.ScalarNode:
 			d.errorf(k, path, "expected a key name, got %s", d.describe(k, path))
 		case k.ShortTag() == "!!merge":
-			merged = append(merged, d.merge(k, v, path, append(merging, n))...)
+			merged = append(merged, d.merge(k, v, path, append(merging, n), done)...)
 		default:
 			own = append(own, pair{key: k, val: v})
 		}
@@ -126,7 +192,7 @@ func (d *decoder) pairs(n *yaml.Node, path string, merging []*yaml.Node) []pair 
 }
 
 // merge returns the pairs that the value v of "<<" key k brings in.
-func (d *decoder) merge(k, v *yaml.Node, path string, merging []*yaml.Node) []pair {
+func (d *decoder) merge(k, v *yaml.Node, path string, merging []*yaml.Node, done map[*yaml.Node]bool) []pair {
 	const want = "a mapping or a list of mappings to merge (<<)"
 	var sources []*yaml.Node
 	switch v = resolve(v); v.Kind {
@@ -140,21 +206,45 @@ func (d *decoder) merge(k, v *yaml.Node, path string, merging []*yaml.Node) []pa
 	}
 	var out []pair
 	for _, s := range sources {
+		if !d.visit(s) { // each mapping named, even if merged already
+			return nil
+		}
 		switch s = resolve(s); {
 		case s.Kind != yaml.MappingNode:
 			d.errorf(s, path, "expected %s, got %s", want, d.describe(s, path))
 			continue
-		case slices.Contains(merging, s) || len(merging) > 16:
+		case slices.Contains(merging, s):
 			d.errorf(k, path, "merge (<<) of a mapping into itself; expected a mapping defined elsewhere")
 			continue
+		case len(merging) > maxMergeDepth:
+			d.errorf(k, path, "merges (<<) nested more than %d deep; expected fewer", maxMergeDepth)
+			continue
+		case done[s]:
+			// Counted as if merged again, as a YAML library would, so
+			// that merges nested into one another are refused rather than
+			// silently accepted.
+			if !d.visitN(k, d.mergeSize[s]) {
+				return nil
+			}
+			continue
 		}
-		for _, p := range d.pairs(s, path, merging) {
+		done[s] = true
+		before := d.visited
+		ps := d.pairs(s, path, merging, done)
+		if d.mergeSize == nil {
+			d.mergeSize = map[*yaml.Node]int{}
+		}
+		d.mergeSize[s] = d.visited - before
+		for _, p := range ps {
 			p.merged = true
 			out = append(out, p)
 		}
 	}
 	return out
 }
+
+// maxMergeDepth bounds merges (<<) of mappings that merge others in turn.
+const maxMergeDepth = 16
 
 // resolve follows aliases to the node they name.
 func resolve(n *yaml.Node) *yaml.Node {
@@ -177,6 +267,9 @@ func (d *decoder) list(f *field, want string) ([]*field, bool) {
 	}
 	items := make([]*field, len(f.val.Content))
 	for i, n := range f.val.Content {
+		if !d.visit(n) {
+			return nil, false
+		}
 		items[i] = &field{path: index(f.path, i), val: resolve(n)}
 	}
 	return items, true
@@ -189,7 +282,20 @@ func (d *decoder) scalar(f *field, want string) (string, bool) {
 		d.errorf(n, f.path, "expected %s, got %s", want, d.describe(n, f.path))
 		return "", false
 	}
-	v, err := expand(n.Value, d.lookupEnv)
+	var vars []envVar
+	v, err := expand(n.Value, func(name string) (string, bool) {
+		v, ok := d.lookupEnv(name)
+		if ok && v != "" {
+			vars = append(vars, envVar{name, v})
+		}
+		return v, ok
+	})
+	if len(vars) > 0 {
+		if d.expanded == nil {
+			d.expanded = map[*yaml.Node]*expansion{}
+		}
+		d.expanded[n] = &expansion{raw: n.Value, value: v, vars: vars}
+	}
 	if err != nil {
 		var ee *envError
 		if errors.As(err, &ee) && sensitive(f.path) {

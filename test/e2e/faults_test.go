@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -58,7 +59,23 @@ func TestBadInputExits(t *testing.T) {
 		want []string
 		// wantLine, if set, matches the line number the error names.
 		wantLine func(int) bool
+		// size, if set, extends the file to that many bytes (zeros).
+		size int64
+		// env is added to kmirror's environment; notWant are substrings
+		// the error line must not contain.
+		env, notWant []string
+		// fast, if set, is how long kmirror may take to exit.
+		fast time.Duration
 	}
+	// Hostile configs: each must be refused in well under 2 s.
+	var mergeBomb strings.Builder
+	mergeBomb.WriteString("clusters:\n  c0: &c0 {bootstrap_servers: [\"127.0.0.1:9092\"]}\n")
+	for i := 1; i <= 9; i++ {
+		refs := strings.Repeat(fmt.Sprintf("*c%d,", i-1), 9)
+		fmt.Fprintf(&mergeBomb, "  c%d: &c%d {<<: [%s]}\n", i, i, strings.TrimSuffix(refs, ","))
+	}
+	mergeBomb.WriteString("flows: [{source: c0, target: c1}]\n")
+	const secret = "Qz7Kx9-not-a-number"
 	cases := []testCase{
 		{
 			name:     "missing config file",
@@ -111,6 +128,36 @@ func TestBadInputExits(t *testing.T) {
 			want:     []string{"{{FILE}}:9: ", "flows[0].topic_naming: ", `"mirror"`, "prefix", "identity"},
 		},
 		{
+			name:     "merge bomb",
+			config:   mergeBomb.String(),
+			wantCode: 2,
+			want:     []string{"{{FILE}}:7: ", "too many keys and list items"},
+			fast:     2 * time.Second,
+		},
+		{
+			name:     "deeply nested regex",
+			config:   clusters + flow + "    topics: ['" + strings.Repeat("(", 999) + "a" + strings.Repeat(")", 999) + "']\n",
+			wantCode: 2,
+			want:     []string{"{{FILE}}:9: ", "flows[0].topics[0]: ", "expression nests too deeply"},
+			fast:     2 * time.Second,
+		},
+		{
+			name:     "100 MB config file",
+			config:   clusters + flow,
+			size:     100 << 20,
+			wantCode: 2,
+			want:     []string{"{{FILE}}: ", "config file of 104857600 bytes is too large"},
+			fast:     2 * time.Second,
+		},
+		{
+			name:     "secret from the environment in a number",
+			config:   clusters + flow + "    replication_factor: ${KMIRROR_TEST_SECRET}\n",
+			env:      []string{"KMIRROR_TEST_SECRET=" + secret},
+			wantCode: 2,
+			want:     []string{"{{FILE}}:9: ", "flows[0].replication_factor: ", `got "${KMIRROR_TEST_SECRET}"`},
+			notWant:  []string{secret, "Qz7Kx9"},
+		},
+		{
 			name: "bootstrap server refuses connections",
 			config: `clusters:
   primary:
@@ -146,8 +193,13 @@ func TestBadInputExits(t *testing.T) {
 			if tc.config != "" {
 				body := strings.NewReplacer("{{A}}", addrA, "{{B}}", addrB).Replace(tc.config)
 				path = writeConfig(t, body)
+				if tc.size > 0 {
+					if err := os.Truncate(path, tc.size); err != nil {
+						t.Fatal(err)
+					}
+				}
 			}
-			res := runKmirrorOnce(t, badInputDeadline, "run", "--config", path)
+			res := runKmirrorEnv(t, badInputDeadline, tc.env, "run", "--config", path)
 			t.Logf("exit %d after %s; stderr: %s", res.code, res.elapsed.Round(time.Millisecond), strings.TrimSpace(res.stderr))
 
 			if res.timedOut {
@@ -175,6 +227,14 @@ func TestBadInputExits(t *testing.T) {
 					t.Errorf("error line does not contain %q: %q", w, line)
 				}
 			}
+			for _, w := range tc.notWant {
+				if strings.Contains(res.stderr, w) {
+					t.Errorf("stderr contains %q: %q", w, res.stderr)
+				}
+			}
+			if tc.fast > 0 && res.elapsed > tc.fast {
+				t.Errorf("kmirror took %s to exit, want < %s", res.elapsed, tc.fast)
+			}
 			if tc.wantLine != nil {
 				m := regexp.MustCompile(regexp.QuoteMeta(path) + `:(\d+): `).FindStringSubmatch(line)
 				if m == nil {
@@ -199,9 +259,19 @@ type runResult struct {
 // exit; past that it kills it and reports timedOut.
 func runKmirrorOnce(t *testing.T, limit time.Duration, args ...string) runResult {
 	t.Helper()
+	return runKmirrorEnv(t, limit, nil, args...)
+}
+
+// runKmirrorEnv is runKmirrorOnce with env ("KEY=value") added to the
+// environment.
+func runKmirrorEnv(t *testing.T, limit time.Duration, env []string, args ...string) runResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, kmirrorBin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
