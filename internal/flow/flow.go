@@ -157,6 +157,22 @@ func (f *Flow) Run(ctx context.Context) error {
 		return err
 	}
 	defer ownClient.Close()
+	// Health is watched for the flow's whole life, also while it waits
+	// to hold the flow, so that /readyz, the log and the metrics say why
+	// a cluster cannot be used (a refused password, a rotated
+	// certificate, ...) whether or not this instance replicates.
+	healthClient, err := kafka.NewClient(f.source, f.logger)
+	if err != nil {
+		return err
+	}
+	defer healthClient.Close()
+	healthCtx, stopHealth := context.WithCancel(ctx)
+	healthDone := make(chan struct{})
+	go func() {
+		defer close(healthDone)
+		f.watchHealth(healthCtx, healthClient, ownClient)
+	}()
+	defer func() { stopHealth(); <-healthDone }()
 	f.metrics.FlowOwner.WithLabelValues(f.cfg.Name).Set(0)
 	member := ownership.Join(ownership.Options{
 		Client:  ownClient,
@@ -212,11 +228,6 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	// A flow that cannot start ends its helpers before returning.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		f.watchHealth(ctx, srcClient, tgtClient)
-	}()
 
 	store := progress.NewStore(metaClient, policy.ProgressTopic(f.cfg.Name))
 	loaded, err := f.setup(ctx, store)
