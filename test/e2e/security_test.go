@@ -345,3 +345,35 @@ func compareTopics(t *testing.T, p *pair, source, target string) {
 	}
 	t.Logf("compared %d records, record for record", n)
 }
+
+// TestSecretInConfigError runs kmirror on configurations that use an
+// environment variable holding a secret in keys that are not secrets, with
+// a value those keys refuse, and finds the secret in none of its output:
+// a config error shows the ${VAR} name, never its value.
+func TestSecretInConfigError(t *testing.T) {
+	secret := "cfg-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-Secret"
+	t.Setenv("KMIRROR_E2E_CONFIG_SECRET", secret)
+	sec := &secrets{values: []string{secret}}
+	for _, tc := range []struct{ name, body string }{
+		{"replication_factor", "clusters:\n  a: {bootstrap_servers: [\"127.0.0.1:1\"]}\n  b: {bootstrap_servers: [\"127.0.0.1:2\"]}\n" +
+			"flows:\n  - {source: a, target: b, replication_factor: \"${KMIRROR_E2E_CONFIG_SECRET}\"}\n"},
+		{"bootstrap_servers", "clusters:\n  a: {bootstrap_servers: [\"${KMIRROR_E2E_CONFIG_SECRET}\"]}\n  b: {bootstrap_servers: [\"127.0.0.1:2\"]}\n" +
+			"flows:\n  - {source: a, target: b}\n"},
+		{"sasl mechanism", "clusters:\n  a:\n    bootstrap_servers: [\"127.0.0.1:1\"]\n    tls: {}\n" +
+			"    sasl: {mechanism: \"${KMIRROR_E2E_CONFIG_SECRET}\", username: u, password: \"${KMIRROR_E2E_CONFIG_SECRET}\"}\n" +
+			"  b: {bootstrap_servers: [\"127.0.0.1:2\"]}\nflows:\n  - {source: a, target: b}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := runKmirrorOnce(t, 30*time.Second, "run", "--config", writeConfig(t, tc.body))
+			sec.capture("stdout", res.stdout)
+			sec.capture("stderr", res.stderr)
+			if res.code != 2 {
+				t.Errorf("exit code %d, want 2 (invalid configuration):\n%s", res.code, res.stderr)
+			}
+			t.Logf("%s", strings.TrimSpace(res.stderr))
+		})
+	}
+	res := runKmirrorOnce(t, 30*time.Second, "run", "--help")
+	sec.capture("--help", res.stdout+res.stderr)
+	sec.check(t)
+}
