@@ -205,6 +205,16 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 
 // notReadyReason says why a flow is not ready, in one line.
 func notReadyReason(st flow.Status) string {
+	if st.SourceError != "" || st.TargetError != "" {
+		reason := fmt.Sprintf("flow %s: source_up=%t target_up=%t", st.Name, st.SourceUp, st.TargetUp)
+		if st.SourceError != "" {
+			reason += "; source: " + st.SourceError
+		}
+		if st.TargetError != "" {
+			reason += "; target: " + st.TargetError
+		}
+		return reason
+	}
 	if o := st.Owner; o != nil && !o.Holding {
 		holder := "no instance yet"
 		if o.Holder != nil {
