@@ -84,7 +84,7 @@ func TestMergeBomb(t *testing.T) {
 func TestMergeKeysMergedOnce(t *testing.T) {
 	data := clusters + `  other:
     bootstrap_servers: ["c:9092"]
-    sasl: &base {mechanism: PLAIN, username: base, password: p}
+    sasl: &base {mechanism: SCRAM-SHA-512, username: base, password: p}
   third:
     bootstrap_servers: ["d:9092"]
     sasl: &mid {<<: *base, username: mid}
@@ -97,7 +97,7 @@ flows: [{source: primary, target: dr}]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := *cfg.Clusters["fourth"].SASL, (SASL{Mechanism: "PLAIN", Username: "mid", Password: "q"}); got != want {
+	if got, want := *cfg.Clusters["fourth"].SASL, (SASL{Mechanism: "SCRAM-SHA-512", Username: "mid", Password: "q"}); got != want {
 		t.Errorf("fourth SASL = %#v, want %#v", got, want)
 	}
 }
@@ -226,7 +226,7 @@ func TestSecretNotShown(t *testing.T) {
 // and checks that the password from the environment is never shown.
 func TestPrintedConfigHidesSecrets(t *testing.T) {
 	const secret = "Qz7Kx9Wvj"
-	data := strings.Replace(clusters, "9092\"]\n", "9092\"]\n    sasl: {mechanism: PLAIN, username: u, password: \"${SECRET}\"}\n", 1) +
+	data := strings.Replace(clusters, "9092\"]\n", "9092\"]\n    sasl: {mechanism: SCRAM-SHA-256, username: u, password: \"${SECRET}\"}\n", 1) +
 		"flows: [{source: primary, target: dr}]\n"
 	cfg, err := Parse("kmirror.yaml", []byte(data), envOf(map[string]string{"SECRET": secret}))
 	if err != nil {
