@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,6 +105,7 @@ start, 2 when the configuration is invalid or a flow is failed over.`,
 const failoverCheckTimeout = 2 * time.Minute
 
 func run(ctx context.Context, cfg *config.Config, force bool, logger *slog.Logger) error {
+	warnInsecure(cfg, logger)
 	r, err := runner.New(cfg, versionString(), logger)
 	if err != nil {
 		return exitError{exitConfig, err}
@@ -189,4 +191,20 @@ func newLogger(c config.Log) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// warnInsecure logs once, at start, each cluster whose broker certificates
+// are not verified.
+func warnInsecure(cfg *config.Config, logger *slog.Logger) {
+	aliases := make([]string, 0, len(cfg.Clusters))
+	for alias := range cfg.Clusters {
+		aliases = append(aliases, alias)
+	}
+	slices.Sort(aliases)
+	for _, alias := range aliases {
+		if t := cfg.Clusters[alias].TLS; t != nil && t.Enabled && t.InsecureSkipVerify {
+			logger.Warn("tls.insecure_skip_verify is set: the brokers' certificates are not verified, "+
+				"so anyone on the network path can read and change the traffic, credentials included", "cluster", alias)
+		}
+	}
 }

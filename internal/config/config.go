@@ -89,13 +89,16 @@ type Config struct {
 
 // Cluster is one Kafka cluster, named by its alias.
 type Cluster struct {
-	Alias            string        // the key under clusters
-	BootstrapServers []string      // bootstrap_servers: "host:port" seeds, at least one
-	ClientID         string        // client_id; default "kmirror"
-	TLS              *TLS          // tls; nil = plaintext
-	SASL             *SASL         // sasl; nil = no authentication
-	DialTimeout      time.Duration // dial_timeout; default 10s
-	RequestTimeout   time.Duration // request_timeout; default 30s
+	Alias            string   // the key under clusters
+	BootstrapServers []string // bootstrap_servers: "host:port" seeds, at least one
+	ClientID         string   // client_id; default "kmirror"
+	TLS              *TLS     // tls; nil = plaintext
+	SASL             *SASL    // sasl; nil = no authentication
+	// AllowPlaintextSASL (allow_plaintext_sasl) accepts SASL PLAIN
+	// without TLS, which sends the password in clear.
+	AllowPlaintextSASL bool
+	DialTimeout        time.Duration // dial_timeout; default 10s
+	RequestTimeout     time.Duration // request_timeout; default 30s
 }
 
 // TLS configures the connection to a cluster's brokers. Relative file paths

@@ -253,6 +253,7 @@ func TestEnv(t *testing.T) {
   primary:
     bootstrap_servers: ${BROKERS}
     client_id: ${CLIENT_ID:-kmirror-${x}
+    allow_plaintext_sasl: true
     sasl:
       mechanism: PLAIN
       username: ${USER}-$$-$x-$
@@ -389,7 +390,7 @@ func TestErrors(t *testing.T) {
 			data: "clusters:\n  dr:\n    bootstrap_servers: [\"127.0.0.1:9192\"]\n  primary:\n" +
 				"    bootstrap_servers: [\"127.0.0.1:9092\"]\n    client_id: x\n    bootstrap: y\n" +
 				"flows:\n  - {source: primary, target: dr}\n",
-			want: []string{"kmirror.yaml:7: clusters.primary.bootstrap: unknown key; expected one of: bootstrap_servers, client_id, dial_timeout, request_timeout, sasl, tls"},
+			want: []string{"kmirror.yaml:7: clusters.primary.bootstrap: unknown key; expected one of: allow_plaintext_sasl, bootstrap_servers, client_id, dial_timeout, request_timeout, sasl, tls"},
 		},
 		{
 			name: "unknown flow key",
@@ -625,6 +626,17 @@ func TestErrors(t *testing.T) {
 			want: []string{
 				`kmirror.yaml:6: clusters.dr.sasl.username: not used with mechanism AWS_MSK_IAM; expected only: mechanism, region`,
 				`kmirror.yaml:6: clusters.dr.sasl.region: invalid region "US-EAST"; expected an AWS region such as us-east-1`,
+			},
+		},
+		{
+			name: "sasl plain without tls",
+			data: clusters + "    sasl:\n      mechanism: PLAIN\n      username: u\n      password: ${PW}\n" +
+				"  other:\n    bootstrap_servers: [\"c:1\"]\n    tls: {enabled: false}\n    sasl: {mechanism: PLAIN, username: u, password: p}\n" +
+				"flows: [{source: primary, target: dr}]\n",
+			env: map[string]string{"PW": "hunter2"},
+			want: []string{
+				`kmirror.yaml:6: clusters.dr.sasl: mechanism PLAIN without TLS sends the password in clear; add a tls block (tls: {} uses the system's roots) or set allow_plaintext_sasl: true on the cluster`,
+				`kmirror.yaml:13: clusters.other.sasl: mechanism PLAIN without TLS sends the password in clear; add a tls block (tls: {} uses the system's roots) or set allow_plaintext_sasl: true on the cluster`,
 			},
 		},
 		{

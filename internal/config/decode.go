@@ -21,7 +21,7 @@ import (
 // The keys each mapping allows, in the order error messages list them.
 const (
 	configKeys   = "clusters flows http log"
-	clusterKeys  = "bootstrap_servers client_id dial_timeout request_timeout sasl tls"
+	clusterKeys  = "allow_plaintext_sasl bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
 	saslKeys     = "client_id client_secret extensions mechanism password region scope token_endpoint token_file username"
 	flowKeys     = "consumer dead_letter_topic groups groups_exclude name offset_map_max_runs offset_map_retention ownership_timeout producer progress_interval refused_retry_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
@@ -125,7 +125,28 @@ func (d *decoder) cluster(alias string, f *field) *Cluster {
 	if f := m.get("sasl"); f != nil {
 		c.SASL = d.sasl(f)
 	}
+	if f := m.get("allow_plaintext_sasl"); f != nil {
+		d.boolean(f, &c.AllowPlaintextSASL)
+	}
+	d.plaintextSASL(c, m)
 	return c
+}
+
+// plaintextSASL refuses SASL PLAIN over a connection without TLS, where
+// the password would cross the network in clear, unless the cluster says
+// allow_plaintext_sasl. It speaks only of a sasl block that is otherwise
+// complete.
+func (d *decoder) plaintextSASL(c *Cluster, m *mapping) {
+	s := c.SASL
+	if s == nil || s.Mechanism != "PLAIN" || s.Username == "" || s.Password == "" || c.AllowPlaintextSASL {
+		return
+	}
+	if c.TLS != nil && c.TLS.Enabled {
+		return
+	}
+	f := m.get("sasl")
+	d.errorf(f.at(), f.path, "mechanism PLAIN without TLS sends the password in clear; add a tls block "+
+		"(tls: {} uses the system's roots) or set allow_plaintext_sasl: true on the cluster")
 }
 
 // bootstrapServers decodes a list of "host:port", or one string of them

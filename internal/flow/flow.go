@@ -36,13 +36,16 @@ type Flow struct {
 	logger         *slog.Logger
 
 	sourceUp, targetUp atomic.Bool
-	started            atomic.Bool // setup done, data plane running
-	repl               atomic.Pointer[replicate.Replicator]
-	topics             atomic.Pointer[[]topicsync.Topic]
-	stuck              atomic.Pointer[[]Stuck]
-	live               atomic.Pointer[live]
-	owner              atomic.Pointer[ownership.State]
-	created            time.Time
+	// sourceErr and targetErr say why a cluster is down: the last
+	// health check's error, nil while it answers.
+	sourceErr, targetErr atomic.Pointer[string]
+	started              atomic.Bool // setup done, data plane running
+	repl                 atomic.Pointer[replicate.Replicator]
+	topics               atomic.Pointer[[]topicsync.Topic]
+	stuck                atomic.Pointer[[]Stuck]
+	live                 atomic.Pointer[live]
+	owner                atomic.Pointer[ownership.State]
+	created              time.Time
 }
 
 // New returns the flow fc of configuration cfg.
@@ -91,13 +94,17 @@ func (f *Flow) Ready() bool {
 
 // Status is a snapshot of the flow for the API and the demo.
 type Status struct {
-	Name     string            `json:"name"`
-	Source   string            `json:"source"`
-	Target   string            `json:"target"`
-	Ready    bool              `json:"ready"`
-	SourceUp bool              `json:"source_up"`
-	TargetUp bool              `json:"target_up"`
-	Topics   []topicsync.Topic `json:"topics"`
+	Name     string `json:"name"`
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	Ready    bool   `json:"ready"`
+	SourceUp bool   `json:"source_up"`
+	TargetUp bool   `json:"target_up"`
+	// SourceError and TargetError say why a cluster is down, in one line
+	// (authentication, TLS, authorization or no answer).
+	SourceError string            `json:"source_error,omitempty"`
+	TargetError string            `json:"target_error,omitempty"`
+	Topics      []topicsync.Topic `json:"topics"`
 	// Stuck are the topics, or partitions of topics, the flow cannot
 	// replicate for now.
 	Stuck  []Stuck          `json:"stuck,omitempty"`
@@ -120,6 +127,12 @@ func (f *Flow) Status() Status {
 	s := Status{
 		Name: f.cfg.Name, Source: f.cfg.Source, Target: f.cfg.Target,
 		Ready: f.Ready(), SourceUp: f.sourceUp.Load(), TargetUp: f.targetUp.Load(),
+	}
+	if e := f.sourceErr.Load(); e != nil {
+		s.SourceError = *e
+	}
+	if e := f.targetErr.Load(); e != nil {
+		s.TargetError = *e
 	}
 	if t := f.topics.Load(); t != nil {
 		s.Topics = *t

@@ -2,6 +2,7 @@ package flow
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -18,7 +19,7 @@ const healthInterval = 3 * time.Second
 // watchHealth pings both clusters periodically and keeps the up flags and
 // gauges current; a cluster going down or coming back is logged once.
 func (f *Flow) watchHealth(ctx context.Context, src, tgt *kgo.Client) {
-	check := func(cl *kgo.Client, c *config.Cluster, up *atomic.Bool) {
+	check := func(cl *kgo.Client, c *config.Cluster, up *atomic.Bool, why *atomic.Pointer[string]) {
 		pingCtx, cancel := context.WithTimeout(ctx, min(c.DialTimeout, healthInterval))
 		err := kafka.Ping(pingCtx, cl, c)
 		cancel()
@@ -29,12 +30,21 @@ func (f *Flow) watchHealth(ctx context.Context, src, tgt *kgo.Client) {
 		g := f.metrics.ClusterUp.WithLabelValues(f.cfg.Name, c.Alias)
 		if err != nil {
 			g.Set(0)
-			f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrUnreachable).Inc()
-			if was {
-				f.logger.Error("cluster unreachable; retrying", "cluster", c.Alias, "err", err)
+			kind, msg := metrics.ErrUnreachable, err.Error()
+			var ce *kafka.ClusterError
+			if errors.As(err, &ce) {
+				kind = ce.Kind
+			}
+			f.metrics.Errors.WithLabelValues(f.cfg.Name, kind).Inc()
+			// One line when the cluster goes down, and again only
+			// when the reason changes (say, from a refused password
+			// to no answer).
+			if prev := why.Swap(&msg); was || prev == nil || *prev != msg {
+				f.logger.Error(healthMessage(kind), "cluster", c.Alias, "kind", kind, "err", err)
 			}
 			return
 		}
+		why.Store(nil)
 		g.Set(1)
 		if !was {
 			f.logger.Info("cluster reachable", "cluster", c.Alias)
@@ -46,12 +56,26 @@ func (f *Flow) watchHealth(ctx context.Context, src, tgt *kgo.Client) {
 	t := time.NewTicker(healthInterval)
 	defer t.Stop()
 	for {
-		check(src, f.source, &f.sourceUp)
-		check(tgt, f.target, &f.targetUp)
+		check(src, f.source, &f.sourceUp, &f.sourceErr)
+		check(tgt, f.target, &f.targetUp, &f.targetErr)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// healthMessage is the log message of a failed health check of kind.
+func healthMessage(kind string) string {
+	switch kind {
+	case metrics.ErrAuthentication:
+		return "cluster refused authentication; retrying"
+	case metrics.ErrTLS:
+		return "TLS with cluster failed; retrying"
+	case metrics.ErrAuthorization:
+		return "cluster refused an operation (missing ACL); retrying"
+	default:
+		return "cluster unreachable; retrying"
 	}
 }

@@ -7,12 +7,10 @@ package kafka
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/metrics"
 )
 
 // Options returns the franz-go options that connect to cluster c: seed
@@ -45,18 +44,16 @@ func options(c *config.Cluster, logger *slog.Logger, allow func() error) ([]kgo.
 	if logger != nil {
 		opts = append(opts, kgo.WithLogger(clientLogger{logger.With("cluster", c.Alias)}))
 	}
-	var tc *tls.Config
+	var files *tlsFiles
 	if c.TLS != nil && c.TLS.Enabled {
-		var err error
-		if tc, err = tlsConfig(c.TLS); err != nil {
+		files = newTLSFiles(c.TLS)
+		// Read the files once now, so a bad file fails the start.
+		if _, err := files.config(); err != nil {
 			return nil, fmt.Errorf("cluster %q: %w", c.Alias, err)
 		}
 	}
-	switch {
-	case allow != nil:
-		opts = append(opts, kgo.Dialer(gatedDialer(c.DialTimeout, tc, allow)))
-	case tc != nil:
-		opts = append(opts, kgo.DialTLSConfig(tc))
+	if files != nil || allow != nil {
+		opts = append(opts, kgo.Dialer(dialer(c.DialTimeout, files, allow)))
 	}
 	if c.SASL != nil {
 		m, err := saslMechanism(c.SASL)
@@ -99,19 +96,33 @@ func NewGatedClient(c *config.Cluster, logger *slog.Logger, allow func() error, 
 	return cl, nil
 }
 
-// gatedDialer dials brokers, with TLS if tc is set, over connections whose
-// writes ask allow first. The gate sits under TLS, on every record sent.
-func gatedDialer(timeout time.Duration, tc *tls.Config, allow func() error) func(context.Context, string, string) (net.Conn, error) {
+// dialer dials brokers, with TLS if files is set (its configuration read
+// again for each connection when a file changed), over connections whose
+// writes ask allow first if allow is set. The gate sits under TLS, on
+// every record sent.
+func dialer(timeout time.Duration, files *tlsFiles, allow func() error) func(context.Context, string, string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout}
 	return func(ctx context.Context, network, host string) (net.Conn, error) {
-		if err := allow(); err != nil {
-			return nil, err
+		if allow != nil {
+			if err := allow(); err != nil {
+				return nil, err
+			}
+		}
+		var tc *tls.Config
+		if files != nil {
+			var err error
+			if tc, err = files.config(); err != nil {
+				return nil, err
+			}
 		}
 		raw, err := d.DialContext(ctx, network, host)
 		if err != nil {
 			return nil, err
 		}
-		conn := net.Conn(&gatedConn{Conn: raw, allow: allow})
+		conn := raw
+		if allow != nil {
+			conn = &gatedConn{Conn: raw, allow: allow}
+		}
 		if tc == nil {
 			return conn, nil
 		}
@@ -145,6 +156,8 @@ func (c *gatedConn) Write(b []byte) (int, error) {
 
 // Ping checks that at least one broker of the cluster answers within the
 // context's deadline, and names the cluster and its seeds when none does.
+// Its error is a *ClusterError saying what failed: authentication, TLS,
+// authorization, or no answer.
 func Ping(ctx context.Context, cl *kgo.Client, c *config.Cluster) error {
 	// The client does not give up a connection attempt to a broker that
 	// accepts but never answers when ctx ends, only at its own request
@@ -157,42 +170,16 @@ func Ping(ctx context.Context, cl *kgo.Client, c *config.Cluster) error {
 	case <-ctx.Done():
 		err = fmt.Errorf("no answer before the deadline: %w", ctx.Err())
 	}
-	if err != nil {
-		var ne net.Error
-		reason := err.Error()
-		if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
-			reason = "no broker answered: " + reason
-		}
-		return fmt.Errorf("cluster %q (%s) unreachable: %s", c.Alias, strings.Join(c.BootstrapServers, ","), reason)
+	if err == nil {
+		return nil
 	}
-	return nil
-}
-
-func tlsConfig(t *config.TLS) (*tls.Config, error) {
-	tc := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // an explicit, documented opt-in
-		ServerName:         t.ServerName,
+	ce := clusterError(c, err)
+	var ne net.Error
+	if ce.Kind == metrics.ErrUnreachable && (errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded)) {
+		ce.Reason = "no broker answered: " + ce.Reason
+		ce.msg = fmt.Sprintf("cluster %q (%s) unreachable: %s", c.Alias, strings.Join(c.BootstrapServers, ","), ce.Reason)
 	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %q: no PEM certificate found", t.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
+	return ce
 }
 
 func saslMechanism(s *config.SASL) (sasl.Mechanism, error) {

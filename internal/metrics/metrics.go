@@ -14,6 +14,8 @@ const (
 	ErrProduce        = "produce"
 	ErrRecordTooLarge = "record_too_large"
 	ErrAuthorization  = "authorization"
+	ErrAuthentication = "authentication" // SASL refused: wrong user, password or mechanism
+	ErrTLS            = "tls"            // TLS handshake failed or TLS files unreadable
 	ErrFetch          = "fetch"
 	ErrTopicSync      = "topic_sync"
 	ErrTopicDeleted   = "topic_deleted"

@@ -88,7 +88,14 @@ func notReadyReason(st flow.Status) string {
 		}
 		return fmt.Sprintf("flow %s: waiting; another instance holds the flow (%s)", st.Name, holder)
 	}
-	return fmt.Sprintf("flow %s: source_up=%t target_up=%t", st.Name, st.SourceUp, st.TargetUp)
+	reason := fmt.Sprintf("flow %s: source_up=%t target_up=%t", st.Name, st.SourceUp, st.TargetUp)
+	if st.SourceError != "" {
+		reason += "; source: " + st.SourceError
+	}
+	if st.TargetError != "" {
+		reason += "; target: " + st.TargetError
+	}
+	return reason
 }
 
 func (s *Server) apiFlows(w http.ResponseWriter, _ *http.Request) {

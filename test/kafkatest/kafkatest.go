@@ -15,6 +15,12 @@
 // so that one broker can be stopped (StopBroker) while the rest of the
 // cluster runs; Stop, Kill and Restart act on node 1.
 //
+// Options.Listeners adds TLS, mutual-TLS and SASL listeners beside the
+// PLAINTEXT one (ListenerAddr gives their addresses; TLSProps, ScramProps,
+// PlainProps and ScramUser build their settings), Options.Authorizer turns
+// on ACLs, Options.JVMArgs and Options.FormatArgs extend the JVM's and the
+// storage tool's command lines.
+//
 // The cluster is killed when the test ends. It can be stopped, killed and
 // restarted on the same ports with the same data to test recovery.
 //
@@ -73,6 +79,26 @@ type Options struct {
 	// controller; nodes 2..Brokers are brokers only, each its own JVM
 	// (-Xmx384m), which StopBroker and StartBroker stop and start alone.
 	Brokers int
+
+	// Listeners are client listeners opened beside the PLAINTEXT one on
+	// every broker, each on a free port of its own (see ListenerAddr):
+	// TLS, mutual TLS, SASL. The harness's own clients and the brokers
+	// keep using PLAINTEXT.
+	Listeners []Listener
+
+	// FormatArgs are added to the storage tool's format command, e.g.
+	// ScramUser's --add-scram arguments.
+	FormatArgs []string
+
+	// JVMArgs are added to the broker JVM's command line before the main
+	// class, e.g. -Dname=value system properties.
+	JVMArgs []string
+
+	// Authorizer turns on KRaft's StandardAuthorizer, with the harness's
+	// PLAINTEXT and controller principal (User:ANONYMOUS) as the only
+	// super user: other principals need ACLs. ExtraProps may name more
+	// super users ("super.users").
+	Authorizer bool
 }
 
 // Cluster is one single-node KRaft Apache Kafka broker run as a child JVM.
@@ -97,6 +123,10 @@ type Cluster struct {
 	nodeID    int        // 1 for the controller node
 	heap      string     // -Xmx of the JVM
 	extra     []*Cluster // broker-only nodes 2..N, on node 1 only
+
+	listenerPorts map[string]int // Options.Listeners by name
+	jvmArgs       []string       // Options.JVMArgs
+	formatArgs    []string       // Options.FormatArgs
 }
 
 // process is one run of the Kafka JVM, the leader of its own process group.
@@ -220,7 +250,12 @@ func newCluster(t testing.TB, opts Options, libs string, nodeID, controllerPort 
 	if err != nil {
 		return nil, err
 	}
-	ports, err := kafkaproc.FreePorts(2)
+	for _, l := range opts.Listeners {
+		if err := l.check(); err != nil {
+			return nil, err
+		}
+	}
+	ports, err := kafkaproc.FreePorts(2 + len(opts.Listeners))
 	if err != nil {
 		return nil, err
 	}
@@ -247,11 +282,27 @@ func newCluster(t testing.TB, opts Options, libs string, nodeID, controllerPort 
 		quorum:    ports[1],
 		nodeID:    nodeID,
 		heap:      heap,
+
+		listenerPorts: map[string]int{},
+		jvmArgs:       opts.JVMArgs,
 	}
-	props := serverProps(ports[0], ports[1], filepath.Join(dir, "data"), opts.ExtraProps)
+	if nodeID == 1 {
+		// Bootstrap metadata such as SCRAM credentials is written by
+		// the controller's format.
+		c.formatArgs = opts.FormatArgs
+	}
+	for i, l := range opts.Listeners {
+		c.listenerPorts[l.Name] = ports[2+i]
+	}
+	extra := map[string]string{}
+	if opts.Authorizer {
+		extra = authorizerProps()
+	}
+	props := serverProps(ports[0], ports[1], filepath.Join(dir, "data"), kafkaproc.With(extra, opts.ExtraProps))
 	if nodeID > 1 {
 		kafkaproc.BrokerOnly(props, nodeID, ports[0], controllerPort)
 	}
+	addListeners(props, opts.Listeners, ports[2:])
 	if err := writeFile(c.propsPath, formatProps(props)); err != nil {
 		return nil, err
 	}
@@ -380,9 +431,12 @@ func (c *Cluster) javaCmd(ctx context.Context, log *os.File, main string, args .
 		"-Djava.awt.headless=true",
 		"-Dlog4j2.configurationFile=" + c.log4jPath,
 		"-Dkafkatest.cluster=" + c.name,
+	}
+	jvm = append(jvm, c.jvmArgs...)
+	jvm = append(jvm,
 		"-cp", filepath.Join(c.libs, "*"),
 		main,
-	}
+	)
 	cmd := exec.CommandContext(ctx, c.java, append(jvm, args...)...)
 	cmd.Dir = c.dir
 	cmd.Stdout = log
@@ -412,7 +466,8 @@ func (c *Cluster) format() error {
 	defer log.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), formatTimeout)
 	defer cancel()
-	cmd := c.javaCmd(ctx, log, "kafka.tools.StorageTool", "format", "--cluster-id", id, "--config", c.propsPath)
+	args := append([]string{"format", "--cluster-id", id, "--config", c.propsPath}, c.formatArgs...)
+	cmd := c.javaCmd(ctx, log, "kafka.tools.StorageTool", args...)
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("kafka.tools.StorageTool format: %w", err)
 	}

@@ -2,6 +2,8 @@ package kafkatest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
@@ -14,7 +16,12 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	scramsasl "github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/kmirror/kmirror/test/certs"
+	"github.com/kmirror/kmirror/test/kafkaproc"
 )
 
 const opTimeout = 30 * time.Second
@@ -237,5 +244,126 @@ func expectRecords(t *testing.T, c *Cluster, topic string, values ...string) {
 	}
 	if !slices.Equal(got, values) {
 		t.Fatalf("consumed %q from %s, want %q", got, topic, values)
+	}
+}
+
+// TestSecuredListeners starts a broker with a mutual-TLS listener, a
+// SASL_SSL listener with SCRAM-SHA-512, the ACL authorizer and an extra
+// JVM system property, and checks that a TLS client with a certificate and
+// a SCRAM client answer, that clients without a certificate or with a
+// wrong password do not, and that the SCRAM user needs ACLs.
+func TestSecuredListeners(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := certs.NewCA("kafkatest CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, err := ca.WriteCA(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(name string, o certs.Options) certs.Files {
+		l, err := ca.Issue(name, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := l.Write(dir, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	broker := leaf("broker", certs.Options{Hosts: []string{"127.0.0.1", "localhost"}})
+	client := leaf("client", certs.Options{Client: true})
+
+	const user, password = "kmirror", "s3cret-listener-test"
+	c := Start(t, Options{
+		Name: "secured",
+		Listeners: []Listener{
+			{Name: "MTLS", Protocol: "SSL", Props: TLSProps(broker.Keystore, caFile)},
+			{Name: "SASL_SSL", Protocol: "SASL_SSL", Props: kafkaproc.With(TLSProps(broker.Keystore, ""), ScramProps("SCRAM-SHA-512"))},
+		},
+		FormatArgs: ScramUser("SCRAM-SHA-512", user, password),
+		JVMArgs:    []string{"-Dkafkatest.jvmarg=yes"},
+		Authorizer: true,
+	})
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(c.pid()), "cmdline"))
+	if err == nil && !strings.Contains(string(cmdline), "-Dkafkatest.jvmarg=yes") {
+		t.Errorf("the JVM's command line lacks the extra argument: %q", cmdline)
+	}
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.PEM)
+	cert, err := tls.LoadX509KeyPair(client.Cert, client.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping := func(addr string, opts ...kgo.Opt) error {
+		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr), kgo.RetryTimeout(5 * time.Second)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		return cl.Ping(ctx)
+	}
+	withCert := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}
+	noCert := &tls.Config{RootCAs: roots}
+	scram := func(pass string) kgo.Opt {
+		return kgo.SASL(scramsasl.Auth{User: user, Pass: pass}.AsSha512Mechanism())
+	}
+	if err := ping(c.ListenerAddr("MTLS"), kgo.DialTLSConfig(withCert)); err != nil {
+		t.Errorf("mutual TLS client: %v", err)
+	}
+	if err := ping(c.ListenerAddr("MTLS"), kgo.DialTLSConfig(noCert)); err == nil {
+		t.Error("a TLS client without a certificate was let in")
+	}
+	if err := ping(c.ListenerAddr("SASL_SSL"), kgo.DialTLSConfig(noCert), scram(password)); err != nil {
+		t.Errorf("SCRAM client: %v", err)
+	}
+	if err := ping(c.ListenerAddr("SASL_SSL"), kgo.DialTLSConfig(noCert), scram("wrong")); err == nil {
+		t.Error("a SCRAM client with a wrong password was let in")
+	}
+
+	// The harness's PLAINTEXT client is a super user; the SCRAM user has
+	// no ACL to write.
+	createTopic(t, c, "acl")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenerAddr("SASL_SSL")), kgo.DialTLSConfig(noCert), scram(password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	err = cl.ProduceSync(ctx, &kgo.Record{Topic: "acl", Value: []byte("x")}).FirstErr()
+	if !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Errorf("producing without an ACL: %v, want TOPIC_AUTHORIZATION_FAILED", err)
+	}
+	produce(t, c, "acl", "y")
+}
+
+func TestAddListeners(t *testing.T) {
+	p := serverProps(9092, 9093, "/data", nil)
+	addListeners(p, []Listener{
+		{Name: "MTLS", Protocol: "SSL", Props: TLSProps("/ks.pem", "/ca.pem")},
+		{Name: "SASL_SSL", Protocol: "SASL_SSL", Props: ScramProps("SCRAM-SHA-512")},
+	}, []int{9094, 9095})
+	for k, want := range map[string]string{
+		"listeners":                                      "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093,MTLS://127.0.0.1:9094,SASL_SSL://127.0.0.1:9095",
+		"advertised.listeners":                           "PLAINTEXT://127.0.0.1:9092,MTLS://127.0.0.1:9094,SASL_SSL://127.0.0.1:9095",
+		"listener.security.protocol.map":                 "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,MTLS:SSL,SASL_SSL:SASL_SSL",
+		"listener.name.mtls.ssl.client.auth":             "required",
+		"listener.name.mtls.ssl.truststore.type":         "PEM",
+		"listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+		"sasl.enabled.mechanisms":                        "SCRAM-SHA-512",
+		"inter.broker.listener.name":                     "PLAINTEXT",
+	} {
+		if p[k] != want {
+			t.Errorf("%s = %q, want %q", k, p[k], want)
+		}
+	}
+	if err := (Listener{Name: "PLAINTEXT", Protocol: "SSL"}).check(); err == nil {
+		t.Error("a listener named PLAINTEXT passed the check")
 	}
 }
