@@ -71,12 +71,12 @@ type msk struct {
 func (m msk) Authenticate(ctx context.Context, host string) (sasl.Session, []byte, error) {
 	if m.region != "" {
 		if hr := hostRegion(host); hr != "" && hr != m.region {
-			return nil, nil, fmt.Errorf("AWS_MSK_IAM: broker %s is in region %s, but sasl.region is %s", host, hr, m.region)
+			return nil, nil, credentialsError{fmt.Errorf("AWS_MSK_IAM: broker %s is in region %s, but sasl.region is %s", host, hr, m.region)}
 		}
 	}
 	s, first, err := m.Mechanism.Authenticate(ctx, host)
 	if err != nil {
-		return nil, nil, fmt.Errorf("AWS_MSK_IAM: %w", err)
+		return nil, nil, credentialsError{fmt.Errorf("AWS_MSK_IAM: %w", err)}
 	}
 	return s, first, nil
 }

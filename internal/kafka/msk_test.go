@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/metrics"
 )
 
 // AWS's documentation example keys.
@@ -183,5 +185,17 @@ func TestMSKCredentialChain(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "envsecret")
 	if got := credentialOf(); got != "AKIDFROMENV" {
 		t.Errorf("environment: access key %q, want AKIDFROMENV", got)
+	}
+}
+
+func TestCredentialsErrorIsAuthentication(t *testing.T) {
+	failing := awssdk.CredentialsProviderFunc(func(context.Context) (awssdk.Credentials, error) {
+		return awssdk.Credentials{}, errors.New("no EC2 IMDS role found")
+	})
+	_, _, err := mskFromProvider(failing, "").Authenticate(context.Background(), "b-1.x.kafka.us-east-1.amazonaws.com:9098")
+	c := &config.Cluster{Alias: "msk", BootstrapServers: []string{"b-1:9098"}, SASL: &config.SASL{Mechanism: "AWS_MSK_IAM"}}
+	kind, reason := ClassifyError(c, fmt.Errorf("dialing: %w", err))
+	if kind != metrics.ErrAuthentication || reason != "authentication failed (SASL AWS_MSK_IAM): dialing: AWS_MSK_IAM: getting AWS credentials: no EC2 IMDS role found" {
+		t.Errorf("ClassifyError = %s, %q", kind, reason)
 	}
 }

@@ -27,13 +27,12 @@ import (
 // close to its expiry.
 const refreshFraction = 0.8
 
-// clockSkew is how far past its exp claim a token is still sent: the
-// broker allows the same skew (sasl.oauthbearer.clock.skew.seconds).
-const clockSkew = 30 * time.Second
-
 // tokenSource returns the OAUTHBEARER token for the next authentication.
+// refused tells it that a broker refused tok, so that it is not sent
+// again.
 type tokenSource interface {
 	token(ctx context.Context) (string, error)
+	refused(tok string)
 }
 
 // oauthMechanism returns the OAUTHBEARER mechanism for o: franz-go's,
@@ -51,38 +50,53 @@ func oauthMechanism(o *config.OAuth) (sasl.Mechanism, error) {
 	default:
 		return nil, errors.New("sasl: OAUTHBEARER needs token_endpoint or token_file")
 	}
-	return bearer{oauth.Oauth(func(ctx context.Context) (oauth.Auth, error) {
+	return bearer{Mechanism: oauth.Oauth(func(ctx context.Context) (oauth.Auth, error) {
 		tok, err := src.token(ctx)
 		if err != nil {
 			return oauth.Auth{}, err
 		}
 		return oauth.Auth{Token: tok, Extensions: o.Extensions}, nil
-	})}, nil
+	}), src: src}, nil
 }
 
-// bearer is franz-go's OAUTHBEARER mechanism with the server's error
-// handled as RFC 7628 section 3.2.2 says: a broker that refuses the token
-// answers with a JSON status, which the client acknowledges with %x01; the
-// broker then ends the exchange with its own error message, which is
-// worth more than "unexpected data".
-type bearer struct{ sasl.Mechanism }
+// credentialsError is a failure to get what a SASL mechanism
+// authenticates with (a token, AWS credentials) before anything is sent to
+// the broker: an authentication failure, not an unreachable cluster.
+type credentialsError struct{ err error }
+
+func (e credentialsError) Error() string { return e.err.Error() }
+func (e credentialsError) Unwrap() error { return e.err }
+
+// bearer is franz-go's OAUTHBEARER mechanism with a clear error when the
+// broker refuses the token. A broker that refuses a token answers with a
+// JSON status (RFC 7628 section 3.2.2) such as {"status":"invalid_token"},
+// which says nothing of why; the error names the token's claims that
+// brokers check (audience, issuer, subject, scope, expiry), which are not
+// secret, so that a mismatch with the broker's expectations shows.
+type bearer struct {
+	sasl.Mechanism
+	src tokenSource // nil: nothing to tell of a refusal
+}
 
 func (b bearer) Authenticate(ctx context.Context, host string) (sasl.Session, []byte, error) {
 	_, first, err := b.Mechanism.Authenticate(ctx, host)
 	if err != nil {
-		return nil, nil, fmt.Errorf("OAUTHBEARER: %w", err)
+		return nil, nil, credentialsError{fmt.Errorf("OAUTHBEARER: %w", err)}
 	}
-	return &bearerSession{}, first, nil
+	tok, _, _ := strings.Cut(string(first[bytes.Index(first, []byte("auth=Bearer "))+len("auth=Bearer "):]), "\x01")
+	s := &bearerSession{claims: describeClaims(tok)}
+	if b.src != nil {
+		s.refused = func() { b.src.refused(tok) }
+	}
+	return s, first, nil
 }
 
-type bearerSession struct{ status string }
+type bearerSession struct {
+	claims  string
+	refused func()
+}
 
 func (s *bearerSession) Challenge(resp []byte) (bool, []byte, error) {
-	if s.status != "" {
-		// The broker accepted the %x01 after refusing the token: it
-		// must not, but the exchange failed all the same.
-		return false, nil, fmt.Errorf("OAUTHBEARER: the broker refused the token (status %s)", s.status)
-	}
 	if len(resp) == 0 {
 		return true, nil, nil
 	}
@@ -92,8 +106,35 @@ func (s *bearerSession) Challenge(resp []byte) (bool, []byte, error) {
 	if json.Unmarshal(resp, &st) != nil || st.Status == "" {
 		st.Status = "unknown"
 	}
-	s.status = st.Status
-	return false, []byte{0x01}, nil
+	if s.refused != nil {
+		s.refused()
+	}
+	return false, nil, credentialsError{fmt.Errorf("OAUTHBEARER: the broker refused the token (status %s); "+
+		"check that it matches the broker's expected audience, issuer and key: %s", printable(st.Status, 50), s.claims)}
+}
+
+// describeClaims describes the non-secret claims of a JWT: aud, iss, sub,
+// scope, exp.
+func describeClaims(tok string) string {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return "the token is not a JWT"
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	var claims map[string]any
+	if err != nil || json.Unmarshal(payload, &claims) != nil {
+		return "the token's claims cannot be read"
+	}
+	var out []string
+	for _, k := range [...]string{"aud", "iss", "sub", "scope"} {
+		if v, ok := claims[k]; ok {
+			out = append(out, fmt.Sprintf("%s=%v", k, v))
+		}
+	}
+	if exp, ok := jwtExpiry(tok); ok {
+		out = append(out, "exp="+exp.UTC().Format(time.RFC3339))
+	}
+	return printable("token "+strings.Join(out, " "), 400)
 }
 
 // clientCredentials gets tokens from an OAuth 2 token endpoint with the
@@ -149,6 +190,16 @@ func (c *clientCredentials) token(ctx context.Context) (string, error) {
 		c.expiry = now.Add(lifetime)
 	}
 	return tok, nil
+}
+
+// refused drops tok from the cache: the next authentication fetches a new
+// token, so that a fix at the identity provider takes effect at once.
+func (c *clientCredentials) refused(tok string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tok == tok {
+		c.tok = ""
+	}
 }
 
 // fetch asks the endpoint for a token and returns it with its lifetime:
@@ -233,6 +284,9 @@ type tokenFile struct {
 	now  func() time.Time
 }
 
+// refused does nothing: the file is read again at every authentication.
+func (f *tokenFile) refused(string) {}
+
 func (f *tokenFile) token(context.Context) (string, error) {
 	b, err := os.ReadFile(f.path)
 	if err != nil {
@@ -248,12 +302,13 @@ func (f *tokenFile) token(context.Context) (string, error) {
 	return tok, nil
 }
 
-// checkExpiry refuses a JWT whose exp claim has passed (beyond clockSkew):
-// the broker would refuse it with a less clear message. Tokens that are
-// not JWTs pass.
+// checkExpiry refuses a JWT whose exp claim has passed: a broker would
+// refuse it, or accept it for a session that ends at once, and the
+// connection would fail with no reason given. Tokens that are not JWTs
+// pass.
 func checkExpiry(tok string, now time.Time) error {
 	exp, ok := jwtExpiry(tok)
-	if ok && now.After(exp.Add(clockSkew)) {
+	if ok && !now.Before(exp) {
 		return fmt.Errorf("the token expired at %s (%s ago)", exp.UTC().Format(time.RFC3339), now.Sub(exp).Round(time.Second))
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
 
 	"github.com/kmirror/kmirror/internal/config"
 )
@@ -102,7 +105,15 @@ func TestClientCredentialsRefresh(t *testing.T) {
 		{81 * time.Second, true, "tok-2", 3},  // refresh fails, tok-2 still valid
 		{20 * time.Second, true, "error: 503 Service Unavailable: temporarily_unavailable (maintenance)", 4},
 		{time.Second, false, "tok-5", 5},
+		{time.Second, false, "tok-6", 6}, // tok-5 was refused by a broker
 	} {
+		if step.want == "tok-6" {
+			cc.refused("tok-4") // an older token: no effect
+			if tok, _ := cc.token(ctx); tok != "tok-5" {
+				t.Errorf("after refusing an older token: %s, want tok-5", tok)
+			}
+			cc.refused("tok-5")
+		}
 		clock.add(step.advance)
 		down = step.down
 		tok, err := cc.token(ctx)
@@ -188,7 +199,8 @@ func TestTokenFile(t *testing.T) {
 		{name: "rotated", content: "tok-2", want: "tok-2"},
 		{name: "empty", content: " \n", wantErr: "token_file " + path + " is empty; expected a token"},
 		{name: "valid jwt", content: jwt(t, map[string]any{"exp": now.Unix() + 10})},
-		{name: "within skew", content: jwt(t, map[string]any{"exp": now.Unix() - 20})},
+		{name: "just expired", content: jwt(t, map[string]any{"exp": now.Unix()}),
+			wantErr: "token_file " + path + ": the token expired at 2023-11-14T22:13:20Z (0s ago)"},
 		{name: "expired jwt", content: jwt(t, map[string]any{"exp": now.Unix() - 120}),
 			wantErr: "token_file " + path + ": the token expired at 2023-11-14T22:11:20Z (2m0s ago)"},
 	} {
@@ -241,17 +253,26 @@ func TestBearerMechanism(t *testing.T) {
 		t.Errorf("accepted: Challenge = %v, %q, %v", done, out, err)
 	}
 
-	// Refused: the broker's JSON status is acknowledged with %x01 so
-	// that the broker ends the exchange with its own message.
-	s, _, err = m.Authenticate(context.Background(), "b:9092")
+	// Refused: the error names the claims brokers check.
+	tok := jwt(t, map[string]any{"aud": "other", "iss": "https://idp", "sub": "kmirror", "exp": 1_700_000_000})
+	if err := os.WriteFile(path, []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The token expired long ago: read it the broker's way, past the
+	// local expiry check.
+	s, _, err = bearer{Mechanism: oauth.Auth{Token: tok}.AsMechanism()}.Authenticate(context.Background(), "b:9092")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if done, out, err := s.Challenge([]byte(`{"status":"invalid_token"}`)); done || string(out) != "\x01" || err != nil {
-		t.Errorf("refused: Challenge = %v, %q, %v; want false, \\x01, nil", done, out, err)
+	_, _, err = s.Challenge([]byte(`{"status":"invalid_token"}`))
+	want := "OAUTHBEARER: the broker refused the token (status invalid_token); check that it matches the broker's expected audience, issuer and key: " +
+		"token aud=other iss=https://idp sub=kmirror exp=2023-11-14T22:13:20Z"
+	if err == nil || err.Error() != want {
+		t.Errorf("refused: %v\nwant %s", err, want)
 	}
-	if _, _, err := s.Challenge(nil); err == nil || err.Error() != "OAUTHBEARER: the broker refused the token (status invalid_token)" {
-		t.Errorf("after refusal: %v", err)
+	var ce credentialsError
+	if !errors.As(err, &ce) {
+		t.Errorf("refused: %T is not a credentialsError", err)
 	}
 
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
