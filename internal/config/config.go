@@ -132,17 +132,47 @@ type TLS struct {
 }
 
 // SASL configures authentication to a cluster. Its String and GoString
-// methods never show the password.
+// methods never show the password or the client secret.
 type SASL struct {
-	Mechanism string // mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (upper case)
-	Username  string // username
-	Password  string // password
+	Mechanism string // mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM (upper case)
+	Username  string // username (PLAIN, SCRAM)
+	Password  string // password (PLAIN, SCRAM)
+	OAuth     *OAuth // OAUTHBEARER settings; nil for other mechanisms
+	Region    string // region (AWS_MSK_IAM); "" = from the AWS configuration chain
 }
 
-// String describes s without its password.
-func (s SASL) String() string {
-	return fmt.Sprintf("{Mechanism:%s Username:%s Password:%s}", s.Mechanism, s.Username, redact(s.Password))
+// OAuth is where an OAUTHBEARER token comes from: an OAuth 2 token
+// endpoint (client-credentials grant) or a file that another process keeps
+// up to date. Exactly one of TokenEndpoint and TokenFile is set.
+type OAuth struct {
+	TokenEndpoint string            // token_endpoint: http(s) URL; https unless the host is a loopback address
+	ClientID      string            // client_id
+	ClientSecret  string            // client_secret
+	Scope         string            // scope; "" = none sent
+	TokenFile     string            // token_file: path, resolved against the config file's directory
+	Extensions    map[string]string // extensions: SASL extensions sent with the token (such as logicalCluster)
 }
+
+// String describes s without its password or client secret.
+func (s SASL) String() string {
+	out := fmt.Sprintf("{Mechanism:%s Username:%s Password:%s", s.Mechanism, s.Username, redact(s.Password))
+	if s.OAuth != nil {
+		out += " OAuth:" + s.OAuth.String()
+	}
+	if s.Region != "" {
+		out += " Region:" + s.Region
+	}
+	return out + "}"
+}
+
+// String describes o without its client secret.
+func (o OAuth) String() string {
+	return fmt.Sprintf("{TokenEndpoint:%s ClientID:%s ClientSecret:%s Scope:%s TokenFile:%s Extensions:%v}",
+		o.TokenEndpoint, o.ClientID, redact(o.ClientSecret), o.Scope, o.TokenFile, o.Extensions)
+}
+
+// GoString is String, so that %#v does not show the client secret either.
+func (o OAuth) GoString() string { return "config.OAuth" + o.String() }
 
 // GoString is String, so that %#v does not show the password either.
 func (s SASL) GoString() string { return "config.SASL" + s.String() }

@@ -574,7 +574,61 @@ func TestErrors(t *testing.T) {
 		{
 			name: "sasl mechanism",
 			data: clusters + "    sasl:\n      mechanism: GSSAPI\n      username: u\n      password: p\nflows: [{source: primary, target: dr}]\n",
-			want: []string{`kmirror.yaml:7: clusters.dr.sasl.mechanism: unknown value "GSSAPI"; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`},
+			want: []string{`kmirror.yaml:7: clusters.dr.sasl.mechanism: unknown value "GSSAPI"; expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM`},
+		},
+		{
+			name: "oauth both sources",
+			data: clusters + "    sasl:\n      mechanism: OAUTHBEARER\n      token_endpoint: https://idp/token\n      client_id: k\n      client_secret: hunter2\n      token_file: " + filepath.Join(dir, "cert.pem") + "\nflows: [{source: primary, target: dr}]\n",
+			want: []string{`kmirror.yaml:11: clusters.dr.sasl.token_file: set with token_endpoint (line 8); expected one of token_endpoint or token_file`},
+		},
+		{
+			name: "oauth no source",
+			data: clusters + "    sasl: {mechanism: oauthbearer, scope: kafka}\nflows: [{source: primary, target: dr}]\n",
+			want: []string{`kmirror.yaml:6: clusters.dr.sasl.token_endpoint: missing; expected token_endpoint (with client_id and client_secret) or token_file`},
+		},
+		{
+			name: "oauth missing client secret",
+			data: clusters + "    sasl:\n      mechanism: OAUTHBEARER\n      token_endpoint: https://idp/token\n      client_id: k\n      username: u\nflows: [{source: primary, target: dr}]\n",
+			want: []string{
+				`kmirror.yaml:6: clusters.dr.sasl.client_secret: missing; expected the OAuth client secret (such as ${OIDC_SECRET})`,
+				`kmirror.yaml:10: clusters.dr.sasl.username: not used with mechanism OAUTHBEARER; expected only: mechanism, token_endpoint, client_id, client_secret, scope, token_file, extensions`,
+			},
+		},
+		{
+			name: "oauth endpoint not https",
+			data: clusters + "    sasl: {mechanism: OAUTHBEARER, token_endpoint: \"http://idp.example/token\", client_id: k, client_secret: hunter2}\n" +
+				"  other:\n    bootstrap_servers: [\"c:1\"]\n    sasl: {mechanism: OAUTHBEARER, token_endpoint: \"idp/token\", client_id: k, client_secret: hunter2}\nflows: [{source: primary, target: dr}]\n",
+			want: []string{
+				`kmirror.yaml:6: clusters.dr.sasl.token_endpoint: "http://idp.example/token" is not https; expected an https:// URL (the client secret would cross the network in clear)`,
+				`kmirror.yaml:9: clusters.other.sasl.token_endpoint: invalid URL "idp/token"; expected an https:// URL`,
+			},
+		},
+		{
+			name: "oauth token file with client keys",
+			data: clusters + "    sasl: {mechanism: OAUTHBEARER, token_file: " + filepath.Join(dir, "nope") + ", client_secret: hunter2, extensions: {logicalCluster: lkc-1, auth: x}}\nflows: [{source: primary, target: dr}]\n",
+			want: []string{
+				`kmirror.yaml:6: clusters.dr.sasl.client_secret: only used with token_endpoint; expected no client_secret with token_file`,
+				`kmirror.yaml:6: clusters.dr.sasl.token_file: file "` + filepath.Join(dir, "nope") + `" does not exist; expected a readable file holding the token`,
+				`kmirror.yaml:6: clusters.dr.sasl.extensions.auth: invalid SASL extension name "auth"; expected letters only, not "auth"`,
+			},
+		},
+		{
+			name: "client secret never shown",
+			env:  map[string]string{"OIDC_SECRET": "hunter2"},
+			data: clusters + "    sasl: {mechanism: OAUTHBEARER, token_endpoint: \"https://idp/t\", client_id: k, client_secret: [hunter2]}\n" +
+				"  other:\n    bootstrap_servers: [\"c:1\"]\n    sasl: {mechanism: OAUTHBEARER, token_endpoint: \"https://idp/t\", client_id: k, client_secret: \"hunter2${1x}\"}\nflows: [{source: primary, target: dr}]\n",
+			want: []string{
+				`kmirror.yaml:6: clusters.dr.sasl.client_secret: expected a client secret, got a list`,
+				`kmirror.yaml:9: clusters.other.sasl.client_secret: invalid variable name in ${...}; expected letters, digits and _, not starting with a digit (write $$ for a literal $)`,
+			},
+		},
+		{
+			name: "aws region",
+			data: clusters + "    sasl: {mechanism: AWS_MSK_IAM, region: US-EAST, username: u}\nflows: [{source: primary, target: dr}]\n",
+			want: []string{
+				`kmirror.yaml:6: clusters.dr.sasl.username: not used with mechanism AWS_MSK_IAM; expected only: mechanism, region`,
+				`kmirror.yaml:6: clusters.dr.sasl.region: invalid region "US-EAST"; expected an AWS region such as us-east-1`,
+			},
 		},
 		{
 			name: "sasl plain without tls",
@@ -698,7 +752,7 @@ func TestErrors(t *testing.T) {
 			want: []string{
 				`kmirror.yaml:9: clusters.dr.sasl.password: invalid variable name in ${...}; expected letters, digits and _, not starting with a digit (write $$ for a literal $)`,
 				`kmirror.yaml:15: clusters.other.sasl.password: expected a password, got a list`,
-				`kmirror.yaml:16: clusters.other.sasl.pasword: unknown key; expected one of: mechanism, password, username`,
+				`kmirror.yaml:16: clusters.other.sasl.pasword: unknown key; expected one of: client_id, client_secret, extensions, mechanism, password, region, scope, token_endpoint, token_file, username`,
 			},
 		},
 		{
@@ -793,6 +847,60 @@ func TestSASLString(t *testing.T) {
 		}
 		if !strings.Contains(out, "<redacted>") {
 			t.Errorf("no <redacted> in %s", out)
+		}
+	}
+}
+
+func TestOAuthString(t *testing.T) {
+	s := SASL{Mechanism: "OAUTHBEARER", OAuth: &OAuth{TokenEndpoint: "https://idp/t", ClientID: "k", ClientSecret: "hunter2"}}
+	c := Cluster{Alias: "a", SASL: &s}
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %#v", s, &s, s, *s.OAuth), fmt.Sprintf("%+v", c)} {
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("client secret shown: %s", out)
+		}
+		if !strings.Contains(out, "ClientSecret:<redacted>") {
+			t.Errorf("no ClientSecret:<redacted> in %s", out)
+		}
+	}
+}
+
+func TestParseOAuthAndMSK(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := `clusters:
+  msk:
+    bootstrap_servers: ["b-1.example.kafka.us-east-1.amazonaws.com:9098"]
+    tls: {}
+    sasl: {mechanism: AWS_MSK_IAM, region: us-east-1}
+  cloud:
+    bootstrap_servers: ["pkc-1:9092"]
+    tls: {}
+    sasl: {mechanism: OAUTHBEARER, token_endpoint: "https://idp/oauth2/token", client_id: kmirror, client_secret: "${OIDC_SECRET}", scope: kafka,
+           extensions: {logicalCluster: lkc-1}}
+  file:
+    bootstrap_servers: ["k:9092"]
+    sasl: {mechanism: oauthbearer, token_file: token}
+  nothing:
+    bootstrap_servers: ["k:9092"]
+    sasl: {mechanism: AWS_MSK_IAM}
+flows: [{source: msk, target: cloud}]
+`
+	cfg, err := Parse(filepath.Join(dir, "kmirror.yaml"), []byte(data), envOf(map[string]string{"OIDC_SECRET": "s3cret"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for alias, want := range map[string]SASL{
+		"msk": {Mechanism: "AWS_MSK_IAM", Region: "us-east-1"},
+		"cloud": {Mechanism: "OAUTHBEARER", OAuth: &OAuth{TokenEndpoint: "https://idp/oauth2/token", ClientID: "kmirror",
+			ClientSecret: "s3cret", Scope: "kafka", Extensions: map[string]string{"logicalCluster": "lkc-1"}}},
+		"file":    {Mechanism: "OAUTHBEARER", OAuth: &OAuth{TokenFile: token}},
+		"nothing": {Mechanism: "AWS_MSK_IAM"},
+	} {
+		if got := *cfg.Clusters[alias].SASL; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: SASL = %#v, want %#v (client secret %v)", alias, got, want, got.OAuth != nil && want.OAuth != nil && got.OAuth.ClientSecret == want.OAuth.ClientSecret)
 		}
 	}
 }

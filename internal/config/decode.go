@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,7 +23,7 @@ const (
 	configKeys   = "clusters flows http log"
 	clusterKeys  = "allow_plaintext_sasl bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
-	saslKeys     = "mechanism password username"
+	saslKeys     = "client_id client_secret extensions mechanism password region scope token_endpoint token_file username"
 	flowKeys     = "consumer dead_letter_topic groups groups_exclude name offset_map_max_runs offset_map_retention ownership_timeout producer progress_interval refused_retry_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
 	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
 	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
@@ -266,7 +267,29 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-var saslMechanisms = [...]string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+// The SASL mechanisms kmirror supports.
+const (
+	MechanismPlain       = "PLAIN"
+	MechanismScramSHA256 = "SCRAM-SHA-256"
+	MechanismScramSHA512 = "SCRAM-SHA-512"
+	MechanismOAuthBearer = "OAUTHBEARER"
+	MechanismAWSMSKIAM   = "AWS_MSK_IAM"
+)
+
+var saslMechanisms = [...]string{MechanismPlain, MechanismScramSHA256, MechanismScramSHA512, MechanismOAuthBearer, MechanismAWSMSKIAM}
+
+// saslKeysOf are the keys each mechanism uses besides mechanism.
+var saslKeysOf = map[string][]string{
+	MechanismPlain:       {"username", "password"},
+	MechanismScramSHA256: {"username", "password"},
+	MechanismScramSHA512: {"username", "password"},
+	MechanismOAuthBearer: {"token_endpoint", "client_id", "client_secret", "scope", "token_file", "extensions"},
+	MechanismAWSMSKIAM:   {"region"},
+}
+
+// awsRegionRE is what an AWS region name looks like (us-east-1,
+// us-gov-west-1, cn-north-1).
+var awsRegionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 
 func (d *decoder) sasl(f *field) *SASL {
 	s := &SASL{}
@@ -279,17 +302,132 @@ func (d *decoder) sasl(f *field) *SASL {
 	} else {
 		d.missing(m, "mechanism", oneOf(saslMechanisms[:]))
 	}
-	if f := m.get("username"); f != nil {
-		d.nonEmpty(f, &s.Username, "a user name")
-	} else {
-		d.missing(m, "username", "a user name")
+	if s.Mechanism == "" {
+		return s
 	}
-	if f := m.get("password"); f != nil {
-		d.nonEmpty(f, &s.Password, "a password")
-	} else {
-		d.missing(m, "password", "a password (such as ${KAFKA_PASSWORD})")
+	for _, key := range m.order {
+		if key != "mechanism" && !slices.Contains(saslKeysOf[s.Mechanism], key) {
+			d.errorf(m.fields[key].key, m.fields[key].path, "not used with mechanism %s; expected only: mechanism, %s",
+				s.Mechanism, strings.Join(saslKeysOf[s.Mechanism], ", "))
+		}
+	}
+	switch s.Mechanism {
+	case MechanismOAuthBearer:
+		s.OAuth = d.oauth(m)
+	case MechanismAWSMSKIAM:
+		if f := m.get("region"); f != nil && d.nonEmpty(f, &s.Region, "an AWS region such as us-east-1") && !awsRegionRE.MatchString(s.Region) {
+			d.errorf(f.val, f.path, "invalid region %q; expected an AWS region such as us-east-1", s.Region)
+		}
+	default:
+		if f := m.get("username"); f != nil {
+			d.nonEmpty(f, &s.Username, "a user name")
+		} else {
+			d.missing(m, "username", "a user name")
+		}
+		if f := m.get("password"); f != nil {
+			d.nonEmpty(f, &s.Password, "a password")
+		} else {
+			d.missing(m, "password", "a password (such as ${KAFKA_PASSWORD})")
+		}
 	}
 	return s
+}
+
+// oauth decodes the OAUTHBEARER keys of a sasl mapping: token_endpoint
+// with client_id, client_secret and an optional scope, or token_file.
+func (d *decoder) oauth(m *mapping) *OAuth {
+	o := &OAuth{}
+	endpoint, file := m.get("token_endpoint"), m.get("token_file")
+	switch {
+	case endpoint != nil && file != nil:
+		d.errorf(file.key, file.path, "set with token_endpoint (line %d); expected one of token_endpoint or token_file", endpoint.key.Line)
+		return o
+	case endpoint == nil && file == nil:
+		d.missing(m, "token_endpoint", "token_endpoint (with client_id and client_secret) or token_file")
+		return o
+	case file != nil:
+		for _, key := range [...]string{"client_id", "client_secret", "scope"} {
+			if f := m.get(key); f != nil {
+				d.errorf(f.key, f.path, "only used with token_endpoint; expected no %s with token_file", key)
+			}
+		}
+		if d.nonEmpty(file, &o.TokenFile, "the path of a file holding the token") {
+			if !filepath.IsAbs(o.TokenFile) {
+				o.TokenFile = filepath.Join(d.dir, o.TokenFile)
+			}
+			d.readableFile(file, o.TokenFile, "expected a readable file holding the token")
+		}
+	default:
+		if d.nonEmpty(endpoint, &o.TokenEndpoint, "the URL of an OAuth 2 token endpoint") {
+			d.tokenEndpoint(endpoint, o.TokenEndpoint)
+		}
+		if f := m.get("client_id"); f != nil {
+			d.nonEmpty(f, &o.ClientID, "a client ID")
+		} else {
+			d.missing(m, "client_id", "the OAuth client ID")
+		}
+		if f := m.get("client_secret"); f != nil {
+			d.nonEmpty(f, &o.ClientSecret, "a client secret")
+		} else {
+			d.missing(m, "client_secret", "the OAuth client secret (such as ${OIDC_SECRET})")
+		}
+		if f := m.get("scope"); f != nil {
+			d.str(f, &o.Scope)
+		}
+	}
+	if f := m.get("extensions"); f != nil {
+		em := d.mapping(f, "a mapping of SASL extension names to values", "")
+		if em != nil {
+			o.Extensions = map[string]string{}
+			for _, key := range em.order {
+				var v string
+				switch {
+				case key == "auth" || !saslExtKeyRE.MatchString(key):
+					d.errorf(em.fields[key].key, em.fields[key].path, "invalid SASL extension name %q; expected letters only, not \"auth\"", key)
+				case d.str(em.fields[key], &v):
+					o.Extensions[key] = v
+				}
+			}
+		}
+	}
+	return o
+}
+
+// saslExtKeyRE is RFC 7628's key: ALPHA+.
+var saslExtKeyRE = regexp.MustCompile(`^[A-Za-z]+$`)
+
+// tokenEndpoint checks that u is an absolute http(s) URL, and https unless
+// it names a loopback host: the client secret travels in the request.
+func (d *decoder) tokenEndpoint(f *field, u string) {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || (p.Scheme != "https" && p.Scheme != "http") {
+		d.errorf(f.val, f.path, "invalid URL %q; expected an https:// URL", u)
+		return
+	}
+	if p.Scheme == "http" && !isLoopback(p.Hostname()) {
+		d.errorf(f.val, f.path, "%q is not https; expected an https:// URL (the client secret would cross the network in clear)", u)
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// readableFile checks that a file can be read at path.
+func (d *decoder) readableFile(f *field, path, want string) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		d.errorf(f.val, f.path, "file %q does not exist; %s", path, want)
+	case err != nil:
+		d.errorf(f.val, f.path, "file %q: %v; %s", path, unwrapPathError(err), want)
+	case fi.IsDir():
+		d.errorf(f.val, f.path, "%q is a directory; %s", path, want)
+	}
 }
 
 // --- flows ---

@@ -465,8 +465,13 @@ func (d *decoder) quote(path, v string) string {
 // sensitive reports whether the value at path is a secret that messages
 // must not show.
 func sensitive(path string) bool {
-	return path == "password" || strings.HasSuffix(path, ".password") || strings.Contains(path, ".password.") ||
-		strings.HasSuffix(path, `["password"]`)
+	for _, key := range [...]string{"password", "client_secret"} {
+		if path == key || strings.HasSuffix(path, "."+key) || strings.Contains(path, "."+key+".") ||
+			strings.HasSuffix(path, `["`+key+`"]`) {
+			return true
+		}
+	}
+	return false
 }
 
 var plainKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)

@@ -48,11 +48,12 @@ func ClassifyError(c *config.Cluster, err error) (kind, reason string) {
 		alert       tls.AlertError
 		op          *net.OpError
 		firstReadEO *kgo.ErrFirstReadEOF
+		creds       credentialsError
 	)
 	msg := err.Error()
 	switch {
 	case errors.Is(err, kerr.SaslAuthenticationFailed), errors.Is(err, kerr.UnsupportedSaslMechanism),
-		errors.Is(err, kerr.IllegalSaslState):
+		errors.Is(err, kerr.IllegalSaslState), errors.As(err, &creds):
 		return metrics.ErrAuthentication, fmt.Sprintf("authentication failed (%s): %s", saslName(c), msg)
 	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.GroupAuthorizationFailed),
 		errors.Is(err, kerr.ClusterAuthorizationFailed), errors.Is(err, kerr.TransactionalIDAuthorizationFailed):

@@ -190,8 +190,12 @@ func saslMechanism(s *config.SASL) (sasl.Mechanism, error) {
 		return scram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism(), nil
 	case "SCRAM-SHA-512":
 		return scram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism(), nil
+	case config.MechanismOAuthBearer:
+		return oauthMechanism(s.OAuth)
+	case config.MechanismAWSMSKIAM:
+		return mskMechanism(context.Background(), s)
 	default:
-		return nil, fmt.Errorf("sasl.mechanism %q is not supported; expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+		return nil, fmt.Errorf("sasl.mechanism %q is not supported; expected PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM", s.Mechanism)
 	}
 }
 
