@@ -172,10 +172,13 @@ func (p *tcpProxy) serve(c net.Conn) {
 	}
 	backend := p.backend.Load().(string)
 	if backend == "" {
+		reset(c)
 		return
 	}
 	b, err := net.Dial("tcp", backend)
 	if err != nil {
+		// The broker is down: reset, as a refused connection would.
+		reset(c)
 		return
 	}
 	if !p.track(b) {
