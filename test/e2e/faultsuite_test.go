@@ -423,7 +423,7 @@ func TestFaultLeaderMove(t *testing.T) {
 			return true, ""
 		})
 		moved := time.Now()
-		ends := endOffsets(t, p.srcCl, topic)
+		ends := allEndOffsets(t, p.srcCl, topic, partitions)
 		recovered := waitFor(t, 2*time.Minute, "the target to hold what the source held when the leaders moved", func() (bool, string) {
 			d := endOffsets(t, p.dstCl, topic)
 			return atLeast(d, ends), fmt.Sprintf("source %v, target %v", ends, d)
@@ -564,7 +564,7 @@ func (o *outage) waitDown() {
 func (o *outage) restored(what string) {
 	o.t.Helper()
 	back := time.Now()
-	ends := endOffsets(o.t, o.p.srcCl, o.topic)
+	ends := allEndOffsets(o.t, o.p.srcCl, o.topic, 0)
 	recovered := waitFor(o.t, 2*time.Minute, "the target to hold what the source held when the cluster came back", func() (bool, string) {
 		d := endOffsets(o.t, o.p.dstCl, o.topic)
 		return atLeast(d, ends), fmt.Sprintf("source %v, target %v", ends, d)
@@ -650,6 +650,19 @@ func levelLines(lines []string, levels ...string) []string {
 		}
 	}
 	return out
+}
+
+// allEndOffsets returns the end offset of every partition of topic,
+// asking again while the answer is incomplete (a leader just moved);
+// partitions 0 means as many as the first complete answer lists.
+func allEndOffsets(t *testing.T, cl *kgo.Client, topic string, partitions int) map[int32]int64 {
+	t.Helper()
+	var ends map[int32]int64
+	waitFor(t, 30*time.Second, "the end offsets of "+topic, func() (bool, string) {
+		ends = endOffsets(t, cl, topic)
+		return len(ends) > 0 && (partitions == 0 || len(ends) == partitions), fmt.Sprintf("%v", ends)
+	})
+	return ends
 }
 
 // atLeast reports whether every partition of want is in got with an end
