@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/retry"
 )
 
 // Options returns the franz-go options that connect to cluster c: seed
@@ -42,7 +44,7 @@ func options(c *config.Cluster, logger *slog.Logger, allow func() error) ([]kgo.
 		kgo.MetadataMinAge(250 * time.Millisecond),
 	}
 	if logger != nil {
-		opts = append(opts, kgo.WithLogger(clientLogger{logger.With("cluster", c.Alias)}))
+		opts = append(opts, kgo.WithLogger(clientLogger{l: logger.With("cluster", c.Alias), errs: &errorThrottle{seen: map[string]*retry.Throttle{}}}))
 	}
 	var files *tlsFiles
 	if c.TLS != nil && c.TLS.Enabled {
@@ -201,8 +203,34 @@ func saslMechanism(s *config.SASL) (sasl.Mechanism, error) {
 
 // clientLogger passes franz-go's own log lines to slog. franz-go logs every
 // retry; kmirror reports faults itself, once, so only franz-go's errors
-// pass unless debug logging is on.
-type clientLogger struct{ l *slog.Logger }
+// pass unless debug logging is on, each message at most once per
+// clientErrorEvery: a broker that is down makes franz-go log an error on
+// every connection attempt.
+type clientLogger struct {
+	l    *slog.Logger
+	errs *errorThrottle
+}
+
+// clientErrorEvery is how often one franz-go error message may be logged.
+const clientErrorEvery = time.Minute
+
+// errorThrottle lets each franz-go error message through once per
+// clientErrorEvery; franz-go's messages are a small fixed set.
+type errorThrottle struct {
+	mu   sync.Mutex
+	seen map[string]*retry.Throttle
+}
+
+func (e *errorThrottle) allow(msg string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	th, ok := e.seen[msg]
+	if !ok {
+		th = &retry.Throttle{Every: clientErrorEvery}
+		e.seen[msg] = th
+	}
+	return th.Allow()
+}
 
 func (c clientLogger) Level() kgo.LogLevel {
 	if c.l.Enabled(context.Background(), slog.LevelDebug) {
@@ -220,6 +248,9 @@ func (c clientLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 		sl = slog.LevelWarn
 	case kgo.LogLevelInfo:
 		sl = slog.LevelInfo
+	}
+	if sl == slog.LevelError && c.errs != nil && !c.l.Enabled(context.Background(), slog.LevelDebug) && !c.errs.allow(msg) {
+		return
 	}
 	c.l.Log(context.Background(), sl, "kafka client: "+msg, keyvals...)
 }

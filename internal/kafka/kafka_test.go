@@ -1,15 +1,19 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/kfaketest"
+	"github.com/kmirror/kmirror/internal/retry"
 )
 
 func TestEnsureCompactedTopic(t *testing.T) {
@@ -75,5 +79,19 @@ func TestEnsureCompactedTopic(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("created topic: %s = %q, want %q", k, got[k], v)
 		}
+	}
+}
+
+// A broker that is down makes franz-go log an error on every connection
+// attempt: each message passes once per interval, not once per attempt.
+func TestClientLoggerThrottlesErrors(t *testing.T) {
+	var buf bytes.Buffer
+	l := clientLogger{l: slog.New(slog.NewTextHandler(&buf, nil)), errs: &errorThrottle{seen: map[string]*retry.Throttle{}}}
+	for range 20 {
+		l.Log(kgo.LogLevelError, "unable to request api versions", "broker", 1)
+		l.Log(kgo.LogLevelError, "unable to dial", "broker", 1)
+	}
+	if n := strings.Count(buf.String(), "\n"); n != 2 {
+		t.Fatalf("%d lines for 40 errors of 2 kinds, want 2:\n%s", n, buf.String())
 	}
 }

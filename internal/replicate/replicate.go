@@ -787,10 +787,15 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 		// Every record before the transaction marker is on the target.
 		p.acked.SourceNext, p.ackedEpoch = p.pendingControl+1, p.pendingEpoch
 	}
+	streak := p.failures
 	p.failures = 0
 	p.mu.Unlock()
 	if wake {
 		r.wake()
+	}
+	if streak > 0 {
+		r.opts.Logger.Info("writes to target succeed again", "topic", p.id.Topic, "partition", p.id.Partition,
+			"target_topic", p.target, "failed_attempts", streak)
 	}
 	if resumed {
 		r.opts.Logger.Info("target accepted the refused record; partition goes on",
@@ -959,7 +964,15 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
 			"source_offset", src, "kind", kind, "err", err)
 	default:
-		r.opts.Logger.Error("write to target failed; partition paused and will retry from the failed record",
+		// One line per failure streak: the attempts after the first are
+		// counted (kmirror_errors_total, kmirror_retried_records_total)
+		// and logged at debug level; the end of the streak is logged once
+		// (writes to target succeed again).
+		level := slog.LevelError
+		if failures > 1 {
+			level = slog.LevelDebug
+		}
+		r.opts.Logger.Log(context.Background(), level, "write to target failed; partition paused and will retry from the failed record",
 			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
 			"source_offset", src, "kind", kind, "attempt", failures,
 			"retry_in", time.Until(retryAt).Round(time.Millisecond).String(), "err", err)
@@ -1018,7 +1031,7 @@ func (r *Replicator) recoverFailed(ctx context.Context) bool {
 			r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
 		}
 		if p.failures > 0 {
-			r.opts.Logger.Info("retrying partition", "topic", p.id.Topic, "partition", p.id.Partition,
+			r.opts.Logger.Debug("retrying partition", "topic", p.id.Topic, "partition", p.id.Partition,
 				"from_offset", p.failedAt, "record_alone", p.probe)
 		}
 	})

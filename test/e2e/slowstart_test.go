@@ -3,10 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,92 +13,13 @@ import (
 	"github.com/kmirror/kmirror/test/kafkatest"
 )
 
-// slowProxy forwards TCP connections to a broker; while armed, it holds
-// each new connection for a delay before forwarding anything, as a broker
-// that is slow to answer at start-up.
-type slowProxy struct {
-	ln        net.Listener
-	backend   atomic.Value // string: the broker's address
-	slowUntil atomic.Int64 // Unix ns; connections accepted before it are delayed
-	delay     time.Duration
-	delayed   atomic.Int64
-	wg        sync.WaitGroup
-}
-
-func startSlowProxy(t *testing.T, delay time.Duration) *slowProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &slowProxy{ln: ln, delay: delay}
-	p.backend.Store("")
-	done := make(chan struct{})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.wg.Add(1)
-			go func() {
-				defer p.wg.Done()
-				p.serve(c, done)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		ln.Close()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *slowProxy) addr() string { return p.ln.Addr().String() }
-
-// slowFor delays the connections accepted during the next d.
-func (p *slowProxy) slowFor(d time.Duration) { p.slowUntil.Store(time.Now().Add(d).UnixNano()) }
-
-func (p *slowProxy) serve(c net.Conn, done <-chan struct{}) {
-	defer c.Close()
-	if time.Now().UnixNano() < p.slowUntil.Load() {
-		p.delayed.Add(1)
-		select {
-		case <-time.After(p.delay):
-		case <-done:
-			return
-		}
-	}
-	backend := p.backend.Load().(string)
-	if backend == "" {
-		return
-	}
-	b, err := net.Dial("tcp", backend)
-	if err != nil {
-		return
-	}
-	defer b.Close()
-	go func() {
-		<-done
-		c.Close()
-		b.Close()
-	}()
-	copied := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(b, c); copied <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, b); copied <- struct{}{} }()
-	<-copied
-}
-
 // TestSlowStartResumesFromStoredPositions restarts kmirror while every new
 // connection to the target cluster is held 7 s before it answers, so the
 // first read of the progress topic is slow. The flow must resume from its
 // stored positions: nothing copied twice, nothing skipped, with
 // start_from: earliest and with start_from: latest.
 func TestSlowStartResumesFromStoredPositions(t *testing.T) {
-	proxy := startSlowProxy(t, 7*time.Second)
+	proxy := startProxy(t, 7*time.Second)
 	var src *kafkatest.Cluster
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -111,7 +29,7 @@ func TestSlowStartResumesFromStoredPositions(t *testing.T) {
 	dst := kafkatest.Start(t, kafkatest.Options{Name: "target", ExtraProps: map[string]string{
 		"advertised.listeners": "PLAINTEXT://" + proxy.addr(),
 	}})
-	proxy.backend.Store(dst.Bootstrap())
+	proxy.setBackend(dst.Bootstrap())
 	wg.Wait()
 	if src == nil || t.Failed() {
 		t.FailNow()
