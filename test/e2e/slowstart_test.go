@@ -101,13 +101,15 @@ http:
 			before := sum(endOffsets(t, p.dstCl, "src."+tc.topic))
 			write(1000) // while stopped: must be copied after the restart
 
-			proxy.slowFor(15 * time.Second)
+			// Every connection made while kmirror starts, the reads of its
+			// progress topic included, waits 7 s.
+			proxy.slowFor(40 * time.Second)
 			delayedBefore := proxy.delayed.Load()
 			k = startKmirror(t, cfg, httpAddr)
 			// Records written after the restart end the wait whatever the
 			// flow resumed from; the check below says what it did.
+			write(10)
 			took := waitFor(t, 3*time.Minute, "the flow to catch up after the restart", func() (bool, string) {
-				write(10)
 				tgt := readLog(t, ctx, p.dstCl, "src."+tc.topic)
 				for part := range int32(2) {
 					if len(tgt[part]) == 0 || string(tgt[part][len(tgt[part])-1].Value) != lastValue(t, ctx, p.srcCl, tc.topic, part) {
