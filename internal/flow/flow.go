@@ -46,6 +46,10 @@ type Flow struct {
 	live                 atomic.Pointer[live]
 	owner                atomic.Pointer[ownership.State]
 	created              time.Time
+	// healthKind holds, by cluster alias, the kind of its last failed
+	// health check, so that a failure is logged again only when its kind
+	// changes.
+	healthKind sync.Map
 }
 
 // New returns the flow fc of configuration cfg.

@@ -37,11 +37,12 @@ func (f *Flow) watchHealth(ctx context.Context, src, tgt *kgo.Client) {
 			}
 			f.metrics.Errors.WithLabelValues(f.cfg.Name, kind).Inc()
 			// One line when the cluster goes down, and again only
-			// when the reason changes (say, from a refused password
-			// to no answer).
-			if prev := why.Swap(&msg); was || prev == nil || *prev != msg {
+			// when the kind of failure changes (say, from a refused
+			// password to no answer), not at every new error text.
+			if prev := why.Swap(&msg); was || prev == nil || f.lastKind(c.Alias) != kind {
 				f.logger.Error(healthMessage(kind), "cluster", c.Alias, "kind", kind, "err", err)
 			}
+			f.healthKind.Store(c.Alias, kind)
 			return
 		}
 		why.Store(nil)
@@ -64,6 +65,14 @@ func (f *Flow) watchHealth(ctx context.Context, src, tgt *kgo.Client) {
 		case <-t.C:
 		}
 	}
+}
+
+// lastKind is the kind of the last failed health check of cluster alias.
+func (f *Flow) lastKind(alias string) string {
+	if k, ok := f.healthKind.Load(alias); ok {
+		return k.(string)
+	}
+	return ""
 }
 
 // healthMessage is the log message of a failed health check of kind.
