@@ -248,6 +248,8 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 		OffsetMapMaxRuns:     f.cfg.OffsetMapMaxRuns,
 		DeadLetterTopic:      f.cfg.DeadLetterTopic,
 		RefusedRetryInterval: f.cfg.RefusedRetryInterval,
+		SourceAccess:         kafka.AccessOf(f.source),
+		TargetAccess:         kafka.AccessOf(f.target),
 		Metrics:              f.metrics,
 		Logger:               f.logger,
 	})
