@@ -3,6 +3,7 @@ package kafka
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 
@@ -78,15 +79,51 @@ func (e *DeniedError) Error() string {
 	if e.Resource != "" {
 		res = fmt.Sprintf("%s %q", e.ResourceType, e.Resource)
 	}
-	who := ""
+	who, where := "", ""
 	if e.Principal != "" {
 		who = " (principal " + e.Principal + ")"
 	}
-	return fmt.Sprintf("cluster %q: not authorized: %s on %s%s; grant it, see docs/security.md: %v",
-		e.Cluster, e.Operation, res, who, e.err)
+	if e.Cluster != "" {
+		where = fmt.Sprintf("cluster %q: ", e.Cluster)
+	}
+	return fmt.Sprintf("%snot authorized: %s on %s%s; grant it, see docs/security.md: %v",
+		where, e.Operation, res, who, e.err)
 }
 
 func (e *DeniedError) Unwrap() error { return e.err }
+
+// Denied returns err, a failure of a request that needed operation op on
+// the resource of type resType named name, as a DeniedError if a missing
+// ACL refused it, and err as it is otherwise. The cluster and principal
+// are added by Access.Name where they are known.
+func Denied(op, resType, name string, err error) error {
+	return Access{}.Denied(op, resType, name, err)
+}
+
+// Name returns err with a's cluster and principal added to a DeniedError
+// in it that has none yet, and err as it is otherwise.
+func (a Access) Name(err error) error {
+	var d *DeniedError
+	if !errors.As(err, &d) || d.Cluster != "" {
+		return err
+	}
+	named := *d
+	named.Access = a
+	// The errors wrapping d hold its text already: replace it there.
+	return &namedError{msg: strings.Replace(err.Error(), d.Error(), named.Error(), 1), denied: &named, err: err}
+}
+
+// namedError is an error wrapping a DeniedError, with the denial's text
+// naming the cluster and principal.
+type namedError struct {
+	msg    string
+	denied *DeniedError
+	err    error
+}
+
+func (e *namedError) Error() string { return e.msg }
+
+func (e *namedError) Unwrap() []error { return []error{e.denied, e.err} }
 
 // Denied returns err, a failure of a request on a's cluster that needed
 // operation op on the resource of type resType named name, as a

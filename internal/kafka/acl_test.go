@@ -54,3 +54,16 @@ func TestDenied(t *testing.T) {
 		})
 	}
 }
+
+func TestDeniedNamedLater(t *testing.T) {
+	err := fmt.Errorf("creating topic: %w", Denied(OpCreate, ResTopic, "__kmirror.f.progress", kerr.TopicAuthorizationFailed))
+	const bare = `creating topic: not authorized: CREATE on topic "__kmirror.f.progress"; grant it`
+	if got := err.Error(); got[:len(bare)] != bare {
+		t.Fatalf("got %s", got)
+	}
+	a := Access{Cluster: "dst", Principal: "User:kmirror"}
+	const named = `creating topic: cluster "dst": not authorized: CREATE on topic "__kmirror.f.progress" (principal User:kmirror); grant it`
+	if got := a.Name(err).Error(); got[:len(named)] != named {
+		t.Fatalf("got %s", got)
+	}
+}
