@@ -233,7 +233,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	store := progress.NewStore(metaClient, policy.ProgressTopic(f.cfg.Name))
+	store := progress.NewStore(metaClient, policy.ProgressTopic(f.cfg.Name)).WithAccess(kafka.AccessOf(f.target))
 	loaded, err := f.setup(ctx, store)
 	if errors.Is(err, kafka.ErrStateTopicShape) {
 		return fmt.Errorf("flow %q: %w", f.cfg.Name, err)
@@ -252,6 +252,8 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 		OffsetMapMaxRuns:     f.cfg.OffsetMapMaxRuns,
 		DeadLetterTopic:      f.cfg.DeadLetterTopic,
 		RefusedRetryInterval: f.cfg.RefusedRetryInterval,
+		SourceAccess:         kafka.AccessOf(f.source),
+		TargetAccess:         kafka.AccessOf(f.target),
 		Metrics:              f.metrics,
 		Logger:               f.logger,
 	})
@@ -264,7 +266,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 		store:  store, repl: repl, loaded: loaded,
 		targetIDs: map[string]string{}, stuckTopics: map[string]bool{},
 	}
-	lv := &live{src: srcClient, store: groupsync.NewStore(metaClient, policy.CheckpointTopic(f.cfg.Name))}
+	lv := &live{src: srcClient, store: groupsync.NewStore(metaClient, policy.CheckpointTopic(f.cfg.Name)).WithAccess(kafka.AccessOf(f.target))}
 	lv.groups = groupsync.New(groupsync.Options{
 		Source: r.srcAdmin, Target: kadm.NewClient(metaClient),
 		Include: f.cfg.GroupsRegexps, Exclude: f.cfg.GroupsExcludeRegexps,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
@@ -20,7 +21,8 @@ import (
 // syncTopics runs topic sync every refresh interval and hands new
 // partitions to the data plane.
 func (r *run) syncTopics(ctx context.Context) {
-	syncer := topicsync.New(r.srcAdmin, r.tgtAdmin, r.naming, r.cfg.ReplicationFactor, r.logger)
+	syncer := topicsync.New(r.srcAdmin, r.tgtAdmin, r.naming, r.cfg.ReplicationFactor, r.logger).
+		WithAccess(kafka.AccessOf(r.source), kafka.AccessOf(r.target))
 	// start_from applies only to partitions present at the flow's very
 	// first start; everything discovered later starts at its beginning.
 	firstStart := !r.loaded.Started

@@ -50,6 +50,14 @@ type Store struct {
 	client *kgo.Client
 	admin  *kadm.Client
 	topic  string
+	access kafka.Access
+}
+
+// WithAccess sets who kmirror is on the store's cluster, named in errors
+// about missing ACLs, and returns s.
+func (s *Store) WithAccess(a kafka.Access) *Store {
+	s.access = a
+	return s
 }
 
 // NewStore returns a checkpoint store over topic on the cluster of client.
@@ -63,7 +71,7 @@ func (s *Store) Topic() string { return s.topic }
 // Ensure creates the checkpoint topic unless it exists.
 func (s *Store) Ensure(ctx context.Context, replicationFactor int) error {
 	if err := kafka.EnsureCompactedTopic(ctx, s.admin, s.topic, replicationFactor, nil); err != nil {
-		return fmt.Errorf("checkpoint topic on the target: %w", err)
+		return fmt.Errorf("checkpoint topic on the target: %w", s.access.Name(err))
 	}
 	return nil
 }
@@ -86,7 +94,7 @@ func (s *Store) Write(ctx context.Context, cps []Checkpoint) error {
 		recs[i] = &kgo.Record{Topic: s.topic, Key: k, Value: v}
 	}
 	if err := s.client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return fmt.Errorf("writing checkpoints to %q: %w", s.topic, err)
+		return fmt.Errorf("writing checkpoints to %q: %w", s.topic, s.access.Denied(kafka.OpWrite, kafka.ResTopic, s.topic, err))
 	}
 	return nil
 }
@@ -114,7 +122,7 @@ func (s *Store) Load(ctx context.Context) ([]Checkpoint, error) {
 		return true
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading checkpoint topic %q: %w", s.topic, err)
+		return nil, fmt.Errorf("reading checkpoint topic %q: %w", s.topic, s.access.Denied(kafka.OpRead, kafka.ResTopic, s.topic, err))
 	}
 	out := make([]Checkpoint, 0, len(latest))
 	for _, c := range latest {

@@ -303,7 +303,7 @@ func EnsureCompactedTopic(ctx context.Context, adm *kadm.Client, topic string, r
 	if resp.ErrMessage != "" {
 		msg = " (" + resp.ErrMessage + ")"
 	}
-	return fmt.Errorf("creating topic %q: %w%s", topic, err, msg)
+	return fmt.Errorf("creating topic %q: %w%s", topic, Denied(OpCreate, ResTopic, topic, err), msg)
 }
 
 // CheckStateTopic returns an error wrapping ErrStateTopicShape if the
@@ -311,14 +311,14 @@ func EnsureCompactedTopic(ctx context.Context, adm *kadm.Client, topic string, r
 func CheckStateTopic(ctx context.Context, adm *kadm.Client, topic string) error {
 	described, err := adm.DescribeTopicConfigs(ctx, topic)
 	if err != nil {
-		return fmt.Errorf("describing the configs of topic %q: %w", topic, err)
+		return fmt.Errorf("describing the configs of topic %q: %w", topic, Denied(OpDescribeConfigs, ResTopic, topic, err))
 	}
 	rc, err := described.On(topic, nil)
 	if err != nil {
 		return fmt.Errorf("describing the configs of topic %q: %w", topic, err)
 	}
 	if rc.Err != nil {
-		return fmt.Errorf("describing the configs of topic %q: %w", topic, rc.Err)
+		return fmt.Errorf("describing the configs of topic %q: %w", topic, Denied(OpDescribeConfigs, ResTopic, topic, rc.Err))
 	}
 	policy := "delete" // Kafka's default when the topic's config is not returned
 	for _, c := range rc.Configs {

@@ -87,6 +87,14 @@ type Store struct {
 	client *kgo.Client
 	admin  *kadm.Client
 	topic  string
+	access kafka.Access
+}
+
+// WithAccess sets who kmirror is on the target, named in errors about
+// missing ACLs, and returns s.
+func (s *Store) WithAccess(a kafka.Access) *Store {
+	s.access = a
+	return s
 }
 
 // NewStore returns a store over topic, using client (connected to the
@@ -105,7 +113,7 @@ func (s *Store) Ensure(ctx context.Context, replicationFactor int) error {
 	// of history, which helps when looking at a flow's recent progress.
 	extra := map[string]string{"min.compaction.lag.ms": "60000"}
 	if err := kafka.EnsureCompactedTopic(ctx, s.admin, s.topic, replicationFactor, extra); err != nil {
-		return fmt.Errorf("progress topic on the target: %w", err)
+		return fmt.Errorf("progress topic on the target: %w", s.access.Name(err))
 	}
 	return nil
 }
@@ -159,7 +167,7 @@ func (s *Store) PutFailover(ctx context.Context, f Failover) error {
 func (s *Store) ClearFailover(ctx context.Context) error {
 	r := &kgo.Record{Topic: s.topic, Partition: 0, Key: []byte(failoverKey)}
 	if err := s.client.ProduceSync(ctx, r).FirstErr(); err != nil {
-		return fmt.Errorf("writing to progress topic %q: %w", s.topic, err)
+		return fmt.Errorf("writing to progress topic %q: %w", s.topic, s.access.Denied(kafka.OpWrite, kafka.ResTopic, s.topic, err))
 	}
 	return nil
 }
@@ -178,7 +186,7 @@ func (s *Store) MarkStopped(ctx context.Context) error { return s.put(ctx, clean
 func (s *Store) put(ctx context.Context, key, value string) error {
 	r := &kgo.Record{Topic: s.topic, Partition: 0, Key: []byte(key), Value: []byte(value)}
 	if err := s.client.ProduceSync(ctx, r).FirstErr(); err != nil {
-		return fmt.Errorf("writing to progress topic %q: %w", s.topic, err)
+		return fmt.Errorf("writing to progress topic %q: %w", s.topic, s.access.Denied(kafka.OpWrite, kafka.ResTopic, s.topic, err))
 	}
 	return nil
 }
@@ -187,7 +195,7 @@ func (s *Store) put(ctx context.Context, key, value string) error {
 func (s *Store) MarkStarted(ctx context.Context) error {
 	r := &kgo.Record{Topic: s.topic, Partition: 0, Key: []byte(flowStartedKey), Value: []byte(strconv.FormatInt(time.Now().UnixMilli(), 10))}
 	if err := s.client.ProduceSync(ctx, r).FirstErr(); err != nil {
-		return fmt.Errorf("writing to progress topic %q: %w", s.topic, err)
+		return fmt.Errorf("writing to progress topic %q: %w", s.topic, s.access.Denied(kafka.OpWrite, kafka.ResTopic, s.topic, err))
 	}
 	return nil
 }
@@ -239,7 +247,7 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 		return true
 	}
 	if err := logread.ReadTopic(ctx, s.client, s.topic, logread.Options{}, visit); err != nil {
-		return Loaded{}, fmt.Errorf("reading progress topic %q: %w", s.topic, err)
+		return Loaded{}, fmt.Errorf("reading progress topic %q: %w", s.topic, s.access.Denied(kafka.OpRead, kafka.ResTopic, s.topic, err))
 	}
 	out.Started, out.CleanStop = flags[flowStartedKey] != "", flags[cleanStopKey] == "1"
 	if v, ok := flags[failoverKey]; ok {
@@ -301,7 +309,7 @@ func (s *Store) Write(ctx context.Context, entries []Entry) error {
 		recs = append(recs, &kgo.Record{Topic: s.topic, Key: []byte(e.Partition.String()), Value: v})
 	}
 	if err := s.client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return fmt.Errorf("writing progress to %q: %w", s.topic, err)
+		return fmt.Errorf("writing progress to %q: %w", s.topic, s.access.Denied(kafka.OpWrite, kafka.ResTopic, s.topic, err))
 	}
 	return nil
 }

@@ -46,6 +46,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
@@ -90,8 +91,12 @@ type Options struct {
 	// record waits before trying it again; zero means
 	// DefaultRefusedRetryInterval.
 	RefusedRetryInterval time.Duration
-	Metrics              *metrics.Metrics
-	Logger               *slog.Logger
+	// SourceAccess and TargetAccess name the clusters and kmirror's
+	// principals in errors about missing ACLs.
+	SourceAccess kafka.Access
+	TargetAccess kafka.Access
+	Metrics      *metrics.Metrics
+	Logger       *slog.Logger
 }
 
 // Assignment starts replication of one source partition.
@@ -493,8 +498,13 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 				return
 			}
 			r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, fetchErrorKind(err)).Inc()
+			err = r.opts.SourceAccess.Denied(kafka.OpRead, kafka.ResTopic, topic, err)
 			if fetchErrLog.Allow() {
-				r.opts.Logger.Error("fetching from source failed; retrying", "topic", topic, "partition", p, "err", err)
+				msg := "fetching from source failed; retrying"
+				if kafka.IsDenied(err) {
+					msg = "fetching from source not authorized; retrying"
+				}
+				r.opts.Logger.Error(msg, "topic", topic, "partition", p, "err", err)
 			}
 		})
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
@@ -891,6 +901,7 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 	shutdown := errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed)
 	gated := errors.Is(err, errOrderGate)
 	kind := produceErrorKind(err)
+	err = r.opts.TargetAccess.Denied(kafka.OpWrite, kafka.ResTopic, p.target, err)
 	now := time.Now()
 	p.mu.Lock()
 	p.halted.Store(true) // before settled moves: see orderGate
@@ -972,7 +983,11 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 		if failures > 1 {
 			level = slog.LevelDebug
 		}
-		r.opts.Logger.Log(context.Background(), level, "write to target failed; partition paused and will retry from the failed record",
+		msg := "write to target failed; partition paused and will retry from the failed record"
+		if kafka.IsDenied(err) {
+			msg = "write to target not authorized; partition paused and will retry from the failed record"
+		}
+		r.opts.Logger.Log(context.Background(), level, msg,
 			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
 			"source_offset", src, "kind", kind, "attempt", failures,
 			"retry_in", time.Until(retryAt).Round(time.Millisecond).String(), "err", err)

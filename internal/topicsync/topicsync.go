@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/policy"
 )
 
@@ -66,6 +67,9 @@ type Syncer struct {
 	policy            *policy.Topics
 	replicationFactor int16
 	logger            *slog.Logger
+	// srcAccess and tgtAccess name the clusters and principals in errors
+	// about missing ACLs.
+	srcAccess, tgtAccess kafka.Access
 	// known holds the partition count last made ready per source topic.
 	known map[string]int32
 	// created holds the IDs of the target topics created by this Syncer,
@@ -86,6 +90,13 @@ func New(source, target *kadm.Client, p *policy.Topics, replicationFactor int, l
 		source: source, target: target, policy: p, replicationFactor: rf, logger: logger,
 		known: map[string]int32{}, created: map[string]string{}, problems: map[string]string{},
 	}
+}
+
+// WithAccess sets who kmirror is on the source and the target, named in
+// errors about missing ACLs, and returns s.
+func (s *Syncer) WithAccess(source, target kafka.Access) *Syncer {
+	s.srcAccess, s.tgtAccess = source, target
+	return s
 }
 
 // Result is the outcome of one pass.
@@ -113,6 +124,7 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 	var res Result
 	srcTopics, err := s.source.ListTopics(ctx)
 	if err != nil {
+		err = s.srcAccess.Denied(kafka.OpDescribe, kafka.ResCluster, "", err)
 		return res, fmt.Errorf("listing source topics: %w", err)
 	}
 	var wanted []string
@@ -151,7 +163,8 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 			toCreate = append(toCreate, name)
 			continue
 		case tgt.Err != nil:
-			res.fail(name, s.problem(name, fmt.Errorf("target topic %q: %w", targetNames[i], tgt.Err)))
+			err := s.tgtAccess.Denied(kafka.OpDescribe, kafka.ResTopic, targetNames[i], tgt.Err)
+			res.fail(name, s.problem(name, fmt.Errorf("target topic %q: %w", targetNames[i], err)))
 			continue
 		}
 		tgtParts := int32(len(tgt.Partitions))
@@ -225,6 +238,7 @@ func (s *Syncer) create(ctx context.Context, t Topic, configs map[string]*string
 		return "", nil // created concurrently; the next pass checks its shape
 	}
 	if err != nil {
+		err = s.tgtAccess.Denied(kafka.OpCreate, kafka.ResTopic, t.Target, err)
 		msg := resp.ErrMessage
 		if msg != "" {
 			msg = " (" + msg + ")"
@@ -285,6 +299,7 @@ func (s *Syncer) grow(ctx context.Context, target string, partitions int32) erro
 		}
 	}
 	if err != nil {
+		err = s.tgtAccess.Denied(kafka.OpAlter, kafka.ResTopic, target, err)
 		return fmt.Errorf("growing target topic %q to %d partitions: %w", target, partitions, err)
 	}
 	return s.waitLeaders(ctx, target, partitions)
@@ -300,6 +315,7 @@ func (s *Syncer) explicitConfigs(ctx context.Context, topics []string) (map[stri
 	rcs, err := s.source.DescribeTopicConfigs(ctx, topics...)
 	if err != nil {
 		if len(topics) == 1 {
+			err = s.srcAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, topics[0], err)
 			errs[topics[0]] = fmt.Errorf("describing source topic %q configs: %w", topics[0], err)
 			return out, errs
 		}
@@ -313,7 +329,8 @@ func (s *Syncer) explicitConfigs(ctx context.Context, topics []string) (map[stri
 	}
 	for _, rc := range rcs {
 		if rc.Err != nil {
-			errs[rc.Name] = fmt.Errorf("describing source topic %q configs: %w", rc.Name, rc.Err)
+			err := s.srcAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, rc.Name, rc.Err)
+			errs[rc.Name] = fmt.Errorf("describing source topic %q configs: %w", rc.Name, err)
 			continue
 		}
 		m := map[string]*string{}
