@@ -304,16 +304,16 @@ func (m *Map) Cut(src, tgt int64) {
 	}
 }
 
-// TakeDropped returns the runs Cut removed since the last call; the store
-// must delete them. RestoreDropped gives them back when it could not.
+// TakeDropped returns the runs Cut removed, and those RestoreDropped gave
+// back, since the last call: the store must delete them.
 func (m *Map) TakeDropped() []Run {
 	d := m.dropped
 	m.dropped = nil
 	return d
 }
 
-// RestoreDropped puts back runs TakeDropped returned that the store could
-// not delete.
+// RestoreDropped keeps runs removed from the map (by Cut or Trim) that the
+// store could not delete yet, for the next TakeDropped.
 func (m *Map) RestoreDropped(d []Run) { m.dropped = append(d, m.dropped...) }
 
 // Inverse returns the map from target offsets back to source offsets:

@@ -1181,7 +1181,7 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 	var entries []progress.Entry
 	var parts []*partition
 	var marks []int
-	var cuts [][]offsets.Run
+	var drops [][]offsets.Run
 	r.each(func(p *partition) {
 		p.mu.Lock()
 		pos, persisted := p.acked, p.persisted
@@ -1205,7 +1205,7 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 		entries = append(entries, progress.Entry{Partition: p.id, Position: pos, Runs: changed, Dropped: dropped})
 		parts = append(parts, p)
 		marks = append(marks, mark)
-		cuts = append(cuts, cut)
+		drops = append(drops, dropped)
 	})
 	if len(entries) == 0 {
 		return nil
@@ -1214,7 +1214,9 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 		for i, p := range parts {
 			p.mu.Lock()
 			p.omap.Restore(marks[i])
-			p.omap.RestoreDropped(cuts[i])
+			// The runs dropped (by a cut or by retention) are deleted
+			// from the store by the next write.
+			p.omap.RestoreDropped(drops[i])
 			p.mu.Unlock()
 		}
 		return err
