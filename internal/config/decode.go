@@ -319,16 +319,8 @@ func (d *decoder) sasl(f *field) *SASL {
 			d.errorf(f.val, f.path, "invalid region %q; expected an AWS region such as us-east-1", s.Region)
 		}
 	default:
-		if f := m.get("username"); f != nil {
-			d.nonEmpty(f, &s.Username, "a user name")
-		} else {
-			d.missing(m, "username", "a user name")
-		}
-		if f := m.get("password"); f != nil {
-			d.nonEmpty(f, &s.Password, "a password")
-		} else {
-			d.missing(m, "password", "a password (such as ${KAFKA_PASSWORD})")
-		}
+		d.requiredString(m, "username", &s.Username, "a user name", "a user name")
+		d.requiredString(m, "password", &s.Password, "a password", "a password (such as ${KAFKA_PASSWORD})")
 	}
 	return s
 }
@@ -361,16 +353,8 @@ func (d *decoder) oauth(m *mapping) *OAuth {
 		if d.nonEmpty(endpoint, &o.TokenEndpoint, "the URL of an OAuth 2 token endpoint") {
 			d.tokenEndpoint(endpoint, o.TokenEndpoint)
 		}
-		if f := m.get("client_id"); f != nil {
-			d.nonEmpty(f, &o.ClientID, "a client ID")
-		} else {
-			d.missing(m, "client_id", "the OAuth client ID")
-		}
-		if f := m.get("client_secret"); f != nil {
-			d.nonEmpty(f, &o.ClientSecret, "a client secret")
-		} else {
-			d.missing(m, "client_secret", "the OAuth client secret (such as ${OIDC_SECRET})")
-		}
+		d.requiredString(m, "client_id", &o.ClientID, "a client ID", "the OAuth client ID")
+		d.requiredString(m, "client_secret", &o.ClientSecret, "a client secret", "the OAuth client secret (such as ${OIDC_SECRET})")
 		if f := m.get("scope"); f != nil {
 			d.str(f, &o.Scope)
 		}
@@ -891,12 +875,19 @@ func (d *decoder) basicAuth(f *field) *BasicAuth {
 	} else {
 		d.missing(m, "username", "a user name")
 	}
-	if f := m.get("password"); f != nil {
-		d.nonEmpty(f, &b.Password, "a password")
-	} else {
-		d.missing(m, "password", "a password, such as ${KMIRROR_ADMIN_PASSWORD}")
-	}
+	d.requiredString(m, "password", &b.Password, "a password", "a password, such as ${KMIRROR_ADMIN_PASSWORD}")
 	return b
+}
+
+// requiredString decodes key of m into dst as a non-empty string (what
+// names the value expected), or reports the key missing (missing names
+// what to set).
+func (d *decoder) requiredString(m *mapping, key string, dst *string, what, missing string) {
+	if f := m.get(key); f != nil {
+		d.nonEmpty(f, dst, what)
+	} else {
+		d.missing(m, key, missing)
+	}
 }
 
 func (d *decoder) log(f *field, l *Log) {
