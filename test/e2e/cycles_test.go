@@ -125,9 +125,9 @@ func (l *ledger) checkExactlyOnce(t *testing.T, cl *kgo.Client, cluster, topic s
 	return n, ok
 }
 
-// multiReader is a consumer group member reading several topics,
-// committing after every poll, counting how often it saw each value.
-type multiReader struct {
+// groupReader is a consumer group member reading topics, committing after
+// every poll, counting how often it saw each value.
+type groupReader struct {
 	cl   *kgo.Client
 	stop chan struct{}
 	done chan struct{}
@@ -136,10 +136,9 @@ type multiReader struct {
 	errs []error
 }
 
-func startMultiReader(t *testing.T, bootstrap, group string, topics []string, seen map[string]int) *multiReader {
-	g := &multiReader{stop: make(chan struct{}), done: make(chan struct{}), seen: seen}
-	g.cl = newClient(t, bootstrap, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topics...), kgo.DisableAutoCommit(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+func startGroupReader(t *testing.T, bootstrap, group string, topics []string, seen map[string]int, opts ...kgo.Opt) *groupReader {
+	g := &groupReader{stop: make(chan struct{}), done: make(chan struct{}), seen: seen}
+	g.cl = newClient(t, bootstrap, append([]kgo.Opt{kgo.ConsumerGroup(group), kgo.ConsumeTopics(topics...), kgo.DisableAutoCommit()}, opts...)...)
 	go func() {
 		defer close(g.done)
 		ctx := context.Background()
@@ -167,14 +166,14 @@ func startMultiReader(t *testing.T, bootstrap, group string, topics []string, se
 	return g
 }
 
-func (g *multiReader) count() int {
+func (g *groupReader) count() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return len(g.seen)
 }
 
 // close stops reading and leaves the group; everything read is committed.
-func (g *multiReader) close(t *testing.T) {
+func (g *groupReader) close(t *testing.T) {
 	t.Helper()
 	close(g.stop)
 	<-g.done
@@ -207,7 +206,7 @@ topic_refresh_interval: 1s
 	seen := map[string]int{}
 	read := func(cluster, bootstrap string, topics []string, atLeast int) {
 		t.Helper()
-		r := startMultiReader(t, bootstrap, group, topics, seen)
+		r := startGroupReader(t, bootstrap, group, topics, seen, kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 		waitFor(t, 2*time.Minute, fmt.Sprintf("group %s to have read %d records on %s", group, atLeast, cluster), func() (bool, string) {
 			return r.count() >= atLeast, fmt.Sprintf("%d read", r.count())
 		})

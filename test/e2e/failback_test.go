@@ -34,11 +34,11 @@ sync_interval: 1s
 	}
 	seen := map[string]int{}
 	readUntil := func(bootstrap string, total int) {
-		r := startGroupReader(t, bootstrap, group, topic, seen)
+		r := startGroupReader(t, bootstrap, group, []string{topic}, seen, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 		waitFor(t, time.Minute, fmt.Sprintf("the group to have read %d records", total), func() (bool, string) {
 			return r.count() >= total, fmt.Sprintf("%d read", r.count())
 		})
-		r.close()
+		r.close(t)
 		reads := 0
 		for _, c := range seen {
 			reads += c

@@ -93,58 +93,6 @@ func (s *sequencer) end() ([]int64, error) {
 	return s.written, err
 }
 
-// groupReader consumes topic as group, committing after every poll, and
-// counts how often it saw each value.
-type groupReader struct {
-	cl   *kgo.Client
-	stop chan struct{}
-	done chan struct{}
-	mu   sync.Mutex
-	seen map[string]int
-}
-
-func startGroupReader(t *testing.T, bootstrap, group, topic string, seen map[string]int) *groupReader {
-	g := &groupReader{stop: make(chan struct{}), done: make(chan struct{}), seen: seen}
-	g.cl = newClient(t, bootstrap, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic), kgo.DisableAutoCommit(),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
-	go func() {
-		defer close(g.done)
-		ctx := context.Background()
-		for {
-			select {
-			case <-g.stop:
-				return
-			default:
-			}
-			pollCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-			fs := g.cl.PollFetches(pollCtx)
-			cancel()
-			g.mu.Lock()
-			fs.EachRecord(func(r *kgo.Record) { g.seen[string(r.Value)]++ })
-			g.mu.Unlock()
-			if fs.NumRecords() > 0 {
-				if err := g.cl.CommitUncommittedOffsets(ctx); err != nil {
-					t.Errorf("commit: %v", err)
-				}
-			}
-		}
-	}()
-	return g
-}
-
-func (g *groupReader) count() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.seen)
-}
-
-// close stops reading and leaves the group (everything read is committed).
-func (g *groupReader) close() {
-	close(g.stop)
-	<-g.done
-	g.cl.Close()
-}
-
 // TestPlannedFailover moves a live producer and consumer group from the
 // source to the target with `kmirror failover`; across both clusters the
 // consumer must see every record exactly once.
@@ -162,7 +110,7 @@ sync_interval: 1s
 
 	seen := map[string]int{}
 	prod := startSequencer(t, p.srcCl, topic, 3, 0)
-	cons := startGroupReader(t, p.src.Bootstrap(), group, topic, seen)
+	cons := startGroupReader(t, p.src.Bootstrap(), group, []string{topic}, seen, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	waitFor(t, time.Minute, "the consumer to read on the source", func() (bool, string) {
 		return cons.count() > 3000, fmt.Sprintf("%d read", cons.count())
 	})
@@ -170,7 +118,7 @@ sync_interval: 1s
 	// Failover: the consumer stops first, so that its group lags; the
 	// producer stops; kmirror run stops; then kmirror failover copies the
 	// rest and moves the group.
-	cons.close()
+	cons.close(t)
 	readOnSource := len(seen)
 	time.Sleep(time.Second)
 	onSource := prod.finish(t)
@@ -189,13 +137,13 @@ sync_interval: 1s
 	prod2 := startSequencer(t, p.dstCl, topic, 3, int64(len(onSource)))
 	time.Sleep(time.Second)
 	onTarget := prod2.finish(t)
-	cons2 := startGroupReader(t, p.dst.Bootstrap(), group, topic, seen)
+	cons2 := startGroupReader(t, p.dst.Bootstrap(), group, []string{topic}, seen, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	total := len(onSource) + len(onTarget)
 	waitFor(t, time.Minute, "the consumer to read every record", func() (bool, string) {
 		return cons2.count() >= total, fmt.Sprintf("%d of %d distinct records read", cons2.count(), total)
 	})
 	time.Sleep(2 * time.Second) // anything read twice would show up now
-	cons2.close()
+	cons2.close(t)
 
 	lost, dups := 0, 0
 	for n := 0; n < total; n++ {
@@ -227,13 +175,13 @@ sync_interval: 1s
 `))
 	k := startKmirror(t, cfgPath, httpAddr)
 	seen := map[string]int{}
-	cons := startGroupReader(t, p.src.Bootstrap(), group, topic, seen)
+	cons := startGroupReader(t, p.src.Bootstrap(), group, []string{topic}, seen, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	prod := startSequencer(t, p.srcCl, topic, 2, 0)
 	waitFor(t, time.Minute, "records on the target", func() (bool, string) {
 		n := sum(endOffsets(t, p.dstCl, "src."+topic))
 		return n > 5000, fmt.Sprintf("%d on the target", n)
 	})
-	cons.close()
+	cons.close(t)
 	time.Sleep(1500 * time.Millisecond) // a group sync checkpoints the group
 	// Replication falls behind (kmirror stops) while the producer goes on,
 	// then the source dies with records that never reached the target.
