@@ -10,26 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kmirror/kmirror/internal/logread"
 	"github.com/kmirror/kmirror/internal/verify"
 )
-
-// committedRecords reads every partition of topic to its end,
-// read_committed, without transaction markers.
-func committedRecords(t *testing.T, ctx context.Context, cl *kgo.Client, topic string) map[int32][]*kgo.Record {
-	t.Helper()
-	out := map[int32][]*kgo.Record{}
-	err := logread.ReadTopic(ctx, cl, topic, logread.Options{}, func(r *kgo.Record) bool {
-		if !r.Attrs.IsControl() {
-			out[r.Partition] = append(out[r.Partition], r)
-		}
-		return true
-	})
-	if err != nil {
-		t.Fatalf("reading %s: %v", topic, err)
-	}
-	return out
-}
 
 // sameRecords fails unless the target partitions hold exactly the source
 // partitions' records, in order: nothing lost, nothing twice.
@@ -131,7 +113,7 @@ progress_interval: 2s
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srcRecs := committedRecords(t, ctx, p.srcCl, topic)
+	srcRecs := readLog(t, ctx, p.srcCl, topic)
 	dstRecs, err := verify.ReadAll(ctx, p.dstCl, topic)
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +222,7 @@ progress_interval: 1m
 		return n >= 540, fmt.Sprintf("target has %d of 540", n)
 	})
 	time.Sleep(2 * time.Second)
-	srcRecs := committedRecords(t, ctx, p.srcCl, topic)
+	srcRecs := readLog(t, ctx, p.srcCl, topic)
 	dstRecs, err := verify.ReadAll(ctx, p.dstCl, topic)
 	if err != nil {
 		t.Fatal(err)
