@@ -36,6 +36,23 @@ import (
 // internal groups.
 var DefaultGroupsExclude = []string{"console-consumer-.*", "connect-.*", "__.*"}
 
+// DefaultTopicConfigExclude are the topic configs never copied to the
+// target unless topic_config_exclude says otherwise. They describe the
+// source cluster's brokers and operations rather than the data, following
+// MirrorMaker 2's default config filter: durability settings sized for the
+// source's brokers, replication throttles, timestamp handling that would
+// change what the target stores, and unclean leader election.
+var DefaultTopicConfigExclude = []string{
+	`follower\.replication\.throttled\.replicas`,
+	`leader\.replication\.throttled\.replicas`,
+	`message\.timestamp\.difference\.max\.ms`,
+	`message\.timestamp\.before\.max\.ms`,
+	`message\.timestamp\.after\.max\.ms`,
+	`message\.timestamp\.type`,
+	`unclean\.leader\.election\.enable`,
+	`min\.insync\.replicas`,
+}
+
 // Defaults of the optional keys.
 const (
 	DefaultClientID       = "kmirror"
@@ -51,6 +68,10 @@ const (
 	DefaultOffsetMapRetention   = 7 * 24 * time.Hour
 	DefaultOffsetMapMaxRuns     = 50_000
 	DefaultRefusedRetryInterval = 5 * time.Minute
+	DefaultHeartbeatInterval    = time.Second
+	DefaultHeartbeatTopic       = "heartbeats"
+	DefaultACLs                 = ACLsOff
+	DefaultProvenance           = ProvenanceAuto
 
 	DefaultCompression      = "lz4"
 	DefaultLinger           = 5 * time.Millisecond
@@ -94,6 +115,14 @@ const (
 	ReadCommitted   = "read_committed"   // consumer.isolation_level
 
 	HTTPOff = "off" // http.listen: no HTTP server
+
+	ACLsOff    = "off"    // acls: no ACL sync
+	ACLsSafe   = "safe"   // acls: copy topic and group ACLs, never granting writes to replicas
+	ACLsMirror = "mirror" // acls: copy topic and group ACLs as they are, removals included
+
+	ProvenanceAuto   = "auto"   // provenance: on with identity naming, off with prefix naming
+	ProvenanceAlways = "always" // provenance: on
+	ProvenanceOff    = "off"    // provenance: off
 )
 
 // Config is a loaded, defaulted and validated configuration.
@@ -209,8 +238,36 @@ type Flow struct {
 	DeadLetterTopic      string           // dead_letter_topic: target topic for records the target refuses for good; default none (the partition stops)
 	RefusedRetryInterval time.Duration    // refused_retry_interval: how often a partition stopped at a refused record tries it again; default 5m; 1s..24h
 	OwnershipTimeout     time.Duration    // ownership_timeout: how long a holder that died keeps the flow; default 10s; 6s..30m
-	Producer             Producer         // producer
-	Consumer             Consumer         // consumer
+	// TopicConfigExclude (topic_config_exclude) are regexes of topic
+	// config keys never copied to, changed on or removed from the target;
+	// default DefaultTopicConfigExclude (replaced, not extended, when set).
+	TopicConfigExclude        []string
+	TopicConfigExcludeRegexps []*regexp.Regexp // TopicConfigExclude compiled as ^(?:re)$
+	// TopicConfigOverrides (topic_config_overrides) are topic configs
+	// forced on every target topic of the flow, whatever the source says.
+	TopicConfigOverrides map[string]string
+	DeleteTopics         bool          // delete_topics: delete a target topic when its source topic is deleted; default false
+	ACLs                 string        // acls: ACLsOff (default), ACLsSafe or ACLsMirror
+	Provenance           string        // provenance: ProvenanceAuto (default), ProvenanceAlways or ProvenanceOff
+	HeartbeatInterval    time.Duration // heartbeat_interval: default 1s; 100ms..10m; 0 (or "off") writes no heartbeats
+	HeartbeatTopic       string        // heartbeat_topic: default "heartbeats"
+	// Line is the line of the flow in the config file, for errors about
+	// several flows.
+	Line     int
+	Producer Producer // producer
+	Consumer Consumer // consumer
+}
+
+// UsesProvenance reports whether the flow reads and writes the provenance
+// header: provenance always, or auto with identity naming.
+func (f *Flow) UsesProvenance() bool {
+	switch f.Provenance {
+	case ProvenanceAlways:
+		return true
+	case ProvenanceOff:
+		return false
+	}
+	return f.TopicNaming == NamingIdentity
 }
 
 // Producer tunes the writes of a flow to its target cluster.

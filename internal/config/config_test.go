@@ -75,7 +75,7 @@ func TestExampleDefaults(t *testing.T) {
 	if s := regexpStrings(got.GroupsExcludeRegexps); !reflect.DeepEqual(s, []string{"^(?:console-consumer-.*)$", "^(?:connect-.*)$", "^(?:__.*)$"}) {
 		t.Errorf("GroupsExcludeRegexps = %q", s)
 	}
-	got.GroupsRegexps, got.GroupsExcludeRegexps = nil, nil
+	got.GroupsRegexps, got.GroupsExcludeRegexps, got.TopicConfigExcludeRegexps = nil, nil, nil
 	want := Flow{
 		Name:                 "primary-to-dr",
 		Source:               "primary",
@@ -96,6 +96,12 @@ func TestExampleDefaults(t *testing.T) {
 		OffsetMapMaxRuns:     50000,
 		RefusedRetryInterval: 5 * time.Minute,
 		OwnershipTimeout:     10 * time.Second,
+		TopicConfigExclude:   DefaultTopicConfigExclude,
+		ACLs:                 "off",
+		Provenance:           "auto",
+		HeartbeatInterval:    time.Second,
+		HeartbeatTopic:       "heartbeats",
+		Line:                 7,
 		Producer:             Producer{Compression: "lz4", Linger: 5 * time.Millisecond, BatchMaxBytes: 1048576, MaxBufferedBytes: 256 << 20, Acks: "all"},
 		Consumer:             Consumer{FetchMaxBytes: 52428800, FetchMaxPartitionBytes: 10485760, IsolationLevel: "read_committed"},
 	}
@@ -397,7 +403,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: consumer, dead_letter_topic, groups, groups_exclude, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, refused_retry_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
 		},
 		{
 			name: "unknown producer key",

@@ -24,7 +24,7 @@ const (
 	clusterKeys  = "allow_plaintext_sasl bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
 	saslKeys     = "client_id client_secret extensions mechanism password region scope token_endpoint token_file username"
-	flowKeys     = "consumer dead_letter_topic groups groups_exclude name offset_map_max_runs offset_map_retention ownership_timeout producer progress_interval refused_retry_interval replication_factor source start_from sync_group_offsets sync_interval target topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
+	flowKeys     = "acls consumer dead_letter_topic delete_topics groups groups_exclude heartbeat_interval heartbeat_topic name offset_map_max_runs offset_map_retention ownership_timeout producer progress_interval provenance refused_retry_interval replication_factor source start_from sync_group_offsets sync_interval target topic_config_exclude topic_config_overrides topic_naming topic_prefix topic_refresh_interval topics topics_exclude"
 	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
 	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
 	httpKeys     = "auth_token basic_auth idle_timeout listen max_connections max_header_bytes read_header_timeout read_timeout tls write_timeout"
@@ -443,6 +443,9 @@ func (d *decoder) flows(f *field, clusters map[string]*Cluster) []*Flow {
 		}
 		names[fl.Name] = seen{it.path, at.Line}
 	}
+	if len(d.errs) == 0 {
+		d.validateTopology(flows)
+	}
 	return flows
 }
 
@@ -464,6 +467,11 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 		OffsetMapMaxRuns:     DefaultOffsetMapMaxRuns,
 		RefusedRetryInterval: DefaultRefusedRetryInterval,
 		OwnershipTimeout:     DefaultOwnershipTimeout,
+		TopicConfigExclude:   slices.Clone(DefaultTopicConfigExclude),
+		ACLs:                 DefaultACLs,
+		Provenance:           DefaultProvenance,
+		HeartbeatInterval:    DefaultHeartbeatInterval,
+		HeartbeatTopic:       DefaultHeartbeatTopic,
 		Producer: Producer{
 			Compression:      DefaultCompression,
 			Linger:           DefaultLinger,
@@ -480,6 +488,10 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 	fl.TopicsRegexps = compileAnchored(fl.Topics)
 	fl.GroupsRegexps = compileAnchored(fl.Groups)
 	fl.GroupsExcludeRegexps = compileAnchored(fl.GroupsExclude)
+	fl.TopicConfigExcludeRegexps = compileAnchored(fl.TopicConfigExclude)
+	if f.val != nil {
+		fl.Line = f.val.Line
+	}
 	m := d.mapping(f, "a mapping with keys source and target", flowKeys)
 	if m == nil {
 		return fl, nil
@@ -559,6 +571,7 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 	if f := m.get("ownership_timeout"); f != nil {
 		d.duration(f, &fl.OwnershipTimeout, 6*time.Second, 30*time.Minute)
 	}
+	d.metadataKeys(m, fl)
 	if f := m.get("producer"); f != nil {
 		d.producer(f, &fl.Producer)
 	}

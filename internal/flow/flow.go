@@ -26,14 +26,18 @@ import (
 	"github.com/kmirror/kmirror/internal/replicate"
 	"github.com/kmirror/kmirror/internal/retry"
 	"github.com/kmirror/kmirror/internal/topicsync"
+	"github.com/kmirror/kmirror/internal/topology"
 )
 
 // Flow replicates the topics of one source cluster into one target cluster.
 type Flow struct {
 	cfg            *config.Flow
 	source, target *config.Cluster
-	metrics        *metrics.Metrics
-	logger         *slog.Logger
+	// graph is every flow of the configuration, for loop checks and
+	// routes in meshes.
+	graph   *topology.Graph
+	metrics *metrics.Metrics
+	logger  *slog.Logger
 
 	sourceUp, targetUp atomic.Bool
 	// sourceErr and targetErr say why a cluster is down: the last
@@ -58,6 +62,7 @@ func New(cfg *config.Config, fc *config.Flow, m *metrics.Metrics, logger *slog.L
 		cfg:     fc,
 		source:  cfg.Clusters[fc.Source],
 		target:  cfg.Clusters[fc.Target],
+		graph:   cfg.Topology(),
 		metrics: m,
 		logger:  logger.With("flow", fc.Name),
 		created: time.Now(),
@@ -262,7 +267,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 		Flow: f,
 		src:  srcClient, tgt: tgtClient,
 		srcAdmin: kadm.NewClient(srcClient), tgtAdmin: kadm.NewClient(tgtClient),
-		naming: policy.NewTopics(f.cfg),
+		naming: policy.NewTopics(f.cfg).WithGraph(f.graph, f.cfg),
 		store:  store, repl: repl, loaded: loaded,
 		targetIDs: map[string]string{}, stuckTopics: map[string]bool{},
 	}
@@ -294,6 +299,25 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 			f.syncGroups(ctx, lv)
 		}()
 	}
+	if f.cfg.ACLs != config.ACLsOff {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.syncACLs(ctx)
+		}()
+	}
+	if f.cfg.HeartbeatInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.heartbeats(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.publishStatus(ctx)
+	}()
 	f.logger.Info("flow started", "source", f.cfg.Source, "target", f.cfg.Target,
 		"progress_topic", store.Topic(), "resumed_partitions", len(loaded.Positions))
 	err = repl.Run(ctx)

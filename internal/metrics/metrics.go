@@ -32,6 +32,15 @@ const (
 	ErrTargetDataLoss = "target_data_loss"
 	ErrDeadLetter     = "dead_letter"
 	ErrOwnershipLost  = "ownership_lost"
+	ErrConfigSync     = "config_sync" // a target topic's configs could not be brought in step
+	ErrACLSync        = "acl_sync"
+	ErrHeartbeat      = "heartbeat"
+)
+
+// Reasons of kmirror_provenance_dropped_records_total.
+const (
+	DropLoop   = "loop"   // the target cluster is already in the record's provenance
+	DropRouted = "routed" // another flow of the topology brings the record to the target
 )
 
 // Metrics holds every metric kmirror exports.
@@ -65,6 +74,14 @@ type Metrics struct {
 	TopicStuck      *prometheus.GaugeVec   // flow, topic
 	FlowOwner       *prometheus.GaugeVec   // flow
 	GroupsActive    *prometheus.GaugeVec   // flow
+
+	ProvenanceDropped *prometheus.CounterVec // flow, topic, reason
+	ConfigUpdates     *prometheus.CounterVec // flow
+	TopicsDeleted     *prometheus.CounterVec // flow
+	ACLChanges        *prometheus.CounterVec // flow, op (create, delete)
+	ACLsSynced        *prometheus.GaugeVec   // flow
+	HeartbeatAge      *prometheus.GaugeVec   // flow
+	HeartbeatsSent    *prometheus.CounterVec // flow
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -178,6 +195,35 @@ func New() *Metrics {
 		Help: "Synced consumer groups left alone by the last sync pass because they have members on the target (classic or consumer protocol).",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.GroupsSynced, m.CheckpointAge, m.GroupCommits, m.GroupsActive)
+	m.ProvenanceDropped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_provenance_dropped_records_total",
+		Help: "Source records not written to the target because of their provenance: reason loop (the target already has them) or routed (another flow brings them there).",
+	}, []string{"flow", "topic", "reason"})
+	m.ConfigUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_topic_config_updates_total",
+		Help: "Target topics whose configs were changed to follow the source (or topic_config_overrides).",
+	}, []string{"flow"})
+	m.TopicsDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_topics_deleted_total",
+		Help: "Target topics deleted because their source topic was deleted (delete_topics: true).",
+	}, []string{"flow"})
+	m.ACLChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_acl_changes_total",
+		Help: "ACLs created or deleted on the target by ACL sync, by op (create, delete).",
+	}, []string{"flow", "op"})
+	m.ACLsSynced = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_acls_synced",
+		Help: "Target ACLs the last ACL sync pass kept in step with the source.",
+	}, []string{"flow"})
+	m.HeartbeatAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_heartbeat_age_seconds",
+		Help: "Seconds since the newest heartbeat of the flow written on the source was seen on the target.",
+	}, []string{"flow"})
+	m.HeartbeatsSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_heartbeats_sent_total",
+		Help: "Heartbeat records the flow wrote to its source cluster.",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.ProvenanceDropped, m.ConfigUpdates, m.TopicsDeleted, m.ACLChanges, m.ACLsSynced, m.HeartbeatAge, m.HeartbeatsSent)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/topology"
 )
 
 // InternalPrefix starts the name of every topic kmirror itself creates.
@@ -26,6 +27,11 @@ type Topics struct {
 	// loopPrefix is the prefix the reverse flow gives topics it copies into
 	// this flow's source; such topics are never copied back.
 	loopPrefix string
+	// graph, if set, is every flow of the configuration; edge is this
+	// flow in it. Topics whose prefixed names come back to the target
+	// are never copied.
+	graph *topology.Graph
+	edge  topology.Edge
 }
 
 // NewTopics builds the topic policy of flow f.
@@ -37,6 +43,15 @@ func NewTopics(f *config.Flow) *Topics {
 		prefix:     f.TopicPrefix,
 		loopPrefix: f.Target + ".",
 	}
+}
+
+// WithGraph makes p also skip the source topics whose chain of known topic
+// prefixes leads back to the flow's target cluster (a.b.a.topic), so that
+// prefixed names cannot grow around a cycle of flows; g holds every flow
+// of the configuration. It returns p.
+func (p *Topics) WithGraph(g *topology.Graph, f *config.Flow) *Topics {
+	p.graph, p.edge = g, config.Edge(f)
+	return p
 }
 
 // IsInternal reports whether topic is a Kafka or kmirror internal topic,
@@ -51,6 +66,9 @@ func (p *Topics) Matches(name string) bool {
 		return false
 	}
 	if p.naming == NamingPrefix && strings.HasPrefix(name, p.loopPrefix) {
+		return false
+	}
+	if p.graph != nil && p.graph.ComesBack(p.edge, name) {
 		return false
 	}
 	for _, re := range p.exclude {
