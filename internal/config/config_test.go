@@ -401,6 +401,24 @@ func TestErrors(t *testing.T) {
 			want: []string{"kmirror.yaml:7: clusters.primary.bootstrap: unknown key; expected one of: allow_plaintext_sasl, bootstrap_servers, client_id, dial_timeout, request_timeout, sasl, tls"},
 		},
 		{
+			name: "bad metadata keys",
+			data: flow + "    acls: all\n    provenance: yes\n    topic_config_overrides:\n      Bad Key: 1\n      retention.ms: [1]\n    heartbeat_interval: 5\n    heartbeat_topic: __hb\n    topic_config_exclude: [\"(\"]\n",
+			want: []string{
+				`kmirror.yaml:9: flows[0].acls: unknown value "all"; expected off, safe or mirror`,
+				`kmirror.yaml:10: flows[0].provenance: unknown value "yes"; expected auto, always or off`,
+				`kmirror.yaml:12: flows[0].topic_config_overrides["Bad Key"]: invalid topic config key "Bad Key"; expected a key such as retention.ms`,
+				`kmirror.yaml:13: flows[0].topic_config_overrides["retention.ms"]: expected a config value such as 2 or delete, got a list`,
+				`kmirror.yaml:14: flows[0].heartbeat_interval: expected a duration such as 5s, got "5" (a unit is required: ms, s, m or h)`,
+				`kmirror.yaml:15: flows[0].heartbeat_topic: invalid topic name "__hb"; expected 1 to 249 letters, digits, '.', '_' or '-', not starting with "__"`,
+				`kmirror.yaml:16: flows[0].topic_config_exclude[0]: invalid regex "(": missing closing ): (`,
+			},
+		},
+		{
+			name: "identity cycle without provenance",
+			data: clusters + "flows:\n  - source: primary\n    target: dr\n    topic_naming: identity\n  - source: dr\n    target: primary\n    topic_naming: identity\n    provenance: off\n",
+			want: []string{`kmirror.yaml:10: flows: flows "dr-to-primary", "primary-to-dr" copy topics with topic_naming: identity in a cycle (dr -> primary -> dr) and "dr-to-primary" has provenance off, so records would be copied round for ever; expected provenance: auto or always on every flow of the cycle, or topic_naming: prefix on one of them`},
+		},
+		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
 			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
