@@ -175,11 +175,17 @@ func (s *Syncer) apply(ctx context.Context, bs []Binding, op string) (done []Bin
 			}
 			for _, r := range res {
 				b := Binding{r.Type, r.Name, r.Pattern, r.Principal, r.Host, r.Operation, r.Permission}
-				if r.Err != nil {
-					failed = append(failed, Failure{b, op, s.singleErr(op, r.Err, r.ErrMessage)})
-				} else {
+				switch {
+				case r.Err == nil:
 					done = append(done, b)
+				case refused(r.Err):
+					err = s.singleErr(op, r.Err, r.ErrMessage)
+				default:
+					failed = append(failed, Failure{b, op, s.singleErr(op, r.Err, r.ErrMessage)})
 				}
+			}
+			if err != nil {
+				return done, failed, err
 			}
 			continue
 		}
@@ -189,23 +195,39 @@ func (s *Syncer) apply(ctx context.Context, bs []Binding, op string) (done []Bin
 		}
 		for i, r := range res {
 			b := batch.binding(i)
+			errs := []error{}
 			if r.Err != nil {
-				failed = append(failed, Failure{b, op, s.singleErr(op, r.Err, r.ErrMessage)})
-				continue
+				errs = append(errs, s.singleErr(op, r.Err, r.ErrMessage))
 			}
-			ok := true
 			for _, d := range r.Deleted {
 				if d.Err != nil {
-					ok = false
-					failed = append(failed, Failure{b, op, s.singleErr(op, d.Err, d.ErrMessage)})
+					errs = append(errs, s.singleErr(op, d.Err, d.ErrMessage))
 				}
 			}
-			if ok {
+			if len(errs) == 0 {
 				done = append(done, b)
+				continue
 			}
+			for _, e := range errs {
+				if refused(e) {
+					err = e
+				} else {
+					failed = append(failed, Failure{b, op, e})
+				}
+			}
+		}
+		if err != nil {
+			return done, failed, err
 		}
 	}
 	return done, failed, nil
+}
+
+// refused reports whether err says kmirror may not change ACLs at all (no
+// ALTER on the cluster, no authorizer): the whole pass fails with it, once,
+// rather than every ACL on its own.
+func refused(err error) bool {
+	return kafka.IsDenied(err) || errors.Is(err, kerr.SecurityDisabled)
 }
 
 // denied names the permission a refused create or delete needed: ALTER on
@@ -214,8 +236,11 @@ func (s *Syncer) denied(op string, err error) error {
 	return fmt.Errorf("%s ACLs on the target: %w", op, s.o.TargetAccess.Denied(kafka.OpAlter, kafka.ResCluster, "", noAuthorizer(err)))
 }
 
+// singleErr returns the error of one ACL's create or delete, with the
+// broker's message unless the error is a refusal for a missing permission
+// (whose message holds request details that change at every attempt).
 func (s *Syncer) singleErr(op string, err error, msg string) error {
-	if msg != "" {
+	if msg != "" && !refused(err) {
 		err = fmt.Errorf("%w (%s)", err, msg)
 	}
 	return s.denied(op, err)
@@ -282,7 +307,7 @@ func Describe(ctx context.Context, adm *kadm.Client, access kafka.Access) ([]Bin
 	for _, r := range res {
 		if r.Err != nil {
 			err := r.Err
-			if r.ErrMessage != "" {
+			if r.ErrMessage != "" && !refused(err) {
 				err = fmt.Errorf("%w (%s)", err, r.ErrMessage)
 			}
 			return nil, access.Denied(kafka.OpDescribe, kafka.ResCluster, "", noAuthorizer(err))

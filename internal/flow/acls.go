@@ -55,7 +55,8 @@ func (r *run) syncACLs(ctx context.Context) {
 			return
 		case err != nil:
 			r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrACLSync).Inc()
-			if err.Error() != lastErr || errLog.Allow() {
+			again := errLog.Allow() // starts the interval at the first line too
+			if err.Error() != lastErr || again {
 				lastErr = err.Error()
 				r.logger.Error("ACL sync failed; retrying", "retry_in", r.cfg.TopicRefreshInterval.String(), "err", err)
 			}
