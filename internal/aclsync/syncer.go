@@ -95,10 +95,19 @@ func (s *Syncer) Sync(ctx context.Context) (Report, error) {
 	rep.Wanted = len(want)
 	rep.Synced = len(want) - len(plan.Create)
 
-	if err := s.o.Store.Record(ctx, plan.Create); err != nil {
+	// Recorded before they exist: an ACL created by a pass that dies
+	// before recording it would never be deleted. Records already held
+	// are not written again.
+	var record []Binding
+	for _, b := range plan.Create {
+		if !s.created[b] {
+			record = append(record, b)
+		}
+	}
+	if err := s.o.Store.Record(ctx, record); err != nil {
 		return rep, err
 	}
-	for _, b := range plan.Create {
+	for _, b := range record {
 		s.created[b] = true
 	}
 	created, failed, err := s.apply(ctx, plan.Create, create)

@@ -11,7 +11,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/kfaketest"
@@ -191,5 +194,54 @@ func TestNoAuthorizerExplained(t *testing.T) {
 	err = kafka.Access{Cluster: "dst", Principal: "User:kmirror"}.Denied(kafka.OpAlter, kafka.ResCluster, "", noAuthorizer(kerr.ClusterAuthorizationFailed))
 	if want := `cluster "dst": not authorized: ALTER on cluster (principal User:kmirror)`; !strings.Contains(err.Error(), want) {
 		t.Errorf("got %v, want it to contain %s", err, want)
+	}
+}
+
+// TestSyncRefusedOnce: a target that refuses ACL changes (no ALTER on the
+// cluster) fails the pass with one error naming the permission, and a
+// pass failing again does not write its records again.
+func TestSyncRefusedOnce(t *testing.T) {
+	ctx := testContext(t)
+	const pass = "kmirror-pw"
+	all := func(res kmsg.ACLResourceType, name string, pat kmsg.ACLResourcePatternType, op kmsg.ACLOperation) kfake.ACL {
+		return kfake.ACL{Resource: res, Name: name, Pattern: pat, Operation: op, Allow: true}
+	}
+	c := kfaketest.Cluster(t, kfake.EnableSASL(), kfake.EnableACLs(), kfake.Superuser("PLAIN", "admin", "admin-pw"),
+		kfake.User("PLAIN", "kmirror", pass,
+			all(topic, "__kmirror.", prefixed, opAll),
+			all(kmsg.ACLResourceTypeCluster, "kafka-cluster", literal, opDescr),
+			all(kmsg.ACLResourceTypeCluster, "kafka-cluster", literal, opIdem)))
+	tgtCl := kfaketest.Client(t, c, kgo.SASL(plain.Auth{User: "kmirror", Pass: pass}.AsMechanism()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	srcCl := kfaketest.New(t)
+	put(t, ctx, kadm.NewClient(srcCl), acl(topic, literal, "orders", "User:alice", opRead, allow), acl(group, literal, "g", "User:alice", opRead, allow))
+
+	store := NewStore(tgtCl, StateTopic("f"))
+	s := New(Options{
+		Source: kadm.NewClient(srcCl), Target: kadm.NewClient(tgtCl),
+		Rules: rulesOf(t, "    acls: mirror\n"), Store: store,
+		TargetAccess: kafka.Access{Cluster: "dst", Principal: "User:kmirror"},
+	})
+	want := `cluster "dst": not authorized: ALTER on cluster (principal User:kmirror)`
+	ends := func() int64 {
+		o, err := kadm.NewClient(tgtCl).ListEndOffsets(ctx, store.Topic())
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _ := o.Lookup(store.Topic(), 0)
+		return e.Offset
+	}
+	for pass := 1; pass <= 2; pass++ {
+		rep, err := s.Sync(ctx)
+		var denied *kafka.DeniedError
+		if !errors.As(err, &denied) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("pass %d: error %v, want one containing %s", pass, err, want)
+		}
+		if len(rep.Created) != 0 || len(rep.Failed) != 0 {
+			t.Errorf("pass %d: report %+v; want nothing created and no per-ACL failure", pass, rep)
+		}
+		if n := ends(); n != 2 {
+			t.Errorf("pass %d: state topic holds %d records, want the 2 ACLs recorded once", pass, n)
+		}
 	}
 }
