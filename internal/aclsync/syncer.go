@@ -111,17 +111,17 @@ func (s *Syncer) Sync(ctx context.Context) (Report, error) {
 		s.created[b] = true
 	}
 	created, failed, err := s.apply(ctx, plan.Create, create)
-	if err != nil {
-		return rep, err
-	}
 	rep.Created, rep.Failed = created, failed
 	rep.Synced += len(created)
+	if err != nil {
+		return rep, err // the report holds what was done
+	}
 
 	deleted, failed, err := s.apply(ctx, plan.Delete, del)
+	rep.Deleted, rep.Failed = deleted, append(rep.Failed, failed...)
 	if err != nil {
 		return rep, err
 	}
-	rep.Deleted, rep.Failed = deleted, append(rep.Failed, failed...)
 	forget := append(plan.Forget, deleted...)
 	if err := s.o.Store.Forget(ctx, forget); err != nil {
 		return rep, err
