@@ -31,7 +31,7 @@ func (r *run) syncACLs(ctx context.Context) {
 		r.logger.Warn("ACL sync cannot tell kmirror's own principal on the target from the configuration; "+
 			"ACLs naming it are not protected from sync", "target", r.cfg.Target)
 	}
-	store := aclsync.NewStore(r.tgt, aclsync.StateTopic(r.cfg.Name)).WithAccess(kafka.AccessOf(r.target))
+	store := aclsync.NewStore(r.meta, aclsync.StateTopic(r.cfg.Name)).WithAccess(kafka.AccessOf(r.target))
 	syncer := aclsync.New(aclsync.Options{
 		Source: r.srcAdmin, Target: r.tgtAdmin,
 		Rules:             aclsync.RulesOf(r.cfg, r.naming, own),

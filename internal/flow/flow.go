@@ -265,7 +265,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	f.repl.Store(repl)
 	r := &run{
 		Flow: f,
-		src:  srcClient, tgt: tgtClient,
+		src:  srcClient, tgt: tgtClient, meta: metaClient,
 		srcAdmin: kadm.NewClient(srcClient), tgtAdmin: kadm.NewClient(tgtClient),
 		naming: policy.NewTopics(f.cfg).WithGraph(f.graph, f.cfg),
 		store:  store, repl: repl, loaded: loaded,
@@ -341,7 +341,10 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 // data plane.
 type run struct {
 	*Flow
-	src, tgt           *kgo.Client
+	src, tgt *kgo.Client
+	// meta writes kmirror's own state (progress, checkpoints, ACL
+	// records) to the target, apart from the data plane's buffer.
+	meta               *kgo.Client
 	srcAdmin, tgtAdmin *kadm.Client
 	naming             *policy.Topics
 	store              *progress.Store
