@@ -215,11 +215,51 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 			}
 		}
 	}
+	newTopics = r.producerReady(ctx, newTopics, stuck)
 	if len(newTopics) == 0 {
 		return ctx.Err()
 	}
 	r.repl.Add(r.assignments(ctx, newTopics, ends, firstStart, stuck))
 	return ctx.Err()
+}
+
+// producerWait bounds how long a pass waits for the target producer to see
+// the partitions a target topic grew by.
+const producerWait = 10 * time.Second
+
+// producerReady returns the topics whose every partition the target
+// producer can write to, refreshing its metadata for up to producerWait.
+// A producer that loaded a topic before it grew refuses records for the
+// new partitions ("invalid record partitioning choice") until its metadata
+// is refreshed, which it does not do by itself for that; the topics it
+// still does not see are added to stuck and tried again on the next pass.
+func (r *run) producerReady(ctx context.Context, topics []topicsync.Topic, stuck *stuckSet) []topicsync.Topic {
+	sees := func(t topicsync.Topic) bool {
+		if leader, _, _ := r.tgt.PartitionLeader(t.Target, 0); leader < 0 {
+			return true // not loaded yet: the first write loads every partition
+		}
+		leader, _, _ := r.tgt.PartitionLeader(t.Target, t.Partitions-1)
+		return leader >= 0
+	}
+	var ready, late []topicsync.Topic
+	retry.Until(ctx, 100*time.Millisecond, producerWait, func() bool {
+		ready, late = ready[:0], late[:0]
+		for _, t := range topics {
+			if sees(t) {
+				ready = append(ready, t)
+			} else {
+				late = append(late, t)
+			}
+		}
+		if len(late) > 0 {
+			r.tgt.ForceMetadataRefresh()
+		}
+		return len(late) == 0
+	})
+	for _, t := range late {
+		stuck.add(t.Source, nil, "the target producer does not see the new partitions of "+t.Target+" yet")
+	}
+	return ready
 }
 
 // listOffsets lists offsets of topics within offsetsTimeout. What could
