@@ -99,9 +99,10 @@ func (c change) String() string {
 
 // diffConfigs returns the changes, sorted by key, that bring a target
 // topic whose explicit configs are target to the explicit configs desired.
-// A key set on the target and not desired is deleted, unless excluded says
-// to leave it alone.
-func diffConfigs(desired, target map[string]string, excluded func(string) bool) []change {
+// A key set on the target and not desired is deleted if deletable says so
+// (kmirror manages it: the source had it and dropped it), and left alone
+// otherwise.
+func diffConfigs(desired, target map[string]string, deletable func(string) bool) []change {
 	var out []change
 	for _, k := range slices.Sorted(maps.Keys(desired)) {
 		want := desired[k]
@@ -115,7 +116,7 @@ func diffConfigs(desired, target map[string]string, excluded func(string) bool) 
 		out = append(out, c)
 	}
 	for _, k := range slices.Sorted(maps.Keys(target)) {
-		if _, ok := desired[k]; ok || excluded(k) {
+		if _, ok := desired[k]; ok || !deletable(k) {
 			continue
 		}
 		have := target[k]
@@ -123,6 +124,40 @@ func diffConfigs(desired, target map[string]string, excluded func(string) bool) 
 	}
 	slices.SortFunc(out, func(a, b change) int { return strings.Compare(a.Key, b.Key) })
 	return out
+}
+
+// manage records that kmirror manages the keys of configs on target topic
+// target: they came from the source or the overrides, so once the source
+// drops one it is deleted on the target. A key only ever set on the
+// target is the target's own and is never deleted.
+func (s *Syncer) manage(target string, configs map[string]string) {
+	m := s.managed[target]
+	if m == nil {
+		m = map[string]bool{}
+		s.managed[target] = m
+	}
+	for k := range configs {
+		m[k] = true
+	}
+}
+
+// forgetTopics drops what is kept about target topics not in targets,
+// which are no longer replicated.
+func (s *Syncer) forgetTopics(targets []string) {
+	keep := make(map[string]bool, len(targets))
+	for _, t := range targets {
+		keep[t] = true
+	}
+	for t := range s.configProblems {
+		if !keep[t] {
+			delete(s.configProblems, t)
+		}
+	}
+	for t := range s.managed {
+		if !keep[t] {
+			delete(s.managed, t)
+		}
+	}
 }
 
 // describeConfigs returns, per topic, the configs set explicitly on it
@@ -187,13 +222,12 @@ type alteration struct {
 // Problems are logged once each and reported in res; they never make a
 // topic unready.
 func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]map[string]string, srcErrs map[string]error, res *Result) {
+	if len(ready) == 0 {
+		return
+	}
 	targets := make([]string, len(ready))
 	for i, t := range ready {
 		targets[i] = t.Target
-	}
-	s.forgetConfigProblems(targets)
-	if len(ready) == 0 {
-		return
 	}
 	tgt, tgtErrs := describeConfigs(ctx, s.tgtCl, targets)
 	var alters []alteration
@@ -208,7 +242,17 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 			s.configProblem(res, t, fmt.Errorf("describing target topic %q configs: %w", t.Target, err))
 			continue
 		}
-		changes := diffConfigs(s.configs.desired(src[t.Source]), tgt[t.Target], s.configs.excluded)
+		desired := s.configs.desired(src[t.Source])
+		s.manage(t.Target, desired)
+		managed := s.managed[t.Target]
+		for k := range managed {
+			if _, set := tgt[t.Target][k]; !set {
+				if _, want := desired[k]; !want {
+					delete(managed, k) // gone from both sides
+				}
+			}
+		}
+		changes := diffConfigs(desired, tgt[t.Target], func(k string) bool { return managed[k] && !s.configs.excluded(k) })
 		if len(changes) == 0 {
 			s.configInStep(t)
 			continue
@@ -306,15 +350,5 @@ func (s *Syncer) configInStep(t Topic) {
 	if _, ok := s.configProblems[t.Target]; ok {
 		delete(s.configProblems, t.Target)
 		s.logger.Info("target topic configs in step with the source again", "topic", t.Target, "source_topic", t.Source)
-	}
-}
-
-// forgetConfigProblems drops the problems logged for target topics not in
-// targets, which are no longer synced.
-func (s *Syncer) forgetConfigProblems(targets []string) {
-	for t := range s.configProblems {
-		if !slices.Contains(targets, t) {
-			delete(s.configProblems, t)
-		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ func TestDiffConfigs(t *testing.T) {
 		target    map[string]string
 		exclude   []string // nil: the default list
 		overrides map[string]string
+		managed   []string // keys the source gave the target before
 		want      []change
 	}{
 		{
@@ -34,14 +36,21 @@ func TestDiffConfigs(t *testing.T) {
 			target: map[string]string{"retention.ms": "1000", "cleanup.policy": "compact"},
 		},
 		{
-			name:   "added, changed and deleted on the source",
-			source: map[string]string{"retention.ms": "2000", "cleanup.policy": "compact"},
-			target: map[string]string{"retention.ms": "1000", "segment.bytes": "1048576"},
+			name:    "added, changed and deleted on the source",
+			source:  map[string]string{"retention.ms": "2000", "cleanup.policy": "compact"},
+			target:  map[string]string{"retention.ms": "1000", "segment.bytes": "1048576"},
+			managed: []string{"retention.ms", "segment.bytes"},
 			want: []change{
 				{Key: "cleanup.policy", New: ptr("compact")},
 				{Key: "retention.ms", Old: ptr("1000"), New: ptr("2000")},
 				{Key: "segment.bytes", Old: ptr("1048576")},
 			},
+		},
+		{
+			name:    "a key only ever set on the target stays",
+			source:  map[string]string{"retention.ms": "2000"},
+			target:  map[string]string{"retention.ms": "2000", "segment.bytes": "1048576"},
+			managed: []string{"retention.ms"},
 		},
 		{
 			name:   "excluded keys are never set, changed or deleted",
@@ -78,6 +87,7 @@ func TestDiffConfigs(t *testing.T) {
 			source:  map[string]string{"min.insync.replicas": "2"},
 			target:  map[string]string{"message.timestamp.type": "LogAppendTime"},
 			exclude: []string{},
+			managed: []string{"message.timestamp.type"},
 			want: []change{
 				{Key: "message.timestamp.type", Old: ptr("LogAppendTime")},
 				{Key: "min.insync.replicas", New: ptr("2")},
@@ -93,7 +103,8 @@ func TestDiffConfigs(t *testing.T) {
 					pol.exclude = append(pol.exclude, regexp.MustCompile(`^(?:`+re+`)$`))
 				}
 			}
-			got := diffConfigs(pol.desired(tc.source), tc.target, pol.excluded)
+			deletable := func(k string) bool { return slices.Contains(tc.managed, k) && !pol.excluded(k) }
+			got := diffConfigs(pol.desired(tc.source), tc.target, deletable)
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("diff = %v, want %v", got, tc.want)
 			}
@@ -194,8 +205,9 @@ func TestSyncConfigsFollowSource(t *testing.T) {
 	if got := e.dynamicConfigs(t, e.dstOp, "primary.t"); !reflect.DeepEqual(got, want) {
 		t.Fatalf("created with %v, want %v (override over the source)", got, want)
 	}
-	// An operator sets an excluded key on the target: it is left alone.
-	e.alter(t, e.dstOp, "primary.t", set("min.insync.replicas", "1"))
+	// An operator sets an excluded key and a key the source does not set
+	// on the target: both are left alone.
+	e.alter(t, e.dstOp, "primary.t", set("min.insync.replicas", "1"), set("segment.ms", "600000"))
 	res = e.syncUntil(t, s, "creating nothing", func(r Result) bool { return len(r.Created) == 0 })
 	if len(res.ConfigUpdated) != 0 || len(res.ConfigErrors) != 0 {
 		t.Fatalf("pass with nothing changed: ConfigUpdated = %q, ConfigErrors = %v; want none", res.ConfigUpdated, res.ConfigErrors)
@@ -228,7 +240,8 @@ func TestSyncConfigsFollowSource(t *testing.T) {
 	if want := []string{"primary.t", "primary.v"}; !reflect.DeepEqual(res.ConfigUpdated, want) {
 		t.Errorf("ConfigUpdated = %q, want %q", res.ConfigUpdated, want)
 	}
-	want = map[string]string{"retention.ms": "7200000", "cleanup.policy": "compact", "max.message.bytes": "2000000", "min.insync.replicas": "1"}
+	want = map[string]string{"retention.ms": "7200000", "cleanup.policy": "compact", "max.message.bytes": "2000000",
+		"min.insync.replicas": "1", "segment.ms": "600000"}
 	if got := e.dynamicConfigs(t, e.dstOp, "primary.t"); !reflect.DeepEqual(got, want) {
 		t.Errorf("primary.t configs = %v, want %v", got, want)
 	}
@@ -332,5 +345,41 @@ func TestSyncConfigDescribeFailure(t *testing.T) {
 	}
 	if !reflect.DeepEqual(res.ConfigUpdated, []string{"primary.u"}) {
 		t.Errorf("ConfigUpdated = %q, want [primary.u]: the other topic is still synced", res.ConfigUpdated)
+	}
+}
+
+// TestSyncConfigDeletions checks that a key deleted on the source is
+// deleted on the target even when the first attempt fails, and that a
+// Syncer that never saw a key on the source (kmirror restarted) leaves it
+// on the target, as it cannot tell it from a key set there by hand.
+func TestSyncConfigDeletions(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, e.srcOp, "t", 1, map[string]*string{"segment.bytes": kadm.StringPtr("1048576"), "retention.ms": kadm.StringPtr("1000")})
+	s := e.syncer(t, "")
+	e.syncUntil(t, s, "creating nothing", func(r Result) bool { return len(r.Created) == 0 })
+
+	e.alter(t, e.srcOp, "t", del("segment.bytes"))
+	fault := e.dstCluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.IncrementalAlterConfigs}, Resource: "primary.t", Err: kerr.PolicyViolation, Count: -1})
+	if res := e.pass(t, s); len(res.ConfigErrors) != 1 {
+		t.Fatalf("ConfigErrors = %v, want the refused deletion", res.ConfigErrors)
+	}
+	fault.Remove()
+	if res := e.pass(t, s); !reflect.DeepEqual(res.ConfigUpdated, []string{"primary.t"}) {
+		t.Fatalf("ConfigUpdated = %q, want the deletion retried", res.ConfigUpdated)
+	}
+	if got, want := e.dynamicConfigs(t, e.dstOp, "primary.t"), map[string]string{"retention.ms": "1000"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("primary.t configs = %v, want %v", got, want)
+	}
+
+	// Deleted on the source while no Syncer ran: the new one keeps it.
+	e.alter(t, e.dstOp, "primary.t", set("segment.bytes", "2097152"))
+	e.alter(t, e.srcOp, "t", set("retention.ms", "2000"))
+	s = e.syncer(t, "")
+	res := e.pass(t, s)
+	if !reflect.DeepEqual(res.ConfigUpdated, []string{"primary.t"}) {
+		t.Fatalf("ConfigUpdated = %q, want primary.t", res.ConfigUpdated)
+	}
+	if got, want := e.dynamicConfigs(t, e.dstOp, "primary.t"), map[string]string{"retention.ms": "2000", "segment.bytes": "2097152"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("primary.t configs = %v, want %v", got, want)
 	}
 }

@@ -76,6 +76,9 @@ type Syncer struct {
 	// topic, the last config sync problem logged.
 	configs        configPolicy
 	configProblems map[string]string
+	// managed holds, per target topic, the config keys kmirror manages
+	// there (see manage).
+	managed map[string]map[string]bool
 	// deletes is the state of delete_topics; nil when it is off.
 	deletes *deletions
 }
@@ -95,6 +98,7 @@ func New(source, target *kgo.Client, p *policy.Topics, replicationFactor int, lo
 		known: map[string]int32{}, created: map[string]string{}, problems: map[string]string{},
 		configs:        configPolicy{exclude: defaultExclude()},
 		configProblems: map[string]string{},
+		managed:        map[string]map[string]bool{},
 	}
 }
 
@@ -166,14 +170,13 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 	if s.deletes != nil {
 		s.deleteGone(ctx, srcTopics, &res)
 	}
-	if len(wanted) == 0 {
-		s.forgetConfigProblems(nil)
-		return res, nil
-	}
-
 	targetNames := make([]string, len(wanted))
 	for i, name := range wanted {
 		targetNames[i] = s.policy.TargetName(name)
+	}
+	s.forgetTopics(targetNames)
+	if len(wanted) == 0 {
+		return res, nil
 	}
 	tgtTopics, err := s.target.ListTopics(ctx, targetNames...)
 	if err != nil {
@@ -218,11 +221,13 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 			continue
 		}
 		t := s.topic(srcTopics[name], s.policy.TargetName(name), "")
-		id, err := s.create(ctx, t, s.configs.desired(srcConfigs[name]))
+		configs := s.configs.desired(srcConfigs[name])
+		id, err := s.create(ctx, t, configs)
 		if err != nil {
 			res.fail(name, s.problem(name, err))
 			continue
 		}
+		s.manage(t.Target, configs)
 		t.TargetID = id
 		res.Created = append(res.Created, t.Target)
 		s.ready(&res, t)
