@@ -164,10 +164,11 @@ func (s *Syncer) forgetTopics(targets []string) {
 // (config source DYNAMIC_TOPIC_CONFIG), or the topic's error. Topics are
 // asked in batches of describeBatch, so a pass costs one request per
 // cluster for up to that many topics; synonyms and documentation are not
-// asked for.
-func describeConfigs(ctx context.Context, cl *kgo.Client, topics []string) (map[string]map[string]string, map[string]error) {
-	out := make(map[string]map[string]string, len(topics))
-	errs := map[string]error{}
+// asked for. A request that fails as a whole gives its error to each of
+// its topics and is returned as reqErr too (the last one, if several).
+func describeConfigs(ctx context.Context, cl *kgo.Client, topics []string) (out map[string]map[string]string, errs map[string]error, reqErr error) {
+	out = make(map[string]map[string]string, len(topics))
+	errs = map[string]error{}
 	for batch := range slices.Chunk(topics, describeBatch) {
 		req := kmsg.NewPtrDescribeConfigsRequest()
 		for _, t := range batch {
@@ -178,6 +179,7 @@ func describeConfigs(ctx context.Context, cl *kgo.Client, topics []string) (map[
 		}
 		resp, err := req.RequestWith(ctx, cl)
 		if err != nil {
+			reqErr = err
 			for _, t := range batch {
 				errs[t] = err
 			}
@@ -206,7 +208,7 @@ func describeConfigs(ctx context.Context, cl *kgo.Client, topics []string) (map[
 			}
 		}
 	}
-	return out, errs
+	return out, errs, reqErr
 }
 
 // alteration is the changes to make to one target topic.
@@ -217,11 +219,12 @@ type alteration struct {
 
 // syncConfigs brings the explicit configs of the target topics of ready
 // in step with the source configs src (described in this pass; srcErrs
-// holds the topics that could not be), with one DescribeConfigs of the
-// target and one IncrementalAlterConfigs for every topic that changed.
-// Problems are logged once each and reported in res; they never make a
-// topic unready.
-func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]map[string]string, srcErrs map[string]error, res *Result) {
+// holds the topics that could not be, srcReqErr the failure of a whole
+// request), with one DescribeConfigs of the target and one
+// IncrementalAlterConfigs for every topic that changed. Problems are
+// logged once each (a failed request once, not once per topic) and
+// reported in res; they never make a topic unready.
+func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]map[string]string, srcErrs map[string]error, srcReqErr error, res *Result) {
 	if len(ready) == 0 {
 		return
 	}
@@ -229,15 +232,21 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 	for i, t := range ready {
 		targets[i] = t.Target
 	}
-	tgt, tgtErrs := describeConfigs(ctx, s.tgtCl, targets)
+	tgt, tgtErrs, tgtReqErr := describeConfigs(ctx, s.tgtCl, targets)
+	s.requestProblem(res, "source", srcReqErr)
+	s.requestProblem(res, "target", tgtReqErr)
 	var alters []alteration
 	for _, t := range ready {
-		if err := srcErrs[t.Source]; err != nil {
+		if err := srcErrs[t.Source]; err != nil && err == srcReqErr {
+			continue // reported above
+		} else if err != nil {
 			err = s.srcAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, t.Source, err)
 			s.configProblem(res, t, fmt.Errorf("describing source topic %q configs: %w", t.Source, err))
 			continue
 		}
-		if err := tgtErrs[t.Target]; err != nil {
+		if err := tgtErrs[t.Target]; err != nil && err == tgtReqErr {
+			continue
+		} else if err != nil {
 			err = s.tgtAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, t.Target, err)
 			s.configProblem(res, t, fmt.Errorf("describing target topic %q configs: %w", t.Target, err))
 			continue
@@ -342,6 +351,24 @@ func (s *Syncer) configProblem(res *Result, t Topic, err error) {
 	s.configProblems[t.Target] = err.Error()
 	s.logger.Error("cannot bring target topic configs in step with the source; replication goes on, retrying every pass",
 		"topic", t.Target, "source_topic", t.Source, "err", err)
+}
+
+// requestProblem reports err, the failure of a whole DescribeConfigs
+// request to the cluster on side ("source" or "target"), in res, and logs
+// it unless it is the problem last logged for side. A nil err clears it.
+func (s *Syncer) requestProblem(res *Result, side string, err error) {
+	if err == nil {
+		delete(s.requestProblems, side)
+		return
+	}
+	err = fmt.Errorf("describing %s topic configs: %w", side, err)
+	res.ConfigErrors = append(res.ConfigErrors, err)
+	if s.requestProblems[side] == err.Error() {
+		return
+	}
+	s.requestProblems[side] = err.Error()
+	s.logger.Error("cannot describe topic configs; their sync waits, replication goes on, retrying every pass",
+		"cluster", side, "err", err)
 }
 
 // configInStep records that the configs of t are in step, logging it if a

@@ -383,3 +383,38 @@ func TestSyncConfigDeletions(t *testing.T) {
 		t.Errorf("primary.t configs = %v, want %v", got, want)
 	}
 }
+
+// TestSyncConfigRequestFailure checks that a DescribeConfigs request that
+// fails as a whole is one problem, logged once, not one per topic.
+func TestSyncConfigRequestFailure(t *testing.T) {
+	e := newEnv(t)
+	e.create(t, e.srcOp, "t", 1, nil)
+	e.create(t, e.srcOp, "u", 1, nil)
+	l := &logs{}
+	s := e.syncer(t, "")
+	s.logger = slog.New(l)
+	res := e.syncUntil(t, s, "creating nothing", func(r Result) bool { return len(r.Created) == 0 })
+
+	canceled, cancel := context.WithCancel(e.ctx)
+	cancel()
+	_, errs, reqErr := describeConfigs(canceled, s.srcCl, []string{"t", "u"})
+	if reqErr == nil || errs["t"] != reqErr || errs["u"] != reqErr {
+		t.Fatalf("describeConfigs with a canceled context: errs %v, reqErr %v; want the request's error for each topic", errs, reqErr)
+	}
+	for range 3 {
+		var r Result
+		s.syncConfigs(e.ctx, res.Ready, nil, errs, reqErr, &r)
+		if len(r.ConfigErrors) != 1 || !errors.Is(r.ConfigErrors[0], context.Canceled) {
+			t.Fatalf("ConfigErrors = %v, want one for the failed request", r.ConfigErrors)
+		}
+	}
+	if n := l.count("cannot describe topic configs", "cluster=source"); n != 1 {
+		t.Errorf("failed request logged %d times over 3 passes, want once; log:\n%s", n, l)
+	}
+	if n := l.count("cannot bring target topic configs in step"); n != 0 {
+		t.Errorf("per-topic problems logged %d times for a failed request, want none; log:\n%s", n, l)
+	}
+	if r := e.pass(t, s); len(r.ConfigErrors) != 0 || len(s.requestProblems) != 0 {
+		t.Errorf("pass after the failure: ConfigErrors = %v, requestProblems = %v; want none", r.ConfigErrors, s.requestProblems)
+	}
+}

@@ -76,6 +76,9 @@ type Syncer struct {
 	// topic, the last config sync problem logged.
 	configs        configPolicy
 	configProblems map[string]string
+	// requestProblems holds, per cluster ("source", "target"), the last
+	// failure of a whole DescribeConfigs request logged.
+	requestProblems map[string]string
 	// managed holds, per target topic, the config keys kmirror manages
 	// there (see manage).
 	managed map[string]map[string]bool
@@ -97,8 +100,8 @@ func New(source, target *kgo.Client, p *policy.Topics, replicationFactor int, lo
 		policy: p, replicationFactor: rf, logger: logger,
 		known: map[string]int32{}, created: map[string]string{}, problems: map[string]string{},
 		configs:        configPolicy{exclude: defaultExclude()},
-		configProblems: map[string]string{},
-		managed:        map[string]map[string]bool{},
+		configProblems: map[string]string{}, requestProblems: map[string]string{},
+		managed: map[string]map[string]bool{},
 	}
 }
 
@@ -114,7 +117,6 @@ type Result struct {
 	Ready   []Topic  // topics whose target is ready, sorted by source name
 	Created []string // target topics created in this pass
 	Removed []string // source topics that were ready before and are gone now
-	Grown   []string // target topics grown to more partitions in this pass
 	Errors  []error  // per-topic problems; those topics are not in Ready
 	// ConfigUpdated are the target topics whose configs were changed in
 	// this pass; ConfigErrors the problems bringing configs in step (the
@@ -184,7 +186,7 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 	}
 	// One description of the source configs serves both the topics to
 	// create and the topics whose configs are kept in step.
-	srcConfigs, srcErrs := describeConfigs(ctx, s.srcCl, wanted)
+	srcConfigs, srcErrs, srcReqErr := describeConfigs(ctx, s.srcCl, wanted)
 
 	var toCreate []string
 	var existing []Topic // ready before this pass: their configs are kept in step
@@ -207,7 +209,6 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 				continue
 			}
 			s.logger.Info("grew target topic partitions", "topic", targetNames[i], "from", tgtParts, "to", srcParts)
-			res.Grown = append(res.Grown, targetNames[i])
 		}
 		t := s.topic(srcTopics[name], targetNames[i], TopicID(tgt.ID))
 		s.ready(&res, t)
@@ -233,7 +234,7 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 		s.ready(&res, t)
 	}
 	slices.SortFunc(res.Ready, func(a, b Topic) int { return strings.Compare(a.Source, b.Source) })
-	s.syncConfigs(ctx, existing, srcConfigs, srcErrs, &res)
+	s.syncConfigs(ctx, existing, srcConfigs, srcErrs, srcReqErr, &res)
 	return res, nil
 }
 
