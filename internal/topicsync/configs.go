@@ -237,14 +237,14 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 	s.requestProblem(res, "target", tgtReqErr)
 	var alters []alteration
 	for _, t := range ready {
-		if err := srcErrs[t.Source]; err != nil && err == srcReqErr {
+		if err := srcErrs[t.Source]; srcReqErr != nil && errors.Is(err, srcReqErr) {
 			continue // reported above
 		} else if err != nil {
 			err = s.srcAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, t.Source, err)
 			s.configProblem(res, t, fmt.Errorf("describing source topic %q configs: %w", t.Source, err))
 			continue
 		}
-		if err := tgtErrs[t.Target]; err != nil && err == tgtReqErr {
+		if err := tgtErrs[t.Target]; tgtReqErr != nil && errors.Is(err, tgtReqErr) {
 			continue
 		} else if err != nil {
 			err = s.tgtAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, t.Target, err)
