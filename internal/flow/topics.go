@@ -21,8 +21,12 @@ import (
 // syncTopics runs topic sync every refresh interval and hands new
 // partitions to the data plane.
 func (r *run) syncTopics(ctx context.Context) {
-	syncer := topicsync.New(r.srcAdmin, r.tgtAdmin, r.naming, r.cfg.ReplicationFactor, r.logger).
-		WithAccess(kafka.AccessOf(r.source), kafka.AccessOf(r.target))
+	syncer := topicsync.New(r.src, r.tgt, r.naming, r.cfg.ReplicationFactor, r.logger).
+		WithAccess(kafka.AccessOf(r.source), kafka.AccessOf(r.target)).
+		WithConfigs(r.cfg.TopicConfigExcludeRegexps, r.cfg.TopicConfigOverrides)
+	if r.cfg.DeleteTopics {
+		syncer.WithDeleteTopics(r.storedTopics())
+	}
 	// start_from applies only to partitions present at the flow's very
 	// first start; everything discovered later starts at its beginning.
 	firstStart := !r.loaded.Started
@@ -54,6 +58,20 @@ func (r *run) syncTopics(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// storedTopics returns the source topics the flow's stored progress names:
+// topics it replicated before this run.
+func (r *run) storedTopics() []string {
+	seen := map[string]bool{}
+	var out []string
+	for p := range r.loaded.Positions {
+		if !seen[p.Topic] {
+			seen[p.Topic] = true
+			out = append(out, p.Topic)
+		}
+	}
+	return out
 }
 
 // settleTarget waits, after a run that did not stop cleanly, until the
@@ -121,6 +139,15 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 	defer func() { r.publishStuck(stuck) }()
 	r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrTopicSync).Add(float64(len(res.Errors)))
 	r.metrics.TopicsCreated.WithLabelValues(r.cfg.Name).Add(float64(len(res.Created)))
+	r.metrics.ConfigUpdates.WithLabelValues(r.cfg.Name).Add(float64(len(res.ConfigUpdated)))
+	r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrConfigSync).Add(float64(len(res.ConfigErrors)))
+	r.metrics.TopicsDeleted.WithLabelValues(r.cfg.Name).Add(float64(len(res.Deleted)))
+	r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrTopicSync).Add(float64(len(res.DeleteErrors)))
+	if len(res.Deleted) > 0 {
+		// The data plane stopped writing them when their source topics
+		// went; its producer need not keep their metadata.
+		r.tgt.PurgeTopicsFromProducing(res.Deleted...)
+	}
 	if len(res.Removed) > 0 {
 		r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrTopicDeleted).Add(float64(len(res.Removed)))
 		r.logger.Warn("source topics deleted; stopped replicating them", "topics", res.Removed)
@@ -188,11 +215,51 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 			}
 		}
 	}
+	newTopics = r.producerReady(ctx, newTopics, stuck)
 	if len(newTopics) == 0 {
 		return ctx.Err()
 	}
 	r.repl.Add(r.assignments(ctx, newTopics, ends, firstStart, stuck))
 	return ctx.Err()
+}
+
+// producerWait bounds how long a pass waits for the target producer to see
+// the partitions a target topic grew by.
+const producerWait = 10 * time.Second
+
+// producerReady returns the topics whose every partition the target
+// producer can write to, refreshing its metadata for up to producerWait.
+// A producer that loaded a topic before it grew refuses records for the
+// new partitions ("invalid record partitioning choice") until its metadata
+// is refreshed, which it does not do by itself for that; the topics it
+// still does not see are added to stuck and tried again on the next pass.
+func (r *run) producerReady(ctx context.Context, topics []topicsync.Topic, stuck *stuckSet) []topicsync.Topic {
+	sees := func(t topicsync.Topic) bool {
+		if leader, _, _ := r.tgt.PartitionLeader(t.Target, 0); leader < 0 {
+			return true // not loaded yet: the first write loads every partition
+		}
+		leader, _, _ := r.tgt.PartitionLeader(t.Target, t.Partitions-1)
+		return leader >= 0
+	}
+	var ready, late []topicsync.Topic
+	retry.Until(ctx, 100*time.Millisecond, producerWait, func() bool {
+		ready, late = ready[:0], late[:0]
+		for _, t := range topics {
+			if sees(t) {
+				ready = append(ready, t)
+			} else {
+				late = append(late, t)
+			}
+		}
+		if len(late) > 0 {
+			r.tgt.ForceMetadataRefresh()
+		}
+		return len(late) == 0
+	})
+	for _, t := range late {
+		stuck.add(t.Source, nil, "the target producer does not see the new partitions of "+t.Target+" yet")
+	}
+	return ready
 }
 
 // listOffsets lists offsets of topics within offsetsTimeout. What could

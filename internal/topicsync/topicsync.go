@@ -1,8 +1,10 @@
 // Package topicsync keeps a flow's target topics in step with its source:
 // it discovers source topics that match the flow's policy, creates them on
 // the target with the source's partition count and explicitly set configs
-// before any record is written, and grows target partitions when the
-// source grows.
+// before any record is written, grows target partitions when the source
+// grows, brings the target topics' configs in step with the source's on
+// every pass, and, if asked, deletes target topics whose source topics were
+// deleted.
 package topicsync
 
 import (
@@ -17,23 +19,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/policy"
 )
-
-// excludedConfigs are topic configs that describe the source cluster's
-// brokers rather than the data, and are never copied. The list follows
-// MirrorMaker 2's default config filter.
-var excludedConfigs = map[string]bool{
-	"follower.replication.throttled.replicas": true,
-	"leader.replication.throttled.replicas":   true,
-	"message.timestamp.difference.max.ms":     true,
-	"message.timestamp.type":                  true,
-	"unclean.leader.election.enable":          true,
-	"min.insync.replicas":                     true,
-}
 
 // Topic is a source topic that is ready to be replicated: its target
 // exists with at least as many partitions.
@@ -61,9 +51,13 @@ func TopicID(id kadm.TopicID) string {
 	return id.String()
 }
 
-// Syncer creates and grows a flow's target topics.
+// Syncer creates and grows a flow's target topics and keeps their configs
+// in step. It is used by one goroutine at a time.
 type Syncer struct {
-	source, target    *kadm.Client
+	source, target *kadm.Client
+	// srcCl and tgtCl are the clients under source and target, for the
+	// requests kadm does not batch the way a pass needs.
+	srcCl, tgtCl      *kgo.Client
 	policy            *policy.Topics
 	replicationFactor int16
 	logger            *slog.Logger
@@ -78,17 +72,36 @@ type Syncer struct {
 	// problems holds, per source topic, the last problem reported, so a
 	// persisting problem is logged once rather than on every pass.
 	problems map[string]string
+	// configs is the config policy; configProblems holds, per target
+	// topic, the last config sync problem logged.
+	configs        configPolicy
+	configProblems map[string]string
+	// requestProblems holds, per cluster ("source", "target"), the last
+	// failure of a whole DescribeConfigs request logged.
+	requestProblems map[string]string
+	// managed holds, per target topic, the config keys kmirror manages
+	// there (see manage).
+	managed map[string]map[string]bool
+	// deletes is the state of delete_topics; nil when it is off.
+	deletes *deletions
 }
 
-// New returns a Syncer. replicationFactor <= 0 means the target's default.
-func New(source, target *kadm.Client, p *policy.Topics, replicationFactor int, logger *slog.Logger) *Syncer {
+// New returns a Syncer that reads the source through source and writes the
+// target through target. replicationFactor <= 0 means the target's default.
+// Topic configs follow the source but for config.DefaultTopicConfigExclude
+// until WithConfigs says otherwise.
+func New(source, target *kgo.Client, p *policy.Topics, replicationFactor int, logger *slog.Logger) *Syncer {
 	rf := int16(replicationFactor)
 	if rf <= 0 {
 		rf = -1
 	}
 	return &Syncer{
-		source: source, target: target, policy: p, replicationFactor: rf, logger: logger,
+		source: kadm.NewClient(source), target: kadm.NewClient(target), srcCl: source, tgtCl: target,
+		policy: p, replicationFactor: rf, logger: logger,
 		known: map[string]int32{}, created: map[string]string{}, problems: map[string]string{},
+		configs:        configPolicy{exclude: defaultExclude()},
+		configProblems: map[string]string{}, requestProblems: map[string]string{},
+		managed: map[string]map[string]bool{},
 	}
 }
 
@@ -105,6 +118,16 @@ type Result struct {
 	Created []string // target topics created in this pass
 	Removed []string // source topics that were ready before and are gone now
 	Errors  []error  // per-topic problems; those topics are not in Ready
+	// ConfigUpdated are the target topics whose configs were changed in
+	// this pass; ConfigErrors the problems bringing configs in step (the
+	// topics are still ready and replicated).
+	ConfigUpdated []string
+	ConfigErrors  []error
+	// Deleted are the target topics deleted in this pass because their
+	// source topics were deleted (WithDeleteTopics); DeleteErrors the
+	// deletions that failed and are tried again on the next pass.
+	Deleted      []string
+	DeleteErrors []error
 	// Problems holds the same problems by source topic.
 	Problems map[string]error
 }
@@ -118,8 +141,12 @@ func (res *Result) fail(topic string, err error) {
 }
 
 // Sync lists the source topics and makes the target ready for each that
-// the policy matches. An error is returned only when a cluster cannot be
-// listed at all; per-topic problems are in Result.Errors.
+// the policy matches, then brings the configs of the target topics that
+// were ready already in step with their source topics, and, with
+// WithDeleteTopics, deletes the target topics of deleted source topics. An
+// error is returned only when a cluster cannot be listed at all; per-topic
+// problems are in Result.Errors, Result.ConfigErrors and
+// Result.DeleteErrors.
 func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 	var res Result
 	srcTopics, err := s.source.ListTopics(ctx)
@@ -141,20 +168,28 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 			delete(s.known, name)
 		}
 	}
-	if len(wanted) == 0 {
-		return res, nil
+	slices.Sort(res.Removed)
+	if s.deletes != nil {
+		s.deleteGone(ctx, srcTopics, &res)
 	}
-
 	targetNames := make([]string, len(wanted))
 	for i, name := range wanted {
 		targetNames[i] = s.policy.TargetName(name)
+	}
+	s.forgetTopics(targetNames)
+	if len(wanted) == 0 {
+		return res, nil
 	}
 	tgtTopics, err := s.target.ListTopics(ctx, targetNames...)
 	if err != nil {
 		return res, fmt.Errorf("listing target topics: %w", err)
 	}
+	// One description of the source configs serves both the topics to
+	// create and the topics whose configs are kept in step.
+	srcConfigs, srcErrs, srcReqErr := describeConfigs(ctx, s.srcCl, wanted)
 
 	var toCreate []string
+	var existing []Topic // ready before this pass: their configs are kept in step
 	for i, name := range wanted {
 		srcParts := int32(len(srcTopics[name].Partitions))
 		tgt := tgtTopics[targetNames[i]]
@@ -175,28 +210,31 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 			}
 			s.logger.Info("grew target topic partitions", "topic", targetNames[i], "from", tgtParts, "to", srcParts)
 		}
-		s.ready(&res, s.topic(srcTopics[name], targetNames[i], TopicID(tgt.ID)))
+		t := s.topic(srcTopics[name], targetNames[i], TopicID(tgt.ID))
+		s.ready(&res, t)
+		existing = append(existing, t)
 	}
 
-	if len(toCreate) > 0 {
-		configs, errs := s.explicitConfigs(ctx, toCreate)
-		for _, name := range toCreate {
-			if err := errs[name]; err != nil {
-				res.fail(name, s.problem(name, err))
-				continue
-			}
-			t := s.topic(srcTopics[name], s.policy.TargetName(name), "")
-			id, err := s.create(ctx, t, configs[name])
-			if err != nil {
-				res.fail(name, s.problem(name, err))
-				continue
-			}
-			t.TargetID = id
-			res.Created = append(res.Created, t.Target)
-			s.ready(&res, t)
+	for _, name := range toCreate {
+		if err := srcErrs[name]; err != nil {
+			err = s.srcAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, name, err)
+			res.fail(name, s.problem(name, fmt.Errorf("describing source topic %q configs: %w", name, err)))
+			continue
 		}
-		slices.SortFunc(res.Ready, func(a, b Topic) int { return strings.Compare(a.Source, b.Source) })
+		t := s.topic(srcTopics[name], s.policy.TargetName(name), "")
+		configs := s.configs.desired(srcConfigs[name])
+		id, err := s.create(ctx, t, configs)
+		if err != nil {
+			res.fail(name, s.problem(name, err))
+			continue
+		}
+		s.manage(t.Target, configs)
+		t.TargetID = id
+		res.Created = append(res.Created, t.Target)
+		s.ready(&res, t)
 	}
+	slices.SortFunc(res.Ready, func(a, b Topic) int { return strings.Compare(a.Source, b.Source) })
+	s.syncConfigs(ctx, existing, srcConfigs, srcErrs, srcReqErr, &res)
 	return res, nil
 }
 
@@ -219,6 +257,9 @@ func (s *Syncer) topic(d kadm.TopicDetail, target, targetID string) Topic {
 func (s *Syncer) ready(res *Result, t Topic) {
 	s.known[t.Source] = t.Partitions
 	delete(s.problems, t.Source)
+	if s.deletes != nil {
+		s.deletes.replicated[t.Source] = true
+	}
 	res.Ready = append(res.Ready, t)
 }
 
@@ -232,8 +273,12 @@ func (s *Syncer) problem(topic string, err error) error {
 }
 
 // create creates the target topic of t and returns its ID, if known.
-func (s *Syncer) create(ctx context.Context, t Topic, configs map[string]*string) (string, error) {
-	resp, err := s.target.CreateTopic(ctx, t.Partitions, s.replicationFactor, configs, t.Target)
+func (s *Syncer) create(ctx context.Context, t Topic, configs map[string]string) (string, error) {
+	ptrs := make(map[string]*string, len(configs))
+	for k, v := range configs {
+		ptrs[k] = kadm.StringPtr(v)
+	}
+	resp, err := s.target.CreateTopic(ctx, t.Partitions, s.replicationFactor, ptrs, t.Target)
 	if errors.Is(err, kerr.TopicAlreadyExists) {
 		return "", nil // created concurrently; the next pass checks its shape
 	}
@@ -305,58 +350,14 @@ func (s *Syncer) grow(ctx context.Context, target string, partitions int32) erro
 	return s.waitLeaders(ctx, target, partitions)
 }
 
-// explicitConfigs returns, per source topic, the configs set explicitly on
-// the topic (not inherited from broker defaults), less the excluded ones. A
-// topic whose configs cannot be described gets an error instead; the others
-// are unaffected.
-func (s *Syncer) explicitConfigs(ctx context.Context, topics []string) (map[string]map[string]*string, map[string]error) {
-	out := make(map[string]map[string]*string, len(topics))
-	errs := map[string]error{}
-	rcs, err := s.source.DescribeTopicConfigs(ctx, topics...)
-	if err != nil {
-		if len(topics) == 1 {
-			err = s.srcAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, topics[0], err)
-			errs[topics[0]] = fmt.Errorf("describing source topic %q configs: %w", topics[0], err)
-			return out, errs
-		}
-		// One topic's failure can fail the whole request: ask one by one.
-		for _, t := range topics {
-			o, e := s.explicitConfigs(ctx, []string{t})
-			maps.Copy(out, o)
-			maps.Copy(errs, e)
-		}
-		return out, errs
-	}
-	for _, rc := range rcs {
-		if rc.Err != nil {
-			err := s.srcAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, rc.Name, rc.Err)
-			errs[rc.Name] = fmt.Errorf("describing source topic %q configs: %w", rc.Name, err)
-			continue
-		}
-		m := map[string]*string{}
-		for _, c := range rc.Configs {
-			if c.Source != kmsg.ConfigSourceDynamicTopicConfig || excludedConfigs[c.Key] || c.Value == nil {
-				continue
-			}
-			m[c.Key] = c.Value
-		}
-		out[rc.Name] = m
-	}
-	for _, t := range topics {
-		if _, ok := out[t]; !ok && errs[t] == nil {
-			errs[t] = fmt.Errorf("describing source topic %q configs: no answer for the topic", t)
-		}
-	}
-	return out, errs
-}
-
-func describe(configs map[string]*string) string {
+// describe prints configs sorted by key, for logs and errors.
+func describe(configs map[string]string) string {
 	if len(configs) == 0 {
 		return "{}"
 	}
 	parts := make([]string, 0, len(configs))
 	for _, k := range slices.Sorted(maps.Keys(configs)) {
-		parts = append(parts, k+"="+*configs[k])
+		parts = append(parts, k+"="+configs[k])
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
 }

@@ -38,24 +38,19 @@ flows:
 // expires; separate clients avoid testing that.)
 type env struct {
 	ctx          context.Context
-	src, dst     *kadm.Client
+	src, dst     *kgo.Client
 	srcOp, dstOp *kadm.Client
 	srcCluster   *kfake.Cluster
+	dstCluster   *kfake.Cluster
 }
 
-// newAdmins starts a cluster and returns a client for the Syncer, with
+// newClients starts a cluster and returns a client for the Syncer, with
 // the shortest metadata cache kgo allows, and an operator client.
-func newAdmins(t *testing.T) (c *kfake.Cluster, syncer, operator *kadm.Client) {
+func newClients(t *testing.T) (c *kfake.Cluster, syncer *kgo.Client, operator *kadm.Client) {
 	t.Helper()
 	c = kfaketest.Cluster(t)
-	for _, opts := range [][]kgo.Opt{{kgo.MetadataMinAge(10 * time.Millisecond)}, nil} {
-		cl := kfaketest.Client(t, c, opts...)
-		if syncer == nil {
-			syncer = kadm.NewClient(cl)
-		} else {
-			operator = kadm.NewClient(cl)
-		}
-	}
+	syncer = kfaketest.Client(t, c, kgo.MetadataMinAge(10*time.Millisecond))
+	operator = kadm.NewClient(kfaketest.Client(t, c))
 	return c, syncer, operator
 }
 
@@ -63,8 +58,8 @@ func newEnv(t *testing.T) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
 	e := &env{ctx: ctx}
-	e.srcCluster, e.src, e.srcOp = newAdmins(t)
-	_, e.dst, e.dstOp = newAdmins(t)
+	e.srcCluster, e.src, e.srcOp = newClients(t)
+	e.dstCluster, e.dst, e.dstOp = newClients(t)
 	return e
 }
 
@@ -95,7 +90,12 @@ func (e *env) syncer(t *testing.T, flowKeys string) *Syncer {
 		t.Fatal(err)
 	}
 	f := cfg.Flows[0]
-	return New(e.src, e.dst, policy.NewTopics(f), f.ReplicationFactor, slog.New(slog.DiscardHandler))
+	s := New(e.src, e.dst, policy.NewTopics(f), f.ReplicationFactor, slog.New(slog.DiscardHandler)).
+		WithConfigs(f.TopicConfigExcludeRegexps, f.TopicConfigOverrides)
+	if f.DeleteTopics {
+		s.WithDeleteTopics(nil)
+	}
+	return s
 }
 
 func (e *env) create(t *testing.T, adm *kadm.Client, topic string, partitions int32, configs map[string]*string) {
@@ -342,8 +342,12 @@ func TestSyncExistingTargetIsReady(t *testing.T) {
 	if got, want := e.partitions(t, e.dstOp), map[string]int{"primary.t": 3, "primary.v": 4}; !reflect.DeepEqual(got, want) {
 		t.Errorf("target topics = %v, want %v", got, want)
 	}
-	if cfg := e.dynamicConfigs(t, e.dstOp, "primary.t"); cfg["retention.ms"] != "5000" {
-		t.Errorf("existing target configs changed: %v, want retention.ms=5000 kept", cfg)
+	// Its configs follow the source from the first pass on.
+	if cfg := e.dynamicConfigs(t, e.dstOp, "primary.t"); !reflect.DeepEqual(cfg, map[string]string{"retention.ms": "1000"}) {
+		t.Errorf("existing target configs = %v, want retention.ms=1000 as on the source", cfg)
+	}
+	if !reflect.DeepEqual(res.ConfigUpdated, []string{"primary.t"}) {
+		t.Errorf("ConfigUpdated = %q, want [primary.t]", res.ConfigUpdated)
 	}
 }
 
@@ -405,7 +409,7 @@ func TestDescribe(t *testing.T) {
 	if got := describe(nil); got != "{}" {
 		t.Errorf("describe(nil) = %q", got)
 	}
-	got := describe(map[string]*string{"b": kadm.StringPtr("2"), "a": kadm.StringPtr("1")})
+	got := describe(map[string]string{"b": "2", "a": "1"})
 	if got != "{a=1, b=2}" {
 		t.Errorf("describe = %q, want {a=1, b=2}", got)
 	}
