@@ -51,6 +51,9 @@ var DefaultTopicConfigExclude = []string{
 	`message\.timestamp\.type`,
 	`unclean\.leader\.election\.enable`,
 	`min\.insync\.replicas`,
+	// Removed in Kafka 4: a 4.x target refuses topics that set them.
+	`message\.format\.version`,
+	`message\.downconversion\.enable`,
 }
 
 // Defaults of the optional keys.

@@ -20,6 +20,8 @@ const (
 	OpDescribeConfigs = "DESCRIBE_CONFIGS"
 	OpAlter           = "ALTER"
 	OpIdempotentWrite = "IDEMPOTENT_WRITE"
+	OpAlterConfigs    = "ALTER_CONFIGS"
+	OpDelete          = "DELETE"
 
 	ResTopic   = "topic"
 	ResGroup   = "group"

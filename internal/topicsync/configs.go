@@ -17,10 +17,6 @@ import (
 	"github.com/kmirror/kmirror/internal/kafka"
 )
 
-// opAlterConfigs is the ACL operation that changing a topic's configs
-// needs.
-const opAlterConfigs = "ALTER_CONFIGS"
-
 // describeBatch bounds the topics of one DescribeConfigs request.
 const describeBatch = 1000
 
@@ -274,7 +270,7 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 	errs := s.alterConfigs(ctx, alters)
 	for _, a := range alters {
 		if err := errs[a.topic.Target]; err != nil {
-			err = s.tgtAccess.Denied(opAlterConfigs, kafka.ResTopic, a.topic.Target, err)
+			err = s.tgtAccess.Denied(kafka.OpAlterConfigs, kafka.ResTopic, a.topic.Target, err)
 			s.configProblem(res, a.topic, fmt.Errorf("changing target topic %q configs (%s): %w", a.topic.Target, describeChanges(a.changes), err))
 			continue
 		}

@@ -14,9 +14,6 @@ import (
 	"github.com/kmirror/kmirror/internal/policy"
 )
 
-// opDelete is the ACL operation that deleting a topic needs.
-const opDelete = "DELETE"
-
 // missingPasses is how many consecutive passes a source topic must be
 // missing from the listing before its target topic is deleted, so that
 // one odd metadata answer deletes nothing.
@@ -120,7 +117,7 @@ func (s *Syncer) deleteGone(ctx context.Context, srcTopics kadm.TopicDetails, re
 			s.logger.Debug("target topic of a deleted source topic is gone already", "topic", t, "source_topic", name)
 			d.forget(name, t)
 		case e != nil:
-			e = s.tgtAccess.Denied(opDelete, kafka.ResTopic, t, e)
+			e = s.tgtAccess.Denied(kafka.OpDelete, kafka.ResTopic, t, e)
 			e = fmt.Errorf("deleting target topic %q of deleted source topic %q: %w", t, name, e)
 			res.DeleteErrors = append(res.DeleteErrors, e)
 			if d.problems[t] != e.Error() {
