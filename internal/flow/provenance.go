@@ -130,6 +130,8 @@ func (f *Flow) startProvenance(ctx context.Context, wg *sync.WaitGroup, src, tgt
 	case <-ctx.Done():
 		return nil, false
 	}
+	f.logger.Info("provenance on: records carry the IDs of the clusters they were written to",
+		"header", replicate.HeaderProvenance, "source_id", srcID, "target_id", tgtID)
 	source, target := f.cfg.Source, f.cfg.Target
 	return &replicate.Provenance{
 		SourceID: srcID,
