@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"strings"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -31,6 +32,9 @@ type Provenance struct {
 	// to the cluster with ID origin to the target. Nil, or an origin it
 	// does not know, means the record is written.
 	Routed func(origin string) bool
+
+	once   sync.Once
+	direct []byte // "SourceID,TargetID": the value for a record without the header
 }
 
 // Path returns the cluster IDs of a record's provenance header, origin
@@ -53,8 +57,14 @@ func Path(headers []kgo.RecordHeader) []string {
 func (pv *Provenance) Apply(in []kgo.RecordHeader) ([]kgo.RecordHeader, string) {
 	path := Path(in)
 	if len(path) == 0 {
-		path = []string{pv.SourceID}
-	} else if path[len(path)-1] != pv.SourceID {
+		// Produced on the source: the common case, without parsing.
+		if pv.SourceID == pv.TargetID {
+			return nil, metrics.DropLoop
+		}
+		pv.once.Do(func() { pv.direct = []byte(pv.SourceID + "," + pv.TargetID) })
+		return setHeader(in, pv.direct), ""
+	}
+	if path[len(path)-1] != pv.SourceID {
 		// Copied here by a flow that keeps no provenance: the source is
 		// on the way too.
 		path = append(path, pv.SourceID)
@@ -67,7 +77,12 @@ func (pv *Provenance) Apply(in []kgo.RecordHeader) ([]kgo.RecordHeader, string) 
 	if path[0] != pv.SourceID && pv.Routed != nil && pv.Routed(path[0]) {
 		return nil, metrics.DropRouted
 	}
-	value := []byte(strings.Join(append(path, pv.TargetID), ","))
+	return setHeader(in, []byte(strings.Join(append(path, pv.TargetID), ","))), ""
+}
+
+// setHeader returns in with the provenance header set to value: in the
+// place of its first occurrence, others removed, or last.
+func setHeader(in []kgo.RecordHeader, value []byte) []kgo.RecordHeader {
 	out := make([]kgo.RecordHeader, 0, len(in)+1)
 	set := false
 	for _, h := range in {
@@ -83,7 +98,7 @@ func (pv *Provenance) Apply(in []kgo.RecordHeader) ([]kgo.RecordHeader, string) 
 	if !set {
 		out = append(out, kgo.RecordHeader{Key: HeaderProvenance, Value: value})
 	}
-	return out, ""
+	return out
 }
 
 // Copy returns the record a flow with provenance pv writes for source
