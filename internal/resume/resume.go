@@ -203,26 +203,26 @@ func (s *side) next(onMarker func()) (*kgo.Record, bool) {
 	return nil, false
 }
 
-// failure is why an ended side ended early, or nil if it read its range.
 // nextCopy returns the side's next source record the flow writes a copy
-// of, and that copy (copy nil: the record itself), counting in res the
+// of, and that copy (copyOf nil: the record itself), counting in res the
 // markers and the records the flow drops passed on the way.
-func (s *side) nextCopy(copy func(*kgo.Record) (*kgo.Record, bool), res *Result) (rec, want *kgo.Record, ok bool) {
+func (s *side) nextCopy(copyOf func(*kgo.Record) (*kgo.Record, bool), res *Result) (rec, want *kgo.Record, ok bool) {
 	for {
 		rec, ok := s.next(func() { res.Markers++ })
 		if !ok {
 			return nil, nil, false
 		}
-		if copy == nil {
+		if copyOf == nil {
 			return rec, rec, true
 		}
-		if want, ok := copy(rec); ok {
+		if want, ok := copyOf(rec); ok {
 			return rec, want, true
 		}
 		res.Dropped++
 	}
 }
 
+// failure is why an ended side ended early, or nil if it read its range.
 func (s *side) failure(ctx context.Context) error {
 	if s.err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
