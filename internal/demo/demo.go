@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/replicate"
 	"github.com/kmirror/kmirror/internal/runner"
 	"github.com/kmirror/kmirror/internal/verify"
 )
@@ -54,12 +55,12 @@ var sampleTopics = []topicSpec{
 // Run runs the demo and returns an error unless every record was verified.
 func Run(ctx context.Context, o Options) error {
 	out := o.Out
-	src, err := kfake.NewCluster(kfake.NumBrokers(1))
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("primary"))
 	if err != nil {
 		return fmt.Errorf("starting the embedded source cluster: %w", err)
 	}
 	defer src.Close()
-	dst, err := kfake.NewCluster(kfake.NumBrokers(1))
+	dst, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("dr"))
 	if err != nil {
 		return fmt.Errorf("starting the embedded target cluster: %w", err)
 	}
@@ -158,7 +159,9 @@ func Run(ctx context.Context, o Options) error {
 	for i, t := range sampleTopics {
 		pairs[i] = verify.Pair{Source: t.name, Target: t.name}
 	}
-	rep, err := verify.Compare(ctx, srcClient, dstClient, pairs)
+	// The copies carry the provenance header the flow adds; every other
+	// header is compared.
+	rep, err := verify.Compare(ctx, srcClient, dstClient, pairs, replicate.HeaderProvenance)
 	if err != nil {
 		return fmt.Errorf("verifying: %w", err)
 	}

@@ -33,6 +33,7 @@ import (
 type Flow struct {
 	cfg            *config.Flow
 	source, target *config.Cluster
+	peers          map[string]*config.Cluster // every cluster of the configuration
 	// graph is every flow of the configuration, for loop checks and
 	// routes in meshes.
 	graph   *topology.Graph
@@ -62,6 +63,7 @@ func New(cfg *config.Config, fc *config.Flow, m *metrics.Metrics, logger *slog.L
 		cfg:     fc,
 		source:  cfg.Clusters[fc.Source],
 		target:  cfg.Clusters[fc.Target],
+		peers:   cfg.Clusters,
 		graph:   cfg.Topology(),
 		metrics: m,
 		logger:  logger.With("flow", fc.Name),
@@ -247,6 +249,10 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 		return nil // ctx ended during setup
 	}
 
+	prov, ok := f.startProvenance(ctx, &wg, srcClient, tgtClient)
+	if !ok {
+		return nil // ctx ended before the cluster IDs were known
+	}
 	repl := replicate.New(replicate.Options{
 		Flow:                 f.cfg.Name,
 		Source:               srcClient,
@@ -259,6 +265,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 		RefusedRetryInterval: f.cfg.RefusedRetryInterval,
 		SourceAccess:         kafka.AccessOf(f.source),
 		TargetAccess:         kafka.AccessOf(f.target),
+		Provenance:           prov,
 		Metrics:              f.metrics,
 		Logger:               f.logger,
 	})

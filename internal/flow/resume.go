@@ -28,7 +28,9 @@ type resumePoint struct {
 // written by the previous run after its last progress write: those whose
 // key, value, headers and timestamp match the next source records, in
 // order, are skipped rather than written again; the rest are counted as
-// duplicates. Source transaction markers and aborted records have no copy
+// duplicates. With provenance, the copies are compared with their header,
+// records the flow drops are passed over, and so are records other
+// writers put into the target partition. Source transaction markers and aborted records have no copy
 // and are passed over; the comparison holds at most resume.PartitionBudget
 // bytes of fetched records.
 func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOffsets, omap *offsets.Map) progress.Position {
@@ -49,15 +51,20 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 	// Reading resumes at the stored position: a gap before the first
 	// matched record (a transaction marker) is covered by its run.
 	omap.Start(pos.SourceNext)
-	res, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd,
-		resume.Options{SourceReadUncommitted: r.cfg.Consumer.IsolationLevel == config.ReadUncommitted},
+	o := resume.Options{SourceReadUncommitted: r.cfg.Consumer.IsolationLevel == config.ReadUncommitted}
+	if pv := r.repl.Provenance(); pv != nil {
+		// Copies carry the provenance header, dropped records have none,
+		// and other writers of the target topic are not compared.
+		o.Copy, o.Ours = pv.Copy, pv.Wrote
+	}
+	res, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd, o,
 		func(p resume.Pair) { omap.Add(p.Source, p.Target, now) })
 	matched := res.Matched
 	if err != nil {
 		r.logger.Warn("could not compare the target's records past the stored position; they will be written again",
 			"topic", id.Topic, "partition", id.Partition, "err", err)
 	}
-	if dups := ahead - matched; dups > 0 {
+	if dups := ahead - matched - res.Others; dups > 0 {
 		r.metrics.Duplicates.WithLabelValues(r.cfg.Name, id.Topic).Add(float64(dups))
 		r.logger.Info("target holds records written after the last stored position; they will be written again",
 			"topic", id.Topic, "partition", id.Partition, "duplicates", dups)
@@ -66,6 +73,7 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 		r.metrics.ResumeSkipped.WithLabelValues(r.cfg.Name, id.Topic).Add(float64(matched))
 		r.logger.Info("resumed past records the target already holds",
 			"topic", id.Topic, "partition", id.Partition, "skipped", matched, "transaction_markers", res.Markers,
+			"dropped_by_provenance", res.Dropped, "other_writers", res.Others,
 			"from", pos.SourceNext, "to", res.Next.SourceNext)
 		return res.Next
 	}

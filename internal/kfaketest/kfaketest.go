@@ -4,6 +4,7 @@
 package kfaketest
 
 import (
+	"crypto/rand"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -11,10 +12,12 @@ import (
 )
 
 // Cluster starts a one-broker fake cluster with the extra options, closed
-// when the test ends.
+// when the test ends. Each cluster has a cluster ID of its own, as real
+// clusters do (kfake's default is the same for all): the provenance
+// header names clusters by it.
 func Cluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.ClusterID("kfake-" + rand.Text())}, opts...)...)
 	if err != nil {
 		t.Fatalf("starting a fake Kafka cluster: %v", err)
 	}

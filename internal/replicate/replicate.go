@@ -26,7 +26,11 @@
 //     DeleteRecords) are counted with their exact offset range; records of
 //     a source partition truncated below the position are copied as new
 //     data; target offsets going backwards are reported as target data
-//     loss.
+//     loss;
+//   - with provenance on (Options.Provenance), a record whose provenance
+//     header shows it is already on the target, or that another flow
+//     brings there, is not written; the position moves past it like past
+//     a transaction marker. Every record written carries the header.
 package replicate
 
 import (
@@ -95,8 +99,13 @@ type Options struct {
 	// principals in errors about missing ACLs.
 	SourceAccess kafka.Access
 	TargetAccess kafka.Access
-	Metrics      *metrics.Metrics
-	Logger       *slog.Logger
+	// Provenance, if set, decides record by record what is written and
+	// sets the provenance header (see Provenance); records it does not
+	// write move the position like transaction markers. Nil copies
+	// headers as they are.
+	Provenance *Provenance
+	Metrics    *metrics.Metrics
+	Logger     *slog.Logger
 }
 
 // Assignment starts replication of one source partition.
@@ -180,6 +189,10 @@ type partition struct {
 	paused   bool
 	probeOne bool
 	probing  bool
+	// dropNext is the offset after the last record counted as dropped
+	// for its provenance, so a record fetched again after a rewind is
+	// counted once.
+	dropNext int64
 
 	inflight atomic.Int64
 	hwm      atomic.Int64 // source end offset last seen, -1 if unknown
@@ -228,6 +241,7 @@ type partition struct {
 
 	records, bytes, retried, duplicates prometheus.Counter
 	lost, deadLettered                  prometheus.Counter
+	loopDrops, routedDrops              prometheus.Counter
 	lag                                 prometheus.Gauge
 }
 
@@ -286,6 +300,8 @@ func (r *Replicator) Add(as []Assignment) {
 			duplicates:     m.Duplicates.WithLabelValues(r.opts.Flow, a.Source.Topic),
 			lost:           m.RecordsLost.WithLabelValues(r.opts.Flow, a.Source.Topic),
 			deadLettered:   m.DeadLettered.WithLabelValues(r.opts.Flow, a.Source.Topic),
+			loopDrops:      m.ProvenanceDropped.WithLabelValues(r.opts.Flow, a.Source.Topic, metrics.DropLoop),
+			routedDrops:    m.ProvenanceDropped.WithLabelValues(r.opts.Flow, a.Source.Topic, metrics.DropRouted),
 			lag:            m.PartitionLag.WithLabelValues(r.opts.Flow, a.Source.Topic, strconv.Itoa(int(a.Source.Partition))),
 		}
 		p.hwm.Store(-1)
@@ -539,16 +555,49 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 					r.skipControl(p, rec.Offset, rec.LeaderEpoch)
 					continue
 				}
+				headers := rec.Headers
+				if pv := r.opts.Provenance; pv != nil {
+					var drop string
+					if headers, drop = pv.Apply(rec.Headers); drop != "" {
+						r.dropped(p, rec, drop)
+						continue
+					}
+				}
 				if p.probeOne {
 					p.probeOne, p.probing = false, true
 					p.mu.Lock()
 					p.probeAt = rec.Offset
 					p.mu.Unlock()
 				}
-				r.produce(ctx, p, rec)
+				r.produce(ctx, p, rec, headers)
 			}
 		})
 	}
+}
+
+// dropped counts a record not written for its provenance and moves the
+// partition's position past it exactly like past a transaction marker:
+// the offset map covers it, and an offset at it translates to the next
+// record written.
+func (r *Replicator) dropped(p *partition, rec *kgo.Record, reason string) {
+	if rec.Offset >= p.dropNext {
+		p.dropNext = rec.Offset + 1
+		if reason == metrics.DropLoop {
+			p.loopDrops.Inc()
+		} else {
+			p.routedDrops.Inc()
+		}
+	}
+	r.skipControl(p, rec.Offset, rec.LeaderEpoch)
+}
+
+// Provenance returns the flow's provenance decisions, or nil if it keeps
+// no provenance (or r is nil).
+func (r *Replicator) Provenance() *Provenance {
+	if r == nil {
+		return nil
+	}
+	return r.opts.Provenance
 }
 
 // checkDeleted reports the records the source deleted (retention,
@@ -603,6 +652,7 @@ func (r *Replicator) sourceLostData(loss *kgo.ErrDataLoss) bool {
 // offset map cut back, and they are copied. One log line and a count say
 // so.
 func (r *Replicator) sourceTruncated(p *partition, offset int64) {
+	p.dropNext = min(p.dropNext, offset) // new data: counted again
 	p.mu.Lock()
 	prev := p.fedNext
 	p.halted.Store(true)
@@ -717,20 +767,22 @@ func (p *partition) mayFollow(n int64) bool {
 	}
 }
 
-func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record) {
+// produce writes source record in, with headers, to the partition's
+// target.
+func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record, headers []kgo.RecordHeader) {
 	gate := &orderGate{Context: ctx, p: p, after: p.produced.Add(1) - 1}
 	out := &kgo.Record{
 		Topic:     p.target,
 		Partition: in.Partition,
 		Key:       in.Key,
 		Value:     in.Value,
-		Headers:   in.Headers,
+		Headers:   headers,
 		Timestamp: in.Timestamp,
 		Context:   gate,
 	}
 	src, epoch, ts := in.Offset, in.LeaderEpoch, in.Timestamp
 	size := int64(len(in.Key) + len(in.Value))
-	for _, h := range in.Headers {
+	for _, h := range headers {
 		size += int64(len(h.Key) + len(h.Value))
 	}
 	p.inflight.Add(1)

@@ -14,6 +14,14 @@
 // up to its last stable offset, so an open transaction neither blocks the
 // comparison nor lets it match records the flow could not have copied.
 //
+// A flow with provenance writes its copies with the provenance header and
+// writes nothing for the records it drops (see replicate.Provenance):
+// Options.Copy compares each source record as the flow writes it, and
+// passes over the ones it drops like transaction markers. In an
+// active-active topic the target partition also holds records of other
+// writers (its own producers, flows from other clusters): Options.Ours
+// passes over them.
+//
 // Both sides are streamed and compared record by record: memory does not
 // grow with the number of records compared (see MaxFetchBytes).
 package resume
@@ -54,6 +62,14 @@ type Options struct {
 	// configured with consumer.isolation_level read_uncommitted copies
 	// records of aborted and open transactions too.
 	SourceReadUncommitted bool
+	// Copy, if set, returns the record the flow writes for a source
+	// record, or false if it writes none; such source records are passed
+	// over. Nil: records are copied as they are.
+	Copy func(*kgo.Record) (*kgo.Record, bool)
+	// Ours, if set, reports whether a target record was written by the
+	// flow; the others are passed over. Nil: every target record past the
+	// position was.
+	Ours func(*kgo.Record) bool
 }
 
 // Pair is a source record's offset and the target offset of its copy.
@@ -69,6 +85,12 @@ type Result struct {
 	// Markers is the number of source transaction markers passed between
 	// matched records.
 	Markers int64
+	// Dropped is the number of source records passed over because the
+	// flow writes nothing for them (Options.Copy).
+	Dropped int64
+	// Others is the number of target records passed over because another
+	// writer wrote them (Options.Ours).
+	Others int64
 	// Next is the position just after the last match: where the flow
 	// resumes.
 	Next progress.Position
@@ -112,13 +134,17 @@ func Match(ctx context.Context, src, tgt *kgo.Client, id progress.Partition, tar
 			if err := tgtSide.failure(ctx); err != nil {
 				return res, fmt.Errorf("reading target %s/%d after %d matching records: %w", target, id.Partition, res.Matched, err)
 			}
-			if want := targetEnd - pos.TargetNext; res.Matched < want {
+			if want := targetEnd - pos.TargetNext - res.Others; res.Matched < want {
 				return res, fmt.Errorf("matched %d of %d records: the target's records past offset %d are not readable", res.Matched, want, res.Next.TargetNext)
 			}
 			return res, nil
 		}
 		idle.Reset(idleTimeout)
-		s, ok := srcSide.next(func() { res.Markers++ })
+		if o.Ours != nil && !o.Ours(t) {
+			res.Others++
+			continue
+		}
+		s, want, ok := srcSide.nextCopy(o.Copy, &res)
 		if !ok {
 			if err := srcSide.failure(ctx); err != nil {
 				return res, fmt.Errorf("reading source %s after %d matching records: %w", id, res.Matched, err)
@@ -126,7 +152,7 @@ func Match(ctx context.Context, src, tgt *kgo.Client, id progress.Partition, tar
 			return res, fmt.Errorf("target offset %d and later have no source record to match before the source's end or last stable offset (%d matching records)", t.Offset, res.Matched)
 		}
 		idle.Reset(idleTimeout)
-		if d := verify.Diff(s, t); d != "" {
+		if d := verify.Diff(want, t); d != "" {
 			return res, fmt.Errorf("source offset %d and target offset %d differ (%s) after %d matching records", s.Offset, t.Offset, d, res.Matched)
 		}
 		onMatch(Pair{Source: s.Offset, Target: t.Offset})
@@ -175,6 +201,25 @@ func (s *side) next(onMarker func()) (*kgo.Record, bool) {
 		return rec, true
 	}
 	return nil, false
+}
+
+// nextCopy returns the side's next source record the flow writes a copy
+// of, and that copy (copyOf nil: the record itself), counting in res the
+// markers and the records the flow drops passed on the way.
+func (s *side) nextCopy(copyOf func(*kgo.Record) (*kgo.Record, bool), res *Result) (rec, want *kgo.Record, ok bool) {
+	for {
+		rec, ok := s.next(func() { res.Markers++ })
+		if !ok {
+			return nil, nil, false
+		}
+		if copyOf == nil {
+			return rec, rec, true
+		}
+		if want, ok := copyOf(rec); ok {
+			return rec, want, true
+		}
+		res.Dropped++
+	}
 }
 
 // failure is why an ended side ended early, or nil if it read its range.

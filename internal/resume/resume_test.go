@@ -13,6 +13,7 @@ import (
 
 	"github.com/kmirror/kmirror/internal/kfaketest"
 	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/replicate"
 )
 
 type env struct {
@@ -201,4 +202,75 @@ func withoutEpoch(t *testing.T, pos progress.Position) progress.Position {
 	}
 	pos.LeaderEpoch = nil
 	return pos
+}
+
+// hrec is rec with headers (key, value pairs).
+func hrec(topic, v string, kv ...string) *kgo.Record {
+	r := rec(topic, v)
+	for i := 0; i+1 < len(kv); i += 2 {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: kv[i], Value: []byte(kv[i+1])})
+	}
+	return r
+}
+
+// With provenance, the target copies carry the path extended by the
+// target, the records the flow drops have no copy, and records other
+// writers put into the target partition are not the flow's: the match
+// passes over both and compares every copy with its header.
+func TestMatchWithProvenance(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	const ph = replicate.HeaderProvenance
+	pv := &replicate.Provenance{SourceID: "S", TargetID: "T", Routed: func(o string) bool { return o == "R" }}
+	// Source offsets: s0 | s1 from T (loop) | s2 from R (routed) | s3 | s4 from U.
+	src := []*kgo.Record{hrec("src", "s0", "a", "1"), hrec("src", "s1", ph, "T,S"), hrec("src", "s2", ph, "R,S"),
+		hrec("src", "s3"), hrec("src", "s4", "a", "2", ph, "U,S", "b", "3")}
+	// The target partition: the copies, a local record and one another
+	// flow wrote between them.
+	tgt := []*kgo.Record{hrec("tgt", "s0", "a", "1", ph, "S,T"), hrec("tgt", "local"), hrec("tgt", "s3", ph, "S,T"),
+		hrec("tgt", "s2", ph, "R,T"), hrec("tgt", "s4", "a", "2", ph, "U,S,T", "b", "3")}
+	if err := e.tgt.ProduceSync(ctx, src...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tgt.ProduceSync(ctx, tgt...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Copy: pv.Copy, Ours: pv.Wrote}
+
+	var pairs []Pair
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 5, 5, o, func(p Pair) { pairs = append(pairs, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Pair{{0, 0}, {3, 2}, {4, 4}}; !slices.Equal(pairs, want) {
+		t.Fatalf("pairs = %v, want %v", pairs, want)
+	}
+	if res.Matched != 3 || res.Dropped != 2 || res.Others != 2 || withoutEpoch(t, res.Next) != (progress.Position{SourceNext: 5, TargetNext: 5}) {
+		t.Fatalf("result = %+v, want 3 matched, 2 dropped, 2 others, next {5 5}", res)
+	}
+
+	// Without the options, the header added to the copy is a difference.
+	res, err = Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 5, 5, Options{}, func(Pair) {})
+	if err == nil || res.Matched != 0 {
+		t.Fatalf("without provenance options: result %+v, err %v; want no match and an error", res, err)
+	}
+}
+
+// A copy whose path is the flow's but whose other headers differ ends
+// the match: only the provenance header is rewritten.
+func TestMatchWithProvenanceStopsAtADifferentHeader(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	const ph = replicate.HeaderProvenance
+	pv := &replicate.Provenance{SourceID: "S", TargetID: "T"}
+	if err := e.tgt.ProduceSync(ctx, hrec("src", "s0", "a", "1"), hrec("src", "s1", "a", "1")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tgt.ProduceSync(ctx, hrec("tgt", "s0", "a", "1", ph, "S,T"), hrec("tgt", "s1", ph, "S,T", "a", "1")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 2, 2, Options{Copy: pv.Copy, Ours: pv.Wrote}, func(Pair) {})
+	if err == nil || res.Matched != 1 || res.Next.SourceNext != 1 {
+		t.Fatalf("result %+v, err %v; want 1 matched (header order differs at the second) and an error", res, err)
+	}
 }

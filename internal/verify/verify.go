@@ -61,9 +61,10 @@ func (r Report) Records() (source, matched int64) {
 const maxMismatchesPerPartition = 3
 
 // Compare reads every pair from both clusters, up to the end offsets seen
-// when it starts, and compares them. src and dst are only used for their
-// connection options.
-func Compare(ctx context.Context, src, dst *kgo.Client, pairs []Pair) (Report, error) {
+// when it starts, and compares them, leaving out the headers named ignore
+// (headers the replicator adds to its copies, such as kmirror.provenance).
+// src and dst are only used for their connection options.
+func Compare(ctx context.Context, src, dst *kgo.Client, pairs []Pair, ignore ...string) (Report, error) {
 	var rep Report
 	for _, p := range pairs {
 		srcRecs, err := ReadAll(ctx, src, p.Source)
@@ -74,12 +75,12 @@ func Compare(ctx context.Context, src, dst *kgo.Client, pairs []Pair) (Report, e
 		if err != nil {
 			return rep, fmt.Errorf("reading target topic %q: %w", p.Target, err)
 		}
-		rep.Topics = append(rep.Topics, comparePair(p, srcRecs, dstRecs))
+		rep.Topics = append(rep.Topics, comparePair(p, srcRecs, dstRecs, ignore))
 	}
 	return rep, nil
 }
 
-func comparePair(p Pair, srcRecs, dstRecs map[int32][]*kgo.Record) TopicReport {
+func comparePair(p Pair, srcRecs, dstRecs map[int32][]*kgo.Record, ignore []string) TopicReport {
 	tr := TopicReport{Pair: p}
 	parts := map[int32]bool{}
 	for id, rs := range srcRecs {
@@ -99,7 +100,7 @@ func comparePair(p Pair, srcRecs, dstRecs map[int32][]*kgo.Record) TopicReport {
 		s, d := srcRecs[id], dstRecs[id]
 		bad := 0
 		for i := 0; i < len(s) && i < len(d); i++ {
-			if diff := Diff(s[i], d[i]); diff != "" {
+			if diff := DiffIgnoring(s[i], d[i], ignore...); diff != "" {
 				if bad < maxMismatchesPerPartition {
 					tr.Mismatches = append(tr.Mismatches, fmt.Sprintf("partition %d record %d (source offset %d, target offset %d): %s", id, i, s[i].Offset, d[i].Offset, diff))
 				}
@@ -117,7 +118,12 @@ func comparePair(p Pair, srcRecs, dstRecs map[int32][]*kgo.Record) TopicReport {
 
 // Diff describes how b differs from a, or returns "" when they carry the
 // same key, value, headers and timestamp.
-func Diff(a, b *kgo.Record) string {
+func Diff(a, b *kgo.Record) string { return DiffIgnoring(a, b) }
+
+// DiffIgnoring is Diff with the headers named keys left out of both
+// records; every other header is compared, in order, duplicates included.
+func DiffIgnoring(a, b *kgo.Record, keys ...string) string {
+	ah, bh := without(a.Headers, keys), without(b.Headers, keys)
 	switch {
 	case !sameBytes(a.Key, b.Key):
 		return fmt.Sprintf("key %s != %s", show(a.Key), show(b.Key))
@@ -125,16 +131,30 @@ func Diff(a, b *kgo.Record) string {
 		return fmt.Sprintf("value %s != %s", show(a.Value), show(b.Value))
 	case !a.Timestamp.Equal(b.Timestamp):
 		return fmt.Sprintf("timestamp %d != %d", a.Timestamp.UnixMilli(), b.Timestamp.UnixMilli())
-	case len(a.Headers) != len(b.Headers):
-		return fmt.Sprintf("%d headers != %d", len(a.Headers), len(b.Headers))
+	case len(ah) != len(bh):
+		return fmt.Sprintf("%d headers != %d", len(ah), len(bh))
 	}
-	for i := range a.Headers {
-		ha, hb := a.Headers[i], b.Headers[i]
+	for i := range ah {
+		ha, hb := ah[i], bh[i]
 		if ha.Key != hb.Key || !sameBytes(ha.Value, hb.Value) {
 			return fmt.Sprintf("header %d %q=%s != %q=%s", i, ha.Key, show(ha.Value), hb.Key, show(hb.Value))
 		}
 	}
 	return ""
+}
+
+// without returns headers without those named keys.
+func without(headers []kgo.RecordHeader, keys []string) []kgo.RecordHeader {
+	if len(keys) == 0 {
+		return headers
+	}
+	out := make([]kgo.RecordHeader, 0, len(headers))
+	for _, h := range headers {
+		if !slices.Contains(keys, h.Key) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // sameBytes is bytes.Equal that tells null (nil) from empty.

@@ -313,3 +313,27 @@ func TestReadAllKeepsNullAndEmpty(t *testing.T) {
 		}
 	}
 }
+
+func TestDiffIgnoring(t *testing.T) {
+	const p = "kmirror.provenance"
+	src := rec([]byte("k"), []byte("v"), ts, hdr("a", []byte("1")), hdr("b", []byte("2")))
+	for _, tc := range []struct {
+		name string
+		b    *kgo.Record
+		want string
+	}{
+		{"header added last", rec([]byte("k"), []byte("v"), ts, hdr("a", []byte("1")), hdr("b", []byte("2")), hdr(p, []byte("S,T"))), ""},
+		{"header added between", rec([]byte("k"), []byte("v"), ts, hdr("a", []byte("1")), hdr(p, []byte("S,T")), hdr("b", []byte("2"))), ""},
+		{"another header still compared", rec([]byte("k"), []byte("v"), ts, hdr("a", []byte("1")), hdr(p, []byte("S,T"))), "2 headers != 1"},
+		{"order of the others still compared", rec([]byte("k"), []byte("v"), ts, hdr("b", []byte("2")), hdr("a", []byte("1")), hdr(p, nil)), `header 0 "a"="1" != "b"="2"`},
+		{"value still compared", rec([]byte("k"), []byte("w"), ts, hdr("a", []byte("1")), hdr("b", []byte("2")), hdr(p, nil)), `value "v" != "w"`},
+	} {
+		got := DiffIgnoring(src, tc.b, p)
+		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("%s: DiffIgnoring = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if Diff(src, rec([]byte("k"), []byte("v"), ts, hdr("a", []byte("1")), hdr("b", []byte("2")), hdr(p, nil))) == "" {
+		t.Error("Diff ignores a header")
+	}
+}

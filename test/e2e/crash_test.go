@@ -109,7 +109,7 @@ topic_naming: identity
 			t.Fatalf("partition %d: target has %d distinct records, source %d: records lost", part, len(unique), len(src))
 		}
 		for i := range src {
-			if d := verify.Diff(src[i], unique[i]); d != "" {
+			if d := diffCopy(src[i], unique[i]); d != "" {
 				t.Fatalf("partition %d record %d: %s", part, i, d)
 			}
 		}

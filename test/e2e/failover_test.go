@@ -225,7 +225,7 @@ sync_interval: 1s
 			t.Errorf("partition %d: report says replicated up to %d, the target holds %d records", ps.Partition, ps.Replicated, len(dst))
 		}
 		for i := range dst {
-			if i >= len(src) || verify.Diff(src[i], dst[i]) != "" {
+			if i >= len(src) || diffCopy(src[i], dst[i]) != "" {
 				t.Fatalf("partition %d: target record %d differs from the source", ps.Partition, i)
 			}
 		}

@@ -23,6 +23,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmirror/kmirror/internal/replicate"
+	"github.com/kmirror/kmirror/internal/verify"
 	"github.com/kmirror/kmirror/test/kafkatest"
 )
 
@@ -285,4 +287,12 @@ func sum(m map[int32]int64) int64 {
 		n += v
 	}
 	return n
+}
+
+// diffCopy compares a source record with its copy like verify.Diff, but
+// leaves out the provenance header, which flows with provenance (on by
+// default with identity naming) add to their copies. Every other header
+// is compared, in order.
+func diffCopy(src, copy *kgo.Record) string {
+	return verify.DiffIgnoring(src, copy, replicate.HeaderProvenance)
 }

@@ -105,7 +105,7 @@ topic_naming: identity
 				if i >= len(src[part]) {
 					break
 				}
-				if d := verify.Diff(src[part][i], r); d != "" {
+				if d := diffCopy(src[part][i], r); d != "" {
 					t.Fatalf("%s: partition %d, target offset %d: %s (a record repeated, lost or out of order)", when, part, i, d)
 				}
 			}

@@ -21,7 +21,7 @@ func sameRecords(t *testing.T, topic string, src, dst map[int32][]*kgo.Record, p
 		s, d := src[part], dst[part]
 		n := min(len(s), len(d))
 		for i := range n {
-			if diff := verify.Diff(s[i], d[i]); diff != "" {
+			if diff := diffCopy(s[i], d[i]); diff != "" {
 				t.Fatalf("%s/%d record %d (source offset %d, target offset %d): %s", topic, part, i, s[i].Offset, d[i].Offset, diff)
 			}
 		}
