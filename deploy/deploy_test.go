@@ -6,6 +6,7 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/kmirror/kmirror/internal/config"
 )
 
 // root is the repository root, relative to this package's directory.
@@ -491,4 +496,91 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("systemd-analyze security: exposure %.1f, want at most 2.0 (0 is best, 10 worst)", level)
 	}
 	t.Logf("systemd-analyze verify: clean; security exposure %.1f of 10", level)
+}
+
+// TestChartConfigs loads the configurations the Helm chart's tests and
+// values-full.yaml use, with the http.listen the chart adds, through
+// kmirror's own configuration loader: they must be valid kmirror
+// configurations, and "[${POD_IP}]:port" must work for IPv4 and IPv6 pods.
+func TestChartConfigs(t *testing.T) {
+	const listen = "[${POD_IP}]:9780"
+	withListen := func(t *testing.T, cfg map[string]any) []byte {
+		t.Helper()
+		http, _ := cfg["http"].(map[string]any)
+		if http == nil {
+			http = map[string]any{}
+		}
+		http["listen"] = listen
+		cfg["http"] = http
+		out, err := yaml.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	readYAML := func(t *testing.T, path string) map[string]any {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v map[string]any
+		if err := yaml.Unmarshal(data, &v); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return v
+	}
+
+	minimal := withListen(t, readYAML(t, "helm/validate/testdata/kmirror.yaml"))
+	for _, ip := range []string{"10.1.2.3", "fd00::1"} {
+		env := map[string]string{"POD_IP": ip, "DR_BOOTSTRAP": "dr:9092", "DR_PASSWORD": "secret"}
+		cfg, err := config.Parse("kmirror.yaml", minimal, lookup(env))
+		if err != nil {
+			t.Fatalf("POD_IP=%s: %v", ip, err)
+		}
+		if want := "[" + ip + "]:9780"; cfg.HTTP.Listen != want {
+			t.Errorf("POD_IP=%s: http.listen %q, want %q", ip, cfg.HTTP.Listen, want)
+		}
+	}
+	// The bracketed form binds for an IPv4 address too.
+	ln, err := net.Listen("tcp", "[127.0.0.1]:0")
+	if err != nil {
+		t.Fatalf("listen on [127.0.0.1]:0: %v", err)
+	}
+	ln.Close()
+
+	// values-full.yaml: its secret files live under /var/run/secrets/kmirror
+	// in the pod; here, in a temporary directory.
+	full := readYAML(t, "helm/kmirror/values-full.yaml")
+	cfgYAML := withListen(t, full["config"].(map[string]any))
+	dir := t.TempDir()
+	cfgYAML = bytes.ReplaceAll(cfgYAML, []byte("/var/run/secrets/kmirror/"), []byte(dir+"/"))
+	for _, m := range regexp.MustCompile(regexp.QuoteMeta(dir)+`/[^\s"']+`).FindAll(cfgYAML, -1) {
+		if err := os.MkdirAll(filepath.Dir(string(m)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(string(m), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := map[string]string{"POD_IP": "10.1.2.3", "DR_PASSWORD": "secret", "KMIRROR_ADMIN_TOKEN": "0123456789abcdef0123"}
+	for _, e := range full["env"].([]any) {
+		e := e.(map[string]any)
+		env[e["name"].(string)] = e["value"].(string)
+	}
+	cfg, err := config.Parse("kmirror.yaml", cfgYAML, lookup(env))
+	if err != nil {
+		t.Fatalf("values-full.yaml's configuration: %v", err)
+	}
+	if cfg.HTTP.Listen != "[10.1.2.3]:9780" || len(cfg.Flows) != 1 || len(cfg.Clusters) != 2 {
+		t.Errorf("values-full.yaml's configuration: listen %q, %d flows, %d clusters", cfg.HTTP.Listen, len(cfg.Flows), len(cfg.Clusters))
+	}
+	t.Logf("chart configurations load: minimal (IPv4 and IPv6 pod IPs), values-full.yaml (%d clusters, %d flow)", len(cfg.Clusters), len(cfg.Flows))
+}
+
+func lookup(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
 }
