@@ -543,3 +543,59 @@ func TestChartReadme(t *testing.T) {
 	}
 	t.Logf("README.md documents all %d values with their defaults", len(keys))
 }
+
+// TestChartNotes renders NOTES.txt (helm template leaves it out) through a
+// copy of the chart with one more template that includes it.
+func TestChartNotes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "kmirror")
+	if err := os.CopyFS(dir, os.DirFS(chart)); err != nil {
+		t.Fatal(err)
+	}
+	const probe = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: notes}
+data:
+  notes: |
+    {{- include "kmirror/templates/NOTES.txt" . | nindent 4 }}
+`
+	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes.yaml"), []byte(probe), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notes := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(helmBin(t), append([]string{"template", "kmirror", dir, "--namespace", "kafka", "--show-only", "templates/zz-notes.yaml"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("helm template %v: %v\n%s", args, err, out)
+		}
+		var cm corev1.ConfigMap
+		if err := yaml.Unmarshal(out, &cm); err != nil {
+			t.Fatal(err)
+		}
+		n := cm.Data["notes"]
+		if strings.Contains(n, "<no value>") {
+			t.Errorf("NOTES with %v has a <no value>:\n%s", args, n)
+		}
+		return n
+	}
+	n := notes("-f", minimal)
+	for _, want := range []string{
+		`kubectl get --raw "/api/v1/namespaces/kafka/services/http:kmirror:admin/proxy/api/flows"`,
+		"kubectl logs -n kafka -l app.kubernetes.io/instance=kmirror",
+		"http://kmirror.kafka.svc:9780/metrics",
+		"port-forward does not reach it",
+	} {
+		if !strings.Contains(n, want) {
+			t.Errorf("NOTES do not contain %q:\n%s", want, n)
+		}
+	}
+	n = notes("--set", "existingConfigMap=mine,replicaCount=2,admin.scheme=HTTPS,admin.listenOnPodIP=false")
+	for _, want := range []string{"hot standbys", "services/https:kmirror:admin/proxy", "ConfigMap mine", "kubectl rollout restart deployment/kmirror"} {
+		if !strings.Contains(n, want) {
+			t.Errorf("NOTES do not contain %q:\n%s", want, n)
+		}
+	}
+	if strings.Contains(n, "port-forward") {
+		t.Errorf("NOTES warn about port-forward with admin.listenOnPodIP=false:\n%s", n)
+	}
+}
