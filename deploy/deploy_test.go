@@ -284,7 +284,7 @@ func TestDockerfile(t *testing.T) {
 	if m == nil {
 		t.Fatal("go.mod: no go line")
 	}
-	if want := "golang:" + string(m[1]) + " AS build"; froms[0].args != want {
+	if want := "--platform=$BUILDPLATFORM golang:" + string(m[1]) + " AS build"; froms[0].args != want {
 		t.Errorf("Dockerfile:%d: FROM %s, want FROM %s (go.mod says go %s%s)", froms[0].line, froms[0].args, want, m[1], m[2])
 	}
 	for _, a := range []string{"VERSION", "COMMIT"} {
