@@ -101,7 +101,7 @@ fi
 # render the chart's other cases and check that mistakes are caught.
 HELM_VERSION=v3.22.0
 helm="$PWD/.cache/bin/helm"
-step "Helm chart: helm $HELM_VERSION lint and template, manifests validated (deploy/helm/validate)"
+step "Helm chart: helm $HELM_VERSION lint and template, manifests validated; Dockerfile parsed (deploy/helm/validate)"
 if ! go version -m "$helm" 2>/dev/null | grep -qE "^[[:space:]]+mod[[:space:]]+helm.sh/helm/v3[[:space:]]+$HELM_VERSION[[:space:]]"; then
 	echo "building helm $HELM_VERSION into .cache/bin (first run only; about two minutes)"
 	GOBIN="$PWD/.cache/bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"

@@ -16,6 +16,10 @@
 // "restricted" Pod Security Standard).
 //
 // It prints one line per object and exits 1 if anything is wrong.
+//
+// The package's tests render the chart in its other cases (chart_test.go),
+// show that each kind of mistake is caught (validate_test.go), and parse
+// deploy/Dockerfile with BuildKit's parser and lint rules (dockerfile_test.go).
 package main
 
 import (
