@@ -72,7 +72,7 @@ func TestDockerfileParses(t *testing.T) {
 		{"misspelled flag", "COPY --from=build", "COPY --frm=build", "unknown flag: --frm"},
 		{"bad mount type", "--mount=type=cache,target=/go/pkg/mod go mod", "--mount=type=cahce,target=/go/pkg/mod go mod", "unsupported mount type"},
 		{"keyword casing", "AS build", "as build", "FromAsCasing"},
-		{"unknown stage option", "FROM gcr.io", "FROM --platfrom=linux/amd64 gcr.io", "unknown flag: --platfrom"},
+		{"unknown stage option", "FROM gcr.io", "FROM --platfrom=linux/amd64 gcr.io", "unknown flag: --platfrom"}, //nolint:misspell // the mistake under test
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
