@@ -8,7 +8,10 @@
 #      in .cache/, so later runs skip it);
 #   3. runs go vet ./... and golangci-lint (.golangci.yml; the pinned
 #      version is built from the Go module proxy into .cache/bin once);
-#   4. runs go test ./... with the real-Kafka integration tests required:
+#   4. lints and renders the Helm chart (deploy/helm/kmirror) with a pinned
+#      helm, also built into .cache/bin once, and validates the manifests
+#      offline against the Kubernetes API types (deploy/helm/validate);
+#   5. runs go test ./... with the real-Kafka integration tests required:
 #      KMIRROR_REQUIRE_KAFKA=1 turns their skip into a failure.
 #
 # Works from any directory. Exits with go test's status; the last line says
@@ -88,6 +91,39 @@ if ! "$lint" version 2>/dev/null | grep -qF "version ${GOLANGCI_LINT_VERSION#v} 
 fi
 "$lint" run ./... || {
 	echo "test.sh: FAIL (golangci-lint)"
+	echo "test.sh: 0 passed, 1 failed"
+	exit 1
+}
+
+# The Helm chart: pinned helm, built once into .cache/bin; the rendered
+# manifests are validated offline by deploy/helm/validate (a module of its
+# own, so the main module needs no Kubernetes packages), whose tests also
+# render the chart's other cases and check that mistakes are caught.
+HELM_VERSION=v3.22.0
+helm="$PWD/.cache/bin/helm"
+step "Helm chart: helm $HELM_VERSION lint and template, manifests validated; Dockerfile parsed (deploy/helm/validate)"
+if ! go version -m "$helm" 2>/dev/null | grep -qE "^[[:space:]]+mod[[:space:]]+helm.sh/helm/v3[[:space:]]+$HELM_VERSION[[:space:]]"; then
+	echo "building helm $HELM_VERSION into .cache/bin (first run only; about two minutes)"
+	GOBIN="$PWD/.cache/bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+chart_check() {
+	local chart=deploy/helm/kmirror minimal=deploy/helm/validate/testdata/minimal-values.yaml
+	local dir
+	dir=$(mktemp -d)
+	"$helm" lint --strict "$chart" -f "$minimal" &&
+		"$helm" lint --strict "$chart" -f "$chart/values-full.yaml" &&
+		"$helm" template kmirror "$chart" --namespace kafka -f "$minimal" >"$dir/default.yaml" &&
+		"$helm" template kmirror "$chart" --namespace kafka -f "$chart/values-full.yaml" >"$dir/full.yaml" &&
+		(cd deploy/helm/validate && go vet ./... &&
+			echo "default values (values.yaml + a configuration):" && go run . "$dir/default.yaml" &&
+			echo "values-full.yaml (every option on):" && go run . "$dir/full.yaml" &&
+			HELM="$helm" go test -count=1 -v ./... | grep -E '^(--- |ok|FAIL)|_test.go:')
+	local status=$?
+	rm -rf "$dir"
+	return $status
+}
+chart_check || {
+	echo "test.sh: FAIL (Helm chart)"
 	echo "test.sh: 0 passed, 1 failed"
 	exit 1
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -39,34 +40,44 @@ func exitCode(err error) int {
 }
 
 func TestVersion(t *testing.T) {
+	plat := " " + runtime.GOOS + "/" + runtime.GOARCH + ")\n"
 	tests := []struct {
-		name, version, want string
+		name, version, commit string
+		args                  []string
+		want                  string
 	}{
-		{"set at build time", "v1.2.3", "kmirror v1.2.3\n"},
-		{"another", "0.0.1-rc.1", "kmirror 0.0.1-rc.1\n"},
+		{"set at build time", "v1.2.3", "0123456789abcdef0123", []string{"version"},
+			"kmirror v1.2.3 (commit 0123456789ab, " + runtime.Version() + "," + plat},
+		{"--version", "v1.2.3", "abc1234-dirty", []string{"--version"},
+			"kmirror v1.2.3 (commit abc1234-dirty, " + runtime.Version() + "," + plat},
+		{"another", "0.0.1-rc.1", "abc1234", []string{"version"},
+			"kmirror 0.0.1-rc.1 (commit abc1234, " + runtime.Version() + "," + plat},
 	}
-	saved := version
-	t.Cleanup(func() { version = saved })
+	savedVersion, savedCommit := version, commit
+	t.Cleanup(func() { version, commit = savedVersion, savedCommit })
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			version = tc.version
-			out, _, err := execute(t, "version")
+			version, commit = tc.version, tc.commit
+			out, _, err := execute(t, tc.args...)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if out != tc.want {
 				t.Errorf("output %q, want %q", out, tc.want)
 			}
+			if versionString() != tc.version {
+				t.Errorf("versionString() = %q, want %q", versionString(), tc.version)
+			}
 		})
 	}
 
-	version = ""
+	version, commit = "", ""
 	out, _, err := execute(t, "version")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(out, "kmirror ") || strings.TrimSpace(strings.TrimPrefix(out, "kmirror ")) == "" {
-		t.Errorf("version without a build-time version printed %q, want \"kmirror <version>\"", out)
+	if !strings.HasPrefix(out, "kmirror dev (") || !strings.HasSuffix(out, plat) {
+		t.Errorf("version without build-time values printed %q, want \"kmirror dev (..., go1.x, os/arch)\"", out)
 	}
 
 	if _, _, err := execute(t, "version", "extra"); err == nil {

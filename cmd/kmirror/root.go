@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -14,22 +13,27 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kmirror/kmirror/internal/buildinfo"
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/runner"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
+// version and commit are set at build time:
+//
+//	go build -ldflags "-X main.version=v1.2.3 -X main.commit=$(git rev-parse HEAD)" ./cmd/kmirror
+//
+// Empty means not set; buildinfo then falls back to the Go build information.
+var (
+	version = ""
+	commit  = ""
+)
 
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
+// buildInfo describes this binary: version, commit, Go version, platform.
+func buildInfo() buildinfo.Info { return buildinfo.Read(version, commit) }
+
+// versionString is the version alone ("v1.2.3", or "dev"), as the admin API
+// and the logs show it.
+func versionString() string { return buildInfo().Version() }
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -40,9 +44,11 @@ partitions, order, keys, values, headers and timestamps, for disaster recovery,
 migrations, fan-out and aggregation.
 
 Start with "kmirror demo" to see it work with no setup.`,
+		Version:       buildInfo().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newRunCommand(), newDemoCommand(), newOffsetsCommand(), newFailoverCommand(), newFailbackCommand(), newVersionCommand())
 	return root
 }
@@ -50,10 +56,18 @@ Start with "kmirror demo" to see it work with no setup.`,
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the kmirror version",
-		Args:  cobra.NoArgs,
+		Short: "Print the kmirror version, commit, Go version and platform",
+		Long: `Print the kmirror version in one line, with the commit it was built
+from, the Go version that built it and the platform, such as
+
+  kmirror v1.2.3 (commit 0123456789ab, go1.26.8, linux/amd64)
+
+Release builds set the version and commit at link time; a build from a git
+checkout shows "dev" and the checked-out commit ("-dirty" with uncommitted
+changes). "kmirror --version" prints the same.`,
+		Args: cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "kmirror", versionString())
+			fmt.Fprintln(cmd.OutOrStdout(), buildInfo().String())
 		},
 	}
 }
