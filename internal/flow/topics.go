@@ -386,10 +386,18 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 				toResume = append(toResume, resumed{len(as), resumePoint{
 					id: id, target: t.Target, pos: pos, sourceStart: start.Offset, sourceEnd: end.Offset,
 				}})
-			} else if firstStart && r.cfg.StartFrom == "latest" {
-				a.Start = progress.Position{SourceNext: end.Offset, TargetNext: -1}
 			} else {
 				a.Start = progress.Position{SourceNext: start.Offset, TargetNext: -1}
+				if firstStart && r.cfg.StartFrom == "latest" {
+					a.Start.SourceNext = end.Offset
+				}
+				// Where the first copy will land: stored before it is
+				// written, so that a crash right after the first writes
+				// compares them on restart instead of writing them again.
+				if te, ok := tgtEnds.Lookup(t.Target, p); ok && te.Err == nil {
+					a.Start.TargetNext = te.Offset
+					a.StoreFirst = true
+				}
 			}
 			a.Start.TopicID = t.SourceID
 			as = append(as, a)

@@ -118,6 +118,12 @@ type Assignment struct {
 	Start progress.Position
 	// Runs is the partition's stored offset map, sorted.
 	Runs []offsets.Run
+	// StoreFirst says the start position is not stored yet (a partition
+	// replicated for the first time): nothing is read from the partition
+	// until the position, with the target offset its first copy will get,
+	// is stored. A crash after the first writes then finds them on
+	// restart, and compares them instead of writing them again.
+	StoreFirst bool
 }
 
 // Totals are counters over the replicator's lifetime.
@@ -157,6 +163,10 @@ type Replicator struct {
 	pollMu   sync.Mutex
 	wakePoll context.CancelFunc // ends the poll in progress, if any
 
+	// storeNow asks the progress loop for a write at once: partitions
+	// wait for their start position to be stored (Assignment.StoreFirst).
+	storeNow chan struct{}
+
 	deadLetters  sync.WaitGroup // writes to the dead-letter topic
 	deadLetterOK atomic.Bool    // the dead-letter topic is known to exist
 }
@@ -167,10 +177,11 @@ func New(opts Options) *Replicator {
 		opts.RefusedRetryInterval = DefaultRefusedRetryInterval
 	}
 	r := &Replicator{
-		opts:    opts,
-		latency: opts.Metrics.Latency.WithLabelValues(opts.Flow),
-		stopped: opts.Metrics.PartitionsStopped.WithLabelValues(opts.Flow),
-		parts:   map[string]map[int32]*partition{},
+		opts:     opts,
+		latency:  opts.Metrics.Latency.WithLabelValues(opts.Flow),
+		stopped:  opts.Metrics.PartitionsStopped.WithLabelValues(opts.Flow),
+		parts:    map[string]map[int32]*partition{},
+		storeNow: make(chan struct{}, 1),
 	}
 	r.stopped.Set(0)
 	return r
@@ -203,6 +214,10 @@ type partition struct {
 	// produced counts records handed to the producer; settled those the
 	// producer answered. orderGate compares them.
 	produced, settled atomic.Int64
+
+	// start is where reading starts once the start position is stored
+	// (Assignment.StoreFirst); nil when reading started.
+	start *kgo.Offset
 
 	mu        sync.Mutex
 	acked     progress.Position // advanced only over acknowledged records
@@ -279,6 +294,7 @@ func (r *Replicator) each(fn func(*partition)) {
 func (r *Replicator) Add(as []Assignment) {
 	m := r.opts.Metrics
 	add := map[string]map[int32]kgo.Offset{}
+	waiting := false
 	r.mu.Lock()
 	for _, a := range as {
 		if r.parts[a.Source.Topic][a.Source.Partition] != nil {
@@ -310,9 +326,6 @@ func (r *Replicator) Add(as []Assignment) {
 			r.parts[a.Source.Topic] = map[int32]*partition{}
 		}
 		r.parts[a.Source.Topic][a.Source.Partition] = p
-		if add[a.Source.Topic] == nil {
-			add[a.Source.Topic] = map[int32]kgo.Offset{}
-		}
 		start := kgo.NewOffset().At(a.Start.SourceNext)
 		if e := a.Start.LeaderEpoch; e != nil && *e >= 0 {
 			// The consumer checks the source still holds the record before
@@ -320,9 +333,23 @@ func (r *Replicator) Add(as []Assignment) {
 			p.ackedEpoch = *e
 			start = start.WithEpoch(*e)
 		}
+		if a.StoreFirst {
+			p.start = &start
+			waiting = true
+			continue
+		}
+		if add[a.Source.Topic] == nil {
+			add[a.Source.Topic] = map[int32]kgo.Offset{}
+		}
 		add[a.Source.Topic][a.Source.Partition] = start
 	}
 	r.mu.Unlock()
+	if waiting {
+		select {
+		case r.storeNow <- struct{}{}:
+		default:
+		}
+	}
 	if len(add) > 0 {
 		r.opts.Source.AddConsumePartitions(add)
 		for topic, ps := range add {
@@ -1199,6 +1226,7 @@ func (r *Replicator) progressLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-r.storeNow:
 		}
 		if err := r.writeProgress(ctx); err != nil && ctx.Err() == nil {
 			r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrProgress).Inc()
@@ -1279,7 +1307,29 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 		p.persisted = entries[i].SourceNext
 		p.mu.Unlock()
 	}
+	r.startStored(parts)
 	return nil
+}
+
+// startStored starts reading the partitions among parts that waited for
+// their start position to be stored (Assignment.StoreFirst).
+func (r *Replicator) startStored(parts []*partition) {
+	add := map[string]map[int32]kgo.Offset{}
+	r.mu.Lock()
+	for _, p := range parts {
+		if p.start == nil {
+			continue
+		}
+		if add[p.id.Topic] == nil {
+			add[p.id.Topic] = map[int32]kgo.Offset{}
+		}
+		add[p.id.Topic][p.id.Partition] = *p.start
+		p.start = nil
+	}
+	r.mu.Unlock()
+	if len(add) > 0 {
+		r.opts.Source.AddConsumePartitions(add)
+	}
 }
 
 // Translate returns the target offset of the first replicated record at or

@@ -585,3 +585,57 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestReplicateStoresStartBeforeFirstWrite(t *testing.T) {
+	e := newEnv(t)
+	const src, dst = "t", "primary.t"
+	e.createTopic(t, e.srcAdmin, src, 2, nil)
+	e.createTopic(t, e.tgtAdmin, dst, 2, nil)
+	e.produce(t, src, records(2, 10, "x")...)
+	add := func(r *Replicator) {
+		r.Add([]Assignment{
+			// Stored already: read at once.
+			{Source: progress.Partition{Topic: src, Partition: 0}, TargetTopic: dst, Start: progress.Position{SourceNext: 0, TargetNext: 0}},
+			// Not stored: read once its start is.
+			{Source: progress.Partition{Topic: src, Partition: 1}, TargetTopic: dst, Start: progress.Position{SourceNext: 0, TargetNext: 0}, StoreFirst: true},
+		})
+	}
+
+	// Progress cannot be stored (its client is closed): partition 1 is
+	// never read.
+	closed := newClient(t, e.tgtClient.OptValue(kgo.SeedBrokers).([]string))
+	closed.Close()
+	r := e.replicator()
+	r.opts.Progress = progress.NewStore(closed, policy.ProgressTopic(flowName))
+	add(r)
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	waitFor(t, "partition 0 copied", func() bool { return r.Totals().Records >= 10 })
+	time.Sleep(300 * time.Millisecond) // partition 1 would be copied in this time
+	if got := r.Totals().Records; got != 10 {
+		t.Errorf("%d records copied while the start position could not be stored, want only partition 0's 10", got)
+	}
+	cancel()
+	<-done
+
+	// With progress stored, partition 1 starts at once, even with a long
+	// progress interval. (The source client goes on with partition 0
+	// where it was.)
+	r = e.replicator()
+	r.opts.ProgressInterval = time.Hour
+	add(r)
+	stop := e.run(t, r)
+	waitFor(t, "partition 1 copied", func() bool { return endOffsets(t, e.ctx, e.tgtAdmin, dst)[1] == 10 })
+	loaded, err := e.store.Load(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos := loaded.Positions[progress.Partition{Topic: src, Partition: 1}]; pos.SourceNext != 0 || pos.TargetNext != 0 {
+		t.Errorf("stored start of partition 1 = %+v, want source 0 target 0", pos)
+	}
+	stop()
+	if ends := endOffsets(t, e.ctx, e.tgtAdmin, dst); ends[0] != 10 || ends[1] != 10 {
+		t.Errorf("target ends = %v, want 10 and 10", ends)
+	}
+}

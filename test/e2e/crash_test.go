@@ -127,3 +127,77 @@ topic_naming: identity
 	}
 	second.stop()
 }
+
+// TestSurvivesSIGKILLAtFirstWrites kills kmirror as soon as the first
+// copies reach the target, before a progress write could record them: the
+// start position of every partition is stored before its first copy is
+// written, so the restart finds the copies and does not write them again.
+func TestSurvivesSIGKILLAtFirstWrites(t *testing.T) {
+	p := startPair(t)
+	const topic, partitions, perPartition = "early", 4, 5_000
+	createTopic(t, p.srcCl, topic, partitions, nil)
+	var recs []*kgo.Record
+	for i := range partitions * perPartition {
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(i % partitions), Value: fmt.Appendf(nil, "%d", i)})
+	}
+	produce(t, p.srcCl, recs)
+
+	httpAddr := freeAddr(t)
+	cfg := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["early"]
+progress_interval: 1m
+`))
+	first := startKmirror(t, cfg, httpAddr)
+	target := "src." + topic
+	waitFor(t, time.Minute, "the first copies on the target", func() (bool, string) {
+		n := sum(endOffsets(t, p.dstCl, target))
+		return n > 0, fmt.Sprintf("target has %d", n)
+	})
+	first.kill()
+	killedAt := sum(endOffsets(t, p.dstCl, target))
+	t.Logf("SIGKILL with %d records on the target, no progress stored but the start positions (progress_interval 1m)", killedAt)
+
+	second := startKmirror(t, cfg, httpAddr)
+	var skipped float64
+	waitFor(t, time.Minute, "the restart to find the copies already written", func() (bool, string) {
+		_, body, err := second.get("/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		v, _ := metricValue(body, `kmirror_resume_skipped_records_total{flow="e2e",topic="early"}`)
+		skipped = v
+		return int64(v) >= killedAt, fmt.Sprintf("skipped %v of %d", v, killedAt)
+	})
+	waitFor(t, time.Minute, "every record on the target", func() (bool, string) {
+		n := sum(endOffsets(t, p.dstCl, target))
+		return n >= partitions*perPartition, fmt.Sprintf("target has %d of %d", n, partitions*perPartition)
+	})
+	_, body, err := second.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dups, _ := metricValue(body, `kmirror_duplicate_records_total{flow="e2e",topic="early"}`)
+	t.Logf("restart skipped %v records already written; %v duplicates reported", skipped, dups)
+	second.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srcRecs, err := verify.ReadAll(ctx, p.srcCl, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstRecs, err := verify.ReadAll(ctx, p.dstCl, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for part := range int32(partitions) {
+		if len(dstRecs[part]) != len(srcRecs[part]) {
+			t.Errorf("partition %d: target has %d records, source %d (duplicates or loss)", part, len(dstRecs[part]), len(srcRecs[part]))
+			continue
+		}
+		for i := range srcRecs[part] {
+			if d := diffCopy(srcRecs[part][i], dstRecs[part][i]); d != "" {
+				t.Fatalf("partition %d record %d: %s", part, i, d)
+			}
+		}
+	}
+}
