@@ -43,7 +43,7 @@ Start with "kmirror demo" to see it work with no setup.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCommand(), newDemoCommand(), newOffsetsCommand(), newFailoverCommand(), newFailbackCommand(), newVersionCommand())
+	root.AddCommand(newRunCommand(), newDemoCommand(), newOffsetsCommand(), newFailoverCommand(), newFailbackCommand(), newStatusCommand(), newVersionCommand())
 	return root
 }
 

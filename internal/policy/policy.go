@@ -32,17 +32,24 @@ type Topics struct {
 	// are never copied.
 	graph *topology.Graph
 	edge  topology.Edge
+	// heartbeat is the flow's heartbeat topic when it writes heartbeats:
+	// it is replicated whatever the include regexes say.
+	heartbeat string
 }
 
 // NewTopics builds the topic policy of flow f.
 func NewTopics(f *config.Flow) *Topics {
-	return &Topics{
+	p := &Topics{
 		include:    f.TopicsRegexps,
 		exclude:    f.TopicsExcludeRegexps,
 		naming:     f.TopicNaming,
 		prefix:     f.TopicPrefix,
 		loopPrefix: f.Target + ".",
 	}
+	if f.HeartbeatInterval > 0 {
+		p.heartbeat = f.HeartbeatTopic
+	}
+	return p
 }
 
 // WithGraph makes p also skip the source topics whose chain of known topic
@@ -61,6 +68,10 @@ func IsInternal(topic string) bool {
 }
 
 // Matches reports whether the flow replicates source topic name.
+//
+// A flow that writes heartbeats replicates its heartbeat topic even if no
+// include regex matches it, as MirrorMaker 2 does; an exclude regex that
+// matches it still leaves it out.
 func (p *Topics) Matches(name string) bool {
 	if IsInternal(name) {
 		return false
@@ -75,6 +86,9 @@ func (p *Topics) Matches(name string) bool {
 		if re.MatchString(name) {
 			return false
 		}
+	}
+	if p.heartbeat != "" && name == p.heartbeat {
+		return true
 	}
 	for _, re := range p.include {
 		if re.MatchString(name) {
@@ -96,6 +110,12 @@ func (p *Topics) TargetName(name string) string {
 // cluster, that holds the progress of flow.
 func ProgressTopic(flow string) string {
 	return InternalPrefix + "." + flow + ".progress"
+}
+
+// StatusTopic is the name of the internal compacted topic, on the target
+// cluster, that holds the status record of flow, for kmirror status.
+func StatusTopic(flow string) string {
+	return InternalPrefix + "." + flow + ".status"
 }
 
 // CheckpointTopic is the name of the internal compacted topic, on the

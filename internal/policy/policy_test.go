@@ -117,6 +117,47 @@ func TestMatches(t *testing.T) {
 			},
 		},
 		{
+			name: "the heartbeat topic matches although no include regex does",
+			keys: `    topics: ["orders"]
+`,
+			match: map[string]bool{
+				"orders":          true,
+				"heartbeats":      true,
+				"heartbeats2":     false,
+				"dr.heartbeats":   false, // the reverse flow's copy
+				"other-heartbeat": false,
+			},
+		},
+		{
+			name: "a custom heartbeat topic matches, the default name no longer does",
+			keys: `    topics: ["orders"]
+    heartbeat_topic: hb.kmirror
+`,
+			match: map[string]bool{
+				"hb.kmirror": true,
+				"heartbeats": false,
+			},
+		},
+		{
+			name: "heartbeats off: the heartbeat topic is an ordinary topic",
+			keys: `    topics: ["orders"]
+    heartbeat_interval: off
+`,
+			match: map[string]bool{
+				"orders":     true,
+				"heartbeats": false,
+			},
+		},
+		{
+			name: "an exclude regex that matches the heartbeat topic leaves it out",
+			keys: `    topics_exclude: ["heart.*"]
+`,
+			match: map[string]bool{
+				"orders":     true,
+				"heartbeats": false,
+			},
+		},
+		{
 			name: "custom prefix still skips the target alias prefix",
 			keys: `    topic_prefix: "from-primary-"
 `,
@@ -160,6 +201,15 @@ func TestTargetName(t *testing.T) {
 				t.Errorf("TargetName(%q) = %q, want %q", tc.source, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestStatusTopic(t *testing.T) {
+	if got, want := StatusTopic("primary-to-dr"), "__kmirror.primary-to-dr.status"; got != want {
+		t.Errorf("StatusTopic = %q, want %q", got, want)
+	}
+	if !IsInternal(StatusTopic("x")) {
+		t.Errorf("StatusTopic is not internal")
 	}
 }
 
