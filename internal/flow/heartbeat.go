@@ -31,7 +31,8 @@ func (r *run) heartbeats(ctx context.Context) {
 		return
 	}
 	defer writer.Close()
-	targetTopic := r.naming.TargetName(r.cfg.HeartbeatTopic)
+	topic := r.naming.HeartbeatTopic()
+	targetTopic := r.naming.TargetName(topic)
 	reader := r.heartbeatClient(ctx, r.target, heartbeat.ConsumerOpts(targetTopic))
 	if reader == nil {
 		return
@@ -45,7 +46,7 @@ func (r *run) heartbeats(ctx context.Context) {
 		defer wg.Done()
 		heartbeat.Send(ctx, heartbeat.SenderOptions{
 			Client:    writer,
-			Topic:     r.cfg.HeartbeatTopic,
+			Topic:     topic,
 			Heartbeat: heartbeat.Record{Flow: name, Source: r.cfg.Source, Target: r.cfg.Target},
 			Interval:  r.cfg.HeartbeatInterval,
 			Access:    kafka.AccessOf(r.source),

@@ -76,7 +76,7 @@ func (f *Flow) faultMessage(kind string) string {
 			err   *string
 		}{{f.cfg.Source, f.sourceErr.Load()}, {f.cfg.Target, f.targetErr.Load()}} {
 			if side.err != nil && f.lastKind(side.alias) == kind {
-				return fmt.Sprintf("cluster %q: %s", side.alias, *side.err)
+				return *side.err // names the cluster
 			}
 		}
 	}

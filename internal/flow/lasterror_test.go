@@ -34,12 +34,12 @@ flows:
 	}
 
 	// A health check failure: the message is the cluster's error.
-	msg := "no broker answered"
+	msg := `cluster "b" (127.0.0.1:2) unreachable: no broker answered`
 	f.targetErr.Store(&msg)
 	f.healthKind.Store("b", metrics.ErrUnreachable)
 	m.Errors.WithLabelValues("ab", metrics.ErrUnreachable).Inc()
 	got := l.update(f, at.Add(time.Second))
-	if got == nil || got.Kind != metrics.ErrUnreachable || got.Message != `cluster "b": no broker answered` || got.AtMs != 2_000 {
+	if got == nil || got.Kind != metrics.ErrUnreachable || got.Message != msg || got.AtMs != 2_000 {
 		t.Fatalf("last error = %+v, want the unreachable target with its message at 2000", got)
 	}
 	// Nothing new: the same fault stays the last.

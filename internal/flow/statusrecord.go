@@ -158,14 +158,11 @@ func (p *statusPublisher) lag(ctx context.Context, rec *status.Record, now time.
 	if err != nil {
 		return
 	}
-	heartbeats := ""
-	if p.cfg.HeartbeatInterval > 0 {
-		heartbeats = p.cfg.HeartbeatTopic
-	}
+	heartbeats := p.naming.HeartbeatTopic()
 	var total int64
 	pending := map[string]map[int32]int64{}
 	for _, pl := range parts {
-		if pl.Topic == heartbeats || pl.Lag <= 0 {
+		if (heartbeats != "" && pl.Topic == heartbeats) || pl.Lag <= 0 {
 			continue
 		}
 		total += pl.Lag

@@ -56,10 +56,33 @@ func NewTopics(f *config.Flow) *Topics {
 // prefixes leads back to the flow's target cluster (a.b.a.topic), so that
 // prefixed names cannot grow around a cycle of flows; g holds every flow
 // of the configuration. It returns p.
+//
+// It also gives the flow a heartbeat topic of its own when an earlier flow
+// of the configuration copies the same source cluster to the same target
+// (see HeartbeatTopic).
 func (p *Topics) WithGraph(g *topology.Graph, f *config.Flow) *Topics {
 	p.graph, p.edge = g, config.Edge(f)
+	if p.heartbeat != "" {
+		for _, e := range g.Edges() {
+			if e.Flow == f.Name {
+				break
+			}
+			if e.Source == f.Source && e.Target == f.Target {
+				p.heartbeat = f.HeartbeatTopic + "." + f.Name
+				break
+			}
+		}
+	}
 	return p
 }
+
+// HeartbeatTopic is the source topic the flow writes its heartbeats to
+// and replicates, or "" when it writes none: heartbeat_topic, or, when an
+// earlier flow of the configuration (with WithGraph) copies the same
+// source cluster to the same target, heartbeat_topic + "." + the flow's
+// name. Two flows copying one source topic into one target topic would
+// write every heartbeat there twice.
+func (p *Topics) HeartbeatTopic() string { return p.heartbeat }
 
 // IsInternal reports whether topic is a Kafka or kmirror internal topic,
 // which no flow ever replicates.
@@ -69,9 +92,9 @@ func IsInternal(topic string) bool {
 
 // Matches reports whether the flow replicates source topic name.
 //
-// A flow that writes heartbeats replicates its heartbeat topic even if no
-// include regex matches it, as MirrorMaker 2 does; an exclude regex that
-// matches it still leaves it out.
+// A flow that writes heartbeats replicates its heartbeat topic
+// (HeartbeatTopic) even if no include regex matches it, as MirrorMaker 2
+// does; an exclude regex that matches it still leaves it out.
 func (p *Topics) Matches(name string) bool {
 	if IsInternal(name) {
 		return false

@@ -233,3 +233,40 @@ func TestProgressTopic(t *testing.T) {
 		t.Errorf("ProgressTopic(default flow name %q) = %q, want %q", f.Name, got, want)
 	}
 }
+
+func TestHeartbeatTopicOfFlowsSharingClusters(t *testing.T) {
+	cfg, err := config.Parse("kmirror.yaml", []byte(`clusters:
+  a: {bootstrap_servers: ["127.0.0.1:1"]}
+  b: {bootstrap_servers: ["127.0.0.1:2"]}
+  c: {bootstrap_servers: ["127.0.0.1:3"]}
+flows:
+  - {name: ab-orders, source: a, target: b, topics: ["orders.*"]}
+  - {name: ab-payments, source: a, target: b, topics: ["payments.*"]}
+  - {name: ac, source: a, target: c}
+  - {name: ba, source: b, target: a}
+  - {name: ab-quiet, source: a, target: b, heartbeat_interval: off}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"ab-orders":   "heartbeats",
+		"ab-payments": "heartbeats.ab-payments", // ab-orders copies "heartbeats" from a to b
+		"ac":          "heartbeats",
+		"ba":          "heartbeats",
+		"ab-quiet":    "",
+	}
+	g := cfg.Topology()
+	for _, f := range cfg.Flows {
+		p := NewTopics(f).WithGraph(g, f)
+		if got := p.HeartbeatTopic(); got != want[f.Name] {
+			t.Errorf("flow %s: HeartbeatTopic = %q, want %q", f.Name, got, want[f.Name])
+		}
+		if ht := want[f.Name]; ht != "" && !p.Matches(ht) {
+			t.Errorf("flow %s does not replicate its heartbeat topic %q", f.Name, ht)
+		}
+	}
+	if p := NewTopics(cfg.Flows[1]).WithGraph(g, cfg.Flows[1]); p.Matches("heartbeats") {
+		t.Errorf("flow ab-payments replicates the heartbeat topic of ab-orders")
+	}
+}

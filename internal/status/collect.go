@@ -136,7 +136,7 @@ func collectFlow(ctx context.Context, cfg *config.Config, fc *config.Flow, cs *c
 	} else {
 		fs.Heartbeat = &Heartbeat{Enabled: fc.HeartbeatInterval > 0}
 		if fs.Heartbeat.Enabled {
-			fs.Heartbeat.Topic = naming.TargetName(fc.HeartbeatTopic)
+			fs.Heartbeat.Topic = naming.TargetName(naming.HeartbeatTopic())
 		}
 		fs.GroupSync = &GroupSync{Enabled: fc.SyncGroupOffsets}
 		access := kafka.AccessOf(cfg.Clusters[fc.Target])
@@ -361,10 +361,7 @@ func lag(ctx context.Context, src *kgo.Client, naming *policy.Topics, fc *config
 	if err != nil {
 		return fmt.Errorf("listing the end offsets of the source topics: %w", err)
 	}
-	heartbeats := ""
-	if fc.HeartbeatInterval > 0 {
-		heartbeats = fc.HeartbeatTopic
-	}
+	heartbeats := naming.HeartbeatTopic()
 	pending := map[string]map[int32]int64{}
 	var partErr error
 	ends.Each(func(e kadm.ListedOffset) {
@@ -375,7 +372,7 @@ func lag(ctx context.Context, src *kgo.Client, naming *policy.Topics, fc *config
 			}
 			return
 		}
-		if e.Topic == heartbeats {
+		if heartbeats != "" && e.Topic == heartbeats {
 			return // its freshness is the heartbeat age
 		}
 		next := s.Offset
