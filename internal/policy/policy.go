@@ -33,8 +33,11 @@ type Topics struct {
 	graph *topology.Graph
 	edge  topology.Edge
 	// heartbeat is the flow's heartbeat topic when it writes heartbeats:
-	// it is replicated whatever the include regexes say.
-	heartbeat string
+	// it is replicated whatever the include regexes say. otherHeartbeats
+	// are those of the other flows between the same two clusters, which
+	// they copy: never this one.
+	heartbeat       string
+	otherHeartbeats map[string]bool
 }
 
 // NewTopics builds the topic policy of flow f.
@@ -57,21 +60,32 @@ func NewTopics(f *config.Flow) *Topics {
 // prefixed names cannot grow around a cycle of flows; g holds every flow
 // of the configuration. It returns p.
 //
-// It also gives the flow a heartbeat topic of its own when an earlier flow
-// of the configuration copies the same source cluster to the same target
-// (see HeartbeatTopic).
+// Among the flows between the same two clusters, only the first in the
+// configuration copies heartbeat_topic; each other one writes and copies
+// heartbeat_topic + "." + its name (see HeartbeatTopic), and none copies
+// another's, whatever its regexes say: two flows copying one source topic
+// into one target topic would write every record there twice. The flows
+// between two clusters are taken to share one heartbeat_topic.
 func (p *Topics) WithGraph(g *topology.Graph, f *config.Flow) *Topics {
 	p.graph, p.edge = g, config.Edge(f)
-	if p.heartbeat != "" {
-		for _, e := range g.Edges() {
-			if e.Flow == f.Name {
-				break
-			}
-			if e.Source == f.Source && e.Target == f.Target {
-				p.heartbeat = f.HeartbeatTopic + "." + f.Name
-				break
-			}
+	p.otherHeartbeats = map[string]bool{}
+	first := true
+	for _, e := range g.Edges() {
+		if e.Source != f.Source || e.Target != f.Target {
+			continue
 		}
+		own := e.Flow == f.Name
+		topic := f.HeartbeatTopic
+		if !first {
+			topic += "." + e.Flow
+		}
+		switch {
+		case !own:
+			p.otherHeartbeats[topic] = true
+		case p.heartbeat != "":
+			p.heartbeat = topic
+		}
+		first = false
 	}
 	return p
 }
@@ -80,8 +94,7 @@ func (p *Topics) WithGraph(g *topology.Graph, f *config.Flow) *Topics {
 // and replicates, or "" when it writes none: heartbeat_topic, or, when an
 // earlier flow of the configuration (with WithGraph) copies the same
 // source cluster to the same target, heartbeat_topic + "." + the flow's
-// name. Two flows copying one source topic into one target topic would
-// write every heartbeat there twice.
+// name.
 func (p *Topics) HeartbeatTopic() string { return p.heartbeat }
 
 // IsInternal reports whether topic is a Kafka or kmirror internal topic,
@@ -103,6 +116,9 @@ func (p *Topics) Matches(name string) bool {
 		return false
 	}
 	if p.graph != nil && p.graph.ComesBack(p.edge, name) {
+		return false
+	}
+	if p.otherHeartbeats[name] {
 		return false
 	}
 	for _, re := range p.exclude {

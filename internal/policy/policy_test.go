@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"regexp"
 	"testing"
 
 	"github.com/kmirror/kmirror/internal/config"
@@ -266,7 +267,16 @@ flows:
 			t.Errorf("flow %s does not replicate its heartbeat topic %q", f.Name, ht)
 		}
 	}
-	if p := NewTopics(cfg.Flows[1]).WithGraph(g, cfg.Flows[1]); p.Matches("heartbeats") {
-		t.Errorf("flow ab-payments replicates the heartbeat topic of ab-orders")
+	// No flow copies the heartbeat topic of another flow between the same
+	// clusters, though its regexes select it.
+	for i, name := range map[int]string{0: "heartbeats.ab-payments", 1: "heartbeats", 4: "heartbeats.ab-payments"} {
+		f := cfg.Flows[i]
+		f.TopicsRegexps = []*regexp.Regexp{regexp.MustCompile(".*")}
+		if NewTopics(f).WithGraph(g, f).Matches(name) {
+			t.Errorf("flow %s replicates %q, the heartbeat topic of another flow between a and b", f.Name, name)
+		}
+	}
+	if f := cfg.Flows[2]; !NewTopics(f).WithGraph(g, f).Matches("heartbeats.ab-payments") {
+		t.Errorf("flow ac does not replicate heartbeats.ab-payments, an ordinary topic to it")
 	}
 }

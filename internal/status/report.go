@@ -100,7 +100,8 @@ type GroupSync struct {
 
 // Route is how the records first written to cluster Origin reach cluster
 // Target: through the clusters Hops (Origin first, Target last), copied by
-// Flows, one per hop.
+// Flows: one per hop on a route over provenance flows, every flow from
+// Origin to Target on a direct one.
 type Route struct {
 	Origin string   `json:"origin"`
 	Target string   `json:"target"`
