@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -144,12 +145,13 @@ func Run(ctx context.Context, o Options) error {
 		case <-tick.C:
 		}
 		st := f.Status()
-		fmt.Fprintf(out, "  produced %7d   replicated %7d   lag %6d\n", produced.Load(), st.Totals.Records, st.Totals.Lag)
-		if liveDone && st.Totals.Records >= int64(o.Records) && caughtUp(ctx, srcClient, dstClient) {
+		copied := sampleReplicated(r)
+		fmt.Fprintf(out, "  produced %7d   replicated %7d   lag %6d\n", produced.Load(), copied, st.Totals.Lag)
+		if liveDone && copied >= int64(o.Records) && caughtUp(ctx, srcClient, dstClient) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("replication did not catch up within %s (replicated %d of %d)", o.Timeout, st.Totals.Records, o.Records)
+			return fmt.Errorf("replication did not catch up within %s (replicated %d of %d)", o.Timeout, copied, o.Records)
 		}
 	}
 	elapsed := time.Since(start)
@@ -178,13 +180,15 @@ func Run(ctx context.Context, o Options) error {
 	total, matched := rep.Records()
 	st := f.Status()
 	p50, p99 := latencyQuantiles(r)
+	hb := waitHeartbeat(ctx, r, 10*time.Second)
 	fmt.Fprintf(out, "\nSummary\n")
 	fmt.Fprintf(out, "  records produced     %d\n", produced.Load())
-	fmt.Fprintf(out, "  records replicated   %d\n", st.Totals.Records)
+	fmt.Fprintf(out, "  records replicated   %d\n", sampleReplicated(r))
 	fmt.Fprintf(out, "  records verified     %d of %d (key, value, headers, timestamp, partition, order)\n", matched, total)
 	fmt.Fprintf(out, "  lag                  %d records\n", st.Totals.Lag)
 	fmt.Fprintf(out, "  latency              p50 <= %s, p99 <= %s (source timestamp to target ack)\n", p50, p99)
 	fmt.Fprintf(out, "  time to catch up     %s\n", elapsed.Round(time.Millisecond))
+	fmt.Fprintf(out, "  heartbeats           %s\n", hb)
 	if !rep.OK() || matched != int64(o.Records) {
 		return errors.New("verification failed: the dr cluster does not hold exactly the primary's records")
 	}
@@ -277,6 +281,58 @@ func topicNamesList() []string {
 		names[i] = t.name
 	}
 	return names
+}
+
+// sampleReplicated is how many records of the sample topics the flow
+// copied (kmirror_replicated_records_total without the heartbeats).
+func sampleReplicated(r *runner.Runner) int64 {
+	var n float64
+	for _, m := range series(r, "kmirror_replicated_records_total") {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "topic" && slices.Contains(topicNamesList(), l.GetValue()) {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return int64(n)
+}
+
+// waitHeartbeat waits up to limit for the flow's heartbeats to arrive on
+// the dr cluster, and describes them (the demo has one flow).
+func waitHeartbeat(ctx context.Context, r *runner.Runner, limit time.Duration) string {
+	deadline := time.Now().Add(limit)
+	for {
+		var age, latency float64
+		seen := false
+		for _, m := range series(r, "kmirror_heartbeat_latency_seconds") {
+			latency, seen = m.GetGauge().GetValue(), true
+		}
+		for _, m := range series(r, "kmirror_heartbeat_age_seconds") {
+			age = m.GetGauge().GetValue()
+		}
+		if seen {
+			return fmt.Sprintf("written to primary's %q every second, newest seen on dr %.1fs ago (took %s)",
+				config.DefaultHeartbeatTopic, age, time.Duration(latency*float64(time.Second)).Round(time.Millisecond))
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Sprintf("none seen on dr within %s", limit)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// series returns the series of the metric called name.
+func series(r *runner.Runner, name string) []*dto.Metric {
+	mfs, err := r.Metrics.Registry.Gather()
+	if err != nil {
+		return nil
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()
+		}
+	}
+	return nil
 }
 
 // latencyQuantiles estimates p50 and p99 from the latency histogram's

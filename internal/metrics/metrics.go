@@ -82,6 +82,8 @@ type Metrics struct {
 	ACLsSynced        *prometheus.GaugeVec   // flow
 	HeartbeatAge      *prometheus.GaugeVec   // flow
 	HeartbeatsSent    *prometheus.CounterVec // flow
+
+	HeartbeatLatency *prometheus.GaugeVec // flow
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -231,5 +233,10 @@ func New() *Metrics {
 		m.Duplicates, m.Retried, m.ResumeSkipped, m.TopicsReplicated, m.PartitionsActive, m.ClusterUp,
 		m.ProgressWrites, m.TopicsCreated,
 	)
+	m.HeartbeatLatency = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_heartbeat_latency_seconds",
+		Help: "Time from the writing of the newest heartbeat of the flow on the source to its arrival on the target; absent until one arrived.",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.HeartbeatLatency)
 	return m
 }

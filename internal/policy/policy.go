@@ -32,27 +32,70 @@ type Topics struct {
 	// are never copied.
 	graph *topology.Graph
 	edge  topology.Edge
+	// heartbeat is the flow's heartbeat topic when it writes heartbeats:
+	// it is replicated whatever the include regexes say. otherHeartbeats
+	// are those of the other flows between the same two clusters, which
+	// they copy: never this one.
+	heartbeat       string
+	otherHeartbeats map[string]bool
 }
 
 // NewTopics builds the topic policy of flow f.
 func NewTopics(f *config.Flow) *Topics {
-	return &Topics{
+	p := &Topics{
 		include:    f.TopicsRegexps,
 		exclude:    f.TopicsExcludeRegexps,
 		naming:     f.TopicNaming,
 		prefix:     f.TopicPrefix,
 		loopPrefix: f.Target + ".",
 	}
+	if f.HeartbeatInterval > 0 {
+		p.heartbeat = f.HeartbeatTopic
+	}
+	return p
 }
 
 // WithGraph makes p also skip the source topics whose chain of known topic
 // prefixes leads back to the flow's target cluster (a.b.a.topic), so that
 // prefixed names cannot grow around a cycle of flows; g holds every flow
 // of the configuration. It returns p.
+//
+// Among the flows between the same two clusters, only the first in the
+// configuration copies heartbeat_topic; each other one writes and copies
+// heartbeat_topic + "." + its name (see HeartbeatTopic), and none copies
+// another's, whatever its regexes say: two flows copying one source topic
+// into one target topic would write every record there twice. The flows
+// between two clusters are taken to share one heartbeat_topic.
 func (p *Topics) WithGraph(g *topology.Graph, f *config.Flow) *Topics {
 	p.graph, p.edge = g, config.Edge(f)
+	p.otherHeartbeats = map[string]bool{}
+	first := true
+	for _, e := range g.Edges() {
+		if e.Source != f.Source || e.Target != f.Target {
+			continue
+		}
+		own := e.Flow == f.Name
+		topic := f.HeartbeatTopic
+		if !first {
+			topic += "." + e.Flow
+		}
+		switch {
+		case !own:
+			p.otherHeartbeats[topic] = true
+		case p.heartbeat != "":
+			p.heartbeat = topic
+		}
+		first = false
+	}
 	return p
 }
+
+// HeartbeatTopic is the source topic the flow writes its heartbeats to
+// and replicates, or "" when it writes none: heartbeat_topic, or, when an
+// earlier flow of the configuration (with WithGraph) copies the same
+// source cluster to the same target, heartbeat_topic + "." + the flow's
+// name.
+func (p *Topics) HeartbeatTopic() string { return p.heartbeat }
 
 // IsInternal reports whether topic is a Kafka or kmirror internal topic,
 // which no flow ever replicates.
@@ -61,6 +104,10 @@ func IsInternal(topic string) bool {
 }
 
 // Matches reports whether the flow replicates source topic name.
+//
+// A flow that writes heartbeats replicates its heartbeat topic
+// (HeartbeatTopic) even if no include regex matches it, as MirrorMaker 2
+// does; an exclude regex that matches it still leaves it out.
 func (p *Topics) Matches(name string) bool {
 	if IsInternal(name) {
 		return false
@@ -71,10 +118,16 @@ func (p *Topics) Matches(name string) bool {
 	if p.graph != nil && p.graph.ComesBack(p.edge, name) {
 		return false
 	}
+	if p.otherHeartbeats[name] {
+		return false
+	}
 	for _, re := range p.exclude {
 		if re.MatchString(name) {
 			return false
 		}
+	}
+	if p.heartbeat != "" && name == p.heartbeat {
+		return true
 	}
 	for _, re := range p.include {
 		if re.MatchString(name) {
@@ -96,6 +149,12 @@ func (p *Topics) TargetName(name string) string {
 // cluster, that holds the progress of flow.
 func ProgressTopic(flow string) string {
 	return InternalPrefix + "." + flow + ".progress"
+}
+
+// StatusTopic is the name of the internal compacted topic, on the target
+// cluster, that holds the status record of flow, for kmirror status.
+func StatusTopic(flow string) string {
+	return InternalPrefix + "." + flow + ".status"
 }
 
 // CheckpointTopic is the name of the internal compacted topic, on the

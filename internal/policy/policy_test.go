@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"regexp"
 	"testing"
 
 	"github.com/kmirror/kmirror/internal/config"
@@ -117,6 +118,47 @@ func TestMatches(t *testing.T) {
 			},
 		},
 		{
+			name: "the heartbeat topic matches although no include regex does",
+			keys: `    topics: ["orders"]
+`,
+			match: map[string]bool{
+				"orders":          true,
+				"heartbeats":      true,
+				"heartbeats2":     false,
+				"dr.heartbeats":   false, // the reverse flow's copy
+				"other-heartbeat": false,
+			},
+		},
+		{
+			name: "a custom heartbeat topic matches, the default name no longer does",
+			keys: `    topics: ["orders"]
+    heartbeat_topic: hb.kmirror
+`,
+			match: map[string]bool{
+				"hb.kmirror": true,
+				"heartbeats": false,
+			},
+		},
+		{
+			name: "heartbeats off: the heartbeat topic is an ordinary topic",
+			keys: `    topics: ["orders"]
+    heartbeat_interval: off
+`,
+			match: map[string]bool{
+				"orders":     true,
+				"heartbeats": false,
+			},
+		},
+		{
+			name: "an exclude regex that matches the heartbeat topic leaves it out",
+			keys: `    topics_exclude: ["heart.*"]
+`,
+			match: map[string]bool{
+				"orders":     true,
+				"heartbeats": false,
+			},
+		},
+		{
 			name: "custom prefix still skips the target alias prefix",
 			keys: `    topic_prefix: "from-primary-"
 `,
@@ -163,6 +205,15 @@ func TestTargetName(t *testing.T) {
 	}
 }
 
+func TestStatusTopic(t *testing.T) {
+	if got, want := StatusTopic("primary-to-dr"), "__kmirror.primary-to-dr.status"; got != want {
+		t.Errorf("StatusTopic = %q, want %q", got, want)
+	}
+	if !IsInternal(StatusTopic("x")) {
+		t.Errorf("StatusTopic is not internal")
+	}
+}
+
 func TestProgressTopic(t *testing.T) {
 	tests := []struct{ flow, want string }{
 		{"primary-to-dr", "__kmirror.primary-to-dr.progress"},
@@ -181,5 +232,51 @@ func TestProgressTopic(t *testing.T) {
 	f := flowOf(t, "")
 	if got, want := ProgressTopic(f.Name), "__kmirror.primary-to-dr.progress"; got != want {
 		t.Errorf("ProgressTopic(default flow name %q) = %q, want %q", f.Name, got, want)
+	}
+}
+
+func TestHeartbeatTopicOfFlowsSharingClusters(t *testing.T) {
+	cfg, err := config.Parse("kmirror.yaml", []byte(`clusters:
+  a: {bootstrap_servers: ["127.0.0.1:1"]}
+  b: {bootstrap_servers: ["127.0.0.1:2"]}
+  c: {bootstrap_servers: ["127.0.0.1:3"]}
+flows:
+  - {name: ab-orders, source: a, target: b, topics: ["orders.*"]}
+  - {name: ab-payments, source: a, target: b, topics: ["payments.*"]}
+  - {name: ac, source: a, target: c}
+  - {name: ba, source: b, target: a}
+  - {name: ab-quiet, source: a, target: b, heartbeat_interval: off}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"ab-orders":   "heartbeats",
+		"ab-payments": "heartbeats.ab-payments", // ab-orders copies "heartbeats" from a to b
+		"ac":          "heartbeats",
+		"ba":          "heartbeats",
+		"ab-quiet":    "",
+	}
+	g := cfg.Topology()
+	for _, f := range cfg.Flows {
+		p := NewTopics(f).WithGraph(g, f)
+		if got := p.HeartbeatTopic(); got != want[f.Name] {
+			t.Errorf("flow %s: HeartbeatTopic = %q, want %q", f.Name, got, want[f.Name])
+		}
+		if ht := want[f.Name]; ht != "" && !p.Matches(ht) {
+			t.Errorf("flow %s does not replicate its heartbeat topic %q", f.Name, ht)
+		}
+	}
+	// No flow copies the heartbeat topic of another flow between the same
+	// clusters, though its regexes select it.
+	for i, name := range map[int]string{0: "heartbeats.ab-payments", 1: "heartbeats", 4: "heartbeats.ab-payments"} {
+		f := cfg.Flows[i]
+		f.TopicsRegexps = []*regexp.Regexp{regexp.MustCompile(".*")}
+		if NewTopics(f).WithGraph(g, f).Matches(name) {
+			t.Errorf("flow %s replicates %q, the heartbeat topic of another flow between a and b", f.Name, name)
+		}
+	}
+	if f := cfg.Flows[2]; !NewTopics(f).WithGraph(g, f).Matches("heartbeats.ab-payments") {
+		t.Errorf("flow ac does not replicate heartbeats.ab-payments, an ordinary topic to it")
 	}
 }

@@ -87,6 +87,7 @@ flows:
     topic_naming: identity
     topic_refresh_interval: 1s
     ownership_timeout: 6s
+    heartbeat_interval: off
 http:
   listen: %q
 `, strings.Join(src, `", "`), dst, flow, topic, httpAddr)

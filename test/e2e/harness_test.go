@@ -132,7 +132,13 @@ func writeConfig(t *testing.T, body string) string {
 }
 
 // flowConfig is a one-flow config between the pair, with extra flow keys.
+// Heartbeats are off unless flowExtra sets heartbeat_interval: most tests
+// count the records and topics on the target, which heartbeats would add
+// to (status_test.go tests them).
 func (p *pair) flowConfig(httpAddr, flowExtra string) string {
+	if !strings.Contains(flowExtra, "heartbeat_interval") {
+		flowExtra += "\nheartbeat_interval: off"
+	}
 	return fmt.Sprintf(`clusters:
   src:
     bootstrap_servers: [%q]

@@ -57,6 +57,7 @@ flows:
     target: dst
     topics: ["a", "b"]
     topic_refresh_interval: 1s
+    heartbeat_interval: off
 http:
   listen: %q
 `, strings.Join(src.Bootstraps(), `", "`), dst.Bootstrap(), httpAddr))

@@ -62,6 +62,7 @@ flows:
     topics: [%q]
     topic_refresh_interval: 1s
     progress_interval: 500ms
+    heartbeat_interval: off
 http:
   listen: %q
 `, strings.Join(p.src.Bootstraps(), `", "`), p.dst.Bootstrap(), topic, httpAddr))
@@ -195,6 +196,7 @@ flows:
     topics: [%q]
     topic_refresh_interval: 1s
     replication_factor: 3
+    heartbeat_interval: off
 http:
   listen: %q
 `, p.src.Bootstrap(), strings.Join(dst.Bootstraps(), `", "`), topic, httpAddr))
