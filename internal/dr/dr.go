@@ -130,7 +130,7 @@ func (e *Env) Translate(ctx context.Context, group string) ([]Translated, error)
 	if err != nil {
 		return nil, err
 	}
-	naming := policy.NewTopics(e.Flow)
+	naming := e.naming()
 	src, srcErr := e.source(ctx)
 	if srcErr != nil {
 		e.Logger.Warn("source unreachable; using the checkpoints stored in the target", "err", srcErr)
@@ -224,7 +224,7 @@ var ErrNotClean = errors.New("the flow is running, or its last run did not stop 
 // lastTimestamps reads, for every position, the newest record the flow
 // wrote to the target.
 func (e *Env) lastTimestamps(ctx context.Context, positions map[progress.Partition]progress.Position) map[progress.Partition]int64 {
-	naming := policy.NewTopics(e.Flow)
+	naming := e.naming()
 	out := map[progress.Partition]int64{}
 	want := map[string]map[int32]kgo.Offset{}
 	byTarget := map[string]string{}
@@ -396,7 +396,7 @@ func (e *Env) unreplicated(ctx context.Context, adm *kadm.Client, lags []flow.Pa
 	if err != nil {
 		return nil, fmt.Errorf("listing topics on %q: %w", e.Flow.Source, err)
 	}
-	naming := policy.NewTopics(e.Flow)
+	naming := e.naming()
 	var names []string
 	for name, d := range topics {
 		if d.IsInternal || !naming.Matches(name) {
@@ -453,4 +453,14 @@ func (e *Env) unreplicated(ctx context.Context, adm *kadm.Client, lags []flow.Pa
 		return int(a.Partition - b.Partition)
 	})
 	return out, nil
+}
+
+// naming is the flow's topic policy, as the running flow applies it: with
+// every flow of the configuration, for loop checks and heartbeat topics.
+func (e *Env) naming() *policy.Topics {
+	cfg := e.Config
+	if cfg == nil {
+		cfg = &config.Config{Flows: []*config.Flow{e.Flow}}
+	}
+	return policy.NewTopics(e.Flow).WithGraph(cfg.Topology(), e.Flow)
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/kmirror/kmirror/internal/flow"
 	"github.com/kmirror/kmirror/internal/groupsync"
 	"github.com/kmirror/kmirror/internal/metrics"
-	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
 )
 
@@ -208,7 +207,7 @@ func (e *Env) unplanned(ctx context.Context) (Report, error) {
 // recordFailover stores the failover and the target's end offsets at it,
 // which a failback starts from.
 func (e *Env) recordFailover(ctx context.Context, store *progress.Store, loaded progress.Loaded, planned bool) error {
-	naming := policy.NewTopics(e.Flow)
+	naming := e.naming()
 	var names []string
 	for id := range loaded.Positions {
 		names = append(names, naming.TargetName(id.Topic))
@@ -242,7 +241,7 @@ func (e *Env) recordFailover(ctx context.Context, store *progress.Store, loaded 
 }
 
 func (e *Env) partitionStates(lags []flow.PartitionLag, stamps map[progress.Partition]int64) []PartitionState {
-	naming := policy.NewTopics(e.Flow)
+	naming := e.naming()
 	out := make([]PartitionState, 0, len(lags))
 	for _, l := range lags {
 		notRepl := l.Lag

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/replicate"
+	"github.com/kmirror/kmirror/internal/status"
 	"github.com/kmirror/kmirror/internal/verify"
 	"github.com/kmirror/kmirror/test/kafkatest"
 )
@@ -178,14 +180,15 @@ func checkOnce(t *testing.T, nodes map[string]*node, n *node, topic string, part
 
 // droppedTotal sums kmirror_provenance_dropped_records_total over the
 // flows for reason.
-func droppedTotal(k *proc, reason string) (float64, error) {
+func droppedTotal(k *proc, topic, reason string) (float64, error) {
 	_, body, err := k.get("/metrics")
 	if err != nil {
 		return 0, err
 	}
 	var sum float64
 	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, "kmirror_provenance_dropped_records_total{") || !strings.Contains(line, `reason="`+reason+`"`) {
+		if !strings.HasPrefix(line, "kmirror_provenance_dropped_records_total{") || !strings.Contains(line, `reason="`+reason+`"`) ||
+			!strings.Contains(line, `topic="`+topic+`"`) {
 			continue
 		}
 		var v float64
@@ -216,11 +219,14 @@ func TestMeshExactlyOnce(t *testing.T) {
 	for _, f := range [][2]string{{"a", "b"}, {"a", "c"}, {"b", "a"}, {"b", "c"}, {"c", "a"}, {"c", "b"}} {
 		mesh.WriteString(identityFlow(f[0], f[1], topic))
 		if f != [2]string{"a", "c"} && f != [2]string{"c", "a"} {
-			chain.WriteString(strings.Replace(identityFlow(f[0], f[1], line), "name: ", "name: line-", 1))
+			// Its own heartbeat topic: the mesh's flows copy "heartbeats"
+			// between the same clusters.
+			chain.WriteString(strings.Replace(identityFlow(f[0], f[1], line), "name: ", "name: line-", 1) + "  heartbeat_topic: line-heartbeats\n")
 		}
 	}
 	meshAddr, lineAddr := freeAddr(t), freeAddr(t)
-	k := startKmirror(t, writeConfig(t, topologyConfig(nodes, meshAddr, mesh.String())), meshAddr)
+	meshCfg := writeConfig(t, topologyConfig(nodes, meshAddr, mesh.String()))
+	k := startKmirror(t, meshCfg, meshAddr)
 	kl := startKmirror(t, writeConfig(t, topologyConfig(nodes, lineAddr, chain.String())), lineAddr)
 	waitReady(t, k)
 	waitReady(t, kl)
@@ -260,8 +266,8 @@ func TestMeshExactlyOnce(t *testing.T) {
 	// flows that do not write it.
 	want := float64(2 * n)
 	waitFor(t, time.Minute, "the drop counters to reach 2N each", func() (bool, string) {
-		loop, err1 := droppedTotal(k, "loop")
-		routed, err2 := droppedTotal(k, "routed")
+		loop, err1 := droppedTotal(k, topic, "loop")
+		routed, err2 := droppedTotal(k, topic, "routed")
 		return err1 == nil && err2 == nil && loop >= want && routed >= want, fmt.Sprintf("loop %v routed %v (%v %v)", loop, routed, err1, err2)
 	})
 
@@ -277,8 +283,8 @@ func TestMeshExactlyOnce(t *testing.T) {
 			}
 		}
 	}
-	loop, _ := droppedTotal(k, "loop")
-	routed, _ := droppedTotal(k, "routed")
+	loop, _ := droppedTotal(k, topic, "loop")
+	routed, _ := droppedTotal(k, topic, "routed")
 	t.Logf("mesh: end offsets unchanged for 30 s; dropped as loop %v, as routed %v (N = %d)", loop, routed, n)
 	if loop != want || routed != want {
 		t.Errorf("dropped as loop %v and as routed %v, want %v each (2N)", loop, routed, want)
@@ -300,8 +306,10 @@ func TestMeshExactlyOnce(t *testing.T) {
 		got := checkOnce(t, nodes, nodes[at], line, parts, lineCounts, func(string) []string { return lineRoutes[at] })
 		t.Logf("line: %s holds %d records of a, each once, provenance %v", at, got, lineRoutes[at])
 	}
-	lineLoop, _ := droppedTotal(kl, "loop")
-	lineRouted, _ := droppedTotal(kl, "routed")
+	checkMeshStatus(t, meshCfg)
+
+	lineLoop, _ := droppedTotal(kl, line, "loop")
+	lineRouted, _ := droppedTotal(kl, line, "routed")
 	t.Logf("line: dropped as loop %v, as routed %v", lineLoop, lineRouted)
 	// b->a drops a's records coming back, and c->b those of the end of the line.
 	if lineLoop != float64(2*lineN) || lineRouted != 0 {
@@ -449,4 +457,42 @@ func TestLoopingConfigRejected(t *testing.T) {
 			t.Errorf("topics on %s after the refused runs: %v, want %v", a, got, want)
 		}
 	}
+}
+
+// checkMeshStatus runs kmirror status against the running mesh: every flow
+// running, lag 0 and a fresh heartbeat, in the table and in --json; the
+// routes name the one direct hop between each two clusters.
+func checkMeshStatus(t *testing.T, cfg string) {
+	t.Helper()
+	var rep status.Report
+	var text runResult
+	waitFor(t, time.Minute, "kmirror status to show every flow running, lag 0, a fresh heartbeat", func() (bool, string) {
+		text = runKmirrorOnce(t, time.Minute, "status", "--config", cfg)
+		js := runKmirrorOnce(t, time.Minute, "status", "--config", cfg, "--json")
+		rep = status.Report{}
+		dec := json.NewDecoder(strings.NewReader(js.stdout))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rep); err != nil {
+			return false, fmt.Sprintf("--json does not parse: %v\n%s%s", err, js.stdout, js.stderr)
+		}
+		if text.code != 0 || js.code != 0 || len(rep.Flows) != 6 {
+			return false, fmt.Sprintf("exit %d and %d, %d flows:\n%s%s", text.code, js.code, len(rep.Flows), text.stdout, text.stderr)
+		}
+		for _, f := range rep.Flows {
+			if f.State != status.StateRunning || f.LagRecords == nil || *f.LagRecords != 0 ||
+				f.Heartbeat == nil || f.Heartbeat.AgeSeconds == nil || *f.Heartbeat.AgeSeconds > 5 {
+				return false, fmt.Sprintf("flow %s not running with lag 0 and a fresh heartbeat:\n%s", f.Name, js.stdout)
+			}
+			if !strings.Contains(text.stdout, f.Name) {
+				return false, fmt.Sprintf("the table does not name flow %s:\n%s", f.Name, text.stdout)
+			}
+		}
+		return true, ""
+	})
+	for _, r := range rep.Routes {
+		if len(r.Hops) != 2 {
+			t.Errorf("route %+v: a full mesh has one direct hop between any two clusters", r)
+		}
+	}
+	t.Logf("mesh: kmirror status (%s): 6 flows running, lag 0, heartbeats fresh; %d routes\n%s", text.elapsed.Round(time.Millisecond), len(rep.Routes), text.stdout)
 }
