@@ -33,6 +33,7 @@ func TestMissingACL(t *testing.T) {
 		target   = "src.orders"
 		n        = 500
 	)
+	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
 	var src, dst *kafkatest.Cluster
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -46,6 +46,7 @@ func TestACLSync(t *testing.T) {
 		self     = "User:" + user
 	)
 	begin := time.Now()
+	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
 	var src, dst *kafkatest.Cluster
 	var wg sync.WaitGroup
 	wg.Add(1)
