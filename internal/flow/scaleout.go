@@ -3,6 +3,7 @@ package flow
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -258,7 +259,7 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 	if settle {
 		// The previous owner may have died with writes on their way: the
 		// resume comparison must see them.
-		r.settle(ctx, targetNames)
+		r.settle(ctx, want)
 	}
 	ends := r.listOffsets(ctx, r.srcAdmin.ListEndOffsets, names)
 	ends.Each(func(o kadm.ListedOffset) {
@@ -284,19 +285,37 @@ func endOf(ends kadm.ListedOffsets, id progress.Partition) int64 {
 	return -1
 }
 
-// settle waits until the target topics stop growing (bounded).
-func (r *run) settle(ctx context.Context, names []string) {
+// settle waits until the target partitions of ids stop growing (bounded);
+// other partitions of their topics are written by other instances.
+func (r *run) settle(ctx context.Context, ids []progress.Partition) {
 	const quiet, limit = time.Second, 15 * time.Second
-	var last kadm.ListedOffsets
-	retry.Until(ctx, quiet, limit, func() bool {
+	seen := map[string]bool{}
+	var names []string
+	for _, id := range ids {
+		if t := r.naming.TargetName(id.Topic); !seen[t] {
+			seen[t] = true
+			names = append(names, t)
+		}
+	}
+	var last map[progress.Partition]int64
+	settled := retry.Until(ctx, quiet, limit, func() bool {
 		ends, err := r.tgtAdmin.ListEndOffsets(ctx, names...)
 		if err != nil {
 			return true
 		}
-		same := last != nil && sameEnds(last, ends)
-		last = ends
+		now := make(map[progress.Partition]int64, len(ids))
+		for _, id := range ids {
+			if o, ok := ends.Lookup(r.naming.TargetName(id.Topic), id.Partition); ok && o.Err == nil {
+				now[id] = o.Offset
+			}
+		}
+		same := last != nil && maps.Equal(last, now)
+		last = now
 		return same
 	})
+	if !settled && ctx.Err() == nil {
+		r.logger.Warn("target partitions taken over still growing; resuming anyway", "waited", limit.String())
+	}
 }
 
 // refreshOwnedLag updates the source end offsets of the owned partitions

@@ -395,6 +395,14 @@ func (m *Member) applyPartitions(ctx context.Context, gen int32, self string, a 
 		delete(m.owned, p)
 	}
 	m.revoking = nil
+	// What the API shows: this member no longer has them.
+	members := slices.Clone(m.state.Members)
+	for i := range members {
+		if members[i].MemberID == self {
+			members[i].Revoking = nil
+		}
+	}
+	m.state.Members = members
 	m.notifyLocked()
 	m.mu.Unlock()
 	return errRejoin
