@@ -421,7 +421,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
 		},
 		{
 			name: "unknown producer key",

@@ -18,6 +18,9 @@ func (d *decoder) metadataKeys(m *mapping, fl *Flow) {
 	if f := m.get("topic_config_overrides"); f != nil {
 		fl.TopicConfigOverrides = d.configOverrides(f)
 	}
+	if f := m.get("scale_out"); f != nil {
+		d.boolean(f, &fl.ScaleOut)
+	}
 	if f := m.get("delete_topics"); f != nil {
 		d.boolean(f, &fl.DeleteTopics)
 	}

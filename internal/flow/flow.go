@@ -194,11 +194,15 @@ func (f *Flow) Run(ctx context.Context) error {
 		OnChange: func(s ownership.State) {
 			f.owner.Store(&s)
 			held := 0.0
-			if s.Holding {
+			if s.Holding && (!f.cfg.ScaleOut || s.Elected) {
 				held = 1
 			}
 			f.metrics.FlowOwner.WithLabelValues(f.cfg.Name).Set(held)
+			if f.cfg.ScaleOut {
+				f.metrics.PartitionsOwned.WithLabelValues(f.cfg.Name).Set(float64(s.Owned))
+			}
 		},
+		Partitions: f.cfg.ScaleOut,
 	})
 	defer member.Leave() // after the writes stopped: hand over at once
 	for {
@@ -214,7 +218,11 @@ func (f *Flow) Run(ctx context.Context) error {
 			case <-runCtx.Done():
 			}
 		}()
-		err = f.runOwned(runCtx, lease)
+		if f.cfg.ScaleOut {
+			err = f.runMember(runCtx, lease, member)
+		} else {
+			err = f.runOwned(runCtx, lease)
+		}
 		cancel()
 		if err != nil || ctx.Err() != nil {
 			return err
@@ -361,7 +369,15 @@ type run struct {
 	// replicated topic writes to, and the topics stuck in the last pass.
 	targetIDs   map[string]string
 	stuckTopics map[string]bool
+	// Scale-out only: owns says whether this instance owns a partition
+	// (nil: all), and universe, set on the elected instance's topic sync,
+	// receives the topics ready to replicate instead of the data plane.
+	owns     func(progress.Partition) bool
+	universe func([]topicsync.Topic)
 }
+
+// mine reports whether this instance replicates partition id.
+func (r *run) mine(id progress.Partition) bool { return r.owns == nil || r.owns(id) }
 
 // setup creates and reads the progress topic, retrying until it succeeds
 // or ctx ends.

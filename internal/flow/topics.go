@@ -31,7 +31,7 @@ func (r *run) syncTopics(ctx context.Context) {
 	// first start; everything discovered later starts at its beginning.
 	firstStart := !r.loaded.Started
 	markedStarted := r.loaded.Started
-	if !r.loaded.CleanStop && len(r.loaded.Positions) > 0 {
+	if r.universe == nil && !r.loaded.CleanStop && len(r.loaded.Positions) > 0 {
 		r.settleTarget(ctx)
 	}
 	errLog := retry.Throttle{Every: 30 * time.Second}
@@ -39,7 +39,7 @@ func (r *run) syncTopics(ctx context.Context) {
 	defer t.Stop()
 	for {
 		err := r.syncOnce(ctx, syncer, firstStart)
-		if err == nil && !markedStarted {
+		if err == nil && !markedStarted && r.allStored(ctx) {
 			if err = r.store.MarkStarted(ctx); err == nil {
 				markedStarted = true
 			}
@@ -151,10 +151,23 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 	if len(res.Removed) > 0 {
 		r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrTopicDeleted).Add(float64(len(res.Removed)))
 		r.logger.Warn("source topics deleted; stopped replicating them", "topics", res.Removed)
-		r.remember(r.repl.Remove(res.Removed))
+		if r.universe == nil {
+			r.remember(r.repl.Remove(res.Removed))
+		}
 	}
 	ready := res.Ready
 	r.topics.Store(&ready)
+	if r.universe != nil {
+		// Scale-out: the members replicate the partitions assigned to
+		// them; the universe changing rebalances them.
+		for _, t := range ready {
+			for _, p := range t.Leaderless {
+				stuck.add(t.Source, []int32{p}, "no leader on the source")
+			}
+		}
+		r.universe(ready)
+		return ctx.Err()
+	}
 
 	// A topic the data plane replicates whose source or target now has
 	// another ID was deleted and created again: stop it, reset what is
@@ -303,6 +316,9 @@ func (r *run) resetTopic(ctx context.Context, t topicsync.Topic, side, oldID str
 	entries := make([]progress.Entry, 0, n)
 	for p := range n {
 		id := progress.Partition{Topic: t.Source, Partition: p}
+		if !r.mine(id) {
+			continue // another instance's: it resets it when it adds it
+		}
 		pos := progress.Position{TopicID: t.SourceID, TargetNext: -1}
 		if o, ok := starts.Lookup(t.Source, p); ok && o.Err == nil {
 			pos.SourceNext = o.Offset
@@ -366,10 +382,10 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 			r.targetIDs[t.Target] = t.TargetID
 		}
 		for p := int32(0); p < t.Partitions; p++ {
-			if r.repl.Has(t.Source, p) {
+			id := progress.Partition{Topic: t.Source, Partition: p}
+			if r.repl.Has(t.Source, p) || !r.mine(id) {
 				continue
 			}
-			id := progress.Partition{Topic: t.Source, Partition: p}
 			start, ok := starts.Lookup(t.Source, p)
 			end, ok2 := ends.Lookup(t.Source, p)
 			if !ok || !ok2 || start.Err != nil || end.Err != nil {
@@ -432,7 +448,7 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 func (r *run) recreated(t topicsync.Topic, tgtEnds kadm.ListedOffsets) (side, oldID string) {
 	for p := range t.Partitions {
 		id := progress.Partition{Topic: t.Source, Partition: p}
-		if r.repl.Has(t.Source, p) {
+		if r.repl.Has(t.Source, p) || !r.mine(id) {
 			continue
 		}
 		pos, ok := r.loaded.Positions[id]

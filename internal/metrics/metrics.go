@@ -73,6 +73,8 @@ type Metrics struct {
 	TopicsRecreated *prometheus.CounterVec // flow, cluster, topic
 	TopicStuck      *prometheus.GaugeVec   // flow, topic
 	FlowOwner       *prometheus.GaugeVec   // flow
+	PartitionsOwned *prometheus.GaugeVec   // flow
+	LagOwned        *prometheus.GaugeVec   // flow
 	GroupsActive    *prometheus.GaugeVec   // flow
 
 	ProvenanceDropped *prometheus.CounterVec // flow, topic, reason
@@ -238,5 +240,14 @@ func New() *Metrics {
 		Help: "Time from the writing of the newest heartbeat of the flow on the source to its arrival on the target; absent until one arrived.",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.HeartbeatLatency)
+	m.PartitionsOwned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_partitions_owned",
+		Help: "Source partitions of the flow this instance owns (scale_out); 0 without scale_out.",
+	}, []string{"flow"})
+	m.LagOwned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_lag_owned_records",
+		Help: "Records the partitions this instance owns are behind their source end (scale_out).",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.PartitionsOwned, m.LagOwned)
 	return m
 }

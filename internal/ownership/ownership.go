@@ -89,6 +89,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// OnChange, if set, is called after the holder changed.
 	OnChange func(State)
+	// Partitions selects ProtocolPartitions: the flow's source partitions
+	// are split over the members instead of the whole flow going to one.
+	Partitions bool
 }
 
 // State is what a member knows about the flow's holder.
@@ -96,6 +99,14 @@ type State struct {
 	Holding    bool      `json:"holding"`
 	Holder     *Identity `json:"holder,omitempty"`
 	Generation int32     `json:"generation"`
+	// Scale-out only (ProtocolPartitions): Elected says whether this
+	// member runs the flow-wide work (Holder is then the elected member),
+	// Owned how many partitions it owns, and Members every member with
+	// what it owns.
+	Protocol string  `json:"protocol,omitempty"`
+	Elected  bool    `json:"elected,omitempty"`
+	Owned    int     `json:"owned_partitions,omitempty"`
+	Members  []Share `json:"members,omitempty"`
 }
 
 // Member is this process's membership of a flow's ownership group.
@@ -111,12 +122,24 @@ type Member struct {
 	pending  bool          // assigned the flow; the next accepted heartbeat grants the lease
 	granted  chan struct{} // closed and replaced when a lease is granted
 	logged   string        // holder member id last logged
+
+	// Scale-out (ProtocolPartitions).
+	rejoin        chan struct{}      // wakes the heartbeat loop to rejoin
+	changed       chan struct{}      // closed and replaced when the share changed
+	owned         map[Partition]bool // partitions this member may write
+	revoking      []Partition        // to release before rejoining
+	released      chan struct{}      // closed by Released
+	elected       bool               // runs the flow-wide work
+	universe      []Partition        // from the elected member's topic sync
+	authoritative bool               // universe is set
+	known         []Partition        // every partition of the last assignment
 }
 
 // Join starts the membership in the background. Leave ends it.
 func Join(opts Options) *Member {
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Member{opts: opts, cancel: cancel, done: make(chan struct{}), granted: make(chan struct{})}
+	m := &Member{opts: opts, cancel: cancel, done: make(chan struct{}), granted: make(chan struct{}),
+		rejoin: make(chan struct{}, 1), changed: make(chan struct{}), owned: map[Partition]bool{}}
 	go m.run(ctx)
 	return m
 }
@@ -216,9 +239,17 @@ type assignment struct {
 func (m *Member) joinAndSync(ctx context.Context) error {
 	m.mu.Lock()
 	memberID := m.memberID
-	meta := memberMeta{Identity: m.opts.Self}
-	if m.lease != nil && m.lease.Allow() == nil {
-		meta.Holding, meta.LeaseGeneration = true, m.lease.Generation()
+	var meta any
+	protocol := protocolName
+	if m.opts.Partitions {
+		protocol = ProtocolPartitions
+		meta = m.partMetaLocked()
+	} else {
+		mm := memberMeta{Identity: m.opts.Self}
+		if m.lease != nil && m.lease.Allow() == nil {
+			mm.Holding, mm.LeaseGeneration = true, m.lease.Generation()
+		}
+		meta = mm
 	}
 	m.mu.Unlock()
 	metaBytes, err := json.Marshal(meta)
@@ -233,7 +264,7 @@ func (m *Member) joinAndSync(ctx context.Context) error {
 	join.MemberID = memberID
 	join.ProtocolType = ProtocolType
 	proto := kmsg.NewJoinGroupRequestProtocol()
-	proto.Name, proto.Metadata = protocolName, metaBytes
+	proto.Name, proto.Metadata = protocol, metaBytes
 	join.Protocols = []kmsg.JoinGroupRequestProtocol{proto}
 	sent := time.Now()
 	jresp, err := join.RequestWith(ctx, m.opts.Client)
@@ -263,9 +294,15 @@ func (m *Member) joinAndSync(ctx context.Context) error {
 	sync.Generation = jresp.Generation
 	sync.MemberID = jresp.MemberID
 	sync.ProtocolType = kmsg.StringPtr(ProtocolType)
-	sync.Protocol = kmsg.StringPtr(protocolName)
+	sync.Protocol = kmsg.StringPtr(protocol)
 	if jresp.LeaderID == jresp.MemberID {
-		a, err := assign(jresp.Members)
+		var a []byte
+		var err error
+		if m.opts.Partitions {
+			a, err = assignBytes(jresp.Members)
+		} else {
+			a, err = assign(jresp.Members)
+		}
 		if err != nil {
 			return err
 		}
@@ -289,6 +326,13 @@ func (m *Member) joinAndSync(ctx context.Context) error {
 		return errRejoin
 	default:
 		return fmt.Errorf("sync group %q: %w", m.opts.Group, err)
+	}
+	if m.opts.Partitions {
+		var pa Assignment
+		if err := json.Unmarshal(sresp.MemberAssignment, &pa); err != nil || pa.Elected.MemberID == "" {
+			return fmt.Errorf("sync group %q: unreadable assignment %q", m.opts.Group, sresp.MemberAssignment)
+		}
+		return m.applyPartitions(ctx, jresp.Generation, jresp.MemberID, pa)
 	}
 	var a assignment
 	if err := json.Unmarshal(sresp.MemberAssignment, &a); err != nil || a.Holder.MemberID == "" {
@@ -389,6 +433,8 @@ func (m *Member) heartbeat(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			case <-m.rejoin:
+				return // the universe changed: rebalance
 			}
 		}
 		if m.checkLease() {
@@ -477,6 +523,7 @@ func (m *Member) endLease(reason string) {
 	if l != nil {
 		m.state.Holding = false
 		m.logged = ""
+		m.clearShareLocked()
 	}
 	state := m.state
 	m.mu.Unlock()
@@ -496,6 +543,7 @@ func (m *Member) leave() {
 	l, memberID := m.lease, m.memberID
 	m.lease = nil
 	m.state = State{}
+	m.clearShareLocked()
 	m.mu.Unlock()
 	if l != nil {
 		l.end()

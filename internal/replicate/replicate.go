@@ -167,6 +167,8 @@ type Replicator struct {
 	// wait for their start position to be stored (Assignment.StoreFirst).
 	storeNow chan struct{}
 
+	progressMu sync.Mutex // serialises progress writes
+
 	deadLetters  sync.WaitGroup // writes to the dead-letter topic
 	deadLetterOK atomic.Bool    // the dead-letter topic is known to exist
 }
@@ -1250,6 +1252,15 @@ const (
 // a new run (past transaction markers) leaves the stored runs as they are,
 // and the newest run covers up to it.
 func (r *Replicator) writeProgress(ctx context.Context) error {
+	return r.writeProgressOf(ctx, nil)
+}
+
+// writeProgressOf is writeProgress for the partitions keep selects (all
+// if nil). Writes are serialised, so that an older position never lands
+// after a newer one.
+func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) bool) error {
+	r.progressMu.Lock()
+	defer r.progressMu.Unlock()
 	retention, maxRuns := r.opts.OffsetMapRetention, r.opts.OffsetMapMaxRuns
 	if retention <= 0 {
 		retention = DefaultOffsetMapRetention
@@ -1263,6 +1274,9 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 	var marks []int
 	var drops [][]offsets.Run
 	r.each(func(p *partition) {
+		if keep != nil && !keep(p) {
+			return
+		}
 		p.mu.Lock()
 		pos, persisted := p.acked, p.persisted
 		pos.LeaderEpoch = nil

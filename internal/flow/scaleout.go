@@ -1,0 +1,488 @@
+package flow
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/groupsync"
+	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/offsets"
+	"github.com/kmirror/kmirror/internal/ownership"
+	"github.com/kmirror/kmirror/internal/policy"
+	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/replicate"
+	"github.com/kmirror/kmirror/internal/retry"
+	"github.com/kmirror/kmirror/internal/topicsync"
+)
+
+// releaseWait bounds how long a revoked partition's writes in flight and
+// final position store may take; the member's own bound (half the
+// ownership timeout) ends its lease past it.
+func (f *Flow) releaseWait() time.Duration { return f.cfg.OwnershipTimeout / 3 }
+
+// runMember is runOwned under scale-out (scale_out: true): this instance
+// replicates the partitions the ownership group assigns it, and, while it
+// is the elected member, runs the flow-wide work (topic, config, ACL and
+// group sync, heartbeats, the status record). It returns when ctx ends,
+// after its writes in flight were acknowledged and its positions stored.
+func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ownership.Member) error {
+	cls, err := f.dial(lease)
+	if err != nil {
+		return err
+	}
+	defer cls.close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	store := progress.NewStore(cls.meta, policy.ProgressTopic(f.cfg.Name)).WithAccess(kafka.AccessOf(f.target))
+	loaded, err := f.setup(ctx, store)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("flow %q: %w", f.cfg.Name, err)
+	}
+	prov, ok := f.startProvenance(ctx, &wg, cls.src, cls.tgt)
+	if !ok {
+		return nil
+	}
+	repl := replicate.New(f.replOptions(cls, store, prov))
+	f.repl.Store(repl)
+	own := &ownedSet{set: map[progress.Partition]bool{}}
+	r := &run{
+		Flow: f,
+		src:  cls.src, tgt: cls.tgt, meta: cls.meta,
+		srcAdmin: kadm.NewClient(cls.src), tgtAdmin: kadm.NewClient(cls.tgt),
+		naming: policy.NewTopics(f.cfg).WithGraph(f.graph, f.cfg),
+		store:  store, repl: repl, loaded: loaded,
+		targetIDs: map[string]string{}, stuckTopics: map[string]bool{},
+		owns: own.has,
+	}
+	f.started.Store(true)
+	defer f.started.Store(false)
+	defer f.stuck.Store(nil)
+	replDone := make(chan error, 1)
+	go func() { replDone <- repl.Run(ctx) }()
+	f.logger.Info("flow started as a scale-out member", "source", f.cfg.Source, "target", f.cfg.Target,
+		"progress_topic", store.Topic())
+
+	var stopElected func()
+	defer func() {
+		if stopElected != nil {
+			stopElected()
+		}
+	}()
+	errLog := retry.Throttle{Every: 30 * time.Second}
+	t := time.NewTicker(f.cfg.TopicRefreshInterval)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		changed := member.Changed()
+		sh := member.Share()
+		switch {
+		case sh.Elected && stopElected == nil:
+			stopElected = r.startElected(ctx, member)
+		case !sh.Elected && stopElected != nil:
+			stopElected()
+			stopElected = nil
+		}
+		if len(sh.Revoking) > 0 {
+			r.release(ctx, own, sh.Revoking)
+			member.Released()
+		} else {
+			own.replace(sh.Owned)
+			if err := r.addOwned(ctx, own); err != nil && ctx.Err() == nil && errLog.Allow() {
+				f.logger.Warn("cannot start replicating assigned partitions yet; retrying", "err", err)
+			}
+			r.refreshOwnedLag(ctx, own)
+		}
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		case <-t.C:
+		}
+	}
+	if stopElected != nil {
+		stopElected()
+		stopElected = nil
+	}
+	if err := <-replDone; err != nil {
+		f.logger.Warn("flow stopped with writes unconfirmed; the next owner of its partitions checks them", "err", err)
+	}
+	f.logger.Info("flow stopped", "replicated_records", repl.Totals().Records)
+	return nil
+}
+
+// replOptions are the data plane's options for the clients of one run.
+func (f *Flow) replOptions(cls *runClients, store *progress.Store, prov *replicate.Provenance) replicate.Options {
+	return replicate.Options{
+		Flow:                 f.cfg.Name,
+		Source:               cls.src,
+		Target:               cls.tgt,
+		Progress:             store,
+		ProgressInterval:     f.cfg.ProgressInterval,
+		OffsetMapRetention:   f.cfg.OffsetMapRetention,
+		OffsetMapMaxRuns:     f.cfg.OffsetMapMaxRuns,
+		DeadLetterTopic:      f.cfg.DeadLetterTopic,
+		RefusedRetryInterval: f.cfg.RefusedRetryInterval,
+		SourceAccess:         kafka.AccessOf(f.source),
+		TargetAccess:         kafka.AccessOf(f.target),
+		Provenance:           prov,
+		Metrics:              f.metrics,
+		Logger:               f.logger,
+	}
+}
+
+// ownedSet is the partitions this instance owns, read by the resume code.
+type ownedSet struct {
+	mu  sync.Mutex
+	set map[progress.Partition]bool
+}
+
+func (o *ownedSet) has(id progress.Partition) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.set[id]
+}
+
+func (o *ownedSet) replace(ps []ownership.Partition) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.set = make(map[progress.Partition]bool, len(ps))
+	for _, p := range ps {
+		o.set[progress.Partition{Topic: p.Topic, Partition: p.Partition}] = true
+	}
+}
+
+func (o *ownedSet) list() []progress.Partition {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make([]progress.Partition, 0, len(o.set))
+	for id := range o.set {
+		out = append(out, id)
+	}
+	return out
+}
+
+func (o *ownedSet) remove(ps []ownership.Partition) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range ps {
+		delete(o.set, progress.Partition{Topic: p.Topic, Partition: p.Partition})
+	}
+}
+
+// release stops revoked partitions, waits for their writes in flight and
+// stores their final positions, within releaseWait.
+func (r *run) release(ctx context.Context, own *ownedSet, ps []ownership.Partition) {
+	own.remove(ps)
+	ids := make([]progress.Partition, len(ps))
+	for i, p := range ps {
+		ids[i] = progress.Partition{Topic: p.Topic, Partition: p.Partition}
+	}
+	start := time.Now()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.releaseWait())
+	defer cancel()
+	if err := r.repl.Release(rctx, ids); err != nil {
+		r.logger.Warn("revoked partitions released without their final position stored; their next owner compares the target",
+			"partitions", len(ids), "err", err)
+		return
+	}
+	r.logger.Info("revoked partitions stopped and their positions stored; handing them over",
+		"partitions", len(ids), "took", time.Since(start).Round(time.Millisecond).String())
+}
+
+// addOwned starts replicating the owned partitions the data plane does not
+// have yet, from their stored positions (another instance may have written
+// them until just now), checked against the target as after a restart.
+func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
+	var want []progress.Partition
+	for _, id := range own.list() {
+		if !r.repl.Has(id.Topic, id.Partition) {
+			want = append(want, id)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, r.target.RequestTimeout+30*time.Second)
+	loaded, err := r.store.Load(lctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("reading the stored positions of %d assigned partitions: %w", len(want), err)
+	}
+	r.loaded = loaded
+	seen := map[string]bool{}
+	var names, targetNames []string
+	settle := false
+	for _, id := range want {
+		if !seen[id.Topic] {
+			seen[id.Topic] = true
+			names = append(names, id.Topic)
+			targetNames = append(targetNames, r.naming.TargetName(id.Topic))
+		}
+		if pos, ok := loaded.Positions[id]; ok && pos.TargetNext >= 0 {
+			settle = true
+		}
+	}
+	srcMeta, err := r.srcAdmin.Metadata(ctx, names...)
+	if err != nil {
+		return fmt.Errorf("reading source topics: %w", err)
+	}
+	tgtMeta, err := r.tgtAdmin.Metadata(ctx, targetNames...)
+	if err != nil {
+		return fmt.Errorf("reading target topics: %w", err)
+	}
+	var topics []topicsync.Topic
+	for i, name := range names {
+		st, ok := srcMeta.Topics[name]
+		tt, ok2 := tgtMeta.Topics[targetNames[i]]
+		if !ok || !ok2 || st.Err != nil || tt.Err != nil {
+			continue // the elected instance's topic sync creates it
+		}
+		topics = append(topics, topicsync.Topic{
+			Source: name, Target: targetNames[i],
+			Partitions: int32(min(len(st.Partitions), len(tt.Partitions))),
+			SourceID:   topicsync.TopicID(st.ID), TargetID: topicsync.TopicID(tt.ID),
+		})
+	}
+	if len(topics) == 0 {
+		return fmt.Errorf("assigned topics %v are not on both clusters yet", names)
+	}
+	if settle {
+		// The previous owner may have died with writes on their way: the
+		// resume comparison must see them.
+		r.settle(ctx, want)
+	}
+	ends := r.listOffsets(ctx, r.srcAdmin.ListEndOffsets, names)
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			r.repl.SetHighWatermark(o.Topic, o.Partition, o.Offset)
+		}
+	})
+	as := r.assignments(ctx, topics, ends, !loaded.Started, newStuckSet())
+	r.repl.Add(as)
+	for _, a := range as {
+		r.repl.SetHighWatermark(a.Source.Topic, a.Source.Partition, endOf(ends, a.Source))
+	}
+	if len(as) > 0 {
+		r.logger.Info("replicating assigned partitions", "added", len(as))
+	}
+	return nil
+}
+
+func endOf(ends kadm.ListedOffsets, id progress.Partition) int64 {
+	if o, ok := ends.Lookup(id.Topic, id.Partition); ok && o.Err == nil {
+		return o.Offset
+	}
+	return -1
+}
+
+// settle waits until the target partitions of ids stop growing (bounded);
+// other partitions of their topics are written by other instances.
+func (r *run) settle(ctx context.Context, ids []progress.Partition) {
+	const quiet, limit = time.Second, 15 * time.Second
+	seen := map[string]bool{}
+	var names []string
+	for _, id := range ids {
+		if t := r.naming.TargetName(id.Topic); !seen[t] {
+			seen[t] = true
+			names = append(names, t)
+		}
+	}
+	var last map[progress.Partition]int64
+	settled := retry.Until(ctx, quiet, limit, func() bool {
+		ends, err := r.tgtAdmin.ListEndOffsets(ctx, names...)
+		if err != nil {
+			return true
+		}
+		now := make(map[progress.Partition]int64, len(ids))
+		for _, id := range ids {
+			if o, ok := ends.Lookup(r.naming.TargetName(id.Topic), id.Partition); ok && o.Err == nil {
+				now[id] = o.Offset
+			}
+		}
+		same := last != nil && maps.Equal(last, now)
+		last = now
+		return same
+	})
+	if !settled && ctx.Err() == nil {
+		r.logger.Warn("target partitions taken over still growing; resuming anyway", "waited", limit.String())
+	}
+}
+
+// refreshOwnedLag updates the source end offsets of the owned partitions
+// and kmirror_lag_owned_records.
+func (r *run) refreshOwnedLag(ctx context.Context, own *ownedSet) {
+	seen := map[string]bool{}
+	var names []string
+	for _, id := range own.list() {
+		if !seen[id.Topic] {
+			seen[id.Topic] = true
+			names = append(names, id.Topic)
+		}
+	}
+	if len(names) > 0 {
+		ends := r.listOffsets(ctx, r.srcAdmin.ListEndOffsets, names)
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Err == nil {
+				r.repl.SetHighWatermark(o.Topic, o.Partition, o.Offset)
+			}
+		})
+	}
+	r.metrics.LagOwned.WithLabelValues(r.cfg.Name).Set(float64(r.repl.Totals().Lag))
+}
+
+// allStored reports whether the flow may be marked started: always without
+// scale-out; with it, once every partition of the topics ready has a stored
+// position (its owner stored where it starts), so that start_from applies
+// to every partition present at the flow's first start.
+func (r *run) allStored(ctx context.Context) bool {
+	if r.universe == nil {
+		return true
+	}
+	topics := r.topics.Load()
+	if topics == nil {
+		return false
+	}
+	loaded, err := r.store.Load(ctx)
+	if err != nil {
+		return false
+	}
+	for _, t := range *topics {
+		for p := range t.Partitions {
+			if _, ok := loaded.Positions[progress.Partition{Topic: t.Source, Partition: p}]; !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// startElected starts the flow-wide work of the elected member and returns
+// the function that stops it.
+func (r *run) startElected(ctx context.Context, member *ownership.Member) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	// The elected work has its own copy of the run's maps: the member loop
+	// owns the others.
+	er := *r
+	er.loaded = progress.Loaded{Positions: map[progress.Partition]progress.Position{}, Runs: map[progress.Partition][]offsets.Run{}}
+	for id, p := range r.loaded.Positions {
+		er.loaded.Positions[id] = p
+	}
+	er.loaded.Started = r.loaded.Started
+	er.targetIDs, er.stuckTopics = map[string]string{}, map[string]bool{}
+	er.owns = func(progress.Partition) bool { return false }
+	er.universe = func(ready []topicsync.Topic) {
+		var ps []ownership.Partition
+		for _, t := range ready {
+			for p := range t.Partitions {
+				ps = append(ps, ownership.Partition{Topic: t.Source, Partition: p})
+			}
+		}
+		member.SetUniverse(ps)
+	}
+	tr := &storedTranslator{repl: r.repl, store: r.store, every: r.cfg.SyncInterval}
+	lv := &live{src: r.src, store: groupsync.NewStore(r.meta, policy.CheckpointTopic(r.cfg.Name)).WithAccess(kafka.AccessOf(r.target))}
+	lv.groups = groupsync.New(groupsync.Options{
+		Source: r.srcAdmin, Target: kadm.NewClient(r.meta),
+		Include: r.cfg.GroupsRegexps, Exclude: r.cfg.GroupsExcludeRegexps,
+		TargetName: r.naming.TargetName,
+		TopicID: func(topic string) string {
+			if id, ok := r.repl.TopicID(topic); ok {
+				return id
+			}
+			return tr.topicID(topic)
+		},
+		Translator: tr, Store: lv.store, Logger: r.logger,
+	})
+	r.live.Store(lv)
+	run := func(fn func(context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(ctx)
+		}()
+	}
+	run(er.syncTopics)
+	if r.cfg.SyncGroupOffsets {
+		run(func(ctx context.Context) { r.syncGroups(ctx, lv) })
+	}
+	if r.cfg.ACLs != config.ACLsOff {
+		run(er.syncACLs)
+	}
+	if r.cfg.HeartbeatInterval > 0 {
+		run(er.heartbeats)
+	}
+	run(er.publishStatus)
+	return func() {
+		cancel()
+		wg.Wait()
+		r.live.Store(nil)
+		r.topics.Store(nil)
+	}
+}
+
+// storedTranslator translates committed offsets of partitions this
+// instance replicates with the data plane's offset map, and those of
+// other instances with their maps as stored in the progress topic (read
+// again at most every sync interval).
+type storedTranslator struct {
+	repl  *replicate.Replicator
+	store *progress.Store
+	every time.Duration
+
+	mu       sync.Mutex
+	loadedAt time.Time
+	loaded   progress.Loaded
+}
+
+func (s *storedTranslator) refresh() progress.Loaded {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.loadedAt) >= s.every/2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if l, err := s.store.Load(ctx); err == nil {
+			s.loaded, s.loadedAt = l, time.Now()
+		}
+		cancel()
+	}
+	return s.loaded
+}
+
+// Translate implements groupsync.Translator.
+func (s *storedTranslator) Translate(topic string, partition int32, src int64) (offsets.Result, bool) {
+	if res, ok := s.repl.Translate(topic, partition, src); ok {
+		return res, true
+	}
+	l := s.refresh()
+	id := progress.Partition{Topic: topic, Partition: partition}
+	pos, ok := l.Positions[id]
+	if !ok {
+		return offsets.Result{}, false
+	}
+	if pos.TargetNext < 0 {
+		return offsets.Result{Target: 0, Exact: false}, true
+	}
+	m := offsets.NewMap(l.Runs[id])
+	m.Advance(pos.SourceNext)
+	return m.Translate(src, pos.TargetNext), true
+}
+
+func (s *storedTranslator) topicID(topic string) string {
+	l := s.refresh()
+	for id, pos := range l.Positions {
+		if id.Topic == topic {
+			return pos.TopicID
+		}
+	}
+	return ""
+}

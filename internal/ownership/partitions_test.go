@@ -1,0 +1,122 @@
+package ownership
+
+import (
+	"testing"
+	"time"
+)
+
+func parts(topic string, ns ...int32) []Partition {
+	out := make([]Partition, len(ns))
+	for i, n := range ns {
+		out[i] = Partition{Topic: topic, Partition: n}
+	}
+	return out
+}
+
+func span(n int32) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = int32(i)
+	}
+	return out
+}
+
+func TestAssignPartitions(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	member := func(id string, age int, lease bool, owned []Partition) partMeta {
+		return partMeta{Identity: Identity{Instance: id, MemberID: id, Since: t0.Add(time.Duration(age) * time.Second)},
+			Lease: lease, Owned: owned}
+	}
+	universe := parts("a", span(12)...)
+	tests := []struct {
+		name               string
+		metas              []partMeta
+		wantOwned, wantRev map[string]int
+		wantElected        string
+	}{
+		{
+			name:        "first start: all free, spread evenly",
+			metas:       []partMeta{member("m1", 0, false, nil), member("m2", 1, false, nil), member("m3", 2, false, nil)},
+			wantOwned:   map[string]int{"m1": 4, "m2": 4, "m3": 4},
+			wantRev:     map[string]int{},
+			wantElected: "m1",
+		},
+		{
+			name:        "two join one holding all: it keeps 4, revokes 8, nothing moves in this generation",
+			metas:       []partMeta{member("m1", 0, true, universe), member("m2", 1, false, nil), member("m3", 2, false, nil)},
+			wantOwned:   map[string]int{"m1": 4, "m2": 0, "m3": 0},
+			wantRev:     map[string]int{"m1": 8},
+			wantElected: "m1",
+		},
+		{
+			name:        "next generation: the revoked partitions are free",
+			metas:       []partMeta{member("m1", 0, true, universe[:4]), member("m2", 1, true, nil), member("m3", 2, true, nil)},
+			wantOwned:   map[string]int{"m1": 4, "m2": 4, "m3": 4},
+			wantRev:     map[string]int{},
+			wantElected: "m1",
+		},
+		{
+			name:        "a member without a lease claims nothing",
+			metas:       []partMeta{member("m1", 0, true, universe[:6]), member("m2", 1, false, universe[6:])},
+			wantOwned:   map[string]int{"m1": 6, "m2": 6},
+			wantRev:     map[string]int{},
+			wantElected: "m1",
+		},
+		{
+			name:        "a partition claimed twice is revoked from both",
+			metas:       []partMeta{member("m1", 0, true, universe[:7]), member("m2", 1, true, universe[6:])},
+			wantOwned:   map[string]int{"m1": 6, "m2": 5},
+			wantRev:     map[string]int{"m1": 1, "m2": 1},
+			wantElected: "m1",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The universe comes from the elected member's topic sync.
+			for i := range tt.metas {
+				tt.metas[i].Universe, tt.metas[i].Authoritative = universe, true
+				if i == 0 && tt.metas[i].Lease {
+					tt.metas[i].Elected = true
+				}
+			}
+			a := assignPartitions(tt.metas)
+			if a.Elected.MemberID != tt.wantElected {
+				t.Errorf("elected %s, want %s", a.Elected.MemberID, tt.wantElected)
+			}
+			seen := map[Partition]string{}
+			for _, s := range a.Members {
+				if len(s.Partitions) != tt.wantOwned[s.MemberID] || len(s.Revoking) != tt.wantRev[s.MemberID] {
+					t.Errorf("%s: %d owned, %d revoking; want %d, %d", s.MemberID, len(s.Partitions), len(s.Revoking),
+						tt.wantOwned[s.MemberID], tt.wantRev[s.MemberID])
+				}
+				for _, p := range append(append([]Partition(nil), s.Partitions...), s.Revoking...) {
+					if other, ok := seen[p]; ok && other != s.MemberID {
+						if !contains(s.Revoking, p) {
+							t.Errorf("%v given to %s while %s has it", p, s.MemberID, other)
+						}
+					}
+					seen[p] = s.MemberID
+				}
+			}
+			// Sticky: a member keeps only partitions it claimed or free ones.
+			for _, s := range a.Members {
+				for _, p := range s.Partitions {
+					for _, m := range tt.metas {
+						if m.MemberID != s.MemberID && m.Lease && contains(m.Owned, p) {
+							t.Errorf("%v given to %s while %s still owns it", p, s.MemberID, m.MemberID)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func contains(ps []Partition, p Partition) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
