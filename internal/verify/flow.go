@@ -32,7 +32,8 @@ type Options struct {
 	// Since, if positive, starts each partition at the first record
 	// written at or after that long ago.
 	Since time.Duration
-	// FromOffset, if >= 0, starts each partition at that source offset.
+	// FromOffset, if positive, starts each partition at that source
+	// offset (0: at its log start, as when unset).
 	FromOffset int64
 	// Parallel is how many partitions are compared at once (default 4).
 	Parallel int
@@ -379,7 +380,7 @@ func (v *verifier) plan(ctx context.Context, d kadm.TopicDetail) (TopicResult, [
 		end = min(end, srcEnds[p])
 		begin := srcStarts[p]
 		switch {
-		case v.o.FromOffset >= 0:
+		case v.o.FromOffset > 0:
 			begin = max(begin, v.o.FromOffset)
 		case since != nil:
 			if o, ok := since[p]; ok && o >= 0 {
