@@ -127,3 +127,113 @@ flows:
 		t.Fatalf("deleted records: equal %v, totals %+v, differences %v", rep.Equal, rep.Totals, rep.Differences)
 	}
 }
+
+// TestVerifyFlowProvenance checks a flow with provenance (identity
+// naming): a source record whose path already holds the target is not
+// copied by design, and a record the target's own producers wrote between
+// the copies is not the flow's: neither is a difference. A source record
+// the map passes over that the flow would have copied is missing.
+func TestVerifyFlowProvenance(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srcC, dstC := kfaketest.Cluster(t), kfaketest.Cluster(t)
+	src := kfaketest.Client(t, srcC, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	dst := kfaketest.Client(t, dstC, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := func(cl *kgo.Client) string {
+		m, err := kadm.NewClient(cl).BrokerMetadata(ctx)
+		must(err)
+		return m.Cluster
+	}
+	srcID, dstID := id(src), id(dst)
+	for _, c := range []*kgo.Client{src, dst} {
+		_, err := kadm.NewClient(c).CreateTopic(ctx, 1, -1, nil, "orders")
+		must(err)
+	}
+	rec := func(v string, path string) *kgo.Record {
+		r := &kgo.Record{Topic: "orders", Value: []byte(v), Timestamp: ts}
+		if path != "" {
+			r.Headers = []kgo.RecordHeader{{Key: "kmirror.provenance", Value: []byte(path)}}
+		}
+		return r
+	}
+	// Source: 0 and 2 produced there, 1 came from the target (a loop),
+	// 3 produced there.
+	must(src.ProduceSync(ctx, rec("a", ""), rec("loop", dstID+","+srcID), rec("b", ""), rec("c", "")).FirstErr())
+	// Target: the copies of 0 and 2 with their path, a record of the
+	// target's own producers between them.
+	copyPath := srcID + "," + dstID
+	must(dst.ProduceSync(ctx, rec("a", copyPath), rec("local", ""), rec("b", copyPath)).FirstErr())
+	store := progress.NewStore(dst, policy.ProgressTopic("src-to-dst"))
+	must(store.Ensure(ctx, -1))
+	write := func(runs ...offsets.Run) {
+		must(store.Write(ctx, []progress.Entry{{
+			Partition: progress.Partition{Topic: "orders", Partition: 0},
+			Position:  progress.Position{SourceNext: 3, TargetNext: 3},
+			Runs:      runs,
+		}}))
+	}
+	write(offsets.Run{Source: 0, Target: 0, Len: 1, Tail: 1}, offsets.Run{Source: 2, Target: 2, Len: 1, Gap: 1})
+	must(store.MarkStopped(ctx))
+	cfg, err := config.Parse("kmirror.yaml", []byte(fmt.Sprintf(`clusters:
+  src:
+    bootstrap_servers: [%q]
+  dst:
+    bootstrap_servers: [%q]
+flows:
+  - source: src
+    target: dst
+    topic_naming: identity
+`, srcC.ListenAddrs()[0], dstC.ListenAddrs()[0])), nil)
+	must(err)
+	if !cfg.Flows[0].UsesProvenance() {
+		t.Fatal("identity naming without provenance")
+	}
+	rep, err := VerifyFlow(ctx, cfg, cfg.Flows[0], Options{})
+	must(err)
+	want := Counts{SourceRecords: 3, Matched: 2, NotCopied: 1, Foreign: 1}
+	got := rep.Totals
+	got.Bytes = 0
+	if !rep.Equal || got != want {
+		t.Fatalf("equal %v, totals %+v, want %+v; differences %v", rep.Equal, got, want, rep.Differences)
+	}
+	// Source offset 3 ("c", produced on the source) lies in the stored
+	// range without a run: the flow would have copied it.
+	write(offsets.Run{Source: 0, Target: 0, Len: 1, Tail: 1}, offsets.Run{Source: 2, Target: 2, Len: 1, Gap: 1, Tail: 1})
+	must(store.Write(ctx, []progress.Entry{{Partition: progress.Partition{Topic: "orders", Partition: 0}, Position: progress.Position{SourceNext: 4, TargetNext: 3}}}))
+	rep, err = VerifyFlow(ctx, cfg, cfg.Flows[0], Options{})
+	must(err)
+	if rep.Equal || rep.Totals.Missing != 1 || len(rep.Differences) != 1 || rep.Differences[0].SourceOffset != 3 || rep.Differences[0].Kind != KindMissing {
+		t.Fatalf("record passed over: equal %v, totals %+v, differences %v", rep.Equal, rep.Totals, rep.Differences)
+	}
+}
+
+func TestDuplicateWindow(t *testing.T) {
+	// Two equal records compared far apart, then a third copy after
+	// more than the window: the first copy's eviction must not forget
+	// the second.
+	n := int64(dupWindow + 10)
+	var src, dst []*kgo.Record
+	for i := range n {
+		id := fmt.Sprint(i)
+		if i == 0 || i == dupWindow-5 {
+			id = "same"
+		}
+		src = append(src, at(i, id))
+		dst = append(dst, at(i, id))
+	}
+	dst = append(dst, at(n, "same"))
+	plan := Plan{Topic: "t", TargetTopic: "t", Runs: []offsets.Run{{Source: 0, Target: 0, Len: n}}, SourceEnd: n, TargetEnd: n + 1, MaxDifferences: 5}
+	res, err := ComparePartition(context.Background(), &plan, &sliceStream{src}, &sliceStream{dst}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicated != 1 || res.Differences[0].SourceOffset != dupWindow-5 {
+		t.Errorf("duplicated %d, differences %v; want the copy of source offset %d", res.Duplicated, res.Differences, dupWindow-5)
+	}
+}

@@ -160,9 +160,16 @@ type comparer struct {
 	holeNext int64
 
 	seed   maphash.Seed
-	seen   map[uint64]int64
+	seen   map[uint64]seenRecord
 	ring   []uint64
 	ringAt int
+}
+
+// seenRecord is a record content among the newest compared: the source
+// offset of its newest copy, and how many times the window holds it.
+type seenRecord struct {
+	src int64
+	n   int
 }
 
 // ComparePartition compares plan's source range, read from src, with its
@@ -172,7 +179,7 @@ type comparer struct {
 func ComparePartition(ctx context.Context, plan *Plan, src, dst RecordStream, progress func(int64)) (PartitionResult, error) {
 	res := PartitionResult{Partition: plan.Partition, SourceStart: plan.SourceStart, SourceEnd: plan.SourceEnd,
 		TargetStart: plan.TargetStart, TargetEnd: plan.TargetEnd}
-	c := &comparer{plan: plan, res: &res, dst: dst, holeNext: -1, seed: maphash.MakeSeed(), seen: map[uint64]int64{}}
+	c := &comparer{plan: plan, res: &res, dst: dst, holeNext: -1, seed: maphash.MakeSeed(), seen: map[uint64]seenRecord{}}
 	passed := plan.SourceStart
 	for {
 		r, err := src.Next(ctx)
@@ -350,7 +357,8 @@ func (c *comparer) unaccounted(t *kgo.Record) {
 		return
 	}
 	c.res.Extra++
-	if src, ok := c.seen[c.hash(t)]; ok {
+	if s, ok := c.seen[c.hash(t)]; ok {
+		src := s.src
 		c.res.Duplicated++
 		c.note(Difference{Kind: KindDuplicated, SourceOffset: src, TargetOffset: t.Offset, Detail: fmt.Sprintf("a second copy of source offset %d, not in the offset map", src)})
 		return
@@ -413,9 +421,15 @@ func (c *comparer) remember(t *kgo.Record, src int64) {
 	if len(c.ring) < dupWindow {
 		c.ring = append(c.ring, k)
 	} else {
-		delete(c.seen, c.ring[c.ringAt])
+		old := c.ring[c.ringAt]
+		if s := c.seen[old]; s.n <= 1 {
+			delete(c.seen, old)
+		} else {
+			s.n--
+			c.seen[old] = s
+		}
 		c.ring[c.ringAt] = k
 		c.ringAt = (c.ringAt + 1) % dupWindow
 	}
-	c.seen[k] = src
+	c.seen[k] = seenRecord{src: src, n: c.seen[k].n + 1}
 }
