@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -71,7 +72,7 @@ topic, partition, source and target offset and what differs), 2 on an error
 				}
 			}
 			if fc == nil {
-				return exitError{verifyFailed, fmt.Errorf("%s: no flow named %q; flows: %v", cfg.File, flowName, names)}
+				return exitError{verifyFailed, fmt.Errorf("%s: no flow named %q; flows: %s", cfg.File, flowName, strings.Join(names, ", "))}
 			}
 			o := verify.Options{Since: since, FromOffset: fromOffset, Parallel: parallel,
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}

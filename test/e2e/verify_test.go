@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,7 +162,7 @@ topic_refresh_interval: 500ms
 	}
 
 	// The intact copy: equal, every readable source record matched.
-	res := runKmirrorOnce(t, 10*time.Minute, "verify", "--config", cfgPath, "--flow", "e2e", "--json")
+	res, rss := runMeasured(t, 10*time.Minute, "verify", "--config", cfgPath, "--flow", "e2e", "--json")
 	if res.code != 0 {
 		t.Fatalf("verify of the intact copy: exit %d, want 0\n%s%s", res.code, res.stdout, res.stderr)
 	}
@@ -188,8 +192,8 @@ topic_refresh_interval: 500ms
 	}
 	mb := float64(rep.Totals.Bytes) / 1e6
 	secs := float64(rep.ElapsedMs) / 1000
-	t.Logf("verify of the intact copy: %d source records (%d matched, %d compacted since on one side), %.1f MB read from both clusters in %.2fs (%.1f MB/s, process %s)",
-		rep.Totals.SourceRecords, rep.Totals.Matched, rep.Totals.Compacted, mb, secs, mb/max(secs, 0.001), res.elapsed.Round(time.Millisecond))
+	t.Logf("verify of the intact copy: %d source records (%d matched, %d compacted since on one side), %.1f MB read from both clusters in %.2fs (%.1f MB/s, process %s, peak RSS %d MiB)",
+		rep.Totals.SourceRecords, rep.Totals.Matched, rep.Totals.Compacted, mb, secs, mb/max(secs, 0.001), res.elapsed.Round(time.Millisecond), rss>>20)
 
 	// The bad actor.
 	dstAdm := kadm.NewClient(p.dstCl)
@@ -279,4 +283,32 @@ func countReadable(t *testing.T, ctx context.Context, cl *kgo.Client, topic stri
 		t.Fatal(err)
 	}
 	return n, sum(endOffsets(t, cl, topic))
+}
+
+// runMeasured runs the binary with args like runKmirrorOnce and also
+// returns the process's peak resident memory, in bytes.
+func runMeasured(t *testing.T, limit time.Duration, args ...string) (runResult, int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kmirrorBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	res := runResult{elapsed: time.Since(start), stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		res.timedOut, res.code = true, -1
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("running kmirror: %v", err)
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss << 10 // KiB on Linux
+	}
+	return res, rss
 }
