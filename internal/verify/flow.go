@@ -462,13 +462,13 @@ func (v *verifier) run(ctx context.Context, jobs []*job) error {
 
 func (v *verifier) compare(ctx context.Context, j *job) (PartitionResult, error) {
 	p := &j.plan
-	srcOpts := logread.Options{ReadUncommitted: v.f.Consumer.IsolationLevel == config.ReadUncommitted, MaxFetchBytes: 8 << 20}
+	srcOpts := logread.Options{ReadUncommitted: v.f.Consumer.IsolationLevel == config.ReadUncommitted, MaxFetchBytes: fetchBytes}
 	src := readRange(ctx, v.src, logread.Range{Topic: p.Topic, Partition: p.Partition, From: p.SourceStart, End: p.SourceEnd}, srcOpts)
 	defer src.close()
 	var dst RecordStream = emptyStream{}
 	if p.TargetEnd > p.TargetStart {
 		from := max(p.TargetStart, p.TargetLogStart)
-		s := readRange(ctx, v.dst, logread.Range{Topic: p.TargetTopic, Partition: p.Partition, From: from, End: p.TargetEnd}, logread.Options{MaxFetchBytes: 8 << 20})
+		s := readRange(ctx, v.dst, logread.Range{Topic: p.TargetTopic, Partition: p.Partition, From: from, End: p.TargetEnd}, logread.Options{MaxFetchBytes: fetchBytes})
 		defer s.close()
 		dst = s
 	}
@@ -483,3 +483,7 @@ func (v *verifier) compare(ctx context.Context, j *job) (PartitionResult, error)
 type emptyStream struct{}
 
 func (emptyStream) Next(context.Context) (*kgo.Record, error) { return nil, nil }
+
+// fetchBytes bounds each fetch of a comparison, as sent by the broker
+// (compressed): a stream holds at most two fetches, decompressed.
+const fetchBytes = 2 << 20
