@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kmirror/kmirror/internal/config"
-	"github.com/kmirror/kmirror/internal/verify"
+	"github.com/kmirror/kmirror/internal/verify/flowverify"
 )
 
 // Exit codes of verify.
@@ -74,7 +74,7 @@ topic, partition, source and target offset and what differs), 2 on an error
 			if fc == nil {
 				return exitError{verifyFailed, fmt.Errorf("%s: no flow named %q; flows: %s", cfg.File, flowName, strings.Join(names, ", "))}
 			}
-			o := verify.Options{Since: since, FromOffset: fromOffset, Parallel: parallel,
+			o := flowverify.Options{Since: since, FromOffset: fromOffset, Parallel: parallel,
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
 			if topics != "" {
 				re, err := regexp.Compile("^(?:" + topics + ")$")
@@ -89,7 +89,7 @@ topic, partition, source and target offset and what differs), 2 on an error
 				stopBar = bar.stop
 				o.Progress = bar.add
 			}
-			rep, err := verify.VerifyFlow(cmd.Context(), cfg, fc, o)
+			rep, err := flowverify.VerifyFlow(cmd.Context(), cfg, fc, o)
 			stopBar()
 			if err != nil {
 				return exitError{verifyFailed, err}
@@ -120,7 +120,7 @@ topic, partition, source and target offset and what differs), 2 on an error
 }
 
 // writeVerifyText prints one table row per topic, then the differences.
-func writeVerifyText(out io.Writer, rep *verify.FlowReport) error {
+func writeVerifyText(out io.Writer, rep *flowverify.FlowReport) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "flow %s: %s -> %s\n", rep.Flow, rep.Source, rep.Target)
 	fmt.Fprintln(w, "TOPIC\tTARGET TOPIC\tPARTITIONS\tSOURCE RECORDS\tMATCHED\tMISSING\tEXTRA/DUPLICATED\tALTERED\tNOT COPIED\tCOMPACTED")

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kmirror/kmirror/internal/verify"
+	"github.com/kmirror/kmirror/internal/verify/flowverify"
 )
 
 func TestVerifyExitCodes(t *testing.T) {
@@ -47,9 +48,9 @@ flows:
 }
 
 func TestWriteVerifyText(t *testing.T) {
-	rep := &verify.FlowReport{Flow: "f", Source: "a", Target: "b", CleanStop: true, ElapsedMs: 1000,
+	rep := &flowverify.FlowReport{Flow: "f", Source: "a", Target: "b", CleanStop: true, ElapsedMs: 1000,
 		Totals: verify.Counts{SourceRecords: 10, Matched: 9, Missing: 1, Bytes: 2_000_000},
-		Topics: []verify.TopicResult{{Topic: "t", TargetTopic: "a.t", Partitions: 2, Counts: verify.Counts{SourceRecords: 10, Matched: 9, Missing: 1},
+		Topics: []flowverify.TopicResult{{Topic: "t", TargetTopic: "a.t", Partitions: 2, Counts: verify.Counts{SourceRecords: 10, Matched: 9, Missing: 1},
 			Details: []verify.PartitionResult{{Partition: 1, Note: "nothing replicated yet (no offset map)"}}}},
 		Differences: []verify.Difference{{Topic: "t", TargetTopic: "a.t", Partition: 0, Kind: verify.KindMissing, SourceOffset: 3, TargetOffset: 3, Detail: "not on the target"}},
 	}

@@ -81,7 +81,8 @@ type Counts struct {
 // Differences is the number of records that differ.
 func (c Counts) Differences() int64 { return c.Missing + c.Altered + c.Extra }
 
-func (c *Counts) add(o Counts) {
+// Add adds o to c.
+func (c *Counts) Add(o Counts) {
 	c.SourceRecords += o.SourceRecords
 	c.Matched += o.Matched
 	c.Missing += o.Missing

@@ -211,3 +211,28 @@ func TestComparePartitionKeepsFewDifferences(t *testing.T) {
 		t.Errorf("missing %d, %d differences kept; want 100, 3", res.Missing, len(res.Differences))
 	}
 }
+
+func TestDuplicateWindow(t *testing.T) {
+	// Two equal records compared far apart, then a third copy after
+	// more than the window: the first copy's eviction must not forget
+	// the second.
+	n := int64(dupWindow + 10)
+	var src, dst []*kgo.Record
+	for i := range n {
+		id := fmt.Sprint(i)
+		if i == 0 || i == dupWindow-5 {
+			id = "same"
+		}
+		src = append(src, at(i, id))
+		dst = append(dst, at(i, id))
+	}
+	dst = append(dst, at(n, "same"))
+	plan := Plan{Topic: "t", TargetTopic: "t", Runs: []offsets.Run{{Source: 0, Target: 0, Len: n}}, SourceEnd: n, TargetEnd: n + 1, MaxDifferences: 5}
+	res, err := ComparePartition(context.Background(), &plan, &sliceStream{src}, &sliceStream{dst}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicated != 1 || res.Differences[0].SourceOffset != dupWindow-5 {
+		t.Errorf("duplicated %d, differences %v; want the copy of source offset %d", res.Duplicated, res.Differences, dupWindow-5)
+	}
+}

@@ -20,7 +20,7 @@ import (
 	"github.com/kmirror/kmirror/internal/logread"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
-	"github.com/kmirror/kmirror/internal/verify"
+	"github.com/kmirror/kmirror/internal/verify/flowverify"
 )
 
 // TestVerify replicates a plain topic, a compacted topic compacted on the
@@ -168,7 +168,7 @@ topic_refresh_interval: 500ms
 	if res.code != 0 {
 		t.Fatalf("verify of the intact copy: exit %d, want 0\n%s%s", res.code, res.stdout, res.stderr)
 	}
-	var rep verify.FlowReport
+	var rep flowverify.FlowReport
 	if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil {
 		t.Fatalf("verify --json: %v\n%s", err, res.stdout)
 	}

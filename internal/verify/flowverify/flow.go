@@ -1,4 +1,8 @@
-package verify
+// Package flowverify proves that a flow's target holds what its source
+// holds: it plans, per partition, the replicated range from the flow's
+// stored position and offset map, and compares both sides with
+// verify.ComparePartition.
+package flowverify
 
 import (
 	"context"
@@ -23,6 +27,7 @@ import (
 	"github.com/kmirror/kmirror/internal/progress"
 	"github.com/kmirror/kmirror/internal/replicate"
 	"github.com/kmirror/kmirror/internal/topology"
+	"github.com/kmirror/kmirror/internal/verify"
 )
 
 // Options select what VerifyFlow compares.
@@ -48,13 +53,13 @@ type Options struct {
 
 // TopicResult is the comparison of one source topic with its copy.
 type TopicResult struct {
-	Topic       string `json:"topic"`
-	TargetTopic string `json:"target_topic"`
-	Partitions  int    `json:"partitions"`
-	Counts      `json:"counts"`
+	Topic         string `json:"topic"`
+	TargetTopic   string `json:"target_topic"`
+	Partitions    int    `json:"partitions"`
+	verify.Counts `json:"counts"`
 	// Note says why (part of) the topic was not compared.
-	Note    string            `json:"note,omitempty"`
-	Details []PartitionResult `json:"partition_results"`
+	Note    string                   `json:"note,omitempty"`
+	Details []verify.PartitionResult `json:"partition_results"`
 }
 
 // FlowReport is the result of VerifyFlow. See docs/verify.md for its
@@ -68,12 +73,12 @@ type FlowReport struct {
 	// CleanStop is true when the flow's last run stopped cleanly: the
 	// target past the stored positions is compared too.
 	CleanStop bool          `json:"flow_stopped_cleanly"`
-	Totals    Counts        `json:"totals"`
+	Totals    verify.Counts `json:"totals"`
 	Topics    []TopicResult `json:"topics"`
 	// Differences are the first differences found, up to MaxDifferences
 	// per partition.
-	Differences []Difference `json:"differences"`
-	ElapsedMs   int64        `json:"elapsed_ms"`
+	Differences []verify.Difference `json:"differences"`
+	ElapsedMs   int64               `json:"elapsed_ms"`
 }
 
 // ErrSetup marks errors before any comparison: configuration, clusters
@@ -150,14 +155,14 @@ func VerifyFlow(ctx context.Context, cfg *config.Config, f *config.Flow, o Optio
 	}
 	for _, j := range jobs {
 		tr := &rep.Topics[j.topic]
-		tr.Counts.add(j.res.Counts)
+		tr.Counts.Add(j.res.Counts)
 		tr.Details = append(tr.Details, j.res)
 		rep.Differences = append(rep.Differences, j.res.Differences...)
 	}
 	for i := range rep.Topics {
 		t := &rep.Topics[i]
-		slices.SortFunc(t.Details, func(a, b PartitionResult) int { return int(a.Partition - b.Partition) })
-		rep.Totals.add(t.Counts)
+		slices.SortFunc(t.Details, func(a, b verify.PartitionResult) int { return int(a.Partition - b.Partition) })
+		rep.Totals.Add(t.Counts)
 	}
 	rep.Equal = rep.Totals.Differences() == 0
 	rep.ElapsedMs = time.Since(start).Milliseconds()
@@ -190,8 +195,8 @@ type verifier struct {
 
 type job struct {
 	topic int
-	plan  Plan
-	res   PartitionResult
+	plan  verify.Plan
+	res   verify.PartitionResult
 }
 
 // provenance learns what the flow's provenance needs: the cluster IDs of
@@ -360,7 +365,7 @@ func (v *verifier) plan(ctx context.Context, d kadm.TopicDetail) (TopicResult, [
 		id := progress.Partition{Topic: t, Partition: p}
 		pos, hasPos := v.loaded.Positions[id]
 		runs := v.loaded.Runs[id]
-		j := &job{plan: Plan{Topic: t, TargetTopic: tr.TargetTopic, Partition: p, Runs: runs,
+		j := &job{plan: verify.Plan{Topic: t, TargetTopic: tr.TargetTopic, Partition: p, Runs: runs,
 			Compacted: srcCompact || dstCompact, Ignore: []string{replicate.HeaderProvenance}, MaxDifferences: v.o.MaxDifferences}}
 		j.res.Partition = p
 		jobs = append(jobs, j)
@@ -460,12 +465,12 @@ func (v *verifier) run(ctx context.Context, jobs []*job) error {
 	return ctx.Err()
 }
 
-func (v *verifier) compare(ctx context.Context, j *job) (PartitionResult, error) {
+func (v *verifier) compare(ctx context.Context, j *job) (verify.PartitionResult, error) {
 	p := &j.plan
 	srcOpts := logread.Options{ReadUncommitted: v.f.Consumer.IsolationLevel == config.ReadUncommitted, MaxFetchBytes: fetchBytes}
 	src := readRange(ctx, v.src, logread.Range{Topic: p.Topic, Partition: p.Partition, From: p.SourceStart, End: p.SourceEnd}, srcOpts)
 	defer src.close()
-	var dst RecordStream = emptyStream{}
+	var dst verify.RecordStream = emptyStream{}
 	if p.TargetEnd > p.TargetStart {
 		from := max(p.TargetStart, p.TargetLogStart)
 		s := readRange(ctx, v.dst, logread.Range{Topic: p.TargetTopic, Partition: p.Partition, From: from, End: p.TargetEnd}, logread.Options{MaxFetchBytes: fetchBytes})
@@ -476,7 +481,7 @@ func (v *verifier) compare(ctx context.Context, j *job) (PartitionResult, error)
 	if v.o.Progress != nil {
 		step = func(n int64) { v.o.Progress(0, n) }
 	}
-	return ComparePartition(ctx, p, src, dst, step)
+	return verify.ComparePartition(ctx, p, src, dst, step)
 }
 
 // emptyStream is a range with no record.

@@ -1,4 +1,4 @@
-package verify
+package flowverify
 
 import (
 	"context"
@@ -16,12 +16,15 @@ import (
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/verify"
 )
 
 // TestVerifyFlow builds on kfake what a flow leaves behind: a source
 // partition with plain records, an aborted and a committed transaction
 // (markers included), its copy on the target and the offset map in the
 // progress topic; then breaks the target step by step.
+var ts = time.UnixMilli(1_700_000_000_000)
+
 func TestVerifyFlow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -115,7 +118,7 @@ flows:
 		t.Fatalf("duplicated record: equal %v, totals %+v, differences %v", rep.Equal, rep.Totals, rep.Differences)
 	}
 	d := rep.Differences[0]
-	if d.Kind != KindDuplicated || d.SourceOffset != 6 || d.TargetOffset != 6 || d.Topic != "orders" {
+	if d.Kind != verify.KindDuplicated || d.SourceOffset != 6 || d.TargetOffset != 6 || d.Topic != "orders" {
 		t.Errorf("difference %+v, want source offset 6 duplicated at target offset 6", d)
 	}
 
@@ -123,7 +126,7 @@ flows:
 	_, err = kadm.NewClient(dst).DeleteRecords(ctx, kadm.Offsets{"src.orders": {0: {Topic: "src.orders", Partition: 0, At: 2}}})
 	must(err)
 	rep = verifyNow(Options{})
-	if rep.Equal || rep.Totals.Missing != 2 || rep.Differences[0].Kind != KindMissing || rep.Differences[0].SourceOffset != 0 {
+	if rep.Equal || rep.Totals.Missing != 2 || rep.Differences[0].Kind != verify.KindMissing || rep.Differences[0].SourceOffset != 0 {
 		t.Fatalf("deleted records: equal %v, totals %+v, differences %v", rep.Equal, rep.Totals, rep.Differences)
 	}
 }
@@ -196,7 +199,7 @@ flows:
 	}
 	rep, err := VerifyFlow(ctx, cfg, cfg.Flows[0], Options{})
 	must(err)
-	want := Counts{SourceRecords: 3, Matched: 2, NotCopied: 1, Foreign: 1}
+	want := verify.Counts{SourceRecords: 3, Matched: 2, NotCopied: 1, Foreign: 1}
 	got := rep.Totals
 	got.Bytes = 0
 	if !rep.Equal || got != want {
@@ -208,32 +211,7 @@ flows:
 	must(store.Write(ctx, []progress.Entry{{Partition: progress.Partition{Topic: "orders", Partition: 0}, Position: progress.Position{SourceNext: 4, TargetNext: 3}}}))
 	rep, err = VerifyFlow(ctx, cfg, cfg.Flows[0], Options{})
 	must(err)
-	if rep.Equal || rep.Totals.Missing != 1 || len(rep.Differences) != 1 || rep.Differences[0].SourceOffset != 3 || rep.Differences[0].Kind != KindMissing {
+	if rep.Equal || rep.Totals.Missing != 1 || len(rep.Differences) != 1 || rep.Differences[0].SourceOffset != 3 || rep.Differences[0].Kind != verify.KindMissing {
 		t.Fatalf("record passed over: equal %v, totals %+v, differences %v", rep.Equal, rep.Totals, rep.Differences)
-	}
-}
-
-func TestDuplicateWindow(t *testing.T) {
-	// Two equal records compared far apart, then a third copy after
-	// more than the window: the first copy's eviction must not forget
-	// the second.
-	n := int64(dupWindow + 10)
-	var src, dst []*kgo.Record
-	for i := range n {
-		id := fmt.Sprint(i)
-		if i == 0 || i == dupWindow-5 {
-			id = "same"
-		}
-		src = append(src, at(i, id))
-		dst = append(dst, at(i, id))
-	}
-	dst = append(dst, at(n, "same"))
-	plan := Plan{Topic: "t", TargetTopic: "t", Runs: []offsets.Run{{Source: 0, Target: 0, Len: n}}, SourceEnd: n, TargetEnd: n + 1, MaxDifferences: 5}
-	res, err := ComparePartition(context.Background(), &plan, &sliceStream{src}, &sliceStream{dst}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Duplicated != 1 || res.Differences[0].SourceOffset != dupWindow-5 {
-		t.Errorf("duplicated %d, differences %v; want the copy of source offset %d", res.Duplicated, res.Differences, dupWindow-5)
 	}
 }
