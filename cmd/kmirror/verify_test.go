@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kmirror/kmirror/internal/verify"
 	"github.com/kmirror/kmirror/internal/verify/flowverify"
@@ -68,5 +69,16 @@ func TestWriteVerifyText(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	var b bytes.Buffer
+	bar := &progressBar{out: &b, start: time.Now(), quit: make(chan struct{})}
+	bar.add(200, 0)
+	bar.add(0, 100)
+	bar.draw()
+	if want := "\rverifying [===============               ]  50% 100/200 offsets"; !strings.HasPrefix(b.String(), want) {
+		t.Errorf("bar %q, want it to start with %q", b.String(), want)
 	}
 }

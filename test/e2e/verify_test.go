@@ -158,13 +158,20 @@ topic_refresh_interval: 500ms
 		return len(behind) == 0, strings.Join(behind, ", ")
 	})
 	t.Logf("replicated in %s", time.Since(start).Round(time.Millisecond))
+	// While the flow runs: compared up to the stored positions, and said.
+	res := runKmirrorOnce(t, 5*time.Minute, "verify", "--config", cfgPath, "--flow", "e2e", "--topics", "plain")
+	if res.code != 0 || !strings.Contains(res.stdout, "EQUAL") || !strings.Contains(res.stdout, "did not stop cleanly") ||
+		!strings.Contains(res.stdout, "plain  src.plain     2           200             200") {
+		t.Errorf("verify while the flow runs: exit %d, want 0 and a note that it runs\n%s%s", res.code, res.stdout, res.stderr)
+	}
 	k.stop()
 	if ok, state := compactedOnSource(); !ok {
 		t.Fatalf("the compacted topic was not compacted on the source: %s", state)
 	}
 
 	// The intact copy: equal, every readable source record matched.
-	res, rss := runMeasured(t, 10*time.Minute, "verify", "--config", cfgPath, "--flow", "e2e", "--json")
+	var rss int64
+	res, rss = runMeasured(t, 10*time.Minute, "verify", "--config", cfgPath, "--flow", "e2e", "--json")
 	if res.code != 0 {
 		t.Fatalf("verify of the intact copy: exit %d, want 0\n%s%s", res.code, res.stdout, res.stderr)
 	}
