@@ -49,7 +49,7 @@ Start with "kmirror demo" to see it work with no setup.`,
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newRunCommand(), newDemoCommand(), newOffsetsCommand(), newFailoverCommand(), newFailbackCommand(), newStatusCommand(), newCheckCommand(), newImportMM2Command(), newVersionCommand())
+	root.AddCommand(newRunCommand(), newDemoCommand(), newOffsetsCommand(), newFailoverCommand(), newFailbackCommand(), newStatusCommand(), newVerifyCommand(), newCheckCommand(), newImportMM2Command(), newVersionCommand())
 	return root
 }
 
