@@ -83,6 +83,7 @@ func snapshot(t *testing.T, cl *kgo.Client) string {
 // it would create, (c) a cluster that does not answer, and (d) a good
 // config, whose plan is printed while neither cluster changes.
 func TestCheck(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	kafkatest.RequireLibs(t)
 	const (
 		user     = "kmirror"

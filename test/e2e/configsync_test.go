@@ -186,6 +186,7 @@ topic_config_overrides: {max.message.bytes: "2000000"}
 // kmirror: the flow with delete_topics: true deletes its target topic, the
 // flow with the default keeps it.
 func TestDeleteTopics(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	createTopic(t, p.srcCl, "doomed", 2, nil)
 	createTopic(t, p.srcCl, "stays", 1, nil)

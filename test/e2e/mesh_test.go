@@ -209,6 +209,7 @@ func droppedTotal(k *proc, topic, reason string) (float64, error) {
 // (a <-> b <-> c, no a <-> c) on a second topic, in a second kmirror,
 // brings the records of a to c through b, once.
 func TestMeshExactlyOnce(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	nodes := startNodes(t, "a", "b", "c")
 	const topic, line, parts, perOrigin = "events", "line", int32(3), 1500
 	for _, n := range nodes {
@@ -322,6 +323,7 @@ func TestMeshExactlyOnce(t *testing.T) {
 // a.x and b.y, each the source's records, record by record, once; and no
 // copy of a copy (b.a.x) is made.
 func TestFanOutAndAggregation(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	nodes := startNodes(t, "a", "b", "c")
 	const parts, count = int32(2), 600
 	createTopic(t, nodes["a"].cl, "x", parts, nil)
@@ -392,6 +394,7 @@ func TestFanOutAndAggregation(t *testing.T) {
 // provenance): exit code 2 at start, an error naming the flows and the
 // file and line, and no topic created on any cluster.
 func TestLoopingConfigRejected(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	nodes := startNodes(t, "a", "c")
 	createTopic(t, nodes["a"].cl, "events", 1, nil)
 	dead := freeAddr(t) // cluster b of the collision: never dialled

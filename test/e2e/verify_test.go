@@ -38,6 +38,7 @@ import (
 // KMIRROR_VERIFY_GB=1 makes the bulk topic 1,000,000 records of 1 KiB
 // (about 1 GB) to measure verify's throughput; the default is 5,000.
 func TestVerify(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
