@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -63,16 +62,9 @@ topic, partition, source and target offset and what differs), 2 on an error
 			if err != nil {
 				return exitError{verifyFailed, err}
 			}
-			var fc *config.Flow
-			var names []string
-			for _, f := range cfg.Flows {
-				names = append(names, f.Name)
-				if f.Name == flowName {
-					fc = f
-				}
-			}
-			if fc == nil {
-				return exitError{verifyFailed, fmt.Errorf("%s: no flow named %q; flows: %s", cfg.File, flowName, strings.Join(names, ", "))}
+			fc, err := cfg.Flow(flowName)
+			if err != nil {
+				return exitError{verifyFailed, err}
 			}
 			o := flowverify.Options{Since: since, FromOffset: fromOffset, Parallel: parallel,
 				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"time"
@@ -113,4 +114,17 @@ func (c *Config) Topology() *topology.Graph {
 		edges[i] = Edge(fl)
 	}
 	return topology.New(edges)
+}
+
+// Flow returns the flow named name, or an error naming the flows there
+// are.
+func (c *Config) Flow(name string) (*Flow, error) {
+	names := make([]string, 0, len(c.Flows))
+	for _, f := range c.Flows {
+		if f.Name == name {
+			return f, nil
+		}
+		names = append(names, f.Name)
+	}
+	return nil, fmt.Errorf("%s: no flow named %q; flows: %s", c.File, name, strings.Join(names, ", "))
 }

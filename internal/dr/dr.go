@@ -39,16 +39,9 @@ type Env struct {
 // Open finds flow name in cfg and connects to its target cluster, which
 // every operation needs.
 func Open(ctx context.Context, cfg *config.Config, name string, logger *slog.Logger) (*Env, error) {
-	var fc *config.Flow
-	var names []string
-	for _, f := range cfg.Flows {
-		names = append(names, f.Name)
-		if f.Name == name {
-			fc = f
-		}
-	}
-	if fc == nil {
-		return nil, fmt.Errorf("%s: no flow named %q; flows: %s", cfg.File, name, strings.Join(names, ", "))
+	fc, err := cfg.Flow(name)
+	if err != nil {
+		return nil, err
 	}
 	tc := cfg.Clusters[fc.Target]
 	tgt, err := kafka.NewClient(tc, logger, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -38,14 +37,11 @@ func Flows(cfg *config.Config, name string) ([]*config.Flow, error) {
 	if name == "" {
 		return cfg.Flows, nil
 	}
-	names := make([]string, 0, len(cfg.Flows))
-	for _, f := range cfg.Flows {
-		if f.Name == name {
-			return []*config.Flow{f}, nil
-		}
-		names = append(names, f.Name)
+	f, err := cfg.Flow(name)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%s: no flow named %q; flows: %s", cfg.File, name, strings.Join(names, ", "))
+	return []*config.Flow{f}, nil
 }
 
 // Collect reads the status of flows (of cfg) from their clusters. Each
