@@ -113,6 +113,14 @@ func (p *statusPublisher) gather(ctx context.Context, now time.Time) status.Reco
 		StartedMs: p.started.UnixMilli(), UpdatedMs: now.UnixMilli(), IntervalMs: status.Interval.Milliseconds(),
 		SourceUp: p.sourceUp.Load(), TargetUp: p.targetUp.Load(),
 	}
+	if st := p.Flow.owner.Load(); st != nil {
+		for _, m := range st.Members {
+			rec.Instances = append(rec.Instances, status.Instance{
+				Instance: m.Instance, Partitions: len(m.Partitions),
+				Elected: st.Holder != nil && st.Holder.Instance == m.Instance,
+			})
+		}
+	}
 	if t := p.topics.Load(); t != nil {
 		rec.Topics = len(*t)
 		for _, topic := range *t {

@@ -67,6 +67,16 @@ type Record struct {
 	GroupSyncAgeSeconds *float64 `json:"group_sync_age_seconds"`
 	SourceUp            bool     `json:"source_up"`
 	TargetUp            bool     `json:"target_up"`
+	// Instances are the instances sharing the flow's partitions with
+	// scale_out, with how many each owns; empty without scale_out.
+	Instances []Instance `json:"instances,omitempty"`
+}
+
+// Instance is one instance of a scaled-out flow.
+type Instance struct {
+	Instance   string `json:"instance"` // "host:pid"
+	Partitions int    `json:"partitions"`
+	Elected    bool   `json:"elected,omitempty"` // runs the flow-wide work
 }
 
 // RecordHeartbeat is what a running flow knows of its heartbeats.

@@ -44,6 +44,9 @@ type Flow struct {
 	StateDetail string `json:"state_detail"`
 	// Owner is the instance running the flow ("host:pid").
 	Owner string `json:"owner,omitempty"`
+	// Instances are the instances sharing the flow with scale_out and
+	// the partitions each owns, as the elected one last stored them.
+	Instances []Instance `json:"instances,omitempty"`
 	// StatusUpdatedMs is when the flow last stored its status record.
 	StatusUpdatedMs int64 `json:"status_updated_ms,omitempty"`
 	// Topics and Partitions count the source topics the flow's filters
@@ -180,6 +183,9 @@ func WriteText(w io.Writer, rep Report) error {
 			row("last error", errorText(f.LastError, now))
 		}
 		row("group sync", groupSyncText(f.GroupSync))
+		if len(f.Instances) > 0 {
+			row("instances", instancesText(f.Instances))
+		}
 		for _, e := range f.Errors {
 			row("error", e)
 		}
@@ -309,3 +315,15 @@ func seconds(d time.Duration) *float64 {
 }
 
 func secondsDuration(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+func instancesText(is []Instance) string {
+	parts := make([]string, len(is))
+	for i, in := range is {
+		parts[i] = fmt.Sprintf("%s (%s", in.Instance, plural(in.Partitions, "partition"))
+		if in.Elected {
+			parts[i] += ", elected"
+		}
+		parts[i] += ")"
+	}
+	return strconv.Itoa(len(is)) + ": " + strings.Join(parts, ", ")
+}

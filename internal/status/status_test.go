@@ -263,3 +263,11 @@ func TestLatencyWindow(t *testing.T) {
 		t.Errorf("p99 above the buckets = %v, %v; want the largest bound, 1000 ms", v, ok)
 	}
 }
+
+func TestInstancesText(t *testing.T) {
+	got := instancesText([]Instance{{Instance: "a:1", Partitions: 4, Elected: true}, {Instance: "b:2", Partitions: 1}})
+	want := "2: a:1 (4 partitions, elected), b:2 (1 partition)"
+	if got != want {
+		t.Errorf("instancesText = %q, want %q", got, want)
+	}
+}
