@@ -36,14 +36,17 @@ type apiState struct {
 }
 
 // addExtras fills the fields of s read from the metrics registry: errors
-// by kind, lag by topic, the age of the group offset sync and the latency
+// by kind (those counted at least once), lag by topic, the age of the group offset sync and the latency
 // quantiles. Reading them asks no cluster.
 func (f *Flow) addExtras(s *Status, now time.Time) {
-	if counts := f.errorCounts(); len(counts) > 0 {
-		s.Errors = make(map[string]int64, len(counts))
-		for kind, n := range counts {
-			s.Errors[kind] = int64(n)
+	for kind, n := range f.errorCounts() {
+		if n <= 0 {
+			continue // a kind set up in advance, never counted
 		}
+		if s.Errors == nil {
+			s.Errors = map[string]int64{}
+		}
+		s.Errors[kind] = int64(n)
 	}
 	for _, m := range flowSeries(f.metrics.PartitionLag, f.cfg.Name) {
 		if s.LagByTopic == nil {

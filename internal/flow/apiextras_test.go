@@ -38,6 +38,7 @@ flows:
 
 	m.Errors.WithLabelValues("ab", metrics.ErrProduce).Add(3)
 	m.Errors.WithLabelValues("ab", metrics.ErrUnreachable).Inc()
+	m.Errors.WithLabelValues("ab", metrics.ErrTopicSync)      // never counted: left out
 	m.Errors.WithLabelValues("ba", metrics.ErrProduce).Add(7) // another flow's
 	m.PartitionLag.WithLabelValues("ab", "orders", "0").Set(5)
 	m.PartitionLag.WithLabelValues("ab", "orders", "1").Set(2)
