@@ -3,7 +3,7 @@
 # machine too (CI runs it through .ci/run).
 #
 #   1. installs what is missing, with apt-get: kcat; a JDK (17+) and Maven
-#      for the real Kafka brokers;
+#      for the real Kafka brokers; Chromium for the dashboard's browser test;
 #   2. downloads the pinned Apache Kafka jars (scripts/kafka/fetch.sh; cached
 #      in .cache/, so later runs skip it);
 #   3. runs go vet ./... and golangci-lint (.golangci.yml; the pinned
@@ -56,6 +56,7 @@ missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium) # the dashboard test (test/e2e/dashboard_test.go)
 if ((${#missing[@]} > 0)); then
 	echo "installing: ${missing[*]}"
 	apt_install "${missing[@]}"

@@ -55,6 +55,7 @@ type Flow struct {
 	// health check, so that a failure is logged again only when its kind
 	// changes.
 	healthKind sync.Map
+	api        apiState // what Status keeps between calls
 }
 
 // New returns the flow fc of configuration cfg.
@@ -122,6 +123,13 @@ type Status struct {
 	Totals replicate.Totals `json:"totals"`
 	// Owner says whether this process holds the flow, and who does.
 	Owner *ownership.State `json:"owner,omitempty"`
+	// Read from the metrics (see apiextras.go): errors by kind since the
+	// start, records not yet copied by source topic, the age of the
+	// youngest group checkpoint, and the latency over the last minute.
+	Errors              map[string]int64 `json:"errors,omitempty"`
+	LagByTopic          map[string]int64 `json:"lag_by_topic,omitempty"`
+	GroupSyncAgeSeconds *float64         `json:"group_sync_age_seconds,omitempty"`
+	LatencyMs           *LatencyMs       `json:"latency_ms,omitempty"`
 }
 
 // StuckTopics returns the topics, or partitions of topics, that the last
@@ -153,6 +161,7 @@ func (f *Flow) Status() Status {
 		s.Totals = r.Totals()
 	}
 	s.Owner = f.owner.Load()
+	f.addExtras(&s, time.Now())
 	return s
 }
 

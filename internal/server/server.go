@@ -1,6 +1,6 @@
 // Package server is kmirror's admin HTTP endpoint: Prometheus metrics,
-// health, readiness and a JSON view of the flows. It reads the flows'
-// state and never changes it.
+// health, readiness, a JSON view of the flows and a dashboard page over
+// it. It reads the flows' state and never changes it.
 //
 // The server is hardened for a hostile network: every request but
 // /healthz and /readyz needs the configured bearer token or basic-auth
@@ -144,9 +144,9 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /api/flows", s.apiFlows)
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintf(w, "kmirror %s\n\n/metrics    Prometheus metrics\n/healthz    liveness\n/readyz     readiness (every flow reaches both clusters); lists stuck topics\n/api/flows  flow status as JSON\n", s.version)
-	})
+	mux.HandleFunc("GET /{$}", s.dashboard("index.html", "text/html; charset=utf-8"))
+	mux.HandleFunc("GET /dashboard.js", s.dashboard("dashboard.js", "text/javascript; charset=utf-8"))
+	mux.HandleFunc("GET /dashboard.css", s.dashboard("dashboard.css", "text/css; charset=utf-8"))
 	return s.authenticate(mux)
 }
 
@@ -167,7 +167,12 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				"refused", n, "remote", r.RemoteAddr, "path", r.URL.Path)
 		}
 		w.Header().Set("WWW-Authenticate", s.creds.challenge)
-		http.Error(w, "unauthorized: this path needs the credentials set in http.auth_token or http.basic_auth", http.StatusUnauthorized)
+		msg := "unauthorized: this path needs the credentials set in http.auth_token or http.basic_auth"
+		if r.URL.Path == "/" && s.creds.scheme == "Bearer" {
+			// A browser cannot send a bearer token of its own accord.
+			msg += "\nThe dashboard needs them too: a browser asks for http.basic_auth credentials, but cannot send the http.auth_token bearer token itself; use basic auth, or a proxy that adds the Authorization header."
+		}
+		http.Error(w, msg, http.StatusUnauthorized)
 	})
 }
 
