@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -67,6 +68,7 @@ type options struct {
 	tools          []string
 	keep           bool
 	out            string
+	instances      []int // scale-out scenario: processes per run
 }
 
 // Scenario names, in the order they run.
@@ -76,6 +78,8 @@ const (
 	scStartup = "startup"
 	scMany    = "many"
 	scOffsets = "offsets"
+	// scScaleOut runs only when named in -scenarios.
+	scScaleOut = "scaleout"
 )
 
 func parseFlags(args []string) (options, error) {
@@ -96,6 +100,7 @@ func parseFlags(args []string) (options, error) {
 	scenarios := fs.String("scenarios", "backlog,steady,startup,many,offsets", "scenarios to run (the ceilings run with backlog)")
 	tools := fs.String("tools", "kmirror,MM2,pipe", "replicators to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep bench/work (broker data, logs, configs) afterwards")
+	instances := fs.String("instances", "1,2", "scaleout scenario: numbers of kmirror processes running the flow, one run each")
 	fs.StringVar(&o.out, "out", "", "report path (default bench/results/<date>.md, <date>-quick.md with -quick)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -117,9 +122,16 @@ func parseFlags(args []string) (options, error) {
 	}
 	o.scenarios = strings.Split(*scenarios, ",")
 	for _, s := range o.scenarios {
-		if !slices.Contains([]string{scBacklog, scSteady, scStartup, scMany, scOffsets}, s) {
+		if !slices.Contains([]string{scBacklog, scSteady, scStartup, scMany, scOffsets, scScaleOut}, s) {
 			return o, fmt.Errorf("-scenarios: unknown scenario %q", s)
 		}
+	}
+	for _, f := range strings.Split(*instances, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > backlogPartitions {
+			return o, fmt.Errorf("-instances: %q is not a number of processes from 1 to %d", f, backlogPartitions)
+		}
+		o.instances = append(o.instances, n)
 	}
 	o.tools = strings.Split(*tools, ",")
 	for _, t := range o.tools {
@@ -191,9 +203,13 @@ func run(ctx context.Context, opts options) error {
 		{scStartup, h.runStartup},
 		{scMany, h.runMany},
 		{scOffsets, h.runOffsets},
+		{scScaleOut, h.runScaleOut},
 	}
 	for _, s := range steps {
 		if !slices.Contains(opts.scenarios, s.name) {
+			if s.name == scScaleOut {
+				continue // not a default scenario: nothing to note
+			}
 			h.report.notes = append(h.report.notes, fmt.Sprintf("Scenario %q was not selected (-scenarios) and did not run.", s.name))
 			continue
 		}

@@ -23,7 +23,9 @@ type report struct {
 	startup []*startupRun
 	many    []*manyRun
 	offsets *offsetsResult
-	notes   []string
+	// scaleOut is the scale-out scenario (not run by default).
+	scaleOut *scaleOutResult
+	notes    []string
 }
 
 func newReport(h *harness) *report {
@@ -475,13 +477,15 @@ func (r *report) render() string {
 	}
 	w("\nEverything runs on this one machine: the source broker, the target broker, the replicator under test and the bench's own producers and consumers share its cores. Only one replicator runs at a time.\n\n")
 
-	w("## Summary\n\n")
-	w("*kmirror/MM2* and *kmirror/ceiling* divide kmirror's figure by the other's; the *better* column says which way is better for kmirror. The ceiling is the bare franz-go pipe (bench/ceiling) except where the row names another.\n\n")
-	w("| Figure | better | kmirror | MM2 | ceiling | kmirror/MM2 | kmirror/ceiling |\n|---|---|---:|---:|---:|---:|---:|\n")
-	for _, rw := range r.summaryRows() {
-		w("| %s | %s | %s | %s | %s | %s | %s |\n", rw.label, rw.better, rw.km.fmt(rw.format), rw.mm2.fmt(rw.format), rw.ceil.fmt(rw.format), ratio(rw.km, rw.mm2), ratio(rw.km, rw.ceil))
+	if rows := r.summaryRows(); len(rows) > 0 {
+		w("## Summary\n\n")
+		w("*kmirror/MM2* and *kmirror/ceiling* divide kmirror's figure by the other's; the *better* column says which way is better for kmirror. The ceiling is the bare franz-go pipe (bench/ceiling) except where the row names another.\n\n")
+		w("| Figure | better | kmirror | MM2 | ceiling | kmirror/MM2 | kmirror/ceiling |\n|---|---|---:|---:|---:|---:|---:|\n")
+		for _, rw := range rows {
+			w("| %s | %s | %s | %s | %s | %s | %s |\n", rw.label, rw.better, rw.km.fmt(rw.format), rw.mm2.fmt(rw.format), rw.ceil.fmt(rw.format), ratio(rw.km, rw.mm2), ratio(rw.km, rw.ceil))
+		}
+		w("\nUnits: MB = 10^6 bytes and GB = 10^9 bytes of record values (1 KiB each; keys and the 8-byte time header are not counted); MiB = 2^20 bytes. CPU is user + system time of the replicator's process alone (the JVM for MM2), from /proc/<pid>/stat; memory is VmHWM/VmRSS from /proc/<pid>/status, sampled every 200 ms.\n\n")
 	}
-	w("\nUnits: MB = 10^6 bytes and GB = 10^9 bytes of record values (1 KiB each; keys and the 8-byte time header are not counted); MiB = 2^20 bytes. CPU is user + system time of the replicator's process alone (the JVM for MM2), from /proc/<pid>/stat; memory is VmHWM/VmRSS from /proc/<pid>/status, sampled every 200 ms.\n\n")
 	if notes := append(r.failureNotes(), r.notes...); len(notes) > 0 {
 		w("## Notes: what did not run or finish\n\n")
 		for _, n := range notes {
@@ -497,6 +501,7 @@ func (r *report) render() string {
 	r.renderStartup(w)
 	r.renderMany(w)
 	r.renderOffsets(w)
+	r.renderScaleOut(w)
 	r.renderSettings(w)
 	return b.String()
 }

@@ -44,6 +44,10 @@ type toolRun struct {
 	// checkpoints and group offset sync every second. Both then read the
 	// source read_committed.
 	group string
+	// scaleOut sets scale_out: true on the flow; instance numbers the
+	// processes of one run (their configuration and log files).
+	scaleOut bool
+	instance int
 }
 
 // targetName is the name of source topic t's copy written by tool.
@@ -87,6 +91,9 @@ func (h *harness) kmirrorConfig(run toolRun) string {
 		groupLines = fmt.Sprintf("    groups: [\"%s\"]\n    sync_interval: 1s\n", run.group)
 		isolation = "read_committed"
 	}
+	if run.scaleOut {
+		groupLines += "    scale_out: true\n"
+	}
 	return fmt.Sprintf(`# kmirror configuration of bench run %[1]s
 clusters:
   source:
@@ -124,7 +131,11 @@ log:
 
 func (h *harness) launchKmirror(run toolRun) (*proc, error) {
 	cfg := h.kmirrorConfig(run)
-	file := filepath.Join(h.env.workDir, "kmirror-"+run.id+".yaml")
+	name := run.id
+	if run.instance > 0 {
+		name += "-" + strconv.Itoa(run.instance)
+	}
+	file := filepath.Join(h.env.workDir, "kmirror-"+name+".yaml")
 	if err := writeFile(file, []byte(cfg)); err != nil {
 		return nil, err
 	}
@@ -132,7 +143,7 @@ func (h *harness) launchKmirror(run toolRun) (*proc, error) {
 	if run.cpuProfile != "" {
 		env = []string{"KMIRROR_CPUPROFILE=" + run.cpuProfile}
 	}
-	return startProc("kmirror", filepath.Join(h.env.workDir, "kmirror-"+run.id+".log"), env, h.env.kmirror, "run", "--config", file)
+	return startProc("kmirror", filepath.Join(h.env.workDir, "kmirror-"+name+".log"), env, h.env.kmirror, "run", "--config", file)
 }
 
 // mm2Props is MirrorMaker 2's mm2.properties for run: dedicated mode, one

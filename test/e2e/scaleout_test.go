@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/verify"
@@ -63,10 +66,13 @@ func newScaleFixture(t *testing.T, partitions int32) *scaleFixture {
 	return f
 }
 
-func (f *scaleFixture) start() *proc {
+func (f *scaleFixture) start() *proc { return f.startWith(`topics: ["events"]`) }
+
+// startWith starts a process of the flow with extra flow keys (at least
+// topics).
+func (f *scaleFixture) startWith(keys string) *proc {
 	addr := freeAddr(f.t)
-	return startKmirror(f.t, writeConfig(f.t, f.p.flowConfig(addr, `
-topics: ["events"]
+	return startKmirror(f.t, writeConfig(f.t, f.p.flowConfig(addr, keys+`
 topic_naming: identity
 topic_refresh_interval: 500ms
 progress_interval: 200ms
@@ -365,5 +371,241 @@ func TestScaleUpDownUnderTraffic(t *testing.T) {
 	}
 	if overlaps.Load() != 0 {
 		t.Errorf("a partition was owned by two instances at once: %v", overlapSeen.Load())
+	}
+}
+
+// isElected reports whether the process says it runs the flow-wide work,
+// or ok false if it cannot say.
+func isElected(pr *proc) (elected, ok bool) {
+	code, body, err := pr.get("/api/flows")
+	if err != nil || code != 200 {
+		return false, false
+	}
+	var flows []struct {
+		Owner *struct {
+			Holding bool `json:"holding"`
+			Elected bool `json:"elected"`
+		} `json:"owner"`
+	}
+	if json.Unmarshal([]byte(body), &flows) != nil || len(flows) != 1 || flows[0].Owner == nil {
+		return false, false
+	}
+	return flows[0].Owner.Holding && flows[0].Owner.Elected, true
+}
+
+// electedIndex waits until every process owns partitions, each partition
+// exactly one, and exactly one process is elected; it returns its index.
+func (f *scaleFixture) electedIndex(procs []*proc) int {
+	f.t.Helper()
+	which := -1
+	waitFor(f.t, 90*time.Second, "every instance to own partitions and one to be elected", func() (bool, string) {
+		owners, answered := ownership(procs)
+		per := map[int]int{}
+		for _, o := range owners {
+			if len(o) != 1 {
+				return false, describe(owners)
+			}
+			per[o[0]]++
+		}
+		if len(owners) != int(f.partitions) || answered != len(procs) || len(per) != len(procs) {
+			return false, describe(owners)
+		}
+		which = -1
+		for i, pr := range procs {
+			if e, _ := isElected(pr); e {
+				if which >= 0 {
+					return false, "two instances elected"
+				}
+				which = i
+			}
+		}
+		return which >= 0, describe(owners) + "; no instance elected"
+	})
+	return which
+}
+
+// TestScaleOutElectedInstanceKilled SIGKILLs the instance that runs the
+// flow-wide work: another one is elected, and topic sync and consumer
+// group offset sync go on (a topic created and a group commit made on the
+// source after the kill reach the target).
+func TestScaleOutElectedInstanceKilled(t *testing.T) {
+	t.Parallel() // the failover time is printed, not asserted
+	f := newScaleFixture(t, 6)
+	keys := `topics: ["events", "late-.*"]
+sync_interval: 1s
+ownership_timeout: 6s`
+	procs := []*proc{f.startWith(keys), f.startWith(keys)}
+	started := time.Now()
+	e := f.electedIndex(procs)
+	t.Logf("two instances own 6 partitions 3/3, instance %d elected, %.1fs after start", e, time.Since(started).Seconds())
+	f.waitCaughtUp(time.Minute)
+
+	procs[e].kill()
+	killed := time.Now()
+	survivor := procs[1-e]
+	took := waitFor(t, 60*time.Second, "the surviving instance to be elected", func() (bool, string) {
+		el, ok := isElected(survivor)
+		return el, fmt.Sprintf("elected %v (answered %v)", el, ok)
+	})
+	t.Logf("SIGKILL of the elected instance: another instance elected %.1fs after the kill (ownership_timeout 6s)", took.Seconds())
+	waitFor(t, 30*time.Second, "the survivor to own every partition", func() (bool, string) {
+		owners, _ := ownership([]*proc{survivor})
+		return len(owners) == int(f.partitions), describe(owners)
+	})
+	t.Logf("the survivor owns all 6 partitions %.1fs after the kill", time.Since(killed).Seconds())
+
+	// (a) Topic sync goes on: a topic created now is created and copied.
+	createTopic(t, f.p.srcCl, "late-1", 2, nil)
+	created := time.Now()
+	var recs []*kgo.Record
+	for i := range 100 {
+		recs = append(recs, &kgo.Record{Topic: "late-1", Partition: int32(i % 2), Value: fmt.Appendf(nil, "late-%d", i)})
+	}
+	produce(t, f.p.srcCl, recs)
+	waitFor(t, 60*time.Second, "late-1 to be created on the target and copied", func() (bool, string) {
+		ends := endOffsets(t, f.p.dstCl, "late-1")
+		return len(ends) == 2 && sum(ends) == 100, fmt.Sprintf("target late-1: %v", ends)
+	})
+	t.Logf("topic late-1 created on the source after the failover: on the target with its 100 records %.1fs later", time.Since(created).Seconds())
+
+	// (b) Group offset sync goes on: a commit made now on the source is
+	// translated to the target.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const group = "after-failover"
+	srcEnds := endOffsets(t, f.p.srcCl, f.topic)
+	want := kadm.Offsets{}
+	for p, end := range srcEnds {
+		want.Add(kadm.Offset{Topic: f.topic, Partition: p, At: end / 2, LeaderEpoch: -1})
+	}
+	want.Add(kadm.Offset{Topic: "late-1", Partition: 0, At: 30, LeaderEpoch: -1})
+	want.Add(kadm.Offset{Topic: "late-1", Partition: 1, At: 20, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(f.p.srcCl).CommitOffsets(ctx, group, want); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	dstAdm := kadm.NewClient(f.p.dstCl)
+	waitFor(t, 60*time.Second, "the group's offsets translated on the target", func() (bool, string) {
+		got, err := dstAdm.FetchOffsets(ctx, group)
+		if err != nil {
+			return false, err.Error()
+		}
+		n, state := 0, ""
+		want.Each(func(o kadm.Offset) {
+			r, ok := got.Lookup(o.Topic, o.Partition)
+			// Identity naming, and the target partitions hold the source
+			// records from offset 0 without gaps (checked below), so the
+			// translation is the same offset.
+			if ok && r.Err == nil && r.At == o.At {
+				n++
+			} else {
+				state += fmt.Sprintf("%s/%d: want %d, have %d; ", o.Topic, o.Partition, o.At, r.At)
+			}
+		})
+		return n == 8, state
+	})
+	t.Logf("group %s committed on the source after the failover: translated on the target (8 partitions, exact) %.1fs later",
+		group, time.Since(committed).Seconds())
+
+	f.stop()
+	if f.prodErr != nil {
+		t.Fatalf("producer: %v", f.prodErr)
+	}
+	f.waitCaughtUp(time.Minute)
+	n, dups := f.check("end")
+	t.Logf("end: %d records produced, %d on the target, in order per partition; %d written twice after the SIGKILL", f.produced.Load(), n, dups)
+	if dups != 0 {
+		t.Errorf("%d records written twice after the SIGKILL of the elected instance; the group translation above assumed none", dups)
+	}
+}
+
+// TestScaleOutZombieFenced pauses one of three instances (SIGSTOP) under
+// steady traffic until the others took its partitions over and wrote them,
+// then resumes it (SIGCONT): it must write nothing under its old lease (no
+// record on the target twice or out of order) and log that it lost the
+// lease, then rejoin.
+func TestScaleOutZombieFenced(t *testing.T) {
+	t.Parallel() // the takeover time is printed, not asserted
+	f := newScaleFixture(t, 6)
+	keys := `topics: ["events"]
+ownership_timeout: 6s`
+	procs := []*proc{f.startWith(keys), f.startWith(keys), f.startWith(keys)}
+	e := f.electedIndex(procs)
+	z := (e + 1) % 3 // the zombie: one that is not elected
+	zombie := procs[z]
+	var rest []*proc
+	for i, pr := range procs {
+		if i != z {
+			rest = append(rest, pr)
+		}
+	}
+	zparts, _ := owned(zombie)
+	f.waitCaughtUp(time.Minute)
+
+	pid := zombie.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	defer resume()
+	took := waitFor(t, 60*time.Second, "the paused instance's partitions to be owned by the others", func() (bool, string) {
+		owners, _ := ownership(rest)
+		return len(owners) == int(f.partitions), describe(owners)
+	})
+	t.Logf("SIGSTOP of instance %d (partitions %v): the others own them %.1fs later (ownership_timeout 6s)", z, zparts, took.Seconds())
+	waitFor(t, 60*time.Second, "writes to resume on the paused instance's partitions", func() (bool, string) {
+		dst, src := endOffsets(t, f.p.dstCl, f.topic), endOffsets(t, f.p.srcCl, f.topic)
+		for _, p := range zparts {
+			if dst[p] < src[p]-100 {
+				return false, fmt.Sprintf("partition %d: target %d, source %d", p, dst[p], src[p])
+			}
+		}
+		return true, ""
+	})
+	before := sum(endOffsets(t, f.p.dstCl, f.topic))
+	t.Logf("the others wrote the taken-over partitions %.1fs after SIGSTOP (target holds %d records)", time.Since(stopped).Seconds(), before)
+
+	resume()
+	cont := time.Now()
+	waitFor(t, 30*time.Second, "the resumed instance to log that it lost its lease", func() (bool, string) {
+		return strings.Contains(zombie.output(), "this instance lost the flow; writes stopped"), "not logged yet"
+	})
+	t.Logf("the resumed instance logged that it lost the flow %.1fs after SIGCONT", time.Since(cont).Seconds())
+	took = waitFor(t, 60*time.Second, "the resumed instance to own partitions again", func() (bool, string) {
+		owners, answered := ownership(procs)
+		per := map[int]int{}
+		for _, o := range owners {
+			if len(o) != 1 {
+				return false, describe(owners)
+			}
+			per[o[0]]++
+		}
+		return answered == 3 && len(per) == 3 && len(owners) == int(f.partitions), describe(owners)
+	})
+	t.Logf("the resumed instance rejoined and owns partitions again %.1fs after SIGCONT", took.Seconds())
+
+	f.stop()
+	if f.prodErr != nil {
+		t.Fatalf("producer: %v", f.prodErr)
+	}
+	f.waitCaughtUp(time.Minute)
+	n, dups := f.check("end")
+	var lines []string
+	for _, l := range strings.Split(zombie.output(), "\n") {
+		if strings.Contains(l, "lost the flow") || strings.Contains(l, "writes stopped") || strings.Contains(l, "lease") {
+			lines = append(lines, l)
+		}
+	}
+	t.Logf("end: %d records produced, %d on the target, every record present and in order per partition, %d written twice; the resumed instance's log:\n%s",
+		f.produced.Load(), n, dups, strings.Join(lines, "\n"))
+	if dups != 0 {
+		t.Errorf("%d records written twice after the paused instance resumed, want 0", dups)
 	}
 }
