@@ -200,6 +200,7 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(out, "\nServing until interrupted (Ctrl-C):\n")
 	fmt.Fprintf(out, "  primary bootstrap  %s\n", strings.Join(src.ListenAddrs(), ","))
 	fmt.Fprintf(out, "  dr bootstrap       %s\n", strings.Join(dst.ListenAddrs(), ","))
+	fmt.Fprintf(out, "  dashboard          http://%s/\n", r.HTTPAddr())
 	fmt.Fprintf(out, "  metrics            curl http://%s/metrics\n", r.HTTPAddr())
 	fmt.Fprintf(out, "  flow status        curl http://%s/api/flows\n", r.HTTPAddr())
 	fmt.Fprintf(out, "  try                kcat -b %s -C -t orders -o -5 -e -f '%%k %%s %%h\\n'\n", dst.ListenAddrs()[0])
