@@ -215,6 +215,7 @@ func state(fs *Flow, rec *Record, loaded progress.Loaded, now time.Time) {
 		fs.Owner = rec.Owner
 		fs.StateDetail = fmt.Sprintf("on %s, status written %s ago", rec.Owner, formatAge(now.Sub(rec.Updated())))
 		fs.LatencyP50Ms, fs.LatencyP99Ms = rec.LatencyP50Ms, rec.LatencyP99Ms
+		fs.RecoveryPointBytes, fs.RecoveryPointSeconds = rec.RecoveryPointBytes, rec.RecoveryPointSeconds
 		if rec.Heartbeat != nil && rec.Heartbeat.LastMs > 0 {
 			fs.Heartbeat.LatencyMs = &rec.Heartbeat.LatencyMs
 		}
