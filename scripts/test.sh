@@ -11,7 +11,9 @@
 #   4. lints and renders the Helm chart (deploy/helm/kmirror) with a pinned
 #      helm, also built into .cache/bin once, and validates the manifests
 #      offline against the Kubernetes API types (deploy/helm/validate);
-#   5. runs go test ./... with the real-Kafka integration tests required:
+#   5. checks the Prometheus alerting rules (deploy/monitoring) with a pinned
+#      promtool, built into .cache/bin once: syntax and unit tests;
+#   6. runs go test ./... with the real-Kafka integration tests required:
 #      KMIRROR_REQUIRE_KAFKA=1 turns their skip into a failure.
 #
 # Works from any directory. Exits with go test's status; the last line says
@@ -125,6 +127,24 @@ chart_check() {
 }
 chart_check || {
 	echo "test.sh: FAIL (Helm chart)"
+	echo "test.sh: 0 passed, 1 failed"
+	exit 1
+}
+
+# The Prometheus alerting rules: pinned promtool, built once into
+# .cache/bin, checks their syntax and runs their unit tests
+# (deploy/monitoring/kmirror-alerts_test.yaml). The Go tests of
+# deploy/monitoring check that the rules and the Grafana dashboard name
+# only metrics kmirror exports.
+PROMTOOL_VERSION=v0.316.0
+promtool="$PWD/.cache/bin/promtool"
+step "Prometheus rules: promtool $PROMTOOL_VERSION check rules and test rules (deploy/monitoring)"
+if ! go version -m "$promtool" 2>/dev/null | grep -qE "^[[:space:]]+mod[[:space:]]+github.com/prometheus/prometheus[[:space:]]+$PROMTOOL_VERSION[[:space:]]"; then
+	echo "building promtool $PROMTOOL_VERSION into .cache/bin (first run only; ten minutes or more on two cores)"
+	GOBIN="$PWD/.cache/bin" go install "github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
+fi
+(cd deploy/monitoring && "$promtool" check rules kmirror-alerts.yaml && "$promtool" test rules kmirror-alerts_test.yaml) || {
+	echo "test.sh: FAIL (Prometheus rules)"
 	echo "test.sh: 0 passed, 1 failed"
 	exit 1
 }

@@ -49,6 +49,7 @@ Start with "kmirror demo" to see it work with no setup.`,
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
+	addLogFlags(root)
 	root.AddCommand(newRunCommand(), newDemoCommand(), newOffsetsCommand(), newFailoverCommand(), newFailbackCommand(), newStatusCommand(), newVerifyCommand(), newCheckCommand(), newImportMM2Command(), newVersionCommand())
 	return root
 }
@@ -107,7 +108,7 @@ start, 2 when the configuration is invalid or a flow is failed over.`,
 				}
 				defer stop()
 			}
-			return run(cmd.Context(), cfg, force, newLogger(cfg.Log))
+			return run(cmd.Context(), cfg, force, newLogger(logConfig(cmd, cfg.Log)))
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file (YAML)")
@@ -124,6 +125,7 @@ func run(ctx context.Context, cfg *config.Config, force bool, logger *slog.Logge
 	if err != nil {
 		return exitError{exitConfig, err}
 	}
+	r.SetBuildInfo(buildInfo())
 	checkCtx, cancel := context.WithTimeout(ctx, startupTimeout)
 	err = r.Check(checkCtx)
 	cancel()
@@ -186,6 +188,41 @@ func startCPUProfile(path string) (func(), error) {
 		return nil, fmt.Errorf("KMIRROR_CPUPROFILE: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// Global flags that set how commands log.
+const (
+	flagLogLevel  = "log-level"
+	flagLogFormat = "log-format"
+)
+
+// addLogFlags adds --log-level and --log-format to root and every command
+// under it, and checks their values before any command runs.
+func addLogFlags(root *cobra.Command) {
+	root.PersistentFlags().String(flagLogLevel, "", "log level: debug, info, warn or error (overrides the configuration's log.level)")
+	root.PersistentFlags().String(flagLogFormat, "", "log format: text or json (overrides the configuration's log.format)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		c := logConfig(cmd, config.Log{})
+		if c.Level != "" && !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(c.Level)) {
+			return exitError{exitConfig, fmt.Errorf("--%s %q: want debug, info, warn or error", flagLogLevel, c.Level)}
+		}
+		if c.Format != "" && c.Format != "text" && c.Format != "json" {
+			return exitError{exitConfig, fmt.Errorf("--%s %q: want text or json", flagLogFormat, c.Format)}
+		}
+		return nil
+	}
+}
+
+// logConfig returns c with the level and format given by --log-level and
+// --log-format, where given.
+func logConfig(cmd *cobra.Command, c config.Log) config.Log {
+	if v, err := cmd.Flags().GetString(flagLogLevel); err == nil && v != "" {
+		c.Level = v
+	}
+	if v, err := cmd.Flags().GetString(flagLogFormat); err == nil && v != "" {
+		c.Format = v
+	}
+	return c
 }
 
 func newLogger(c config.Log) *slog.Logger {

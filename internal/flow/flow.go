@@ -114,9 +114,13 @@ type Status struct {
 	TargetUp bool   `json:"target_up"`
 	// SourceError and TargetError say why a cluster is down, in one line
 	// (authentication, TLS, authorization or no answer).
-	SourceError string            `json:"source_error,omitempty"`
-	TargetError string            `json:"target_error,omitempty"`
-	Topics      []topicsync.Topic `json:"topics"`
+	SourceError string `json:"source_error,omitempty"`
+	TargetError string `json:"target_error,omitempty"`
+	// Topics are the replicated topics, each with its recovery point.
+	Topics []TopicStatus `json:"topics"`
+	// RecoveryPoint is what the target would miss if the source died now
+	// (see RecoveryPoint); null while the flow does not replicate here.
+	RecoveryPoint *RecoveryPoint `json:"recovery_point"`
 	// Stuck are the topics, or partitions of topics, the flow cannot
 	// replicate for now.
 	Stuck  []Stuck          `json:"stuck,omitempty"`
@@ -153,9 +157,7 @@ func (f *Flow) Status() Status {
 	if e := f.targetErr.Load(); e != nil {
 		s.TargetError = *e
 	}
-	if t := f.topics.Load(); t != nil {
-		s.Topics = *t
-	}
+	s.Topics, s.RecoveryPoint = f.topicStatuses(f.topics.Load(), time.Now())
 	s.Stuck = f.StuckTopics()
 	if r := f.repl.Load(); r != nil {
 		s.Totals = r.Totals()

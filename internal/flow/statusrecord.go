@@ -128,6 +128,7 @@ func (p *statusPublisher) gather(ctx context.Context, now time.Time) status.Reco
 		}
 	}
 	p.lag(ctx, &rec, now)
+	p.recoveryPoint(&rec, now)
 	p.latency.Add(now, p.latencyHistogram())
 	if v, ok := p.latency.Quantile(0.50); ok {
 		rec.LatencyP50Ms = &v

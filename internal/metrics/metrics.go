@@ -86,6 +86,11 @@ type Metrics struct {
 	HeartbeatsSent    *prometheus.CounterVec // flow
 
 	HeartbeatLatency *prometheus.GaugeVec // flow
+
+	RecoveryPointRecords *prometheus.GaugeVec // flow, topic
+	RecoveryPointBytes   *prometheus.GaugeVec // flow, topic
+	RecoveryPointSeconds *prometheus.GaugeVec // flow, topic
+	BuildInfo            *prometheus.GaugeVec // version, commit, goversion
 }
 
 // New creates the metrics and registers them, with the Go runtime and
@@ -249,5 +254,49 @@ func New() *Metrics {
 		Help: "Records the partitions this instance owns are behind their source end (scale_out).",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.PartitionsOwned, m.LagOwned)
+	m.RecoveryPointRecords = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_recovery_point_records",
+		Help: "Records of the source topic not yet acknowledged by the target: what would be lost if the source died now (source end offset minus position, summed over partitions).",
+	}, []string{"flow", "topic"})
+	m.RecoveryPointBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_recovery_point_bytes",
+		Help: "Estimated key, value and header bytes of the records counted by kmirror_recovery_point_records: exact for the records fetched, the topic's average record size for the others.",
+	}, []string{"flow", "topic"})
+	m.RecoveryPointSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_recovery_point_seconds",
+		Help: "Age of the oldest source record fetched and not yet acknowledged by the target (its timestamp); 0 when none is pending.",
+	}, []string{"flow", "topic"})
+	m.BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_build_info",
+		Help: "Always 1; its labels name the running build: version, commit and Go version.",
+	}, []string{"version", "commit", "goversion"})
+	m.Registry.MustRegister(m.RecoveryPointRecords, m.RecoveryPointBytes, m.RecoveryPointSeconds, m.BuildInfo)
 	return m
+}
+
+// ErrorKinds returns every kind label of kmirror_errors_total.
+func ErrorKinds() []string {
+	return []string{
+		ErrUnreachable, ErrProduce, ErrRecordTooLarge, ErrAuthorization, ErrAuthentication, ErrTLS,
+		ErrFetch, ErrTopicSync, ErrTopicDeleted, ErrPartitionShape, ErrProgress, ErrOffsetReset,
+		ErrFlowRestart, ErrUnknownTopic, ErrInvalidRecord, ErrOther, ErrGroupSync, ErrRecordsLost,
+		ErrSourceTrunc, ErrTargetDataLoss, ErrDeadLetter, ErrOwnershipLost, ErrConfigSync, ErrACLSync,
+		ErrHeartbeat,
+	}
+}
+
+// InitFlow creates flow's kmirror_errors_total series of every kind at 0,
+// so that rate() and increase() see the first fault of a kind as an
+// increase from 0 rather than as a new series.
+func (m *Metrics) InitFlow(flow string) {
+	for _, kind := range ErrorKinds() {
+		m.Errors.WithLabelValues(flow, kind).Add(0)
+	}
+}
+
+// SetBuildInfo sets kmirror_build_info to 1 for the given build, and
+// removes any other build's series.
+func (m *Metrics) SetBuildInfo(version, commit, goVersion string) {
+	m.BuildInfo.Reset()
+	m.BuildInfo.WithLabelValues(version, commit, goVersion).Set(1)
 }

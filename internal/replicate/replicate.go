@@ -260,6 +260,10 @@ type partition struct {
 	lost, deadLettered                  prometheus.Counter
 	loopDrops, routedDrops              prometheus.Counter
 	lag                                 prometheus.Gauge
+
+	// pend are the records handed to the producer, for Pending.
+	pendMu sync.Mutex
+	pend   pendingList
 }
 
 // refusal is a record the target refused on its own.
@@ -815,6 +819,7 @@ func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record, 
 		size += int64(len(h.Key) + len(h.Value))
 	}
 	p.inflight.Add(1)
+	r.notePending(p, src, ts, size)
 	r.opts.Target.Produce(ctx, out, func(out *kgo.Record, err error) {
 		r.acked(p, src, epoch, ts, size, out, err)
 	})

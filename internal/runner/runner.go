@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/kmirror/kmirror/internal/buildinfo"
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/flow"
 	"github.com/kmirror/kmirror/internal/kafka"
@@ -39,7 +40,10 @@ type Runner struct {
 // disabled), so that a port in use is reported before anything starts.
 func New(cfg *config.Config, version string, logger *slog.Logger) (*Runner, error) {
 	r := &Runner{Metrics: metrics.New(), cfg: cfg, logger: logger}
+	bi := buildinfo.Read(version, "")
+	r.Metrics.SetBuildInfo(bi.Version(), bi.Commit(), bi.GoVersion())
 	for _, fc := range cfg.Flows {
+		r.Metrics.InitFlow(fc.Name)
 		r.Flows = append(r.Flows, flow.New(cfg, fc, r.Metrics, logger))
 	}
 	if cfg.HTTP.Listen != "off" {
@@ -128,6 +132,32 @@ func pendingFailover(ctx context.Context, tc *config.Cluster, fc *config.Flow, l
 		At: time.UnixMilli(loaded.Failover.AtMs), Planned: loaded.Failover.Planned}, nil
 }
 
+// SetBuildInfo sets kmirror_build_info to the running build, when the
+// caller knows more of it than New (the commit set at link time).
+func (r *Runner) SetBuildInfo(bi buildinfo.Info) {
+	r.Metrics.SetBuildInfo(bi.Version(), bi.Commit(), bi.GoVersion())
+}
+
+// RecoveryInterval is how often the kmirror_recovery_point_* gauges are
+// brought up to date.
+const RecoveryInterval = 2 * time.Second
+
+// recoveryGauges keeps the recovery point gauges of the flows up to date
+// until ctx ends.
+func (r *Runner) recoveryGauges(ctx context.Context) {
+	g := flow.NewRecoveryGauges(r.Metrics)
+	t := time.NewTicker(RecoveryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g.Update(r.Flows, now)
+		}
+	}
+}
+
 // Close releases the HTTP listener of a runner that was never run.
 func (r *Runner) Close() {
 	if r.ln != nil {
@@ -152,6 +182,11 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.recoveryGauges(ctx)
+	}()
 	for _, f := range r.Flows {
 		wg.Add(1)
 		go func() {

@@ -212,6 +212,7 @@ func state(fs *Flow, rec *Record, loaded progress.Loaded, now time.Time) {
 		fs.StateDetail = fmt.Sprintf("on %s, status written %s ago", rec.Owner, formatAge(now.Sub(rec.Updated())))
 		fs.Instances = rec.Instances
 		fs.LatencyP50Ms, fs.LatencyP99Ms = rec.LatencyP50Ms, rec.LatencyP99Ms
+		fs.RecoveryPointBytes, fs.RecoveryPointSeconds = rec.RecoveryPointBytes, rec.RecoveryPointSeconds
 		if rec.Heartbeat != nil && rec.Heartbeat.LastMs > 0 {
 			fs.Heartbeat.LatencyMs = &rec.Heartbeat.LatencyMs
 		}

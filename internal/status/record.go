@@ -65,8 +65,16 @@ type Record struct {
 	// GroupSyncAgeSeconds is the time since the last group sync pass
 	// that checkpointed a group, or null if none did in this run.
 	GroupSyncAgeSeconds *float64 `json:"group_sync_age_seconds"`
-	SourceUp            bool     `json:"source_up"`
-	TargetUp            bool     `json:"target_up"`
+	// RecoveryPointBytes and RecoveryPointSeconds are what the target
+	// would miss if the source died now, as the data plane sees it: the
+	// estimated bytes of the records not yet acknowledged by the target,
+	// and the age of the oldest of them fetched (0 when none is); see
+	// kmirror_recovery_point_bytes and kmirror_recovery_point_seconds.
+	// Null when written by a version that does not know them.
+	RecoveryPointBytes   *int64   `json:"recovery_point_bytes,omitempty"`
+	RecoveryPointSeconds *float64 `json:"recovery_point_seconds,omitempty"`
+	SourceUp             bool     `json:"source_up"`
+	TargetUp             bool     `json:"target_up"`
 	// Instances are the instances sharing the flow's partitions with
 	// scale_out, with how many each owns; empty without scale_out.
 	Instances []Instance `json:"instances,omitempty"`

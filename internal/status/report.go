@@ -60,6 +60,11 @@ type Flow struct {
 	// copied, from its timestamp; 0 without lag.
 	LagRecords *int64   `json:"lag_records"`
 	LagSeconds *float64 `json:"lag_seconds"`
+	// RecoveryPointBytes and RecoveryPointSeconds are what the target
+	// would miss if the source died now, as the running flow reports it
+	// (see Record); null when the flow does not run.
+	RecoveryPointBytes   *int64   `json:"recovery_point_bytes"`
+	RecoveryPointSeconds *float64 `json:"recovery_point_seconds"`
 	// LatencyP50Ms and LatencyP99Ms are the running flow's replication
 	// latency over the last minute (see Record).
 	LatencyP50Ms *float64 `json:"latency_p50_ms"`
@@ -175,6 +180,7 @@ func WriteText(w io.Writer, rep Report) error {
 		row("state", st)
 		row("topics", topicsText(f))
 		row("lag", lagText(f))
+		row("recovery point", recoveryPointText(f))
 		row("latency", latencyText(f))
 		row("last heartbeat", heartbeatText(f.Heartbeat))
 		if f.State == StateUnknown { // the target, which holds it, was not read
@@ -223,6 +229,29 @@ func lagText(f Flow) string {
 		s += ", " + formatAge(secondsDuration(*f.LagSeconds)) + " behind"
 	}
 	return s
+}
+
+func recoveryPointText(f Flow) string {
+	if f.RecoveryPointBytes == nil || f.RecoveryPointSeconds == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s, %s not yet on the target", formatBytes(*f.RecoveryPointBytes), formatAge(secondsDuration(*f.RecoveryPointSeconds)))
+}
+
+// formatBytes shows n bytes in B, KiB, MiB or GiB.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, suffix := float64(n)/unit, "KiB"
+	for _, s := range []string{"MiB", "GiB", "TiB"} {
+		if v < unit {
+			break
+		}
+		v, suffix = v/unit, s
+	}
+	return fmt.Sprintf("%.1f %s", v, suffix)
 }
 
 func latencyText(f Flow) string {

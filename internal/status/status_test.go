@@ -40,6 +40,7 @@ func sampleReport() Report {
 				Topics:          ptr(3), Partitions: ptr(13),
 				LagRecords: ptr[int64](0), LagSeconds: ptr(0.0),
 				LatencyP50Ms: ptr(8.0), LatencyP99Ms: ptr(64.0),
+				RecoveryPointBytes: ptr[int64](3 << 20), RecoveryPointSeconds: ptr(1.5),
 				Heartbeat: &Heartbeat{Enabled: true, Topic: "primary.heartbeats", LastMs: ms(400 * time.Millisecond), AgeSeconds: ptr(0.4), LatencyMs: ptr(12.5)},
 				GroupSync: &GroupSync{Enabled: true, Groups: 2, LastCheckpointMs: ms(time.Minute), AgeSeconds: ptr(3.2)},
 			},
@@ -123,7 +124,7 @@ func TestJSONSchemaKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"name", "source", "target", "state", "state_detail", "owner", "status_updated_ms", "topics", "partitions",
-		"lag_records", "lag_seconds", "latency_p50_ms", "latency_p99_ms", "heartbeat", "last_error", "group_sync"}
+		"lag_records", "lag_seconds", "recovery_point_bytes", "recovery_point_seconds", "latency_p50_ms", "latency_p99_ms", "heartbeat", "last_error", "group_sync"}
 	var got []string
 	for k := range m {
 		got = append(got, k)
