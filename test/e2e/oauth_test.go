@@ -216,8 +216,8 @@ http:
 	})
 	_, readyz, _ := k.get("/readyz")
 	_, metrics, _ := k.get("/metrics")
-	if !strings.Contains(metrics, `kind="authentication"`) {
-		t.Errorf("no authentication error counted in /metrics")
+	if v, ok := metricValue(metrics, `kmirror_errors_total{flow="oauth",kind="authentication"}`); !ok || v < 1 {
+		t.Errorf("kmirror_errors_total{kind=\"authentication\"} = %v (found %v), want at least 1", v, ok)
 	}
 	idp.setMode("ok")
 	l.produce(t, cl, topic, 300)

@@ -288,8 +288,8 @@ http:
 		return code == 503 && strings.Contains(body, "target: ") && strings.Contains(body, "TLS"), fmt.Sprintf("%d %q", code, body)
 	})
 	_, metrics := serve("/metrics")
-	if !strings.Contains(metrics, `kmirror_errors_total{flow="secure",kind="tls"}`) {
-		t.Errorf("no kmirror_errors_total{kind=\"tls\"} in /metrics")
+	if v, ok := metricValue(metrics, `kmirror_errors_total{flow="secure",kind="tls"}`); !ok || v < 1 {
+		t.Errorf("kmirror_errors_total{kind=\"tls\"} = %v (found %v), want at least 1", v, ok)
 	}
 	if !strings.Contains(k.output(), "TLS with cluster failed; retrying") {
 		t.Errorf("no log line for the TLS failure")
