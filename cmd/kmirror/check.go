@@ -51,7 +51,7 @@ configuration is invalid.`,
 			if err != nil {
 				return exitError{exitConfig, err}
 			}
-			logger := newLogger(config.Log{Level: "error", Format: cfg.Log.Format})
+			logger := newLogger(logConfig(cmd, config.Log{Level: "error", Format: cfg.Log.Format}))
 			ctx, cancel := context.WithTimeout(cmd.Context(), checkTimeout)
 			defer cancel()
 			rep := check.Run(ctx, cfg, logger)

@@ -1,12 +1,11 @@
 package main
 
 import (
-	"log/slog"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/demo"
 )
 
@@ -26,7 +25,7 @@ and the metrics URL, so you can point kcat or curl at it.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
 			o.Version = versionString()
-			o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			o.Logger = newLogger(logConfig(cmd, config.Log{Level: "warn", Format: "text"}))
 			return demo.Run(cmd.Context(), o)
 		},
 	}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -40,7 +38,7 @@ func (f *drFlags) open(cmd *cobra.Command) (*dr.Env, error) {
 	if err != nil {
 		return nil, exitError{exitConfig, err}
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logger := newLogger(logConfig(cmd, config.Log{Level: "warn", Format: cfg.Log.Format}))
 	env, err := dr.Open(cmd.Context(), cfg, f.flow, logger)
 	if err != nil {
 		return nil, exitError{exitRuntime, err}

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -44,7 +42,7 @@ configuration is invalid or --flow names no flow.`,
 			if err != nil {
 				return exitError{exitConfig, err}
 			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+			logger := newLogger(logConfig(cmd, config.Log{Level: "error", Format: "text"}))
 			rep, err := status.Collect(cmd.Context(), cfg, flows, logger)
 			var werr error
 			if asJSON {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"regexp"
 	"sync"
@@ -67,7 +66,7 @@ topic, partition, source and target offset and what differs), 2 on an error
 				return exitError{verifyFailed, err}
 			}
 			o := flowverify.Options{Since: since, FromOffset: fromOffset, Parallel: parallel,
-				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}
+				Logger: newLogger(logConfig(cmd, config.Log{Level: "error", Format: "text"}))}
 			if topics != "" {
 				re, err := regexp.Compile("^(?:" + topics + ")$")
 				if err != nil {
