@@ -255,6 +255,7 @@ type Flow struct {
 	Provenance           string        // provenance: ProvenanceAuto (default), ProvenanceAlways or ProvenanceOff
 	HeartbeatInterval    time.Duration // heartbeat_interval: default 1s; 100ms..10m; 0 (or "off") writes no heartbeats
 	HeartbeatTopic       string        // heartbeat_topic: default "heartbeats"
+	VerifyInterval       time.Duration // verify_interval: default 0 (off); 1m..24h: audit the newest replicated records that often
 	// Line is the line of the flow in the config file, for errors about
 	// several flows.
 	Line     int

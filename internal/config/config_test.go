@@ -414,6 +414,11 @@ func TestErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "verify_interval out of range",
+			data: flow + "    verify_interval: 10s\n",
+			want: []string{`kmirror.yaml:9: flows[0].verify_interval: expected a duration between 1m and 24h, got 10s`},
+		},
+		{
 			name: "identity cycle without provenance",
 			data: clusters + "flows:\n  - source: primary\n    target: dr\n    topic_naming: identity\n  - source: dr\n    target: primary\n    topic_naming: identity\n    provenance: off\n",
 			want: []string{`kmirror.yaml:10: flows: flows "dr-to-primary", "primary-to-dr" copy topics with topic_naming: identity in a cycle (dr -> primary -> dr) and "dr-to-primary" has provenance off, so records would be copied round for ever; expected provenance: auto or always on every flow of the cycle, or topic_naming: prefix on one of them`},
@@ -421,7 +426,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, verify_interval"},
 		},
 		{
 			name: "unknown producer key",

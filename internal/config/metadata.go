@@ -10,7 +10,7 @@ import (
 )
 
 // metadataKeys decodes the keys of a flow about topic configs, topic
-// deletion, ACLs, provenance and heartbeats.
+// deletion, ACLs, provenance, heartbeats and continuous verification.
 func (d *decoder) metadataKeys(m *mapping, fl *Flow) {
 	if f := m.get("topic_config_exclude"); f != nil {
 		fl.TopicConfigExclude, fl.TopicConfigExcludeRegexps = nil, nil
@@ -36,6 +36,13 @@ func (d *decoder) metadataKeys(m *mapping, fl *Flow) {
 			fl.HeartbeatInterval = 0
 		} else {
 			d.duration(f, &fl.HeartbeatInterval, 100*time.Millisecond, 10*time.Minute)
+		}
+	}
+	if f := m.get("verify_interval"); f != nil {
+		if v := f.val.Value; f.val.Tag != "!!null" && (strings.EqualFold(v, "off") || v == "0") {
+			fl.VerifyInterval = 0
+		} else {
+			d.duration(f, &fl.VerifyInterval, time.Minute, 24*time.Hour)
 		}
 	}
 	if f := m.get("heartbeat_topic"); f != nil {
