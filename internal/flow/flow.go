@@ -339,6 +339,13 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 			r.heartbeats(ctx)
 		}()
 	}
+	if f.cfg.VerifyInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.verifyLoop(ctx)
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -422,6 +422,9 @@ func (r *run) startElected(ctx context.Context, member *ownership.Member) func()
 	if r.cfg.HeartbeatInterval > 0 {
 		run(er.heartbeats)
 	}
+	if r.cfg.VerifyInterval > 0 {
+		run(er.verifyLoop)
+	}
 	run(er.publishStatus)
 	return func() {
 		cancel()

@@ -91,7 +91,15 @@ type Metrics struct {
 	RecoveryPointBytes   *prometheus.GaugeVec // flow, topic
 	RecoveryPointSeconds *prometheus.GaugeVec // flow, topic
 	BuildInfo            *prometheus.GaugeVec // version, commit, goversion
+
+	VerifyRuns        *prometheus.CounterVec // flow
+	VerifyRecords     *prometheus.CounterVec // flow
+	VerifyMismatches  *prometheus.CounterVec // flow, kind (VerifyKinds)
+	VerifyLastSuccess *prometheus.GaugeVec   // flow
 }
+
+// VerifyKinds are the kind labels of kmirror_verify_mismatches_total.
+func VerifyKinds() []string { return []string{"missing", "altered", "duplicated", "extra"} }
 
 // New creates the metrics and registers them, with the Go runtime and
 // process collectors, in a fresh registry.
@@ -271,6 +279,23 @@ func New() *Metrics {
 		Help: "Always 1; its labels name the running build: version, commit and Go version.",
 	}, []string{"version", "commit", "goversion"})
 	m.Registry.MustRegister(m.RecoveryPointRecords, m.RecoveryPointBytes, m.RecoveryPointSeconds, m.BuildInfo)
+	m.VerifyRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_verify_runs_total",
+		Help: "Audits of continuous verification (verify_interval) that compared every partition they planned.",
+	}, []string{"flow"})
+	m.VerifyRecords = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_verify_records_total",
+		Help: "Source records continuous verification compared with their copy.",
+	}, []string{"flow"})
+	m.VerifyMismatches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_verify_mismatches_total",
+		Help: "Records continuous verification found differing, by kind: missing (a source record without its copy), altered (a copy that differs), duplicated (a second copy of a compared record), extra (a target record the flow did not write).",
+	}, []string{"flow", "kind"})
+	m.VerifyLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "kmirror_verify_last_success_timestamp_seconds",
+		Help: "Unix time at which the flow's last audit of continuous verification completed.",
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.VerifyRuns, m.VerifyRecords, m.VerifyMismatches, m.VerifyLastSuccess)
 	return m
 }
 

@@ -49,6 +49,17 @@ type Options struct {
 	// pass once it is known, then with each step passed.
 	Progress func(total, step int64)
 	Logger   *slog.Logger
+
+	// From, if set, starts each partition it holds at that source
+	// offset at least (continuous verification: where the previous
+	// audit ended).
+	From map[progress.Partition]int64
+	// MaxRecords, if positive, bounds each partition's range to its
+	// newest MaxRecords source offsets.
+	MaxRecords int64
+	// NoTopicOK makes a flow that replicates no topic yet an empty
+	// report rather than an error.
+	NoTopicOK bool
 }
 
 // TopicResult is the comparison of one source topic with its copy.
@@ -114,12 +125,42 @@ func VerifyFlow(ctx context.Context, cfg *config.Config, f *config.Flow, o Optio
 		return nil, setupErr("target: %w", err)
 	}
 	defer dst.Close()
+	return verifyWith(ctx, start, Env{Flow: f, Clusters: cfg.Clusters, Graph: cfg.Topology(), Source: src, Target: dst}, o)
+}
 
+// Env is what Audit compares with: a flow, the clusters and flows of its
+// configuration, and clients of its source and target.
+type Env struct {
+	Flow     *config.Flow
+	Clusters map[string]*config.Cluster
+	Graph    *topology.Graph
+	// Source and Target are connected clients; Audit only reads with
+	// clients built from their options.
+	Source, Target *kgo.Client
+}
+
+// Audit is VerifyFlow with clients already connected: continuous
+// verification calls it from a running flow. It only reads.
+func Audit(ctx context.Context, e Env, o Options) (*FlowReport, error) {
+	if o.Parallel <= 0 {
+		o.Parallel = 4
+	}
+	if o.MaxDifferences <= 0 {
+		o.MaxDifferences = 10
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return verifyWith(ctx, time.Now(), e, o)
+}
+
+func verifyWith(ctx context.Context, start time.Time, e Env, o Options) (*FlowReport, error) {
+	f, src, dst := e.Flow, e.Source, e.Target
 	loaded, err := progress.NewStore(dst, policy.ProgressTopic(f.Name)).Load(ctx)
 	if err != nil {
 		return nil, setupErr("flow %q: %w", f.Name, err)
 	}
-	v := &verifier{cfg: cfg, f: f, o: o, src: src, dst: dst, loaded: loaded,
+	v := &verifier{clusters: e.Clusters, graph: e.Graph, f: f, o: o, src: src, dst: dst, loaded: loaded,
 		srcAdm: kadm.NewClient(src), dstAdm: kadm.NewClient(dst)}
 	if f.UsesProvenance() {
 		if err := v.provenance(ctx); err != nil {
@@ -184,7 +225,8 @@ func connect(ctx context.Context, c *config.Cluster, logger *slog.Logger) (*kgo.
 }
 
 type verifier struct {
-	cfg            *config.Config
+	clusters       map[string]*config.Cluster
+	graph          *topology.Graph
 	f              *config.Flow
 	o              Options
 	src, dst       *kgo.Client
@@ -220,7 +262,7 @@ func (v *verifier) provenance(ctx context.Context) error {
 	aliases := map[string]string{srcID: v.f.Source, tgtID: v.f.Target}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for alias, c := range v.cfg.Clusters {
+	for alias, c := range v.clusters {
 		if alias == v.f.Source || alias == v.f.Target {
 			continue
 		}
@@ -243,7 +285,7 @@ func (v *verifier) provenance(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	graph := v.cfg.Topology()
+	graph := v.graph
 	source, target := v.f.Source, v.f.Target
 	v.pv = &replicate.Provenance{SourceID: srcID, TargetID: tgtID, Routed: func(origin string) bool {
 		alias, ok := aliases[origin]
@@ -259,7 +301,7 @@ func (v *verifier) topics(ctx context.Context) ([]kadm.TopicDetail, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing the source topics: %w", err)
 	}
-	naming := policy.NewTopics(v.f).WithGraph(v.cfg.Topology(), v.f)
+	naming := policy.NewTopics(v.f).WithGraph(v.graph, v.f)
 	var out []kadm.TopicDetail
 	for _, d := range td.Sorted() {
 		if d.Err != nil || d.IsInternal || !naming.Matches(d.Topic) {
@@ -270,7 +312,7 @@ func (v *verifier) topics(ctx context.Context) ([]kadm.TopicDetail, error) {
 		}
 		out = append(out, d)
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && !v.o.NoTopicOK {
 		return nil, fmt.Errorf("flow %q replicates no source topic that --topics matches", v.f.Name)
 	}
 	return out, nil
@@ -393,6 +435,12 @@ func (v *verifier) plan(ctx context.Context, d kadm.TopicDetail) (TopicResult, [
 			} else {
 				begin = end
 			}
+		}
+		if from, ok := v.o.From[id]; ok {
+			begin = max(begin, from)
+		}
+		if v.o.MaxRecords > 0 {
+			begin = max(begin, end-v.o.MaxRecords)
 		}
 		if from := runs[0].From(); begin < from {
 			j.res.Note = fmt.Sprintf("the offset map starts at source offset %d: records before it are not compared", from)
