@@ -52,8 +52,8 @@ type Options struct {
 
 	// From, if set, starts each partition it holds at that source
 	// offset at least (continuous verification: where the previous
-	// audit ended).
-	From map[progress.Partition]int64
+	// audit ended, the SourceEnd and TargetEnd of its PartitionResult).
+	From map[progress.Partition]Start
 	// MaxRecords, if positive, bounds each partition's range to its
 	// newest MaxRecords source offsets.
 	MaxRecords int64
@@ -126,6 +126,13 @@ func VerifyFlow(ctx context.Context, cfg *config.Config, f *config.Flow, o Optio
 	}
 	defer dst.Close()
 	return verifyWith(ctx, start, Env{Flow: f, Clusters: cfg.Clusters, Graph: cfg.Topology(), Source: src, Target: dst}, o)
+}
+
+// Start is where a partition's comparison begins on both sides: a
+// target record from Target on that the offset map does not account for
+// is a difference, unless the range is cut by Options.MaxRecords.
+type Start struct {
+	Source, Target int64
 }
 
 // Env is what Audit compares with: a flow, the clusters and flows of its
@@ -436,8 +443,9 @@ func (v *verifier) plan(ctx context.Context, d kadm.TopicDetail) (TopicResult, [
 				begin = end
 			}
 		}
-		if from, ok := v.o.From[id]; ok {
-			begin = max(begin, from)
+		from, hasFrom := v.o.From[id]
+		if hasFrom {
+			begin = max(begin, from.Source)
 		}
 		if v.o.MaxRecords > 0 {
 			begin = max(begin, end-v.o.MaxRecords)
@@ -453,6 +461,11 @@ func (v *verifier) plan(ctx context.Context, d kadm.TopicDetail) (TopicResult, [
 		}
 		j.plan.SourceStart, j.plan.SourceEnd = begin, end
 		j.plan.TargetStart = offsets.NewMap(runs).Translate(begin, tgtNext).Target
+		if hasFrom && begin == from.Source && from.Target >= 0 && from.Target < j.plan.TargetStart {
+			// Target records written between the previous range and
+			// this one are compared too (extra, duplicated).
+			j.plan.TargetStart = from.Target
+		}
 		j.plan.TargetEnd = tgtNext
 		if tr.Note != "" {
 			j.plan.TargetStart, j.plan.TargetEnd = 0, 0
@@ -485,6 +498,7 @@ func (v *verifier) run(ctx context.Context, jobs []*job) error {
 	for _, j := range jobs {
 		if j.plan.SourceStart >= j.plan.SourceEnd && j.plan.TargetStart >= j.plan.TargetEnd {
 			j.res.SourceStart, j.res.SourceEnd = j.plan.SourceStart, j.plan.SourceEnd
+			j.res.TargetStart, j.res.TargetEnd = j.plan.TargetStart, j.plan.TargetEnd
 			continue
 		}
 		select {
