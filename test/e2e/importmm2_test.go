@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/verify"
 )
@@ -129,7 +130,7 @@ func TestImportMM2Replicates(t *testing.T) {
 	// them (one pass lists them all at once).
 	const marker = "marker"
 	createTopic(t, p.dstCl, marker, 1, nil)
-	produce(t, p.dstCl, sampleRecords(rng, topicSpec{name: marker, partitions: 1}, 1))
+	produce(t, p.dstCl, []*kgo.Record{{Topic: marker, Value: []byte("after A.orders")}})
 	markerTook := waitFor(t, 20*time.Second, "B's marker in A's B.marker (a B->A pass after A.orders)", func() (bool, string) {
 		got := sum(endOffsets(t, p.srcCl, "B."+marker))
 		return got >= 1, fmt.Sprintf("B.%s has %d of 1", marker, got)
