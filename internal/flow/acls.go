@@ -6,6 +6,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"os"
 	"time"
 
@@ -56,8 +57,12 @@ func (r *run) syncACLs(ctx context.Context) {
 		case err != nil:
 			r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrACLSync).Inc()
 			again := errLog.Allow() // starts the interval at the first line too
-			if err.Error() != lastErr || again {
-				lastErr = err.Error()
+			key := err.Error()
+			if errors.Is(err, aclsync.ErrNoAuthorizer) {
+				key = "no authorizer" // the same fault whatever request met it
+			}
+			if key != lastErr || again {
+				lastErr = key
 				r.logger.Error("ACL sync failed; retrying", "retry_in", r.cfg.TopicRefreshInterval.String(), "err", err)
 			}
 		default:
