@@ -19,6 +19,7 @@ import (
 // the first record the group had not consumed on the source, and then
 // exactly the rest: no duplicate, none missing.
 func TestGroupOffsetsTranslateExactly(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -30,6 +30,7 @@ import (
 // --source-unreachable` commits must all land exactly on the first record
 // each group has not read, on every partition.
 func TestOffsetMapSurvivesRestarts(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
