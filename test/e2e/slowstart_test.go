@@ -19,7 +19,7 @@ import (
 // stored positions: nothing copied twice, nothing skipped, with
 // start_from: earliest and with start_from: latest.
 func TestSlowStartResumesFromStoredPositions(t *testing.T) {
-	t.Parallel() // no timing assertion: runs beside the other parallel tests
+	t.Parallel()             // no timing assertion: runs beside the other parallel tests
 	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
 	proxy := startProxy(t, 7*time.Second)
 	var src *kafkatest.Cluster
