@@ -272,22 +272,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	if !ok {
 		return nil // ctx ended before the cluster IDs were known
 	}
-	repl := replicate.New(replicate.Options{
-		Flow:                 f.cfg.Name,
-		Source:               srcClient,
-		Target:               tgtClient,
-		Progress:             store,
-		ProgressInterval:     f.cfg.ProgressInterval,
-		OffsetMapRetention:   f.cfg.OffsetMapRetention,
-		OffsetMapMaxRuns:     f.cfg.OffsetMapMaxRuns,
-		DeadLetterTopic:      f.cfg.DeadLetterTopic,
-		RefusedRetryInterval: f.cfg.RefusedRetryInterval,
-		SourceAccess:         kafka.AccessOf(f.source),
-		TargetAccess:         kafka.AccessOf(f.target),
-		Provenance:           prov,
-		Metrics:              f.metrics,
-		Logger:               f.logger,
-	})
+	repl := replicate.New(f.replOptions(cls, store, prov))
 	f.repl.Store(repl)
 	r := &run{
 		Flow: f,
