@@ -96,6 +96,7 @@ func TestExampleDefaults(t *testing.T) {
 		OffsetMapMaxRuns:     50000,
 		RefusedRetryInterval: 5 * time.Minute,
 		OwnershipTimeout:     10 * time.Second,
+		ScaleOut:             true,
 		TopicConfigExclude:   DefaultTopicConfigExclude,
 		ACLs:                 "off",
 		Provenance:           "auto",

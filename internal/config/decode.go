@@ -467,6 +467,7 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 		OffsetMapMaxRuns:     DefaultOffsetMapMaxRuns,
 		RefusedRetryInterval: DefaultRefusedRetryInterval,
 		OwnershipTimeout:     DefaultOwnershipTimeout,
+		ScaleOut:             true,
 		TopicConfigExclude:   slices.Clone(DefaultTopicConfigExclude),
 		ACLs:                 DefaultACLs,
 		Provenance:           DefaultProvenance,

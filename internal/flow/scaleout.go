@@ -256,6 +256,13 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 	if len(topics) == 0 {
 		return fmt.Errorf("assigned topics %v are not on both clusters yet", names)
 	}
+	// A target topic that grew: its new partitions are assigned as soon
+	// as the elected instance's topic sync grew it, before this
+	// instance's producer may see them.
+	stuck := newStuckSet()
+	if topics = r.producerReady(ctx, topics, stuck); len(topics) == 0 {
+		return fmt.Errorf("the target producer does not see the new partitions of %v yet", targetNames)
+	}
 	if settle {
 		// The previous owner may have died with writes on their way: the
 		// resume comparison must see them.
@@ -267,7 +274,7 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 			r.repl.SetHighWatermark(o.Topic, o.Partition, o.Offset)
 		}
 	})
-	as := r.assignments(ctx, topics, ends, !loaded.Started, newStuckSet())
+	as := r.assignments(ctx, topics, ends, !loaded.Started, stuck)
 	r.repl.Add(as)
 	for _, a := range as {
 		r.repl.SetHighWatermark(a.Source.Topic, a.Source.Partition, endOf(ends, a.Source))
