@@ -28,7 +28,8 @@ const ownershipTimeout = 10 * time.Second
 const handOverSlack = 10 * time.Second
 
 // TestSingleWriter runs several `kmirror run` processes on the same flow
-// under steady traffic: only one writes at a time, the others wait and
+// with scale_out: false (one copies the whole flow, the others are warm
+// standbys) under steady traffic: only one writes at a time, the others wait and
 // say who holds the flow, and each way the holder goes (SIGKILL, SIGTERM,
 // SIGSTOP then SIGCONT) hands the flow over without losing, repeating or
 // reordering a record.
@@ -77,6 +78,7 @@ func TestSingleWriter(t *testing.T) {
 		return startKmirror(t, writeConfig(t, p.flowConfig(addr, `
 topics: ["events"]
 topic_naming: identity
+scale_out: false
 `)), addr)
 	}
 	targetTotal := func() int64 { return sum(endOffsets(t, p.dstCl, topic)) }

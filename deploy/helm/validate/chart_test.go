@@ -161,8 +161,8 @@ func TestChartDefaults(t *testing.T) {
 		t.Error("ServiceAccount missing or mounting its token")
 	}
 	d := r.dep
-	if *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
-		t.Errorf("replicas %d, strategy %s; want 1, Recreate", *d.Spec.Replicas, d.Spec.Strategy.Type)
+	if *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType {
+		t.Errorf("replicas %d, strategy %s; want 1, RollingUpdate (the new pod takes a share before the old one leaves)", *d.Spec.Replicas, d.Spec.Strategy.Type)
 	}
 	c := r.container()
 	if want := []string{"run", "--config", "/etc/kmirror/kmirror.yaml"}; !slices.Equal(c.Args, want) {
@@ -348,9 +348,44 @@ func underLeaf(defaults map[string]any, key string) bool {
 	return false
 }
 
-// TestChartReplicas: several replicas switch readiness to /healthz, the
-// strategy to a rolling update, and add a PodDisruptionBudget and a soft
-// anti-affinity; each can be overridden.
+// TestChartStandbys: a flow with scale_out: false (found in config, or
+// said by standbys) has standbys that answer 503 on /readyz: one replica
+// is then replaced with Recreate, and several use /healthz for readiness.
+func TestChartStandbys(t *testing.T) {
+	standbyFlow := `config.flows=[{"source":"primary","target":"dr","topics":["orders.*"]},{"name":"audit","source":"primary","target":"dr","topics":["audit"],"scale_out":false}]`
+	tests := []struct {
+		name          string
+		args          []string
+		wantStrategy  appsv1.DeploymentStrategyType
+		wantReadiness string
+		wantPDB       bool
+	}{
+		{"scale-out flows, one replica", nil, appsv1.RollingUpdateDeploymentStrategyType, "/readyz", false},
+		{"scale-out flows, three replicas", []string{"--set", "replicaCount=3"}, appsv1.RollingUpdateDeploymentStrategyType, "/readyz", true},
+		{"a standby flow in config, one replica", []string{"--set-json", standbyFlow}, appsv1.RecreateDeploymentStrategyType, "/readyz", false},
+		{"a standby flow in config, two replicas", []string{"--set-json", standbyFlow, "--set", "replicaCount=2"}, appsv1.RollingUpdateDeploymentStrategyType, "/healthz", true},
+		{"standbys said for an existing ConfigMap", []string{"--set", "standbys=true,replicaCount=2"}, appsv1.RollingUpdateDeploymentStrategyType, "/healthz", true},
+		{"scale_out: true said explicitly", []string{"--set-json", `config.flows=[{"source":"primary","target":"dr","scale_out":true}]`}, appsv1.RollingUpdateDeploymentStrategyType, "/readyz", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := renderValid(t, append([]string{"-f", minimal}, tt.args...)...)
+			if got := r.dep.Spec.Strategy.Type; got != tt.wantStrategy {
+				t.Errorf("strategy %s, want %s", got, tt.wantStrategy)
+			}
+			if got := r.container().ReadinessProbe.HTTPGet.Path; got != tt.wantReadiness {
+				t.Errorf("readiness %s, want %s", got, tt.wantReadiness)
+			}
+			if (r.pdb != nil) != tt.wantPDB {
+				t.Errorf("PodDisruptionBudget %v, want %v", r.pdb != nil, tt.wantPDB)
+			}
+		})
+	}
+}
+
+// TestChartReplicas: several replicas add a PodDisruptionBudget and a soft
+// anti-affinity, and keep the rolling update and /readyz of scale-out
+// flows; each can be overridden.
 func TestChartReplicas(t *testing.T) {
 	r := renderValid(t, "-f", minimal, "--set", "replicaCount=2")
 	d := r.dep
@@ -361,8 +396,8 @@ func TestChartReplicas(t *testing.T) {
 		s.RollingUpdate.MaxSurge.IntValue() != 1 || s.RollingUpdate.MaxUnavailable.IntValue() != 0 {
 		t.Errorf("replicaCount 2: strategy %+v, want RollingUpdate maxSurge 1 maxUnavailable 0", s)
 	}
-	if p := r.container().ReadinessProbe.HTTPGet.Path; p != "/healthz" {
-		t.Errorf("replicaCount 2: readiness %s, want /healthz (standbys answer 503 on /readyz)", p)
+	if p := r.container().ReadinessProbe.HTTPGet.Path; p != "/readyz" {
+		t.Errorf("replicaCount 2: readiness %s, want /readyz (every pod of a scale-out flow is ready once it runs)", p)
 	}
 	a := d.Spec.Template.Spec.Affinity
 	if a == nil || a.PodAntiAffinity == nil || len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
@@ -376,7 +411,7 @@ func TestChartReplicas(t *testing.T) {
 		r.pdb.Spec.MaxUnavailable == nil || r.pdb.Spec.MinAvailable != nil {
 		t.Errorf("podDisruptionBudget.enabled=true with one replica: %+v, want maxUnavailable only", r.pdb)
 	}
-	r = renderValid(t, "-f", minimal, "--set", "replicaCount=2,readinessProbe.path=/readyz,strategy.type=Recreate",
+	r = renderValid(t, "-f", minimal, "--set", "replicaCount=2,readinessProbe.path=/readyz,standbys=true,strategy.type=Recreate",
 		"--set-json", `affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"pool","operator":"In","values":["kafka"]}]}]}}}`)
 	if p := r.container().ReadinessProbe.HTTPGet.Path; p != "/readyz" || r.dep.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		t.Errorf("overrides: readiness %s strategy %s, want /readyz and Recreate", p, r.dep.Spec.Strategy.Type)
@@ -589,7 +624,10 @@ data:
 			t.Errorf("NOTES do not contain %q:\n%s", want, n)
 		}
 	}
-	n = notes("--set", "existingConfigMap=mine,replicaCount=2,admin.scheme=HTTPS,admin.listenOnPodIP=false")
+	if want := "they share each flow's partitions"; !strings.Contains(notes("-f", minimal, "--set", "replicaCount=2"), want) {
+		t.Errorf("NOTES with two replicas do not contain %q", want)
+	}
+	n = notes("--set", "existingConfigMap=mine,replicaCount=2,standbys=true,admin.scheme=HTTPS,admin.listenOnPodIP=false")
 	for _, want := range []string{"hot standbys", "services/https:kmirror:admin/proxy", "ConfigMap mine", "kubectl rollout restart deployment/kmirror"} {
 		if !strings.Contains(n, want) {
 			t.Errorf("NOTES do not contain %q:\n%s", want, n)

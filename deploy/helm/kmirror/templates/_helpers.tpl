@@ -122,8 +122,28 @@ probes: not "off", not loopback, on admin.port.
 {{- end }}
 
 {{/* The readiness path: readinessProbe.path, else /readyz with one replica and /healthz with several. */}}
+{{/*
+Whether a flow runs with warm standbys (scale_out: false): one pod copies
+it and the others answer 503 on /readyz while they wait. Found in config;
+set standbys for a configuration in existingConfigMap.
+*/}}
+{{- define "kmirror.standbys" -}}
+{{- $s := .Values.standbys }}
+{{- $cfg := .Values.config | default dict }}
+{{- if kindIs "string" $cfg }}
+{{- $cfg = fromYaml $cfg }}
+{{- end }}
+{{- range (dig "flows" list $cfg) }}
+{{- if and (kindIs "map" .) (hasKey . "scale_out") (eq (toString .scale_out) "false") }}
+{{- $s = true }}
+{{- end }}
+{{- end }}
+{{- ternary "true" "" (eq (toString $s) "true") }}
+{{- end }}
+
+{{/* Readiness: /readyz, but /healthz for several replicas with standbys. */}}
 {{- define "kmirror.readinessPath" -}}
-{{- .Values.readinessProbe.path | default (ternary "/readyz" "/healthz" (le (int .Values.replicaCount) 1)) }}
+{{- .Values.readinessProbe.path | default (ternary "/healthz" "/readyz" (and (eq (include "kmirror.standbys" .) "true") (gt (int .Values.replicaCount) 1))) }}
 {{- end }}
 
 {{/* Whether to create the PodDisruptionBudget. */}}
