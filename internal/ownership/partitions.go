@@ -54,8 +54,14 @@ type Share struct {
 	Identity
 	Partitions []Partition `json:"partitions"`
 	// Revoking are partitions the member must stop, store and release;
-	// another member gets them in the next generation.
+	// another member gets them in the next generation. Until then they
+	// are listed here, so that every partition of a generation is under
+	// exactly one member.
 	Revoking []Partition `json:"revoking,omitempty"`
+	// Released is set, in a member's own view only, once it stopped the
+	// Revoking partitions and stored their positions: it writes them no
+	// more and waits for the next generation to hand them over.
+	Released bool `json:"released,omitempty"`
 }
 
 // Assignment is a generation's assignment under ProtocolPartitions. The
@@ -395,11 +401,12 @@ func (m *Member) applyPartitions(ctx context.Context, gen int32, self string, a 
 		delete(m.owned, p)
 	}
 	m.revoking = nil
-	// What the API shows: this member no longer has them.
+	// What the API shows: they stay listed under this member, released,
+	// until the next generation names their new owner.
 	members := slices.Clone(m.state.Members)
 	for i := range members {
 		if members[i].MemberID == self {
-			members[i].Revoking = nil
+			members[i].Released = true
 		}
 	}
 	m.state.Members = members

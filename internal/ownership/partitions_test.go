@@ -1,6 +1,7 @@
 package ownership
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -119,4 +120,88 @@ func contains(ps []Partition, p Partition) bool {
 		}
 	}
 	return false
+}
+
+// TestAssignPartitionsOneOwnerThroughChanges runs members joining and
+// leaving through successive generations, each member releasing what it
+// is revoked before the next: in every generation each partition is listed
+// under exactly one member (owned or being handed over), nothing owned
+// moves without being revoked first, and two generations after a change
+// the counts are even with nothing left to revoke.
+func TestAssignPartitionsOneOwnerThroughChanges(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	universe := append(parts("a", span(12)...), parts("b", span(5)...)...)
+	type member struct {
+		age   int
+		owned []Partition
+	}
+	members := map[string]*member{}
+	steps := []struct {
+		join, leave []string
+	}{
+		{join: []string{"m1"}},
+		{join: []string{"m2", "m3"}},
+		{join: []string{"m4"}},
+		{leave: []string{"m1"}},
+		{leave: []string{"m3", "m4"}, join: []string{"m5"}},
+		{join: []string{"m6", "m7", "m8"}},
+		{leave: []string{"m2", "m5", "m6", "m7"}},
+	}
+	age := 0
+	for si, step := range steps {
+		for _, id := range step.leave {
+			delete(members, id)
+		}
+		for _, id := range step.join {
+			age++
+			members[id] = &member{age: age}
+		}
+		var prev Assignment
+		for gen := 0; gen < 3; gen++ {
+			var metas []partMeta
+			for id, m := range members {
+				metas = append(metas, partMeta{
+					Identity: Identity{Instance: id, MemberID: id, Since: t0.Add(time.Duration(m.age) * time.Second)},
+					Lease:    true, Owned: m.owned, Universe: universe, Authoritative: true,
+				})
+			}
+			a := assignPartitions(metas)
+			under := map[Partition][]string{}
+			for _, s := range a.Members {
+				for _, p := range s.Partitions {
+					under[p] = append(under[p], s.MemberID)
+					if !contains(members[s.MemberID].owned, p) {
+						for _, o := range members {
+							if contains(o.owned, p) {
+								t.Fatalf("step %d gen %d: %v given to %s before it was released", si, gen, p, s.MemberID)
+							}
+						}
+					}
+				}
+				for _, p := range s.Revoking {
+					under[p] = append(under[p], s.MemberID)
+				}
+			}
+			for _, p := range universe {
+				if len(under[p]) != 1 {
+					t.Fatalf("step %d gen %d: %v listed under %v, want exactly one member", si, gen, p, under[p])
+				}
+			}
+			// Every member releases its revoked partitions and keeps the rest.
+			for _, s := range a.Members {
+				members[s.MemberID].owned = slices.Clone(s.Partitions)
+			}
+			prev = a
+		}
+		lo, hi := len(universe), 0
+		for _, s := range prev.Members {
+			if len(s.Revoking) != 0 {
+				t.Errorf("step %d: %s still revoking %v after three generations", si, s.MemberID, s.Revoking)
+			}
+			lo, hi = min(lo, len(s.Partitions)), max(hi, len(s.Partitions))
+		}
+		if hi-lo > 1 {
+			t.Errorf("step %d: partition counts from %d to %d, want even", si, lo, hi)
+		}
+	}
 }

@@ -91,11 +91,12 @@ type apiShare struct {
 		T string `json:"t"`
 		P int32  `json:"p"`
 	} `json:"revoking"`
+	Released bool `json:"released"`
 }
 
-// owned returns the partitions the process says it owns (revoking ones
-// included: it may still write them), or ok false if it cannot say.
-func owned(pr *proc) (parts []int32, ok bool) {
+// groupView reads what a process says of the flow's group: the members
+// and what each owns or hands over, or ok false if it cannot say.
+func groupView(pr *proc) (members []apiShare, ok bool) {
 	code, body, err := pr.get("/api/flows")
 	if err != nil || code != 200 {
 		return nil, false
@@ -109,23 +110,37 @@ func owned(pr *proc) (parts []int32, ok bool) {
 	if json.Unmarshal([]byte(body), &flows) != nil || len(flows) != 1 || flows[0].Owner == nil || !flows[0].Owner.Holding {
 		return nil, false
 	}
+	return flows[0].Owner.Members, true
+}
+
+// owned returns the partitions the process says it may write (those it
+// hands over included until it says it released them), or ok false if it
+// cannot say.
+func owned(pr *proc) (parts []int32, ok bool) {
+	members, ok := groupView(pr)
+	if !ok {
+		return nil, false
+	}
 	pid := pr.cmd.Process.Pid
-	for _, m := range flows[0].Owner.Members {
+	for _, m := range members {
 		if m.PID != pid {
 			continue
 		}
 		for _, p := range m.Partitions {
 			parts = append(parts, p.P)
 		}
-		for _, p := range m.Revoking {
-			parts = append(parts, p.P)
+		if !m.Released {
+			for _, p := range m.Revoking {
+				parts = append(parts, p.P)
+			}
 		}
 		return parts, true
 	}
 	return nil, true
 }
 
-// ownership samples every process at once: who owns each partition.
+// ownership samples every process at once: which processes say they may
+// write each partition.
 func ownership(procs []*proc) (owners map[int32][]int, answered int) {
 	owners = map[int32][]int{}
 	res := make([][]int32, len(procs))
@@ -148,6 +163,29 @@ func ownership(procs []*proc) (owners map[int32][]int, answered int) {
 		}
 	}
 	return owners, answered
+}
+
+// oneOwnerEach checks a process's view of the group: each of the flow's n
+// partitions is listed under exactly one member (owned, or being handed
+// over to the member the next generation names). It returns "" or what is
+// wrong.
+func oneOwnerEach(members []apiShare, n int32) string {
+	under := map[int32][]string{}
+	for _, m := range members {
+		for _, p := range m.Partitions {
+			under[p.P] = append(under[p.P], m.Instance)
+		}
+		for _, p := range m.Revoking {
+			under[p.P] = append(under[p.P], m.Instance+" (handing over)")
+		}
+	}
+	var bad []string
+	for p := range n {
+		if len(under[p]) != 1 {
+			bad = append(bad, fmt.Sprintf("partition %d under %v", p, under[p]))
+		}
+	}
+	return strings.Join(bad, "; ")
 }
 
 // check reads both topics and returns the duplicates on the target; it
@@ -290,8 +328,10 @@ func TestScaleOutThreeInstances(t *testing.T) {
 }
 
 // TestScaleUpDownUnderTraffic goes from one instance to three and back to
-// one with SIGTERM under traffic: nothing is lost or written twice, and no
-// partition is ever owned by two instances at a sample of /api/flows.
+// one with SIGTERM under traffic: nothing is lost or written twice, no
+// partition is ever written by two instances at a sample of /api/flows,
+// and in every instance's view of the group every partition has exactly
+// one owner at every sample.
 func TestScaleUpDownUnderTraffic(t *testing.T) {
 	f := newScaleFixture(t, 12)
 	procs := []*proc{f.start()}
@@ -301,26 +341,36 @@ func TestScaleUpDownUnderTraffic(t *testing.T) {
 		defer mu.Unlock()
 		return append([]*proc(nil), procs...)
 	}
-	// The sampler: no partition owned by two instances, ever.
+	// The sampler, from the moment one instance owns every partition:
+	// no partition may be written by two instances (what each says of
+	// itself), and in every instance's view of the group each partition
+	// has exactly one owner.
 	samplerCtx, stopSampler := context.WithCancel(context.Background())
-	var samples, overlaps atomic.Int64
+	var samples, overlaps, views, badViews atomic.Int64
 	var sampleWG sync.WaitGroup
-	var overlapSeen atomic.Value
-	sampleWG.Add(1)
-	go func() {
-		defer sampleWG.Done()
-		for samplerCtx.Err() == nil {
-			owners, _ := ownership(live())
-			samples.Add(1)
-			for _, o := range owners {
-				if len(o) > 1 {
-					overlaps.Add(1)
-					overlapSeen.Store(describe(owners))
-				}
+	var overlapSeen, badViewSeen atomic.Value
+	sample := func() {
+		ps := live()
+		owners, _ := ownership(ps)
+		samples.Add(1)
+		for _, o := range owners {
+			if len(o) > 1 {
+				overlaps.Add(1)
+				overlapSeen.Store(describe(owners))
 			}
-			time.Sleep(50 * time.Millisecond)
 		}
-	}()
+		for i, pr := range ps {
+			members, ok := groupView(pr)
+			if !ok {
+				continue
+			}
+			views.Add(1)
+			if bad := oneOwnerEach(members, f.partitions); bad != "" {
+				badViews.Add(1)
+				badViewSeen.Store(fmt.Sprintf("instance %d: %s", i, bad))
+			}
+		}
+	}
 	allOwnedBy := func(n int) func() (bool, string) {
 		return func() (bool, string) {
 			ps := live()
@@ -335,6 +385,14 @@ func TestScaleUpDownUnderTraffic(t *testing.T) {
 		}
 	}
 	waitFor(t, 90*time.Second, "one instance to own all 12 partitions", allOwnedBy(1))
+	sampleWG.Add(1)
+	go func() {
+		defer sampleWG.Done()
+		for samplerCtx.Err() == nil {
+			sample()
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
 	f.waitCaughtUp(time.Minute)
 
 	mu.Lock()
@@ -364,13 +422,19 @@ func TestScaleUpDownUnderTraffic(t *testing.T) {
 	stopSampler()
 	sampleWG.Wait()
 	n, dups := f.check("end")
-	t.Logf("end: %d records produced, %d on the target, %d written twice; %d ownership samples, %d with a partition owned twice",
-		f.produced.Load(), n, dups, samples.Load(), overlaps.Load())
+	t.Logf("end: %d records produced, %d on the target, %d written twice; %d ownership samples, %d with a partition written by two instances; %d views of the group, %d without exactly one owner for each partition",
+		f.produced.Load(), n, dups, samples.Load(), overlaps.Load(), views.Load(), badViews.Load())
 	if dups != 0 {
 		t.Errorf("%d records written twice across clean hand-overs, want 0", dups)
 	}
 	if overlaps.Load() != 0 {
 		t.Errorf("a partition was owned by two instances at once: %v", overlapSeen.Load())
+	}
+	if badViews.Load() != 0 {
+		t.Errorf("%d views of the group had a partition without exactly one owner, for example %v", badViews.Load(), badViewSeen.Load())
+	}
+	if views.Load() < samples.Load() {
+		t.Errorf("only %d views of the group in %d samples", views.Load(), samples.Load())
 	}
 }
 
