@@ -180,11 +180,11 @@
           el("td", {}, m.host),
           el("td", { class: "num" }, m.pid),
           el("td", { class: "num" }, (m.partitions || []).length),
-          el("td", { class: "num" }, (m.revoking || []).length || "")));
+          el("td", { class: "num" }, ((m.revoking || []).length || "") + (m.released ? " (released)" : ""))));
       }
       sec.append(el("table", { class: "members" },
         el("thead", {}, el("tr", {}, el("th", {}, "instance"), el("th", {}, "host"), el("th", { class: "num" }, "pid"),
-          el("th", { class: "num" }, "partitions owned"), el("th", { class: "num" }, "revoking"))), tb));
+          el("th", { class: "num" }, "partitions owned"), el("th", { class: "num" }, "handing over"))), tb));
     }
 
     const topics = f.topics || [];
