@@ -101,6 +101,7 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 			if err := r.addOwned(ctx, own); err != nil && ctx.Err() == nil && errLog.Allow() {
 				f.logger.Warn("cannot start replicating assigned partitions yet; retrying", "err", err)
 			}
+			r.resetOwnedRecreated(ctx, own)
 			r.refreshOwnedLag(ctx, own)
 		}
 		select {
@@ -219,42 +220,23 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 		return fmt.Errorf("reading the stored positions of %d assigned partitions: %w", len(want), err)
 	}
 	r.loaded = loaded
-	seen := map[string]bool{}
-	var names, targetNames []string
 	settle := false
 	for _, id := range want {
-		if !seen[id.Topic] {
-			seen[id.Topic] = true
-			names = append(names, id.Topic)
-			targetNames = append(targetNames, r.naming.TargetName(id.Topic))
-		}
 		if pos, ok := loaded.Positions[id]; ok && pos.TargetNext >= 0 {
 			settle = true
 		}
 	}
-	srcMeta, err := r.srcAdmin.Metadata(ctx, names...)
+	names := topicNames(want)
+	topics, err := r.describeTopics(ctx, names)
 	if err != nil {
-		return fmt.Errorf("reading source topics: %w", err)
-	}
-	tgtMeta, err := r.tgtAdmin.Metadata(ctx, targetNames...)
-	if err != nil {
-		return fmt.Errorf("reading target topics: %w", err)
-	}
-	var topics []topicsync.Topic
-	for i, name := range names {
-		st, ok := srcMeta.Topics[name]
-		tt, ok2 := tgtMeta.Topics[targetNames[i]]
-		if !ok || !ok2 || st.Err != nil || tt.Err != nil {
-			continue // the elected instance's topic sync creates it
-		}
-		topics = append(topics, topicsync.Topic{
-			Source: name, Target: targetNames[i],
-			Partitions: int32(min(len(st.Partitions), len(tt.Partitions))),
-			SourceID:   topicsync.TopicID(st.ID), TargetID: topicsync.TopicID(tt.ID),
-		})
+		return err
 	}
 	if len(topics) == 0 {
 		return fmt.Errorf("assigned topics %v are not on both clusters yet", names)
+	}
+	targetNames := make([]string, len(topics))
+	for i, t := range topics {
+		targetNames[i] = t.Target
 	}
 	// A target topic that grew: its new partitions are assigned as soon
 	// as the elected instance's topic sync grew it, before this
@@ -283,6 +265,77 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 		r.logger.Info("replicating assigned partitions", "added", len(as))
 	}
 	return nil
+}
+
+// topicNames are the topics of ids, each once.
+func topicNames(ids []progress.Partition) []string {
+	seen := map[string]bool{}
+	var names []string
+	for _, id := range ids {
+		if !seen[id.Topic] {
+			seen[id.Topic] = true
+			names = append(names, id.Topic)
+		}
+	}
+	return names
+}
+
+// describeTopics reads source topics and their target topics: partition
+// counts and topic IDs. A topic not on both clusters is left out (the
+// elected instance's topic sync creates the target topic).
+func (r *run) describeTopics(ctx context.Context, names []string) ([]topicsync.Topic, error) {
+	targetNames := make([]string, len(names))
+	for i, name := range names {
+		targetNames[i] = r.naming.TargetName(name)
+	}
+	srcMeta, err := r.srcAdmin.Metadata(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("reading source topics: %w", err)
+	}
+	tgtMeta, err := r.tgtAdmin.Metadata(ctx, targetNames...)
+	if err != nil {
+		return nil, fmt.Errorf("reading target topics: %w", err)
+	}
+	var topics []topicsync.Topic
+	for i, name := range names {
+		st, ok := srcMeta.Topics[name]
+		tt, ok2 := tgtMeta.Topics[targetNames[i]]
+		if !ok || !ok2 || st.Err != nil || tt.Err != nil {
+			continue
+		}
+		topics = append(topics, topicsync.Topic{
+			Source: name, Target: targetNames[i],
+			Partitions: int32(min(len(st.Partitions), len(tt.Partitions))),
+			SourceID:   topicsync.TopicID(st.ID), TargetID: topicsync.TopicID(tt.ID),
+		})
+	}
+	return topics, nil
+}
+
+// resetOwnedRecreated finds the topics this instance replicates that were
+// deleted and created again on either cluster (their topic ID changed),
+// stops them and resets what is stored of their partitions it owns, as the
+// whole-flow topic sync does; addOwned adds them again at the next turn of
+// the member loop, from the new topic's beginning.
+func (r *run) resetOwnedRecreated(ctx context.Context, own *ownedSet) {
+	var mine []progress.Partition
+	for _, id := range own.list() {
+		if r.repl.Has(id.Topic, id.Partition) {
+			mine = append(mine, id)
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	topics, err := r.describeTopics(ctx, topicNames(mine))
+	if err != nil {
+		return // retried at the next turn
+	}
+	stuck := newStuckSet()
+	r.resetRecreated(ctx, topics, stuck)
+	for topic, st := range stuck.byTopic {
+		r.logger.Warn("cannot reset a re-created topic yet; retrying", "topic", topic, "err", st.Reason)
+	}
 }
 
 func endOf(ends kadm.ListedOffsets, id progress.Partition) int64 {

@@ -169,41 +169,12 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 		return ctx.Err()
 	}
 
-	// A topic the data plane replicates whose source or target now has
-	// another ID was deleted and created again: stop it, reset what is
-	// stored of it, and add it again on the next pass, once no record of
-	// the old topic can still be in the data plane's hands.
-	var pending []topicsync.Topic
 	for _, t := range ready {
 		for _, p := range t.Leaderless {
 			stuck.add(t.Source, []int32{p}, "no leader on the source")
 		}
-		id, replicated := r.repl.TopicID(t.Source)
-		if !replicated {
-			pending = append(pending, t)
-			continue
-		}
-		side, oldID := "", ""
-		switch old := r.targetIDs[t.Target]; {
-		case t.SourceID != "" && id != "" && id != t.SourceID:
-			side, oldID = sideSource, id
-		case t.TargetID != "" && old != "" && old != t.TargetID:
-			side, oldID = sideTarget, old
-		case old == "":
-			r.targetIDs[t.Target] = t.TargetID
-		}
-		if side == "" {
-			pending = append(pending, t)
-			continue
-		}
-		r.remember(r.repl.Remove([]string{t.Source}))
-		if side == sideTarget {
-			r.tgt.PurgeTopicsFromClient(t.Target)
-		}
-		if err := r.resetTopic(ctx, t, side, oldID); err != nil {
-			stuck.add(t.Source, nil, err.Error())
-		}
 	}
+	pending := r.resetRecreated(ctx, ready, stuck)
 	if len(pending) == 0 {
 		return ctx.Err()
 	}
@@ -234,6 +205,43 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 	}
 	r.repl.Add(r.assignments(ctx, newTopics, ends, firstStart, stuck))
 	return ctx.Err()
+}
+
+// resetRecreated stops the topics the data plane replicates whose source
+// or target now has another ID (deleted and created again) and resets what
+// is stored of them, so that they are added again on a later pass, once no
+// record of the old topic can still be in the data plane's hands. It
+// returns the other topics of ready.
+func (r *run) resetRecreated(ctx context.Context, ready []topicsync.Topic, stuck *stuckSet) []topicsync.Topic {
+	var pending []topicsync.Topic
+	for _, t := range ready {
+		id, replicated := r.repl.TopicID(t.Source)
+		if !replicated {
+			pending = append(pending, t)
+			continue
+		}
+		side, oldID := "", ""
+		switch old := r.targetIDs[t.Target]; {
+		case t.SourceID != "" && id != "" && id != t.SourceID:
+			side, oldID = sideSource, id
+		case t.TargetID != "" && old != "" && old != t.TargetID:
+			side, oldID = sideTarget, old
+		case old == "":
+			r.targetIDs[t.Target] = t.TargetID
+		}
+		if side == "" {
+			pending = append(pending, t)
+			continue
+		}
+		r.remember(r.repl.Remove([]string{t.Source}))
+		if side == sideTarget {
+			r.tgt.PurgeTopicsFromClient(t.Target)
+		}
+		if err := r.resetTopic(ctx, t, side, oldID); err != nil {
+			stuck.add(t.Source, nil, err.Error())
+		}
+	}
+	return pending
 }
 
 // producerWait bounds how long a pass waits for the target producer to see
