@@ -265,7 +265,9 @@ func (e *Env) instances(ctx context.Context) []string {
 		var meta struct {
 			Instance string `json:"instance"`
 		}
-		name := m.ClientHost
+		// The broker returns it only while the group is stable; else the
+		// member's host and id say who it is.
+		name := strings.TrimPrefix(m.ClientHost, "/") + " (member " + m.MemberID + ")"
 		if raw, ok := m.Join.Raw(); ok && json.Unmarshal(raw, &meta) == nil && meta.Instance != "" {
 			name = meta.Instance
 		}
