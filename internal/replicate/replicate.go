@@ -1359,7 +1359,10 @@ func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) 
 		p.storedStopped = stops[i]
 		p.mu.Unlock()
 	}
-	r.startStored(parts)
+	if !stopping {
+		// Partitions that stop here are not read any more.
+		r.startStored(parts)
+	}
 	return nil
 }
 

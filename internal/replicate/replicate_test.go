@@ -677,8 +677,14 @@ func TestReplicateStoppedStartStoredFirst(t *testing.T) {
 	r = e.replicator()
 	r.opts.ProgressInterval = time.Hour // only the store before reading, and the last one
 	r.Add(as)
+	began := time.Now()
 	stop := e.run(t, r)
 	waitFor(t, "partition copied", func() bool { return endOffsets(t, e.ctx, e.tgtAdmin, dst)[0] == 10 })
+	// Start-up costs one progress write (of one entry), no more.
+	if got := counter(t, e.metrics.ProgressWrites.WithLabelValues(flowName)); got != 1 {
+		t.Errorf("progress entries written before the partition was copied = %v, want 1", got)
+	}
+	t.Logf("a Stopped partition copied %s after Run started (one progress write first)", time.Since(began).Round(time.Millisecond))
 	loaded, err := e.store.Load(e.ctx)
 	if err != nil {
 		t.Fatal(err)
