@@ -100,8 +100,11 @@ func newFailoverCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "failover --config FILE --flow NAME",
 		Short: "Move a flow's consumer groups to its target cluster",
-		Long: `Planned failover (the source is up): stop "kmirror run" for the flow and the
-producers writing to the source, then run failover. It copies what is left,
+		Long: `Planned failover (the source is up): stop every "kmirror run" of the flow
+(SIGTERM) and the producers writing to the source, then run failover. It
+refuses while an instance runs the flow, or when a partition of the topics
+it moves was not stopped cleanly by its last owner (an instance was killed):
+--force proceeds anyway. It copies what is left,
 waits until the flow's lag is 0 (--timeout), syncs every group's offsets one
 last time, stops cleanly and prints a report. Consumers can then start on the
 target with the same group names and continue exactly where they stopped.
@@ -149,7 +152,7 @@ Exit codes: 0 done, 1 failed or timed out (the report says what is left),
 	f.register(cmd)
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", 5*time.Minute, "how long a planned failover waits for the lag to reach 0")
 	cmd.Flags().BoolVar(&o.SourceUnreachable, "source-unreachable", false, "fail over from the target alone; the source is gone")
-	cmd.Flags().BoolVar(&o.Force, "force", false, "proceed although the flow's last run did not stop cleanly (it crashed)")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "proceed although the flow did not stop cleanly (an instance was killed or crashed)")
 	return cmd
 }
 
@@ -165,7 +168,9 @@ back to the old source only the records written on the target since the
 failover (nothing from before is copied again), translates the consumer
 groups of the target back to the source, and sets the flow to resume after
 the copied-back records. Then start "kmirror run" again and move the clients
-back to the source. Needs topic_naming: identity.`,
+back to the source. Needs topic_naming: identity. Like a planned failover,
+it refuses while an instance runs the flow or when a partition failed back
+was not stopped cleanly.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env, err := f.open(cmd)

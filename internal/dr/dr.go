@@ -5,6 +5,7 @@ package dr
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -213,6 +214,68 @@ type Report struct {
 
 // ErrNotClean is returned when the flow is running or crashed.
 var ErrNotClean = errors.New("the flow is running, or its last run did not stop cleanly")
+
+// notClean checks that the flow stopped cleanly for the partitions keep
+// selects: no instance runs it (its ownership group on the target has no
+// member) and each of their stored positions is Stopped, stored by the
+// partition's last owner as it stopped with every write acknowledged.
+// With several instances each stores its own partitions so as it stops.
+// It returns nil when clean, else an error wrapping ErrNotClean that
+// names the running instances or the partitions not stopped cleanly.
+func (e *Env) notClean(ctx context.Context, loaded progress.Loaded, keep func(progress.Partition) bool) error {
+	if running := e.instances(ctx); len(running) > 0 {
+		return fmt.Errorf("%w: it runs on %s", ErrNotClean, strings.Join(running, ", "))
+	}
+	unclean := loaded.Unclean(keep)
+	if len(unclean) == 0 {
+		return nil
+	}
+	const shown = 5
+	names := make([]string, 0, shown)
+	for _, p := range unclean[:min(len(unclean), shown)] {
+		names = append(names, p.String())
+	}
+	more := ""
+	if len(unclean) > shown {
+		more = fmt.Sprintf(" and %d more", len(unclean)-shown)
+	}
+	return fmt.Errorf("%w: %d partitions were not stopped cleanly by their last owner (%s%s): an instance runs the flow, or was killed",
+		ErrNotClean, len(unclean), strings.Join(names, ", "), more)
+}
+
+// instances returns the kmirror instances running the flow, from the
+// members of its ownership group on the target; nil if there are none
+// or the group cannot be described (the positions then tell).
+func (e *Env) instances(ctx context.Context) []string {
+	group := policy.InternalPrefix + "." + e.Flow.Name + ".owners"
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	described, err := kadm.NewClient(e.target).DescribeGroups(ctx, group)
+	if err != nil {
+		e.Logger.Debug("cannot describe the flow's ownership group", "group", group, "err", err)
+		return nil
+	}
+	g, ok := described[group]
+	if !ok || g.Err != nil {
+		return nil
+	}
+	var out []string
+	for _, m := range g.Members {
+		// A member's join metadata names its instance (host:pid).
+		var meta struct {
+			Instance string `json:"instance"`
+		}
+		// The broker returns it only while the group is stable; else the
+		// member's host and id say who it is.
+		name := strings.TrimPrefix(m.ClientHost, "/") + " (member " + m.MemberID + ")"
+		if raw, ok := m.Join.Raw(); ok && json.Unmarshal(raw, &meta) == nil && meta.Instance != "" {
+			name = meta.Instance
+		}
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
 
 // lastTimestamps reads, for every position, the newest record the flow
 // wrote to the target.
@@ -456,4 +519,22 @@ func (e *Env) naming() *policy.Topics {
 		cfg = &config.Config{Flows: []*config.Flow{e.Flow}}
 	}
 	return policy.NewTopics(e.Flow).WithGraph(cfg.Topology(), e.Flow)
+}
+
+// matchedTopics returns the source topics the flow's filters match: the
+// topics it replicates, and a failover moves.
+func (e *Env) matchedTopics(ctx context.Context, adm *kadm.Client) ([]string, error) {
+	topics, err := adm.ListTopics(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing topics on %q: %w", e.Flow.Source, err)
+	}
+	naming := e.naming()
+	var out []string
+	for name, d := range topics {
+		if !d.IsInternal && naming.Matches(name) {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }

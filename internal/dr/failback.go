@@ -59,8 +59,11 @@ func (e *Env) Failback(ctx context.Context, o FailbackOptions) (FailbackReport, 
 	if e.Flow.TopicNaming != policy.NamingIdentity {
 		return rep, fmt.Errorf("flow %q: failback needs topic_naming: identity (prefix naming is not supported yet)", e.Flow.Name)
 	}
-	if !loaded.CleanStop {
-		return rep, fmt.Errorf("flow %q: %w: stop `kmirror run` for it first", e.Flow.Name, ErrNotClean)
+	// Only the partitions of the topics failed back count (identity
+	// naming: the target topics failed over are the source topics).
+	back := slices.Collect(maps.Keys(loaded.Failover.TargetEnds))
+	if err := e.notClean(ctx, loaded, progress.InTopics(back...)); err != nil {
+		return rep, fmt.Errorf("flow %q: %w; stop every `kmirror run` of it first", e.Flow.Name, err)
 	}
 	src, err := e.source(ctx)
 	if err != nil {
@@ -162,7 +165,8 @@ func (e *Env) seedReverse(ctx context.Context, revStore *progress.Store, src *kg
 			id := progress.Partition{Topic: t, Partition: p}
 			entries = append(entries, progress.Entry{
 				Partition: id,
-				Position:  progress.Position{SourceNext: end, TargetNext: se.Offset},
+				// Stopped: nothing of the reverse flow was written yet.
+				Position: progress.Position{SourceNext: end, TargetNext: se.Offset, Stopped: true},
 				// The offset map of an earlier cycle maps records copied
 				// back then; this failback starts a map of its own.
 				Dropped: rl.Runs[id],
@@ -173,9 +177,6 @@ func (e *Env) seedReverse(ctx context.Context, revStore *progress.Store, src *kg
 		return err
 	}
 	if err := revStore.MarkStarted(ctx); err != nil {
-		return err
-	}
-	if err := revStore.MarkStopped(ctx); err != nil {
 		return err
 	}
 	// Last: a failback interrupted before this point seeds again.
@@ -266,8 +267,10 @@ func (e *Env) resumeForward(ctx context.Context, store *progress.Store, src *kgo
 		}
 		entries = append(entries, progress.Entry{
 			Partition: id,
-			Position:  progress.Position{SourceNext: o.Offset, TargetNext: te.Offset},
-			Runs:      back,
+			// Stopped: the flow does not run (checked), and the target
+			// holds nothing of it past this position.
+			Position: progress.Position{SourceNext: o.Offset, TargetNext: te.Offset, Stopped: true},
+			Runs:     back,
 		})
 	})
 	if err := errors.Join(errs...); err != nil {

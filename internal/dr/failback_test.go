@@ -111,7 +111,7 @@ func TestSeedReverseStartsEachCycleAtItsFailover(t *testing.T) {
 	if l.Failover == nil || !reflect.DeepEqual(*l.Failover, *f2) {
 		t.Errorf("cycle 2: reverse state belongs to failover %+v, want %+v", l.Failover, f2)
 	}
-	if !l.CleanStop || !l.Started {
-		t.Errorf("cycle 2: started %t, clean stop %t; want both", l.Started, l.CleanStop)
+	if u := l.Unclean(nil); len(u) != 0 || !l.Started {
+		t.Errorf("cycle 2: started %t, not stopped cleanly %v; want started, every seeded position Stopped", l.Started, u)
 	}
 }

@@ -54,8 +54,24 @@ func (e *Env) planned(ctx context.Context, o FailoverOptions) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	if len(loaded.Positions) > 0 && !loaded.CleanStop && !o.Force {
-		return rep, fmt.Errorf("flow %q: %w: stop `kmirror run` for it first (SIGTERM), or pass --force if it crashed", e.Flow.Name, ErrNotClean)
+	src, err := e.source(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("%w (use --source-unreachable if the source is gone)", err)
+	}
+	defer src.Close()
+	srcAdm := kadm.NewClient(src)
+	// Only the partitions of the topics failed over count: those of the
+	// source topics the flow's filters match. A topic deleted or
+	// excluded since keeps its last position, which must not block.
+	failing, err := e.matchedTopics(ctx, srcAdm)
+	if err != nil {
+		return rep, err
+	}
+	if err := e.notClean(ctx, loaded, progress.InTopics(failing...)); err != nil {
+		if !o.Force {
+			return rep, fmt.Errorf("flow %q: %w; stop every `kmirror run` of it first (SIGTERM), or pass --force if one crashed", e.Flow.Name, err)
+		}
+		e.Logger.Warn("failing over although the flow did not stop cleanly (--force)", "flow", e.Flow.Name, "reason", err)
 	}
 
 	fl := flow.New(e.Config, e.Flow, metrics.New(), e.Logger)
@@ -65,12 +81,6 @@ func (e *Env) planned(ctx context.Context, o FailoverOptions) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("%w (use --source-unreachable if the source is gone)", err)
 	}
-	src, err := e.source(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("%w (use --source-unreachable if the source is gone)", err)
-	}
-	defer src.Close()
-	srcAdm := kadm.NewClient(src)
 	// Every source topic the flow's filters match counts, replicated or
 	// not: one whose target could not be created or grown is not on the
 	// target, and the failover must say so rather than report 0 left.
@@ -108,8 +118,14 @@ func (e *Env) planned(ctx context.Context, o FailoverOptions) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	if !loaded.CleanStop {
-		return rep, errors.New("the flow did not stop cleanly after catching up; run the failover again")
+	// The catch-up run stopped every partition it replicated: each must
+	// have its position stored Stopped, exact.
+	caught := make([]string, 0, len(lags))
+	for _, l := range lags {
+		caught = append(caught, l.Topic)
+	}
+	if err := e.notClean(ctx, loaded, progress.InTopics(caught...)); err != nil {
+		return rep, fmt.Errorf("the flow did not stop cleanly after catching up (%w); run the failover again", err)
 	}
 	rep.Groups = groupMoves(gs)
 	stamps := e.lastTimestamps(ctx, loaded.Positions)

@@ -338,16 +338,10 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	}()
 	f.logger.Info("flow started", "source", f.cfg.Source, "target", f.cfg.Target,
 		"progress_topic", store.Topic(), "resumed_partitions", len(loaded.Positions))
-	err = repl.Run(ctx)
-	if err == nil {
-		// Every write was acknowledged and its position stored: the next
-		// run need not wait for stray writes of this one.
-		stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := store.MarkStopped(stopCtx); err != nil {
-			f.logger.Warn("could not record the clean stop", "err", err)
-		}
-		cancel()
-	} else {
+	// Run's last store marks every partition whose writes were all
+	// acknowledged Stopped: the flow's clean stop is known partition by
+	// partition, the same way under scale-out.
+	if err := repl.Run(ctx); err != nil {
 		f.logger.Warn("flow stopped with writes unconfirmed; they will be checked on restart", "err", err)
 	}
 	f.logger.Info("flow stopped", "replicated_records", repl.Totals().Records)
@@ -413,9 +407,7 @@ func (f *Flow) trySetup(ctx context.Context, store *progress.Store) (progress.Lo
 	if err := store.Ensure(ctx, f.cfg.ReplicationFactor); err != nil {
 		return progress.Loaded{}, err
 	}
-	loaded, err := store.Load(ctx)
-	if err != nil {
-		return loaded, err
-	}
-	return loaded, store.MarkRunning(ctx)
+	// Nothing marks the flow running: a partition's position stays
+	// Stopped until its new owner stores it cleared, before it writes.
+	return store.Load(ctx)
 }

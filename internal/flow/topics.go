@@ -31,8 +31,10 @@ func (r *run) syncTopics(ctx context.Context) {
 	// first start; everything discovered later starts at its beginning.
 	firstStart := !r.loaded.Started
 	markedStarted := r.loaded.Started
-	if r.universe == nil && !r.loaded.CleanStop && len(r.loaded.Positions) > 0 {
-		r.settleTarget(ctx)
+	if r.universe == nil {
+		if unclean := r.loaded.Unclean(nil); len(unclean) > 0 {
+			r.settleTarget(ctx, unclean)
+		}
 	}
 	errLog := retry.Throttle{Every: 30 * time.Second}
 	t := time.NewTicker(r.cfg.TopicRefreshInterval)
@@ -75,12 +77,13 @@ func (r *run) storedTopics() []string {
 }
 
 // settleTarget waits, after a run that did not stop cleanly, until the
-// target partitions it wrote stop growing: writes the dead run had sent can
-// still be appended for a moment, and the resume checks must see them.
-func (r *run) settleTarget(ctx context.Context) {
+// target topics of the partitions it did not stop cleanly (unclean) stop
+// growing: writes the dead run had sent can still be appended for a
+// moment, and the resume checks must see them.
+func (r *run) settleTarget(ctx context.Context, unclean []progress.Partition) {
 	seen := map[string]bool{}
 	var names []string
-	for p := range r.loaded.Positions {
+	for _, p := range unclean {
 		if t := r.naming.TargetName(p.Topic); !seen[t] {
 			seen[t] = true
 			names = append(names, t)
@@ -406,6 +409,9 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 			}
 			a := replicate.Assignment{Source: id, TargetTopic: t.Target, Runs: r.loaded.Runs[id]}
 			if pos, ok := r.loaded.Positions[id]; ok {
+				// Its last owner stopped cleanly there: the position is
+				// stored again, not Stopped, before anything is written.
+				a.StoreFirst = pos.Stopped
 				pos.TopicID = t.SourceID
 				toResume = append(toResume, resumed{len(as), resumePoint{
 					id: id, target: t.Target, pos: pos, sourceStart: start.Offset, sourceEnd: end.Offset,

@@ -69,6 +69,15 @@ type Position struct {
 	// stopped (an unclean leader election): the records that replaced
 	// the lost ones are then copied as new data.
 	LeaderEpoch *int32 `json:"leader_epoch,omitempty"`
+	// Stopped says the partition's owner stopped cleanly at this
+	// position: every write it sent was acknowledged, and the target holds
+	// no record of the flow past TargetNext. Only the owner's last store
+	// as it stops (or hands the partition over) sets it; every other
+	// store clears it, and an owner that resumes from a Stopped position
+	// stores it cleared before it writes anything. A position without the
+	// field (older versions) is not Stopped, unless the older versions'
+	// flow-wide flag says so (see Load).
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // Entry is what one write stores for one partition.
@@ -133,11 +142,38 @@ type Loaded struct {
 	// before, so partitions without a position are new and start at their
 	// earliest offset.
 	Started bool
-	// CleanStop is true when the flow's last run stopped cleanly, so no
-	// write of it can still land on the target.
-	CleanStop bool
 	// Failover is the newest failover recorded, if any.
 	Failover *Failover
+}
+
+// Unclean returns the partitions, among those keep selects (all if keep
+// is nil), whose stored position is not Stopped, sorted: a write of their
+// last owner may still land on the target, or an owner replicates them
+// now. A flow is cleanly stopped when no instance runs it and Unclean of
+// the partitions it replicates is empty.
+func (l Loaded) Unclean(keep func(Partition) bool) []Partition {
+	var out []Partition
+	for p, pos := range l.Positions {
+		if !pos.Stopped && (keep == nil || keep(p)) {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b Partition) int {
+		if c := cmp.Compare(a.Topic, b.Topic); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Partition, b.Partition)
+	})
+	return out
+}
+
+// InTopics returns a selector for Unclean: the partitions of topics.
+func InTopics(topics ...string) func(Partition) bool {
+	set := make(map[string]bool, len(topics))
+	for _, t := range topics {
+		set[t] = true
+	}
+	return func(p Partition) bool { return set[p.Topic] }
 }
 
 // failoverKey holds the newest Failover of the flow, as JSON.
@@ -172,16 +208,13 @@ func (s *Store) ClearFailover(ctx context.Context) error {
 	return nil
 }
 
-// cleanStopKey holds "1" after a flow stopped cleanly (every write
-// acknowledged and its position stored) and "0" while it runs.
+// cleanStopKey is the flow-wide clean-stop flag of older versions: "1"
+// after a run stopped cleanly, "0" while one ran. It is no longer
+// written (each position says whether its partition stopped cleanly);
+// Load still reads it, so that a flow stopped cleanly by an older version
+// is known as stopped cleanly: a position stored before a "1" that is
+// still the flag's value counts as Stopped.
 const cleanStopKey = "flow-clean-stop"
-
-// MarkRunning records that the flow runs: a crash from now on leaves
-// CleanStop false.
-func (s *Store) MarkRunning(ctx context.Context) error { return s.put(ctx, cleanStopKey, "0") }
-
-// MarkStopped records that the flow stopped cleanly.
-func (s *Store) MarkStopped(ctx context.Context) error { return s.put(ctx, cleanStopKey, "1") }
 
 func (s *Store) put(ctx context.Context, key, value string) error {
 	r := &kgo.Record{Topic: s.topic, Partition: 0, Key: []byte(key), Value: []byte(value)}
@@ -207,7 +240,12 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 	out := Loaded{Positions: map[Partition]Position{}, Runs: map[Partition][]offsets.Run{}}
 	runs := map[Partition]map[int64]offsets.Run{}
 	flags := map[string]string{}
+	// For the older versions' clean-stop flag: how many records were
+	// read when each position and the flag's value were.
+	var seq, flagSeq int64
+	posSeq := map[Partition]int64{}
 	visit := func(r *kgo.Record) bool {
+		seq++
 		if r.Attrs.IsControl() {
 			return true
 		}
@@ -216,6 +254,9 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 				delete(flags, k)
 			} else {
 				flags[k] = string(r.Value)
+			}
+			if k == cleanStopKey {
+				flagSeq = seq
 			}
 			return true
 		}
@@ -243,13 +284,25 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 		var pos Position
 		if json.Unmarshal(r.Value, &pos) == nil {
 			out.Positions[p] = pos
+			posSeq[p] = seq
 		}
 		return true
 	}
 	if err := logread.ReadTopic(ctx, s.client, s.topic, logread.Options{}, visit); err != nil {
 		return Loaded{}, fmt.Errorf("reading progress topic %q: %w", s.topic, s.access.Denied(kafka.OpRead, kafka.ResTopic, s.topic, err))
 	}
-	out.Started, out.CleanStop = flags[flowStartedKey] != "", flags[cleanStopKey] == "1"
+	out.Started = flags[flowStartedKey] != ""
+	if flags[cleanStopKey] == "1" {
+		// An older version stopped the flow cleanly and no position was
+		// stored since (a newer version stores every position it resumes
+		// from before it writes anything): those positions are exact.
+		for p, pos := range out.Positions {
+			if posSeq[p] < flagSeq {
+				pos.Stopped = true
+				out.Positions[p] = pos
+			}
+		}
+	}
 	if v, ok := flags[failoverKey]; ok {
 		var f Failover
 		if json.Unmarshal([]byte(v), &f) == nil {

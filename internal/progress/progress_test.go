@@ -286,3 +286,88 @@ func TestLoadOlderFormat(t *testing.T) {
 		t.Errorf("runs to store again = %+v, want the run of the position", changed)
 	}
 }
+
+func TestStoppedRoundTripAndUnclean(t *testing.T) {
+	ctx := testContext(t)
+	s := NewStore(newCluster(t), "__kmirror.stopped.progress")
+	if err := s.Ensure(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	a0, a1, b0 := Partition{Topic: "a"}, Partition{Topic: "a", Partition: 1}, Partition{Topic: "b"}
+	if err := s.Write(ctx, []Entry{
+		{Partition: a0, Position: Position{SourceNext: 5, TargetNext: 5, Stopped: true}},
+		{Partition: a1, Position: Position{SourceNext: 6, TargetNext: 6}},
+		{Partition: b0, Position: Position{SourceNext: 7, TargetNext: 7, Stopped: true}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Positions[a0].Stopped || l.Positions[a1].Stopped || !l.Positions[b0].Stopped {
+		t.Errorf("loaded %+v, want a/0 and b/0 Stopped, a/1 not", l.Positions)
+	}
+	if got := l.Unclean(nil); !reflect.DeepEqual(got, []Partition{a1}) {
+		t.Errorf("Unclean(nil) = %v, want [a/1]", got)
+	}
+	if got := l.Unclean(InTopics("b")); len(got) != 0 {
+		t.Errorf("Unclean(b) = %v, want none: a/1 is of another topic", got)
+	}
+	// The owner resumes a/0: its next store clears Stopped.
+	if err := s.Write(ctx, []Entry{{Partition: a0, Position: Position{SourceNext: 5, TargetNext: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err = s.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Unclean(InTopics("a", "b")); !reflect.DeepEqual(got, []Partition{a0, a1}) {
+		t.Errorf("Unclean(a, b) = %v, want [a/0 a/1]", got)
+	}
+}
+
+// TestLoadOlderCleanStopFlag: a flow stopped cleanly by an older version
+// (flow-wide flag "1") has its positions stored before the flag read as
+// Stopped; one stored after it, or any under "0", is not.
+func TestLoadOlderCleanStopFlag(t *testing.T) {
+	ctx := testContext(t)
+	s := NewStore(newCluster(t), "__kmirror.oldflag.progress")
+	if err := s.Ensure(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	a0, a1 := Partition{Topic: "a"}, Partition{Topic: "a", Partition: 1}
+	write := func(p Partition) {
+		t.Helper()
+		if err := s.Write(ctx, []Entry{{Partition: p, Position: Position{SourceNext: 1, TargetNext: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flag := func(v string) {
+		t.Helper()
+		if err := s.put(ctx, cleanStopKey, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unclean := func() []Partition {
+		t.Helper()
+		l, err := s.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Unclean(nil)
+	}
+	flag("0") // an older version ran
+	write(a0)
+	write(a1)
+	if got := unclean(); len(got) != 2 {
+		t.Errorf("running under the old flag: unclean %v, want both", got)
+	}
+	flag("1") // and stopped cleanly
+	if got := unclean(); len(got) != 0 {
+		t.Errorf("stopped cleanly under the old flag: unclean %v, want none", got)
+	}
+	write(a1) // a newer version resumed a/1 and was killed
+	if got := unclean(); !reflect.DeepEqual(got, []Partition{a1}) {
+		t.Errorf("after a newer version stored a/1: unclean %v, want [a/1]", got)
+	}
+}

@@ -44,6 +44,9 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 		}
 	}
 	if err == nil {
+		// Every write of theirs was answered: the positions are exact
+		// and stored Stopped, so the next owner need not wait for stray
+		// writes, and a failover sees them stopped cleanly.
 		err = r.writeProgressOf(ctx, func(p *partition) bool {
 			for _, q := range parts {
 				if q == p {
@@ -51,7 +54,7 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 				}
 			}
 			return false
-		})
+		}, true)
 	}
 	r.mu.Lock()
 	for _, p := range parts {

@@ -123,6 +123,10 @@ type Assignment struct {
 	// until the position, with the target offset its first copy will get,
 	// is stored. A crash after the first writes then finds them on
 	// restart, and compares them instead of writing them again.
+	//
+	// A Start that is Stopped (its last owner stopped cleanly there) is
+	// always stored first, cleared: otherwise a crash after the first
+	// writes would leave a position that claims a clean stop.
 	StoreFirst bool
 }
 
@@ -225,8 +229,16 @@ type partition struct {
 	acked     progress.Position // advanced only over acknowledged records
 	omap      *offsets.Map      // source→target offsets of acknowledged records
 	persisted int64             // acked.SourceNext last written to progress
-	failed    bool
-	failedAt  int64 // first source offset whose write failed
+	// storedStopped says the position last stored is Stopped (or, before
+	// the first store, the start position was).
+	storedStopped bool
+	// doubt says a write failed in a way that may have left it on the
+	// target (not refused by the target, not failed unsent): records past
+	// acked may be there until a later write is acknowledged, so the
+	// position is not exact and is not stored as Stopped.
+	doubt    bool
+	failed   bool
+	failedAt int64 // first source offset whose write failed
 	// pendingControl is the offset of the newest transaction marker seen
 	// while writes were in flight, or -1; the position moves past it once
 	// they are acknowledged.
@@ -306,11 +318,13 @@ func (r *Replicator) Add(as []Assignment) {
 		if r.parts[a.Source.Topic][a.Source.Partition] != nil {
 			continue
 		}
+		storeFirst := a.StoreFirst || a.Start.Stopped
 		p := &partition{
 			id:             a.Source,
 			target:         a.TargetTopic,
 			fedNext:        a.Start.SourceNext,
 			acked:          a.Start,
+			storedStopped:  a.Start.Stopped,
 			ackedEpoch:     -1,
 			omap:           offsets.NewMap(a.Runs),
 			persisted:      -1,
@@ -326,6 +340,7 @@ func (r *Replicator) Add(as []Assignment) {
 			routedDrops:    m.ProvenanceDropped.WithLabelValues(r.opts.Flow, a.Source.Topic, metrics.DropRouted),
 			lag:            m.PartitionLag.WithLabelValues(r.opts.Flow, a.Source.Topic, strconv.Itoa(int(a.Source.Partition))),
 		}
+		p.acked.Stopped = false
 		p.hwm.Store(-1)
 		p.omap.Start(a.Start.SourceNext)
 		if r.parts[a.Source.Topic] == nil {
@@ -339,7 +354,7 @@ func (r *Replicator) Add(as []Assignment) {
 			p.ackedEpoch = *e
 			start = start.WithEpoch(*e)
 		}
-		if a.StoreFirst {
+		if storeFirst {
 			p.start = &start
 			waiting = true
 			continue
@@ -506,7 +521,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 	if err := r.opts.Target.Flush(drainCtx); err != nil {
 		return fmt.Errorf("writes still in flight at shutdown: %w", err)
 	}
-	if err := r.writeProgress(drainCtx); err != nil {
+	// Every write was answered: the positions stored now are exact, and
+	// say so (Stopped), so that the next owner, a failover or a failback
+	// knows the partitions stopped cleanly.
+	if err := r.writeProgressOf(drainCtx, nil, true); err != nil {
 		return fmt.Errorf("storing the final progress: %w", err)
 	}
 	return nil
@@ -835,6 +853,8 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 	if p.failed && src >= p.failedAt {
 		// Written after an earlier record failed (the order gate prevents
 		// it; a source truncation leaves it): the rewind writes it again.
+		// Until then it is on the target past the position.
+		p.doubt = true
 		p.inflight.Add(-1)
 		p.mu.Unlock()
 		p.duplicates.Inc()
@@ -862,6 +882,9 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 		p.acked.SourceNext, p.ackedEpoch = src+1, epoch
 		p.acked.TargetNext = out.Offset + 1
 		p.omap.Add(src, out.Offset, now.UnixMilli())
+		// Whatever a write in doubt left on the target is before this
+		// one: the position is exact again.
+		p.doubt = false
 	}
 	if p.probeAt == src {
 		// A record refused with others was accepted alone: go on from the
@@ -991,6 +1014,10 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 	now := time.Now()
 	p.mu.Lock()
 	p.halted.Store(true) // before settled moves: see orderGate
+	if !shutdown && !gated && !permanent(kind) {
+		// Not failed unsent, not refused by the target: it may be there.
+		p.doubt = true
+	}
 	first := !p.failed
 	var refusedNow, again bool
 	if first {
@@ -1257,13 +1284,15 @@ const (
 // a new run (past transaction markers) leaves the stored runs as they are,
 // and the newest run covers up to it.
 func (r *Replicator) writeProgress(ctx context.Context) error {
-	return r.writeProgressOf(ctx, nil)
+	return r.writeProgressOf(ctx, nil, false)
 }
 
 // writeProgressOf is writeProgress for the partitions keep selects (all
 // if nil). Writes are serialised, so that an older position never lands
-// after a newer one.
-func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) bool) error {
+// after a newer one. stopping says the partitions stop here with every
+// write answered: their positions are stored Stopped, unless a write of
+// theirs failed in doubt.
+func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) bool, stopping bool) error {
 	r.progressMu.Lock()
 	defer r.progressMu.Unlock()
 	retention, maxRuns := r.opts.OffsetMapRetention, r.opts.OffsetMapMaxRuns
@@ -1278,12 +1307,14 @@ func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) 
 	var parts []*partition
 	var marks []int
 	var drops [][]offsets.Run
+	var stops []bool
 	r.each(func(p *partition) {
 		if keep != nil && !keep(p) {
 			return
 		}
 		p.mu.Lock()
-		pos, persisted := p.acked, p.persisted
+		pos, persisted, storedStopped := p.acked, p.persisted, p.storedStopped
+		pos.Stopped = stopping && !p.doubt
 		pos.LeaderEpoch = nil
 		if p.ackedEpoch >= 0 {
 			e := p.ackedEpoch
@@ -1297,7 +1328,7 @@ func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) 
 		if hwm := p.hwm.Load(); hwm >= 0 {
 			p.lag.Set(float64(max(hwm-pos.SourceNext, 0)))
 		}
-		if pos.SourceNext == persisted && len(changed) == 0 && len(dropped) == 0 {
+		if pos.SourceNext == persisted && len(changed) == 0 && len(dropped) == 0 && pos.Stopped == storedStopped {
 			return
 		}
 		pos.Run = nil
@@ -1305,6 +1336,7 @@ func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) 
 		parts = append(parts, p)
 		marks = append(marks, mark)
 		drops = append(drops, dropped)
+		stops = append(stops, pos.Stopped)
 	})
 	if len(entries) == 0 {
 		return nil
@@ -1324,9 +1356,13 @@ func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) 
 	for i, p := range parts {
 		p.mu.Lock()
 		p.persisted = entries[i].SourceNext
+		p.storedStopped = stops[i]
 		p.mu.Unlock()
 	}
-	r.startStored(parts)
+	if !stopping {
+		// Partitions that stop here are not read any more.
+		r.startStored(parts)
+	}
 	return nil
 }
 

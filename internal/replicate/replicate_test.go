@@ -301,9 +301,13 @@ func TestReplicateCopiesEverything(t *testing.T) {
 		if pos.LeaderEpoch == nil || *pos.LeaderEpoch != 0 {
 			t.Errorf("%s: stored leader epoch %v, want 0 (kfake's)", p, pos.LeaderEpoch)
 		}
+		if !pos.Stopped {
+			t.Errorf("%s: stored position after Run is not Stopped", p)
+		}
 		pos.UpdatedMs = 0
 		pos.Run = nil
 		pos.LeaderEpoch = nil
+		pos.Stopped = false
 		loaded.Positions[p] = pos
 	}
 	if !reflect.DeepEqual(loaded.Positions, want) {
@@ -637,5 +641,95 @@ func TestReplicateStoresStartBeforeFirstWrite(t *testing.T) {
 	stop()
 	if ends := endOffsets(t, e.ctx, e.tgtAdmin, dst); ends[0] != 10 || ends[1] != 10 {
 		t.Errorf("target ends = %v, want 10 and 10", ends)
+	}
+}
+
+// TestReplicateStoppedStartStoredFirst: a partition whose stored position
+// is Stopped (its last owner stopped cleanly) is not read until the
+// position is stored again, not Stopped; while it runs its stored
+// position stays not Stopped, and Run's last store marks it Stopped.
+func TestReplicateStoppedStartStoredFirst(t *testing.T) {
+	e := newEnv(t)
+	const src, dst = "t", "primary.t"
+	e.createTopic(t, e.srcAdmin, src, 1, nil)
+	e.createTopic(t, e.tgtAdmin, dst, 1, nil)
+	e.produce(t, src, records(1, 10, "x")...)
+	id := progress.Partition{Topic: src, Partition: 0}
+	// No StoreFirst: the Stopped start alone holds the reading.
+	as := []Assignment{{Source: id, TargetTopic: dst, Start: progress.Position{SourceNext: 0, TargetNext: 0, Stopped: true}}}
+
+	// Progress cannot be stored: nothing is read, nothing written.
+	closed := newClient(t, e.tgtClient.OptValue(kgo.SeedBrokers).([]string))
+	closed.Close()
+	r := e.replicator()
+	r.opts.Progress = progress.NewStore(closed, policy.ProgressTopic(flowName))
+	r.Add(as)
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	time.Sleep(300 * time.Millisecond) // the partition would be copied in this time
+	if got, end := r.Totals().Records, endOffsets(t, e.ctx, e.tgtAdmin, dst)[0]; got != 0 || end != 0 {
+		t.Errorf("%d records copied (target end %d) while the Stopped position could not be stored again, want none", got, end)
+	}
+	cancel()
+	<-done
+
+	r = e.replicator()
+	r.opts.ProgressInterval = time.Hour // only the store before reading, and the last one
+	r.Add(as)
+	began := time.Now()
+	stop := e.run(t, r)
+	waitFor(t, "partition copied", func() bool { return endOffsets(t, e.ctx, e.tgtAdmin, dst)[0] == 10 })
+	// Start-up costs one progress write (of one entry), no more.
+	if got := counter(t, e.metrics.ProgressWrites.WithLabelValues(flowName)); got != 1 {
+		t.Errorf("progress entries written before the partition was copied = %v, want 1", got)
+	}
+	t.Logf("a Stopped partition copied %s after Run started (one progress write first)", time.Since(began).Round(time.Millisecond))
+	loaded, err := e.store.Load(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos := loaded.Positions[id]; pos.Stopped || pos.SourceNext != 0 {
+		t.Errorf("stored position while running = %+v, want the start, not Stopped", pos)
+	}
+	stop()
+	if loaded, err = e.store.Load(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pos := loaded.Positions[id]; !pos.Stopped || pos.SourceNext != 10 || pos.TargetNext != 10 {
+		t.Errorf("stored position after Run = %+v, want 10/10 Stopped", pos)
+	}
+}
+
+// TestReplicateReleaseStoresStopped: a released partition's position is
+// stored Stopped; a partition still replicated is not.
+func TestReplicateReleaseStoresStopped(t *testing.T) {
+	e := newEnv(t)
+	const src, dst = "t", "primary.t"
+	e.createTopic(t, e.srcAdmin, src, 2, nil)
+	e.createTopic(t, e.tgtAdmin, dst, 2, nil)
+	e.produce(t, src, records(2, 10, "x")...)
+	r := e.replicator()
+	r.Add(assignments(src, dst, 2))
+	stop := e.run(t, r)
+	defer stop()
+	waitFor(t, "both partitions copied", func() bool { return r.Totals().Records >= 20 })
+	p0, p1 := progress.Partition{Topic: src, Partition: 0}, progress.Partition{Topic: src, Partition: 1}
+	if err := r.Release(e.ctx, []progress.Partition{p0}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "partition 1's position stored", func() bool {
+		l, err := e.store.Load(e.ctx)
+		return err == nil && l.Positions[p1].SourceNext == 10
+	})
+	loaded, err := e.store.Load(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos := loaded.Positions[p0]; !pos.Stopped || pos.SourceNext != 10 {
+		t.Errorf("released partition's stored position = %+v, want 10, Stopped", pos)
+	}
+	if pos := loaded.Positions[p1]; pos.Stopped {
+		t.Errorf("replicated partition's stored position = %+v, want not Stopped", pos)
 	}
 }

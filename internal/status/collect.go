@@ -115,8 +115,8 @@ func (cs *conns) close() {
 }
 
 // collectFlow reads the status of one flow.
-func collectFlow(ctx context.Context, cfg *config.Config, fc *config.Flow, cs *conns, now time.Time, logger *slog.Logger) Flow {
-	fs := Flow{Name: fc.Name, Source: fc.Source, Target: fc.Target, State: StateUnknown}
+func collectFlow(ctx context.Context, cfg *config.Config, fc *config.Flow, cs *conns, now time.Time, logger *slog.Logger) (fs Flow) {
+	fs = Flow{Name: fc.Name, Source: fc.Source, Target: fc.Target, State: StateUnknown}
 	naming := policy.NewTopics(fc).WithGraph(cfg.Topology(), fc)
 	fail := func(err error) { fs.Errors = append(fs.Errors, err.Error()) }
 	timeout := func(alias string) (context.Context, context.CancelFunc) {
@@ -174,8 +174,17 @@ func collectFlow(ctx context.Context, cfg *config.Config, fc *config.Flow, cs *c
 				fs.Heartbeat.AgeSeconds = seconds(now.Sub(last))
 			}
 		}
-		state(&fs, rec, loaded, now)
 	}
+	// Whether the flow stopped cleanly is judged on the partitions of the
+	// source topics it replicates: those the source lists and its filters
+	// match, or, without the source, those its filters match. A deleted
+	// or excluded topic's position does not count.
+	replicated := func(p progress.Partition) bool { return naming.Matches(p.Topic) }
+	defer func() {
+		if tgt != nil {
+			state(&fs, rec, loaded, replicated, now)
+		}
+	}()
 
 	// The source has the end offsets the positions are compared with.
 	src, err := cs.get(ctx, fc.Source)
@@ -188,14 +197,21 @@ func collectFlow(ctx context.Context, cfg *config.Config, fc *config.Flow, cs *c
 	}
 	rctx, cancel := timeout(fc.Source)
 	defer cancel()
-	if err := lag(rctx, src, naming, fc, loaded, &fs, now, logger); err != nil {
+	names, err := lag(rctx, src, naming, fc, loaded, &fs, now, logger)
+	if names != nil {
+		replicated = progress.InTopics(names...)
+	}
+	if err != nil {
 		fail(err)
 	}
 	return fs
 }
 
 // state sets the flow's state and what the running flow says of itself.
-func state(fs *Flow, rec *Record, loaded progress.Loaded, now time.Time) {
+// The flow runs while its status record is fresh, unless every position
+// of the partitions it replicates (replicated selects them) is Stopped: it
+// then stopped cleanly (moments ago).
+func state(fs *Flow, rec *Record, loaded progress.Loaded, replicated func(progress.Partition) bool, now time.Time) {
 	fresh := false
 	if rec != nil {
 		fs.StatusUpdatedMs = rec.UpdatedMs
@@ -205,8 +221,9 @@ func state(fs *Flow, rec *Record, loaded progress.Loaded, now time.Time) {
 		}
 		fresh = now.Sub(rec.Updated()) <= staleAfter(interval)
 	}
+	clean := len(loaded.Positions) > 0 && len(loaded.Unclean(replicated)) == 0
 	switch {
-	case fresh && !loaded.CleanStop:
+	case fresh && !clean:
 		fs.State = StateRunning
 		fs.Owner = rec.Owner
 		fs.StateDetail = fmt.Sprintf("on %s, status written %s ago", rec.Owner, formatAge(now.Sub(rec.Updated())))
@@ -220,12 +237,15 @@ func state(fs *Flow, rec *Record, loaded progress.Loaded, now time.Time) {
 			last := rec.UpdatedMs - int64(*rec.GroupSyncAgeSeconds*1000)
 			fs.GroupSync.AgeSeconds = seconds(now.Sub(time.UnixMilli(last)))
 		}
-	case loaded.CleanStop:
+	case clean:
 		fs.State = StateNotRunning
 		fs.StateDetail = "stopped cleanly"
 		if rec != nil {
 			fs.StateDetail += fmt.Sprintf("; last status %s (%s ago, on %s)", stamp(rec.Updated()), formatAge(now.Sub(rec.Updated())), rec.Owner)
 		}
+	case rec != nil && len(loaded.Positions) == 0:
+		fs.State = StateNotRunning
+		fs.StateDetail = fmt.Sprintf("stale status since %s (%s ago, on %s); nothing replicated", stamp(rec.Updated()), formatAge(now.Sub(rec.Updated())), rec.Owner)
 	case rec != nil:
 		fs.State = StateNotRunning
 		fs.StateDetail = fmt.Sprintf("stale status since %s (%s ago, on %s); the flow did not stop cleanly", stamp(rec.Updated()), formatAge(now.Sub(rec.Updated())), rec.Owner)
@@ -323,14 +343,15 @@ func missingTopic(l kadm.ListedOffsets, topic string) bool {
 
 // lag compares the stored positions with the source: topics and
 // partitions the flow's filters match, the records not yet copied and the
-// age of the oldest of them.
-func lag(ctx context.Context, src *kgo.Client, naming *policy.Topics, fc *config.Flow, loaded progress.Loaded, fs *Flow, now time.Time, logger *slog.Logger) error {
+// age of the oldest of them. It returns the source topics the filters
+// match, or nil if it could not list them.
+func lag(ctx context.Context, src *kgo.Client, naming *policy.Topics, fc *config.Flow, loaded progress.Loaded, fs *Flow, now time.Time, logger *slog.Logger) ([]string, error) {
 	adm := kadm.NewClient(src)
 	details, err := adm.ListTopics(ctx)
 	if err != nil {
-		return fmt.Errorf("listing the source topics: %w", err)
+		return nil, fmt.Errorf("listing the source topics: %w", err)
 	}
-	var names []string
+	names := []string{}
 	ids := map[string]string{}
 	partitions := 0
 	for name, d := range details {
@@ -349,15 +370,15 @@ func lag(ctx context.Context, src *kgo.Client, naming *policy.Topics, fc *config
 	zero := 0.0
 	fs.LagSeconds = &zero
 	if len(names) == 0 {
-		return nil
+		return names, nil
 	}
 	starts, err := adm.ListStartOffsets(ctx, names...)
 	if err != nil {
-		return fmt.Errorf("listing the start offsets of the source topics: %w", err)
+		return names, fmt.Errorf("listing the start offsets of the source topics: %w", err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, names...)
 	if err != nil {
-		return fmt.Errorf("listing the end offsets of the source topics: %w", err)
+		return names, fmt.Errorf("listing the end offsets of the source topics: %w", err)
 	}
 	heartbeats := naming.HeartbeatTopic()
 	pending := map[string]map[int32]int64{}
@@ -397,5 +418,5 @@ func lag(ctx context.Context, src *kgo.Client, naming *policy.Topics, fc *config
 			logger.Warn("cannot read the oldest records not yet copied; lag in seconds unknown", "flow", fc.Name, "err", err)
 		}
 	}
-	return partErr
+	return names, partErr
 }

@@ -161,6 +161,10 @@ func TestState(t *testing.T) {
 		LatencyP50Ms: ptr(4.0), LatencyP99Ms: ptr(8.0), GroupSyncAgeSeconds: ptr(1.0),
 		Heartbeat: &RecordHeartbeat{LastMs: 1, LatencyMs: 7}}
 	stale := &Record{Owner: "h:1", UpdatedMs: now.Add(-time.Minute).UnixMilli(), IntervalMs: 5000}
+	// Partitions of topic "a", which the flow replicates, and of a topic
+	// it no longer does.
+	a0, a1, gone := progress.Partition{Topic: "a"}, progress.Partition{Topic: "a", Partition: 1}, progress.Partition{Topic: "gone"}
+	stopped := progress.Position{Stopped: true}
 	for _, tc := range []struct {
 		name       string
 		rec        *Record
@@ -170,16 +174,22 @@ func TestState(t *testing.T) {
 		hasLatency bool
 	}{
 		{"fresh record", fresh, progress.Loaded{Started: true}, StateRunning, "on h:1, status written 2.0s ago", true},
-		{"fresh record but stopped cleanly since", fresh, progress.Loaded{Started: true, CleanStop: true}, StateNotRunning, "stopped cleanly; last status 2026-03-01T11:59:58Z (2.0s ago, on h:1)", false},
-		{"stale record", stale, progress.Loaded{Started: true}, StateNotRunning, "stale status since 2026-03-01T11:59:00Z (1m0s ago, on h:1); the flow did not stop cleanly", false},
+		{"fresh record, a partition still replicated", fresh, progress.Loaded{Started: true, Positions: map[progress.Partition]progress.Position{a0: stopped, a1: {}}},
+			StateRunning, "on h:1, status written 2.0s ago", true},
+		{"fresh record, only a deleted topic's partition not stopped", fresh, progress.Loaded{Started: true, Positions: map[progress.Partition]progress.Position{a0: stopped, gone: {}}},
+			StateNotRunning, "stopped cleanly; last status 2026-03-01T11:59:58Z (2.0s ago, on h:1)", false},
+		{"fresh record but stopped cleanly since", fresh, progress.Loaded{Started: true, Positions: map[progress.Partition]progress.Position{a0: stopped, a1: stopped}}, StateNotRunning, "stopped cleanly; last status 2026-03-01T11:59:58Z (2.0s ago, on h:1)", false},
+		{"stale record", stale, progress.Loaded{Started: true, Positions: map[progress.Partition]progress.Position{a0: stopped, a1: {}}}, StateNotRunning, "stale status since 2026-03-01T11:59:00Z (1m0s ago, on h:1); the flow did not stop cleanly", false},
 		{"never started", nil, progress.Loaded{}, StateNotRunning, "never started", false},
 		{"started by an older kmirror", nil, progress.Loaded{Started: true}, StateNotRunning, "no status stored", false},
-		{"failed over", nil, progress.Loaded{Started: true, CleanStop: true, Failover: &progress.Failover{AtMs: now.Add(-time.Hour).UnixMilli()}},
+		{"stale record, nothing replicated", stale, progress.Loaded{Started: true}, StateNotRunning,
+			"stale status since 2026-03-01T11:59:00Z (1m0s ago, on h:1); nothing replicated", false},
+		{"failed over", nil, progress.Loaded{Started: true, Positions: map[progress.Partition]progress.Position{a0: stopped}, Failover: &progress.Failover{AtMs: now.Add(-time.Hour).UnixMilli()}},
 			StateNotRunning, "stopped cleanly; failed over at 2026-03-01T11:00:00Z and not failed back", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := Flow{Heartbeat: &Heartbeat{Enabled: true}, GroupSync: &GroupSync{Enabled: true}}
-			state(&fs, tc.rec, tc.loaded, now)
+			state(&fs, tc.rec, tc.loaded, progress.InTopics("a"), now)
 			if fs.State != tc.state || fs.StateDetail != tc.detail {
 				t.Errorf("state %q (%s), want %q (%s)", fs.State, fs.StateDetail, tc.state, tc.detail)
 			}

@@ -81,8 +81,10 @@ type FlowReport struct {
 	Target string `json:"target"`
 	// Equal is true when no difference was found.
 	Equal bool `json:"equal"`
-	// CleanStop is true when the flow's last run stopped cleanly: the
-	// target past the stored positions is compared too.
+	// CleanStop is true when every partition compared has a position its
+	// last owner stored as it stopped cleanly (Stopped): the target past
+	// the stored positions is compared too. A partition whose position is
+	// not Stopped is compared up to its position only.
 	CleanStop bool          `json:"flow_stopped_cleanly"`
 	Totals    verify.Counts `json:"totals"`
 	Topics    []TopicResult `json:"topics"`
@@ -178,7 +180,7 @@ func verifyWith(ctx context.Context, start time.Time, e Env, o Options) (*FlowRe
 	if err != nil {
 		return nil, setupErr("%w", err)
 	}
-	rep := &FlowReport{Flow: f.Name, Source: f.Source, Target: f.Target, CleanStop: loaded.CleanStop}
+	rep := &FlowReport{Flow: f.Name, Source: f.Source, Target: f.Target, CleanStop: true}
 	var jobs []*job
 	for _, t := range topics {
 		tr, js, err := v.plan(ctx, t)
@@ -188,6 +190,9 @@ func verifyWith(ctx context.Context, start time.Time, e Env, o Options) (*FlowRe
 		rep.Topics = append(rep.Topics, tr)
 		for _, j := range js {
 			j.topic = len(rep.Topics) - 1
+			if !j.stopped {
+				rep.CleanStop = false
+			}
 		}
 		jobs = append(jobs, js...)
 	}
@@ -244,8 +249,10 @@ type verifier struct {
 
 type job struct {
 	topic int
-	plan  verify.Plan
-	res   verify.PartitionResult
+	// stopped says the partition's stored position is Stopped.
+	stopped bool
+	plan    verify.Plan
+	res     verify.PartitionResult
 }
 
 // provenance learns what the flow's provenance needs: the cluster IDs of
@@ -414,9 +421,11 @@ func (v *verifier) plan(ctx context.Context, d kadm.TopicDetail) (TopicResult, [
 		id := progress.Partition{Topic: t, Partition: p}
 		pos, hasPos := v.loaded.Positions[id]
 		runs := v.loaded.Runs[id]
+		stopped := hasPos && pos.Stopped
 		j := &job{plan: verify.Plan{Topic: t, TargetTopic: tr.TargetTopic, Partition: p, Runs: runs,
 			Compacted: srcCompact || dstCompact, Ignore: []string{replicate.HeaderProvenance}, MaxDifferences: v.o.MaxDifferences}}
 		j.res.Partition = p
+		j.stopped = stopped
 		jobs = append(jobs, j)
 		if hasPos && pos.TopicID != "" && d.ID.String() != pos.TopicID && d.ID != [16]byte{} {
 			j.res.Note = "the stored progress belongs to an earlier topic of this name: not replicated yet"
@@ -472,7 +481,7 @@ func (v *verifier) plan(ctx context.Context, d kadm.TopicDetail) (TopicResult, [
 			continue
 		}
 		j.plan.TargetLogStart = dstStarts[p]
-		if v.loaded.CleanStop && begin < end {
+		if stopped && begin < end {
 			// Stopped cleanly: every record the flow wrote is before the
 			// stored position, so anything after it is not the flow's.
 			j.plan.TargetEnd = max(j.plan.TargetEnd, dstEnds[p])

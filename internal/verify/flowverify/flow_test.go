@@ -70,14 +70,13 @@ func TestVerifyFlow(t *testing.T) {
 	must(store.Ensure(ctx, -1))
 	must(store.Write(ctx, []progress.Entry{{
 		Partition: progress.Partition{Topic: "orders", Partition: 0},
-		Position:  progress.Position{SourceNext: 10, TargetNext: 6},
+		Position:  progress.Position{SourceNext: 10, TargetNext: 6, Stopped: true},
 		Runs: []offsets.Run{
 			{Source: 0, Target: 0, Len: 3, Tail: 3},
 			{Source: 6, Target: 3, Len: 2, Gap: 3, Tail: 1},
 			{Source: 9, Target: 5, Len: 1, Gap: 1},
 		},
 	}}))
-	must(store.MarkStopped(ctx))
 
 	cfg, err := config.Parse("kmirror.yaml", []byte(fmt.Sprintf(`clusters:
   src:
@@ -177,12 +176,11 @@ func TestVerifyFlowProvenance(t *testing.T) {
 	write := func(runs ...offsets.Run) {
 		must(store.Write(ctx, []progress.Entry{{
 			Partition: progress.Partition{Topic: "orders", Partition: 0},
-			Position:  progress.Position{SourceNext: 3, TargetNext: 3},
+			Position:  progress.Position{SourceNext: 3, TargetNext: 3, Stopped: true},
 			Runs:      runs,
 		}}))
 	}
 	write(offsets.Run{Source: 0, Target: 0, Len: 1, Tail: 1}, offsets.Run{Source: 2, Target: 2, Len: 1, Gap: 1})
-	must(store.MarkStopped(ctx))
 	cfg, err := config.Parse("kmirror.yaml", []byte(fmt.Sprintf(`clusters:
   src:
     bootstrap_servers: [%q]
