@@ -222,7 +222,9 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 	r.loaded = loaded
 	settle := false
 	for _, id := range want {
-		if pos, ok := loaded.Positions[id]; ok && pos.TargetNext >= 0 {
+		// A partition its last owner stopped cleanly has no write of it
+		// still on its way.
+		if pos, ok := loaded.Positions[id]; ok && pos.TargetNext >= 0 && !pos.Stopped {
 			settle = true
 		}
 	}
