@@ -69,6 +69,9 @@ type options struct {
 	keep           bool
 	out            string
 	instances      []int // scale-out scenario: processes per run
+	// kmirrorScaleOut is the scale_out setting of kmirror's flow outside
+	// the scale-out scenario (which always sets it).
+	kmirrorScaleOut bool
 }
 
 // Scenario names, in the order they run.
@@ -101,6 +104,7 @@ func parseFlags(args []string) (options, error) {
 	tools := fs.String("tools", "kmirror,MM2,pipe", "replicators to run")
 	fs.BoolVar(&o.keep, "keep", false, "keep bench/work (broker data, logs, configs) afterwards")
 	instances := fs.String("instances", "1,2", "scaleout scenario: numbers of kmirror processes running the flow, one run each")
+	fs.BoolVar(&o.kmirrorScaleOut, "kmirror-scale-out", true, "scale_out of kmirror's flow outside the scaleout scenario (kmirror's default is true; false runs the whole-flow mode with one lease)")
 	fs.StringVar(&o.out, "out", "", "report path (default bench/results/<date>.md, <date>-quick.md with -quick)")
 	if err := fs.Parse(args); err != nil {
 		return o, err

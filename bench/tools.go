@@ -91,9 +91,7 @@ func (h *harness) kmirrorConfig(run toolRun) string {
 		groupLines = fmt.Sprintf("    groups: [\"%s\"]\n    sync_interval: 1s\n", run.group)
 		isolation = "read_committed"
 	}
-	if run.scaleOut {
-		groupLines += "    scale_out: true\n"
-	}
+	groupLines += fmt.Sprintf("    scale_out: %t\n", run.scaleOut || h.opts.kmirrorScaleOut)
 	return fmt.Sprintf(`# kmirror configuration of bench run %[1]s
 clusters:
   source:
