@@ -133,6 +133,11 @@ type Member struct {
 	universe      []Partition        // from the elected member's topic sync
 	authoritative bool               // universe is set
 	known         []Partition        // every partition of the last assignment
+
+	// calm is when the newest request the coordinator answered without
+	// a rebalance in progress was sent: a rebalance started after it, so
+	// it cannot end without this member before calm + Timeout.
+	calm time.Time
 }
 
 // Join starts the membership in the background. Leave ends it.
@@ -267,7 +272,9 @@ func (m *Member) joinAndSync(ctx context.Context) error {
 	proto.Name, proto.Metadata = protocol, metaBytes
 	join.Protocols = []kmsg.JoinGroupRequestProtocol{proto}
 	sent := time.Now()
+	stopKeepAlive := m.keepAliveWhileJoining(ctx, memberID)
 	jresp, err := join.RequestWith(ctx, m.opts.Client)
+	stopKeepAlive()
 	if err != nil {
 		return fmt.Errorf("join group %q: %w", m.opts.Group, err)
 	}
@@ -288,6 +295,7 @@ func (m *Member) joinAndSync(ctx context.Context) error {
 	m.setMemberID(jresp.MemberID)
 	// The coordinator restarted our session when the join completed.
 	m.renew(sent)
+	m.setCalm(sent)
 
 	sync := kmsg.NewPtrSyncGroupRequest()
 	sync.Group = m.opts.Group
@@ -454,6 +462,7 @@ func (m *Member) heartbeat(ctx context.Context) {
 		switch {
 		case err == nil:
 			m.renew(sent)
+			m.setCalm(sent)
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, kerr.RebalanceInProgress):
@@ -469,6 +478,83 @@ func (m *Member) heartbeat(ctx context.Context) {
 				m.opts.Logger.Warn("ownership heartbeat failed; retrying", "group", m.opts.Group, "err", err)
 			}
 		}
+	}
+}
+
+func (m *Member) setCalm(sent time.Time) {
+	m.mu.Lock()
+	if sent.After(m.calm) {
+		m.calm = sent
+	}
+	m.mu.Unlock()
+}
+
+// keepAliveWhileJoining heartbeats while this member's JoinGroup waits at
+// the coordinator, and returns the function that stops it. A join waits
+// for every member, up to Timeout for one that died but was not removed
+// yet (a crashed instance restarted at once joins while its old self is
+// still a member), and without heartbeats the lease would lapse
+// meanwhile and stop every write of this member.
+//
+// The coordinator answers REBALANCE_IN_PROGRESS to the heartbeat of a
+// member of the group and restarts its session, so such an answer extends
+// the lease as an accepted heartbeat does, with one more bound: a member
+// whose JoinGroup never reached the coordinator is removed when the
+// rebalance times out, no earlier than Timeout after the rebalance began,
+// which was after the last request answered without a rebalance (calm).
+// The lease never outlasts calm + Timeout less a twentieth of Timeout
+// (room for writes in flight).
+func (m *Member) keepAliveWhileJoining(ctx context.Context, memberID string) (stop func()) {
+	m.mu.Lock()
+	lease, gen := m.lease, m.state.Generation
+	m.mu.Unlock()
+	if memberID == "" || lease == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(m.heartbeatInterval())
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if lease.Allow() != nil {
+				return
+			}
+			hb := kmsg.NewPtrHeartbeatRequest()
+			hb.Group, hb.MemberID, hb.Generation = m.opts.Group, memberID, gen
+			sent := time.Now()
+			hctx, hcancel := context.WithTimeout(ctx, m.window()/2)
+			resp, err := hb.RequestWith(hctx, m.opts.Client)
+			hcancel()
+			if err == nil {
+				err = kerr.ErrorForCode(resp.ErrorCode)
+			}
+			switch {
+			case err == nil:
+				m.setCalm(sent)
+			case errors.Is(err, kerr.RebalanceInProgress):
+			default:
+				return // the join's answer says what happened
+			}
+			m.mu.Lock()
+			bound := m.calm.Add(m.opts.Timeout - m.opts.Timeout/20)
+			m.mu.Unlock()
+			expiry := sent.Add(m.window())
+			if expiry.After(bound) {
+				expiry = bound
+			}
+			lease.renew(expiry)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
 	}
 }
 
