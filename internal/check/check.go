@@ -357,7 +357,7 @@ func (c *flowCheck) run(ctx context.Context) {
 	}
 	c.notChecked(c.dstAccess, kafka.OpWrite, "topics", "", "a write permission shows only by writing")
 	c.notChecked(c.dstAccess, kafka.OpIdempotentWrite, kafka.ResCluster, "", "a write permission shows only by writing")
-	c.notChecked(c.dstAccess, kafka.OpRead, kafka.ResGroup, policy.InternalPrefix+"."+c.fl.Name, "joining the ownership group would change it")
+	c.notChecked(c.dstAccess, kafka.OpRead, kafka.ResGroup, policy.OwnershipGroup(c.fl), "joining the ownership group would change it")
 	if c.fl.SyncGroupOffsets {
 		c.groups(ctx, srcAdm)
 	}

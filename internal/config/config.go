@@ -251,6 +251,7 @@ type Flow struct {
 	TopicConfigOverrides map[string]string
 	DeleteTopics         bool          // delete_topics: delete a target topic when its source topic is deleted; default false
 	ScaleOut             bool          // scale_out: split the flow's partitions over every instance running it; default true
+	OwnershipGroup       string        // ownership_group: the flow's ownership group on the target; "" for __kmirror.<name>.owners
 	ACLs                 string        // acls: ACLsOff (default), ACLsSafe or ACLsMirror
 	Provenance           string        // provenance: ProvenanceAuto (default), ProvenanceAlways or ProvenanceOff
 	HeartbeatInterval    time.Duration // heartbeat_interval: default 1s; 100ms..10m; 0 (or "off") writes no heartbeats

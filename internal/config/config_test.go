@@ -427,7 +427,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, verify_interval"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_group, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, verify_interval"},
 		},
 		{
 			name: "unknown producer key",
@@ -510,6 +510,21 @@ func TestErrors(t *testing.T) {
 			want: []string{
 				`kmirror.yaml:9: flows[0].dead_letter_topic: invalid topic name "bad topic"; expected 1 to 249 letters, digits, '.', '_' or '-'`,
 				`kmirror.yaml:10: flows[0].refused_retry_interval: expected a duration between 1s and 24h, got 100ms`,
+			},
+		},
+		{
+			name: "ownership group",
+			data: clusters + `flows:
+  - {name: a, source: primary, target: dr, ownership_group: "bad group"}
+  - {name: b, source: primary, target: dr, ownership_group: kmirror-owners}
+  - {name: c, source: dr, target: primary, ownership_group: kmirror-owners}
+  - {name: d, source: primary, target: dr, ownership_group: kmirror-owners}
+  - {name: e, source: primary, target: dr, ownership_group: ""}
+`,
+			want: []string{
+				`kmirror.yaml:7: flows[0].ownership_group: invalid group name "bad group"; expected 1 to 249 letters, digits, '.', '_', '-' or ':'`,
+				`kmirror.yaml:10: flows[3].ownership_group: ownership group "kmirror-owners" on cluster "dr" is also the one of flows[1].ownership_group on line 8; expected one group per flow`,
+				`kmirror.yaml:11: flows[4].ownership_group: empty; expected a consumer group name`,
 			},
 		},
 		{

@@ -45,6 +45,24 @@ func (d *decoder) metadataKeys(m *mapping, fl *Flow) {
 			d.duration(f, &fl.VerifyInterval, time.Minute, 24*time.Hour)
 		}
 	}
+	if f := m.get("ownership_group"); f != nil {
+		var name string
+		if d.nonEmpty(f, &name, "a consumer group name") {
+			key := [2]string{fl.Target, name}
+			switch prev := d.groups[key]; {
+			case !groupNameRE.MatchString(name) || len(name) > maxGroupLen:
+				d.errorf(f.val, f.path, "invalid group name %q; expected 1 to %d letters, digits, '.', '_', '-' or ':'", name, maxGroupLen)
+			case prev != nil:
+				d.errorf(f.val, f.path, "ownership group %q on cluster %q is also the one of %s on line %d; expected one group per flow", name, fl.Target, prev.path, prev.val.Line)
+			default:
+				if d.groups == nil {
+					d.groups = map[[2]string]*field{}
+				}
+				d.groups[key] = f
+				fl.OwnershipGroup = name
+			}
+		}
+	}
 	if f := m.get("heartbeat_topic"); f != nil {
 		var name string
 		if d.nonEmpty(f, &name, "a topic name") {

@@ -33,6 +33,9 @@ type decoder struct {
 	expanded  map[*yaml.Node]*expansion // scalars whose value came from the environment
 	mergeSize map[*yaml.Node]int        // keys a mapping brings in when merged (<<), its own merges included
 	regexps   map[string]*regexp.Regexp // regexes compiled so far, by source
+	// groups are the ownership_group values decoded so far, by target
+	// cluster and group: where each was set.
+	groups map[[2]string]*field
 }
 
 func (d *decoder) err() error {

@@ -247,7 +247,7 @@ func (e *Env) notClean(ctx context.Context, loaded progress.Loaded, keep func(pr
 // members of its ownership group on the target; nil if there are none
 // or the group cannot be described (the positions then tell).
 func (e *Env) instances(ctx context.Context) []string {
-	group := policy.InternalPrefix + "." + e.Flow.Name + ".owners"
+	group := policy.OwnershipGroup(e.Flow)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	described, err := kadm.NewClient(e.target).DescribeGroups(ctx, group)

@@ -198,7 +198,7 @@ func (f *Flow) Run(ctx context.Context) error {
 	f.metrics.FlowOwner.WithLabelValues(f.cfg.Name).Set(0)
 	member := ownership.Join(ownership.Options{
 		Client:  ownClient,
-		Group:   policy.InternalPrefix + "." + f.cfg.Name + ".owners",
+		Group:   policy.OwnershipGroup(f.cfg),
 		Timeout: f.cfg.OwnershipTimeout,
 		Self:    ownership.Self(f.created),
 		Logger:  f.logger,

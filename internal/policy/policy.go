@@ -145,6 +145,16 @@ func (p *Topics) TargetName(name string) string {
 	return name
 }
 
+// OwnershipGroup is the group, on the target cluster, whose members are
+// the processes running flow: ownership_group, else
+// __kmirror.<flow>.owners.
+func OwnershipGroup(flow *config.Flow) string {
+	if flow.OwnershipGroup != "" {
+		return flow.OwnershipGroup
+	}
+	return InternalPrefix + "." + flow.Name + ".owners"
+}
+
 // ProgressTopic is the name of the internal compacted topic, on the target
 // cluster, that holds the progress of flow.
 func ProgressTopic(flow string) string {

@@ -214,6 +214,18 @@ func TestStatusTopic(t *testing.T) {
 	}
 }
 
+func TestOwnershipGroup(t *testing.T) {
+	tests := []struct{ keys, want string }{
+		{"", "__kmirror.primary-to-dr.owners"},
+		{"    ownership_group: kmirror-dr-owners\n", "kmirror-dr-owners"},
+	}
+	for _, tc := range tests {
+		if got := OwnershipGroup(flowOf(t, tc.keys)); got != tc.want {
+			t.Errorf("OwnershipGroup with %q = %q, want %q", tc.keys, got, tc.want)
+		}
+	}
+}
+
 func TestProgressTopic(t *testing.T) {
 	tests := []struct{ flow, want string }{
 		{"primary-to-dr", "__kmirror.primary-to-dr.progress"},

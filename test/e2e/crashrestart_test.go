@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // TestScaleOutCrashRestart kills one of three instances with SIGKILL and
@@ -23,7 +26,10 @@ import (
 // documented in docs/scaling.md.
 func TestScaleOutCrashRestart(t *testing.T) {
 	f := newScaleFixture(t, 12)
-	procs := []*proc{f.start(), f.start(), f.start()}
+	// With a group name of its own (ownership_group), as a target whose
+	// ACLs allow kmirror only groups of a given prefix needs.
+	start := func() *proc { return f.startWith(`topics: ["events"]` + "\nownership_group: kmirror-events-owners") }
+	procs := []*proc{start(), start(), start()}
 	waitFor(t, 90*time.Second, "three instances to share the partitions", func() (bool, string) {
 		owners, answered := ownership(procs)
 		per := map[int]bool{}
@@ -35,6 +41,16 @@ func TestScaleOutCrashRestart(t *testing.T) {
 		return len(owners) == int(f.partitions) && answered == 3 && len(per) == 3, describe(owners)
 	})
 	f.waitCaughtUp(time.Minute)
+	groups, err := kadm.NewClient(f.p.dstCl).DescribeGroups(context.Background(), "kmirror-events-owners", "__kmirror.e2e.owners")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := groups["kmirror-events-owners"]; len(g.Members) != 3 {
+		t.Errorf("group kmirror-events-owners on the target: %d members (%v), want the 3 instances", len(g.Members), g.Err)
+	}
+	if g := groups["__kmirror.e2e.owners"]; len(g.Members) != 0 {
+		t.Errorf("the default ownership group has %d members, want none with ownership_group set", len(g.Members))
+	}
 	owners, _ := ownership(procs)
 	var survivorParts []int32
 	for p, o := range owners {
@@ -77,7 +93,7 @@ func TestScaleOutCrashRestart(t *testing.T) {
 	procs[1].kill()
 	killed := time.Now()
 	time.Sleep(restartDelay)
-	procs[1] = f.start()
+	procs[1] = start()
 	waitFor(t, ownershipTimeout+handOverSlack+30*time.Second, "three instances to share the partitions again", func() (bool, string) {
 		owners, answered := ownership(procs)
 		per := map[int]bool{}
