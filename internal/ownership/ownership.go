@@ -449,16 +449,9 @@ func (m *Member) heartbeat(ctx context.Context) {
 			return // rejoin: the group must learn we no longer hold it
 		}
 		m.mu.Lock()
-		hb := kmsg.NewPtrHeartbeatRequest()
-		hb.Group, hb.MemberID, hb.Generation = m.opts.Group, m.memberID, m.state.Generation
+		memberID, gen := m.memberID, m.state.Generation
 		m.mu.Unlock()
-		sent := time.Now()
-		hctx, cancel := context.WithTimeout(ctx, m.window()/2)
-		resp, err := hb.RequestWith(hctx, m.opts.Client)
-		cancel()
-		if err == nil {
-			err = kerr.ErrorForCode(resp.ErrorCode)
-		}
+		sent, err := m.sendHeartbeat(ctx, memberID, gen)
 		switch {
 		case err == nil:
 			m.renew(sent)
@@ -479,6 +472,21 @@ func (m *Member) heartbeat(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// sendHeartbeat sends one heartbeat of memberID in generation gen and
+// returns when it was sent and the coordinator's answer as an error.
+func (m *Member) sendHeartbeat(ctx context.Context, memberID string, gen int32) (time.Time, error) {
+	hb := kmsg.NewPtrHeartbeatRequest()
+	hb.Group, hb.MemberID, hb.Generation = m.opts.Group, memberID, gen
+	sent := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, m.window()/2)
+	defer cancel()
+	resp, err := hb.RequestWith(ctx, m.opts.Client)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	return sent, err
 }
 
 func (m *Member) setCalm(sent time.Time) {
@@ -526,15 +534,7 @@ func (m *Member) keepAliveWhileJoining(ctx context.Context, memberID string) (st
 			if lease.Allow() != nil {
 				return
 			}
-			hb := kmsg.NewPtrHeartbeatRequest()
-			hb.Group, hb.MemberID, hb.Generation = m.opts.Group, memberID, gen
-			sent := time.Now()
-			hctx, hcancel := context.WithTimeout(ctx, m.window()/2)
-			resp, err := hb.RequestWith(hctx, m.opts.Client)
-			hcancel()
-			if err == nil {
-				err = kerr.ErrorForCode(resp.ErrorCode)
-			}
+			sent, err := m.sendHeartbeat(ctx, memberID, gen)
 			switch {
 			case err == nil:
 				m.setCalm(sent)
