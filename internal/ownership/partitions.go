@@ -411,6 +411,12 @@ func (m *Member) applyPartitions(ctx context.Context, gen int32, self string, a 
 	}
 	m.state.Members = members
 	m.notifyLocked()
+	state = m.state
 	m.mu.Unlock()
+	// Before the rejoin, so that no new owner of these partitions is
+	// assigned them while this member still says it may write them.
+	if m.opts.OnChange != nil {
+		m.opts.OnChange(state)
+	}
 	return errRejoin
 }

@@ -1,9 +1,16 @@
 package ownership
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/kmirror/kmirror/internal/kfaketest"
 )
 
 func parts(topic string, ns ...int32) []Partition {
@@ -203,5 +210,96 @@ func TestAssignPartitionsOneOwnerThroughChanges(t *testing.T) {
 		if hi-lo > 1 {
 			t.Errorf("step %d: partition counts from %d to %d, want even", si, lo, hi)
 		}
+	}
+}
+
+// TestHandOverReportedBeforeNewOwner runs two scale-out members on a fake
+// cluster and records every state they report (what the API shows), in
+// the order they report it. When the second joins, half the partitions
+// move: the first must report them released before the second reports
+// owning them, so that no view of the two ever shows a partition writable
+// by both.
+func TestHandOverReportedBeforeNewOwner(t *testing.T) {
+	c := kfaketest.Cluster(t)
+	logger := slog.New(slog.DiscardHandler)
+	universe := parts("t", span(6)...)
+	var mu sync.Mutex
+	writable := map[string]map[Partition]bool{} // by member, from its newest report
+	var overlaps []string
+	report := func(name string) func(State) {
+		return func(s State) {
+			mu.Lock()
+			defer mu.Unlock()
+			mine := map[Partition]bool{}
+			for _, sh := range s.Members {
+				if sh.Instance != name {
+					continue
+				}
+				for _, p := range sh.Partitions {
+					mine[p] = true
+				}
+				if !sh.Released {
+					for _, p := range sh.Revoking {
+						mine[p] = true
+					}
+				}
+			}
+			writable[name] = mine
+			for other, theirs := range writable {
+				for p := range mine {
+					if other != name && theirs[p] {
+						overlaps = append(overlaps, fmt.Sprintf("%v reported writable by %s and %s (generation %d)", p, name, other, s.Generation))
+					}
+				}
+			}
+		}
+	}
+	join := func(name string, since time.Time) *Member {
+		self := Identity{Instance: name, Host: "h", PID: 1, Since: since}
+		return Join(Options{Client: kfaketest.Client(t, c), Group: "__kmirror.f.owners", Timeout: 6 * time.Second,
+			Self: self, Logger: logger, Partitions: true, OnChange: report(name)})
+	}
+	// release plays the flow's part: it releases what is revoked.
+	release := func(ctx context.Context, m *Member) {
+		for ctx.Err() == nil {
+			ch := m.Changed()
+			if len(m.Share().Revoking) > 0 {
+				m.Released()
+			}
+			select {
+			case <-ctx.Done():
+			case <-ch:
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	now := time.Now()
+	a := join("a", now)
+	defer a.Leave()
+	go release(ctx, a)
+	if _, err := a.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.SetUniverse(universe)
+	waitShare := func(m *Member, want int) {
+		t.Helper()
+		for len(m.Share().Owned) != want || len(m.Share().Revoking) != 0 {
+			if ctx.Err() != nil {
+				t.Fatalf("share %+v, want %d partitions owned", m.Share(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitShare(a, 6)
+	b := join("b", now.Add(time.Second))
+	defer b.Leave()
+	go release(ctx, b)
+	waitShare(b, 3)
+	waitShare(a, 3)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(overlaps) > 0 {
+		t.Errorf("hand-over reported out of order:\n%s", strings.Join(overlaps, "\n"))
 	}
 }

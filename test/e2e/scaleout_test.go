@@ -357,6 +357,7 @@ func TestScaleUpDownUnderTraffic(t *testing.T) {
 			if len(o) > 1 {
 				overlaps.Add(1)
 				overlapSeen.Store(describe(owners))
+				break
 			}
 		}
 		for i, pr := range ps {
