@@ -448,16 +448,12 @@ func (e *Env) unreplicated(ctx context.Context, adm *kadm.Client, lags []flow.Pa
 	for _, l := range lags {
 		covered[progress.Partition{Topic: l.Topic, Partition: l.Partition}] = true
 	}
-	topics, err := adm.ListTopics(ctx)
+	topics, err := e.matched(ctx, adm)
 	if err != nil {
-		return nil, fmt.Errorf("listing topics on %q: %w", e.Flow.Source, err)
+		return nil, err
 	}
-	naming := e.naming()
 	var names []string
 	for name, d := range topics {
-		if d.IsInternal || !naming.Matches(name) {
-			continue
-		}
 		if d.Err != nil {
 			return nil, fmt.Errorf("describing topic %s on %q: %w", name, e.Flow.Source, d.Err)
 		}
@@ -521,20 +517,18 @@ func (e *Env) naming() *policy.Topics {
 	return policy.NewTopics(e.Flow).WithGraph(cfg.Topology(), e.Flow)
 }
 
-// matchedTopics returns the source topics the flow's filters match: the
-// topics it replicates, and a failover moves.
-func (e *Env) matchedTopics(ctx context.Context, adm *kadm.Client) ([]string, error) {
+// matched lists the source topics the flow's filters match: the topics it
+// replicates, and a failover moves.
+func (e *Env) matched(ctx context.Context, adm *kadm.Client) (kadm.TopicDetails, error) {
 	topics, err := adm.ListTopics(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing topics on %q: %w", e.Flow.Source, err)
 	}
 	naming := e.naming()
-	var out []string
 	for name, d := range topics {
-		if !d.IsInternal && naming.Matches(name) {
-			out = append(out, name)
+		if d.IsInternal || !naming.Matches(name) {
+			delete(topics, name)
 		}
 	}
-	slices.Sort(out)
-	return out, nil
+	return topics, nil
 }

@@ -63,11 +63,11 @@ func (e *Env) planned(ctx context.Context, o FailoverOptions) (Report, error) {
 	// Only the partitions of the topics failed over count: those of the
 	// source topics the flow's filters match. A topic deleted or
 	// excluded since keeps its last position, which must not block.
-	failing, err := e.matchedTopics(ctx, srcAdm)
+	failing, err := e.matched(ctx, srcAdm)
 	if err != nil {
 		return rep, err
 	}
-	if err := e.notClean(ctx, loaded, progress.InTopics(failing...)); err != nil {
+	if err := e.notClean(ctx, loaded, progress.InTopics(failing.Names()...)); err != nil {
 		if !o.Force {
 			return rep, fmt.Errorf("flow %q: %w; stop every `kmirror run` of it first (SIGTERM), or pass --force if one crashed", e.Flow.Name, err)
 		}

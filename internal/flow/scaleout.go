@@ -236,16 +236,12 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 	if len(topics) == 0 {
 		return fmt.Errorf("assigned topics %v are not on both clusters yet", names)
 	}
-	targetNames := make([]string, len(topics))
-	for i, t := range topics {
-		targetNames[i] = t.Target
-	}
 	// A target topic that grew: its new partitions are assigned as soon
 	// as the elected instance's topic sync grew it, before this
 	// instance's producer may see them.
 	stuck := newStuckSet()
 	if topics = r.producerReady(ctx, topics, stuck); len(topics) == 0 {
-		return fmt.Errorf("the target producer does not see the new partitions of %v yet", targetNames)
+		return fmt.Errorf("the target producer does not see the new partitions of the copies of %v yet", names)
 	}
 	if settle {
 		// The previous owner may have died with writes on their way: the
@@ -383,15 +379,7 @@ func (r *run) settle(ctx context.Context, ids []progress.Partition) {
 // refreshOwnedLag updates the source end offsets of the owned partitions
 // and kmirror_lag_owned_records.
 func (r *run) refreshOwnedLag(ctx context.Context, own *ownedSet) {
-	seen := map[string]bool{}
-	var names []string
-	for _, id := range own.list() {
-		if !seen[id.Topic] {
-			seen[id.Topic] = true
-			names = append(names, id.Topic)
-		}
-	}
-	if len(names) > 0 {
+	if names := topicNames(own.list()); len(names) > 0 {
 		ends := r.listOffsets(ctx, r.srcAdmin.ListEndOffsets, names)
 		ends.Each(func(o kadm.ListedOffset) {
 			if o.Err == nil {

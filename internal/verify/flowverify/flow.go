@@ -107,15 +107,7 @@ func setupErr(format string, args ...any) error {
 // them. It only reads, both clusters.
 func VerifyFlow(ctx context.Context, cfg *config.Config, f *config.Flow, o Options) (*FlowReport, error) {
 	start := time.Now()
-	if o.Parallel <= 0 {
-		o.Parallel = 4
-	}
-	if o.MaxDifferences <= 0 {
-		o.MaxDifferences = 10
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
+	o = o.withDefaults()
 	sc, tc := cfg.Clusters[f.Source], cfg.Clusters[f.Target]
 	src, err := connect(ctx, sc, o.Logger)
 	if err != nil {
@@ -151,6 +143,11 @@ type Env struct {
 // Audit is VerifyFlow with clients already connected: continuous
 // verification calls it from a running flow. It only reads.
 func Audit(ctx context.Context, e Env, o Options) (*FlowReport, error) {
+	return verifyWith(ctx, time.Now(), e, o.withDefaults())
+}
+
+// withDefaults fills in the options left zero.
+func (o Options) withDefaults() Options {
 	if o.Parallel <= 0 {
 		o.Parallel = 4
 	}
@@ -160,7 +157,7 @@ func Audit(ctx context.Context, e Env, o Options) (*FlowReport, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return verifyWith(ctx, time.Now(), e, o)
+	return o
 }
 
 func verifyWith(ctx context.Context, start time.Time, e Env, o Options) (*FlowReport, error) {
