@@ -15,6 +15,8 @@ import (
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/policy"
+	"github.com/kmirror/kmirror/internal/provenance"
 	"github.com/kmirror/kmirror/internal/replicate"
 	"github.com/kmirror/kmirror/internal/retry"
 	"github.com/kmirror/kmirror/internal/topology"
@@ -130,17 +132,70 @@ func (f *Flow) startProvenance(ctx context.Context, wg *sync.WaitGroup, src, tgt
 	case <-ctx.Done():
 		return nil, false
 	}
-	f.logger.Info("provenance on: records carry the IDs of the clusters they were written to",
+	ledger, err := f.startLedger(ctx, wg)
+	if err != nil {
+		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrOther).Inc()
+		f.logger.Error("flow not started: cannot open the client that proves provenance marks", "cluster", f.source.Alias, "err", err)
+		return nil, false
+	}
+	f.logger.Info("provenance on: records carry the flow's name and the IDs of the clusters they were written to; marks of source records are proven against the progress of the flow they name",
 		"header", replicate.HeaderProvenance, "source_id", srcID, "target_id", tgtID)
 	source, target := f.cfg.Source, f.cfg.Target
 	return &replicate.Provenance{
+		Flow:     f.cfg.Name,
 		SourceID: srcID,
 		TargetID: tgtID,
 		Routed: func(origin string) bool {
 			alias, ok := ids.alias(origin)
 			return ok && f.graph.Decide(source, target, alias) == topology.Routed
 		},
+		Ledger: ledger,
+		Legacy: func(prev string) []string {
+			alias, ok := ids.alias(prev)
+			if !ok {
+				return nil
+			}
+			return legacyWriters(f.graph, alias, source)
+		},
 	}, true
+}
+
+// legacyWriters returns the flows of graph from cluster from into cluster
+// into that keep provenance: those that may have written a mark of the
+// older format ending with their clusters.
+func legacyWriters(graph *topology.Graph, from, into string) []string {
+	var out []string
+	for _, e := range graph.Edges() {
+		if e.Provenance && e.Source == from && e.Target == into {
+			out = append(out, e.Flow)
+		}
+	}
+	return out
+}
+
+// startLedger starts, on wg until ctx ends, the reader of the progress of
+// the flows that write into the flow's source: it proves which source
+// records are their copies.
+func (f *Flow) startLedger(ctx context.Context, wg *sync.WaitGroup) (*provenance.Ledger, error) {
+	cl, err := kafka.NewClient(f.source, f.logger, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		return nil, err
+	}
+	ledger := provenance.NewLedger(provenance.LedgerOptions{
+		Client:        cl,
+		ProgressTopic: policy.ProgressTopic,
+		OnError: func(string, error) {
+			f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrProvenance).Inc()
+		},
+		Logger: f.logger.With("cluster", f.source.Alias),
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer cl.Close()
+		ledger.Run(ctx)
+	}()
+	return ledger, nil
 }
 
 // learnt records the ID of cluster alias, and logs a second alias of one

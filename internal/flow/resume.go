@@ -13,6 +13,12 @@ import (
 	"github.com/kmirror/kmirror/internal/resume"
 )
 
+// resumeProofWait bounds how long the comparison at resume waits for a
+// source record's provenance mark to be proven or disproven; past it the
+// mark counts as not proven, which can only end the comparison early
+// (records written again, never skipped).
+const resumeProofWait = 10 * time.Second
+
 // resumePoint is a stored position to check before a partition resumes,
 // with the source partition's offsets now.
 type resumePoint struct {
@@ -55,7 +61,7 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 	if pv := r.repl.Provenance(); pv != nil {
 		// Copies carry the provenance header, dropped records have none,
 		// and other writers of the target topic are not compared.
-		o.Copy, o.Ours = pv.Copy, pv.Wrote
+		o.Copy, o.Ours = pv.Copier(ctx, rp.target, resumeProofWait), pv.Wrote
 	}
 	res, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd, o,
 		func(p resume.Pair) { omap.Add(p.Source, p.Target, now) })

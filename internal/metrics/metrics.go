@@ -35,12 +35,19 @@ const (
 	ErrConfigSync     = "config_sync" // a target topic's configs could not be brought in step
 	ErrACLSync        = "acl_sync"
 	ErrHeartbeat      = "heartbeat"
+	ErrProvenance     = "provenance" // the progress of a flow writing into the source could not be read
 )
 
 // Reasons of kmirror_provenance_dropped_records_total.
 const (
 	DropLoop   = "loop"   // the target cluster is already in the record's provenance
 	DropRouted = "routed" // another flow of the topology brings the record to the target
+)
+
+// Reasons of kmirror_provenance_foreign_records_total.
+const (
+	ForeignNotCopy  = "not_a_copy" // the flow its mark names did not write it
+	ForeignUnproven = "unproven"   // neither proven nor disproven in time
 )
 
 // Metrics holds every metric kmirror exports.
@@ -78,6 +85,7 @@ type Metrics struct {
 	GroupsActive    *prometheus.GaugeVec   // flow
 
 	ProvenanceDropped *prometheus.CounterVec // flow, topic, reason
+	ProvenanceForeign *prometheus.CounterVec // flow, topic, reason
 	ConfigUpdates     *prometheus.CounterVec // flow
 	TopicsDeleted     *prometheus.CounterVec // flow
 	ACLChanges        *prometheus.CounterVec // flow, op (create, delete)
@@ -216,6 +224,10 @@ func New() *Metrics {
 		Name: "kmirror_provenance_dropped_records_total",
 		Help: "Source records not written to the target because of their provenance: reason loop (the target already has them) or routed (another flow brings them there).",
 	}, []string{"flow", "topic", "reason"})
+	m.ProvenanceForeign = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_provenance_foreign_records_total",
+		Help: "Source records carrying a provenance mark that does not prove them a copy kmirror made (a header forwarded by an application, or forged), written like records of the source: reason not_a_copy, or unproven (not decided within the wait).",
+	}, []string{"flow", "topic", "reason"})
 	m.ConfigUpdates = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kmirror_topic_config_updates_total",
 		Help: "Target topics whose configs were changed to follow the source (or topic_config_overrides).",
@@ -240,7 +252,7 @@ func New() *Metrics {
 		Name: "kmirror_heartbeats_sent_total",
 		Help: "Heartbeat records the flow wrote to its source cluster.",
 	}, []string{"flow"})
-	m.Registry.MustRegister(m.ProvenanceDropped, m.ConfigUpdates, m.TopicsDeleted, m.ACLChanges, m.ACLsSynced, m.HeartbeatAge, m.HeartbeatsSent)
+	m.Registry.MustRegister(m.ProvenanceDropped, m.ProvenanceForeign, m.ConfigUpdates, m.TopicsDeleted, m.ACLChanges, m.ACLsSynced, m.HeartbeatAge, m.HeartbeatsSent)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -306,7 +318,7 @@ func ErrorKinds() []string {
 		ErrFetch, ErrTopicSync, ErrTopicDeleted, ErrPartitionShape, ErrProgress, ErrOffsetReset,
 		ErrFlowRestart, ErrUnknownTopic, ErrInvalidRecord, ErrOther, ErrGroupSync, ErrRecordsLost,
 		ErrSourceTrunc, ErrTargetDataLoss, ErrDeadLetter, ErrOwnershipLost, ErrConfigSync, ErrACLSync,
-		ErrHeartbeat,
+		ErrHeartbeat, ErrProvenance,
 	}
 }
 

@@ -260,31 +260,21 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 			}
 			return true
 		}
-		if p, start, ok := parseRunKey(string(r.Key)); ok {
-			var run offsets.Run
-			switch {
-			case r.Value == nil:
-				delete(runs[p], start)
-			case json.Unmarshal(r.Value, &run) == nil:
-				if runs[p] == nil {
-					runs[p] = map[int64]offsets.Run{}
-				}
-				runs[p][start] = run
+		it, ok := Decode(r.Key, r.Value)
+		switch {
+		case !ok:
+		case it.IsRun && it.Deleted:
+			delete(runs[it.Partition], it.RunStart)
+		case it.IsRun:
+			if runs[it.Partition] == nil {
+				runs[it.Partition] = map[int64]offsets.Run{}
 			}
-			return true
-		}
-		p, ok := parseKey(string(r.Key))
-		if !ok {
-			return true
-		}
-		if r.Value == nil {
-			delete(out.Positions, p)
-			return true
-		}
-		var pos Position
-		if json.Unmarshal(r.Value, &pos) == nil {
-			out.Positions[p] = pos
-			posSeq[p] = seq
+			runs[it.Partition][it.RunStart] = it.Run
+		case it.Deleted:
+			delete(out.Positions, it.Partition)
+		default:
+			out.Positions[it.Partition] = it.Position
+			posSeq[it.Partition] = seq
 		}
 		return true
 	}
@@ -365,6 +355,43 @@ func (s *Store) Write(ctx context.Context, entries []Entry) error {
 		return fmt.Errorf("writing progress to %q: %w", s.topic, s.access.Denied(kafka.OpWrite, kafka.ResTopic, s.topic, err))
 	}
 	return nil
+}
+
+// Item is one record of a progress topic: a partition's position or a
+// run of its offset map.
+type Item struct {
+	Partition Partition
+	// IsRun says the record holds a run (Run, starting at source offset
+	// RunStart); otherwise it holds a position.
+	IsRun    bool
+	RunStart int64
+	Run      offsets.Run
+	Position Position
+	// Deleted says the record is a tombstone: the run or position is gone.
+	Deleted bool
+}
+
+// Decode decodes a record of a progress topic that holds a position or a
+// run; false for the topic's other records (flags) and for values it
+// cannot read.
+func Decode(key, value []byte) (Item, bool) {
+	k := string(key)
+	if p, start, ok := parseRunKey(k); ok {
+		it := Item{Partition: p, IsRun: true, RunStart: start, Deleted: value == nil}
+		if value != nil && json.Unmarshal(value, &it.Run) != nil {
+			return Item{}, false
+		}
+		return it, true
+	}
+	p, ok := parseKey(k)
+	if !ok {
+		return Item{}, false
+	}
+	it := Item{Partition: p, Deleted: value == nil}
+	if value != nil && json.Unmarshal(value, &it.Position) != nil {
+		return Item{}, false
+	}
+	return it, true
 }
 
 func runKey(p Partition, start int64) []byte {

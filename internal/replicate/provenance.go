@@ -1,83 +1,192 @@
 package replicate
 
 import (
-	"strings"
-	"sync"
+	"context"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/provenance"
 )
 
 // HeaderProvenance is the header a flow with provenance on sets on every
-// record it writes: the Kafka cluster IDs of the clusters the record was
-// written to, in order, origin first, comma-separated.
-const HeaderProvenance = "kmirror.provenance"
+// record it writes (see internal/provenance).
+const HeaderProvenance = provenance.Header
+
+// DefaultProofWait is how long a record whose mark cannot be proven or
+// disproven yet waits, unless Options say otherwise (see
+// Options.ProofWait).
+const DefaultProofWait = 30 * time.Second
+
+// Prover says whether a flow wrote a record of the source (a
+// provenance.Ledger over the source cluster).
+type Prover interface {
+	Check(writer, sourceTopic string, partition int32, offset int64) (provenance.Verdict, int64)
+	// Changed returns a channel closed the next time Check may answer
+	// differently.
+	Changed() <-chan struct{}
+}
 
 // Provenance is what a flow with provenance on does with each record it
-// reads, by the record's provenance header:
-//   - a record read without the header was first written to the source:
-//     its path is the source's cluster ID;
-//   - a record whose path holds the target's cluster ID is already there:
-//     it is not written (metrics.DropLoop);
-//   - a record of an origin that another flow brings to the target (a mesh
-//     routes each origin by one way only) is not written
+// reads, by the record's provenance mark (see internal/provenance):
+//   - a record without a mark was first written to the source; so is a
+//     record whose mark is not proven: the flow its mark names did not
+//     write it (an application forwarded the header of a record it read,
+//     or forged one). Such a record is written like any record of the
+//     source, and counted as foreign;
+//   - a proven copy whose path holds the target's cluster ID is already
+//     there: it is not written (metrics.DropLoop);
+//   - a proven copy of an origin that another flow brings to the target
+//     (a mesh routes each origin by one way only) is not written
 //     (metrics.DropRouted);
-//   - any other record is written with the header set to its path and the
-//     target's cluster ID, every other header kept as it is, in order.
+//   - any other proven copy is written with its path and the target's
+//     cluster ID;
+//   - a record whose mark cannot be proven or disproven yet (its writer
+//     has not stored its progress that far) waits (Decision.Wait).
+//
+// Every record written carries the flow's mark, every other header kept
+// as it is, in order.
 type Provenance struct {
+	// Flow is the flow's name: the writer its marks name.
+	Flow string
 	// SourceID and TargetID are the cluster IDs of the flow's clusters.
 	SourceID, TargetID string
 	// Routed reports whether another flow brings the records first written
 	// to the cluster with ID origin to the target. Nil, or an origin it
 	// does not know, means the record is written.
 	Routed func(origin string) bool
-
-	once   sync.Once
-	direct []byte // "SourceID,TargetID": the value for a record without the header
+	// Ledger proves the marks of source records. Nil proves none: every
+	// mark is foreign.
+	Ledger Prover
+	// Legacy returns the flows that may have written a mark of the older
+	// format (a bare path, naming no flow) whose path ends with the
+	// cluster with ID prev and the source: the flows from that cluster
+	// into the source that the configuration knows. Nil knows none: such
+	// marks are foreign.
+	Legacy func(prev string) []string
 }
 
-// Path returns the cluster IDs of a record's provenance header, origin
-// first, or nil if it has none (or an empty one).
-func Path(headers []kgo.RecordHeader) []string {
-	for _, h := range headers {
+// Decision is what a flow does with one source record.
+type Decision struct {
+	// Headers are the headers to write, when the record is written.
+	Headers []kgo.RecordHeader
+	// Drop is why the record is not written (metrics.DropLoop,
+	// metrics.DropRouted), or "".
+	Drop string
+	// Wait says the record's mark can be neither proven nor disproven
+	// yet: nothing is decided.
+	Wait bool
+	// Foreign says the record carries a mark that is not proven: it is
+	// written as a record of the source.
+	Foreign bool
+}
+
+// Decide decides for source record in, copied to topic target. unproven
+// says a mark still unknown is not waited for any more: it counts as not
+// proven. in is not modified.
+func (pv *Provenance) Decide(in *kgo.Record, target string, unproven bool) Decision {
+	val, has := headerValue(in.Headers)
+	if !has || len(val) == 0 {
+		return Decision{Headers: pv.origin(in, target)}
+	}
+	m, ok := provenance.Parse(val)
+	if !ok {
+		return Decision{Headers: pv.origin(in, target), Foreign: true}
+	}
+	switch pv.verdict(m, in) {
+	case provenance.Unknown:
+		if !unproven {
+			return Decision{Wait: true}
+		}
+		return Decision{Headers: pv.origin(in, target), Foreign: true}
+	case provenance.NotCopy:
+		return Decision{Headers: pv.origin(in, target), Foreign: true}
+	}
+	if m.Has(pv.TargetID) {
+		return Decision{Drop: metrics.DropLoop}
+	}
+	if m.Origin() != pv.SourceID && pv.Routed != nil && pv.Routed(m.Origin()) {
+		return Decision{Drop: metrics.DropRouted}
+	}
+	path := append(m.Path[:len(m.Path):len(m.Path)], pv.TargetID)
+	return Decision{Headers: setHeader(in.Headers, pv.mark(path, in.Topic, target))}
+}
+
+// verdict checks mark m of source record in with the ledger.
+func (pv *Provenance) verdict(m provenance.Mark, in *kgo.Record) provenance.Verdict {
+	n := len(m.Path)
+	if pv.Ledger == nil || m.Path[n-1] != pv.SourceID {
+		// A copy on the source names the source last.
+		return provenance.NotCopy
+	}
+	topic := in.Topic
+	if m.SourceTopic != "" {
+		topic = m.SourceTopic
+	}
+	if !m.Legacy {
+		v, _ := pv.Ledger.Check(m.Writer, topic, in.Partition, in.Offset)
+		return v
+	}
+	if n < 2 || pv.Legacy == nil {
+		return provenance.NotCopy
+	}
+	out := provenance.NotCopy
+	for _, w := range pv.Legacy(m.Path[n-2]) {
+		switch v, _ := pv.Ledger.Check(w, topic, in.Partition, in.Offset); v {
+		case provenance.Copy:
+			return v
+		case provenance.Unknown:
+			out = v
+		}
+	}
+	return out
+}
+
+// DecideWait is Decide, waiting up to wait for a mark to be proven or
+// disproven; past it (or once ctx ends) the mark counts as not proven.
+func (pv *Provenance) DecideWait(ctx context.Context, in *kgo.Record, target string, wait time.Duration) Decision {
+	d := pv.Decide(in, target, false)
+	if !d.Wait {
+		return d
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		ch := pv.Ledger.Changed()
+		if d = pv.Decide(in, target, false); !d.Wait {
+			return d
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return pv.Decide(in, target, true)
+		case <-ctx.Done():
+			return pv.Decide(in, target, true)
+		}
+	}
+}
+
+// origin returns the headers of a record first written to the source.
+func (pv *Provenance) origin(in *kgo.Record, target string) []kgo.RecordHeader {
+	return setHeader(in.Headers, pv.mark([]string{pv.SourceID, pv.TargetID}, in.Topic, target))
+}
+
+func (pv *Provenance) mark(path []string, source, target string) []byte {
+	m := provenance.Mark{Writer: pv.Flow, Path: path}
+	if source != target {
+		m.SourceTopic = source
+	}
+	return m.Encode()
+}
+
+func headerValue(hs []kgo.RecordHeader) ([]byte, bool) {
+	for _, h := range hs {
 		if h.Key == HeaderProvenance {
-			if len(h.Value) == 0 {
-				return nil
-			}
-			return strings.Split(string(h.Value), ",")
+			return h.Value, true
 		}
 	}
-	return nil
-}
-
-// Apply returns the headers to write for a source record with headers in,
-// or the reason the record is not written (metrics.DropLoop,
-// metrics.DropRouted). in is not modified.
-func (pv *Provenance) Apply(in []kgo.RecordHeader) ([]kgo.RecordHeader, string) {
-	path := Path(in)
-	if len(path) == 0 {
-		// Produced on the source: the common case, without parsing.
-		if pv.SourceID == pv.TargetID {
-			return nil, metrics.DropLoop
-		}
-		pv.once.Do(func() { pv.direct = []byte(pv.SourceID + "," + pv.TargetID) })
-		return setHeader(in, pv.direct), ""
-	}
-	if path[len(path)-1] != pv.SourceID {
-		// Copied here by a flow that keeps no provenance: the source is
-		// on the way too.
-		path = append(path, pv.SourceID)
-	}
-	for _, id := range path {
-		if id == pv.TargetID {
-			return nil, metrics.DropLoop
-		}
-	}
-	if path[0] != pv.SourceID && pv.Routed != nil && pv.Routed(path[0]) {
-		return nil, metrics.DropRouted
-	}
-	return setHeader(in, []byte(strings.Join(append(path, pv.TargetID), ","))), ""
+	return nil, false
 }
 
 // setHeader returns in with the provenance header set to value: in the
@@ -101,28 +210,44 @@ func setHeader(in []kgo.RecordHeader, value []byte) []kgo.RecordHeader {
 	return out
 }
 
-// Copy returns the record a flow with provenance pv writes for source
-// record in (key, value, timestamp and headers; nil pv copies the headers
-// as they are), or false if it writes none.
-func (pv *Provenance) Copy(in *kgo.Record) (*kgo.Record, bool) {
-	out := &kgo.Record{Key: in.Key, Value: in.Value, Headers: in.Headers, Timestamp: in.Timestamp}
-	if pv == nil {
+// Copier returns, for a comparison of source records with their copies
+// on target topic target, the record the flow writes for a source record
+// (key, value, timestamp and headers), or false if it writes none. A
+// mark not proven within wait counts as not proven. A nil pv copies
+// headers as they are.
+func (pv *Provenance) Copier(ctx context.Context, target string, wait time.Duration) func(*kgo.Record) (*kgo.Record, bool) {
+	return func(in *kgo.Record) (*kgo.Record, bool) {
+		out := &kgo.Record{Key: in.Key, Value: in.Value, Headers: in.Headers, Timestamp: in.Timestamp}
+		if pv == nil {
+			return out, true
+		}
+		d := pv.DecideWait(ctx, in, target, wait)
+		if d.Drop != "" {
+			return nil, false
+		}
+		out.Headers = d.Headers
 		return out, true
 	}
-	h, drop := pv.Apply(in.Headers)
-	if drop != "" {
-		return nil, false
-	}
-	out.Headers = h
-	return out, true
 }
 
 // Wrote reports whether a target record was written by the flow: its
-// path ends with the source's and the target's cluster IDs. Records
-// without it were written to the target by someone else (its own
-// producers, other flows).
+// mark names the flow (or, in the older format, ends with the source's
+// and the target's cluster IDs). Records without it were written to the
+// target by someone else (its own producers, other flows). A mark can be
+// forged: a comparison that trusts Wrote must fail safe on a record that
+// only claims to be the flow's.
 func (pv *Provenance) Wrote(rec *kgo.Record) bool {
-	path := Path(rec.Headers)
-	n := len(path)
-	return n >= 2 && path[n-1] == pv.TargetID && path[n-2] == pv.SourceID
+	val, ok := headerValue(rec.Headers)
+	if !ok {
+		return false
+	}
+	m, ok := provenance.Parse(val)
+	if !ok {
+		return false
+	}
+	n := len(m.Path)
+	if n < 2 || m.Path[n-1] != pv.TargetID || m.Path[n-2] != pv.SourceID {
+		return false
+	}
+	return m.Legacy || m.Writer == pv.Flow
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/provenance"
 	"github.com/kmirror/kmirror/internal/verify"
 )
 
@@ -24,49 +26,122 @@ func hdr(kv ...string) []kgo.RecordHeader {
 	return out
 }
 
-func TestProvenanceApply(t *testing.T) {
-	pv := &Provenance{SourceID: "S", TargetID: "T", Routed: func(origin string) bool { return origin == "R" }}
+// prover is a Prover whose verdicts the test sets: by partition, else
+// def.
+type prover struct {
+	mu       sync.Mutex
+	def      provenance.Verdict
+	verdicts map[int32]provenance.Verdict
+	changed  chan struct{}
+}
+
+func newProver(def provenance.Verdict) *prover {
+	return &prover{def: def, verdicts: map[int32]provenance.Verdict{}, changed: make(chan struct{})}
+}
+
+func (p *prover) Check(writer, _ string, partition int32, offset int64) (provenance.Verdict, int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if writer == "nobody" {
+		return provenance.NotCopy, -1
+	}
+	if v, ok := p.verdicts[partition]; ok {
+		return v, offset
+	}
+	return p.def, offset
+}
+
+func (p *prover) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// set sets the verdict of partition and wakes the waiters.
+func (p *prover) set(partition int32, v provenance.Verdict) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.verdicts[partition] = v
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func mark(writer, path string) string { return "2;" + writer + ";" + path }
+
+func TestProvenanceDecide(t *testing.T) {
+	pv := &Provenance{Flow: "s-to-t", SourceID: "S", TargetID: "T", Routed: func(origin string) bool { return origin == "R" },
+		Ledger: newProver(provenance.Copy), Legacy: func(prev string) []string {
+			if prev == "Z" {
+				return nil // no flow of the configuration from Z into S
+			}
+			return []string{"old"}
+		}}
+	own := mark("s-to-t", "S,T")
 	for _, tc := range []struct {
-		name string
-		in   []kgo.RecordHeader
-		want []kgo.RecordHeader
-		drop string
+		name    string
+		in      []kgo.RecordHeader
+		want    []kgo.RecordHeader
+		drop    string
+		foreign bool
 	}{
-		{"no headers: origin is the source", nil, hdr(HeaderProvenance, "S,T"), ""},
-		{"other headers kept in order, header last", hdr("a", "1", "b", "2"), hdr("a", "1", "b", "2", HeaderProvenance, "S,T"), ""},
-		{"path extended in place", hdr("a", "1", HeaderProvenance, "X,S", "b", "2"), hdr("a", "1", HeaderProvenance, "X,S,T", "b", "2"), ""},
-		{"empty header value: origin is the source", hdr(HeaderProvenance, ""), hdr(HeaderProvenance, "S,T"), ""},
-		{"header twice: one kept, at the first place", hdr(HeaderProvenance, "X,S", "a", "1", HeaderProvenance, "Y,S"), hdr(HeaderProvenance, "X,S,T", "a", "1"), ""},
-		{"source missing from the path: added", hdr(HeaderProvenance, "X"), hdr(HeaderProvenance, "X,S,T"), ""},
-		{"target is the origin: loop", hdr(HeaderProvenance, "T,S"), nil, metrics.DropLoop},
-		{"target on the way: loop", hdr(HeaderProvenance, "X,T,S"), nil, metrics.DropLoop},
-		{"loop before routing", hdr(HeaderProvenance, "R,T,S"), nil, metrics.DropLoop},
-		{"origin routed by another flow", hdr(HeaderProvenance, "R,S"), nil, metrics.DropRouted},
-		{"origin not routed (or unknown): forwarded", hdr(HeaderProvenance, "U,S"), hdr(HeaderProvenance, "U,S,T"), ""},
-		{"duplicate other headers untouched", hdr("h", "1", "h", "1"), hdr("h", "1", "h", "1", HeaderProvenance, "S,T"), ""},
+		{"no headers: origin is the source", nil, hdr(HeaderProvenance, own), "", false},
+		{"other headers kept in order, mark last", hdr("a", "1", "b", "2"), hdr("a", "1", "b", "2", HeaderProvenance, own), "", false},
+		{"proven copy: path extended in place", hdr("a", "1", HeaderProvenance, mark("x-to-s", "X,S"), "b", "2"), hdr("a", "1", HeaderProvenance, mark("s-to-t", "X,S,T"), "b", "2"), "", false},
+		{"empty header value: origin is the source", hdr(HeaderProvenance, ""), hdr(HeaderProvenance, own), "", false},
+		{"mark twice: one kept, at the first place", hdr(HeaderProvenance, mark("x-to-s", "X,S"), "a", "1", HeaderProvenance, "Y,S"), hdr(HeaderProvenance, mark("s-to-t", "X,S,T"), "a", "1"), "", false},
+		{"proven copy from the target: loop", hdr(HeaderProvenance, mark("t-to-s", "T,S")), nil, metrics.DropLoop, false},
+		{"target on the way: loop", hdr(HeaderProvenance, mark("x-to-s", "X,T,S")), nil, metrics.DropLoop, false},
+		{"loop before routing", hdr(HeaderProvenance, mark("x-to-s", "R,T,S")), nil, metrics.DropLoop, false},
+		{"origin routed by another flow", hdr(HeaderProvenance, mark("r-to-s", "R,S")), nil, metrics.DropRouted, false},
+		{"origin not routed (or unknown): forwarded", hdr(HeaderProvenance, mark("u-to-s", "U,S")), hdr(HeaderProvenance, mark("s-to-t", "U,S,T")), "", false},
+		{"duplicate other headers untouched", hdr("h", "1", "h", "1"), hdr("h", "1", "h", "1", HeaderProvenance, own), "", false},
+		{"forged: the named flow did not write it", hdr("a", "1", HeaderProvenance, mark("nobody", "T,S")), hdr("a", "1", HeaderProvenance, own), "", true},
+		{"a copy on the source names the source last", hdr(HeaderProvenance, mark("x-to-y", "T,X")), hdr(HeaderProvenance, own), "", true},
+		{"junk value: foreign", hdr(HeaderProvenance, "2;;"), hdr(HeaderProvenance, own), "", true},
+		{"older format, proven by a flow of the configuration", hdr(HeaderProvenance, "T,S"), nil, metrics.DropLoop, false},
+		{"older format, no flow from there", hdr(HeaderProvenance, "Z,S"), hdr(HeaderProvenance, own), "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in := append([]kgo.RecordHeader(nil), tc.in...)
-			got, drop := pv.Apply(in)
-			if drop != tc.drop || !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("Apply(%v) = %v, %q; want %v, %q", tc.in, got, drop, tc.want, tc.drop)
+			in := &kgo.Record{Topic: "orders", Headers: append([]kgo.RecordHeader(nil), tc.in...)}
+			d := pv.Decide(in, "orders", false)
+			if d.Drop != tc.drop || d.Foreign != tc.foreign || d.Wait || !reflect.DeepEqual(d.Headers, tc.want) {
+				t.Errorf("Decide(%v) = %+v; want headers %v, drop %q, foreign %v", tc.in, d, tc.want, tc.drop, tc.foreign)
 			}
-			if !reflect.DeepEqual(in, tc.in) {
-				t.Errorf("Apply modified its input: %v", in)
+			if !reflect.DeepEqual(in.Headers, tc.in) {
+				t.Errorf("Decide modified its input: %v", in.Headers)
 			}
-			if tc.drop == "" && !pv.Wrote(&kgo.Record{Headers: got}) {
-				t.Errorf("Wrote(%v) = false for a record the flow wrote", got)
+			if tc.drop == "" && !pv.Wrote(&kgo.Record{Headers: d.Headers}) {
+				t.Errorf("Wrote(%v) = false for a record the flow wrote", d.Headers)
 			}
 		})
 	}
-	for _, h := range [][]kgo.RecordHeader{nil, hdr(HeaderProvenance, "S"), hdr(HeaderProvenance, "X,T"), hdr(HeaderProvenance, "S,T,U")} {
+	for _, h := range [][]kgo.RecordHeader{nil, hdr(HeaderProvenance, "S"), hdr(HeaderProvenance, "X,T"), hdr(HeaderProvenance, mark("other", "S,T")),
+		hdr(HeaderProvenance, mark("s-to-t", "X,T"))} {
 		if pv.Wrote(&kgo.Record{Headers: h}) {
 			t.Errorf("Wrote(%v) = true for a record another writer wrote", h)
 		}
 	}
-	// A source without a routed func forwards every origin.
-	if _, drop := (&Provenance{SourceID: "S", TargetID: "T"}).Apply(hdr(HeaderProvenance, "R,S")); drop != "" {
-		t.Errorf("without Routed: dropped as %q", drop)
+	// A renaming flow names the source topic in its marks.
+	d := pv.Decide(&kgo.Record{Topic: "orders"}, "s.orders", false)
+	if m, ok := provenance.Parse(d.Headers[0].Value); !ok || m.SourceTopic != "orders" {
+		t.Errorf("mark of a renamed topic = %q, want source topic orders", d.Headers[0].Value)
+	}
+	// Without a routed func every origin is forwarded.
+	if d := (&Provenance{Flow: "f", SourceID: "S", TargetID: "T", Ledger: newProver(provenance.Copy)}).Decide(&kgo.Record{Headers: hdr(HeaderProvenance, mark("r-to-s", "R,S"))}, "", false); d.Drop != "" {
+		t.Errorf("without Routed: dropped as %q", d.Drop)
+	}
+	// Without a ledger no mark is proven.
+	if d := (&Provenance{Flow: "f", SourceID: "S", TargetID: "T"}).Decide(&kgo.Record{Headers: hdr(HeaderProvenance, mark("t-to-s", "T,S"))}, "", false); d.Drop != "" || !d.Foreign {
+		t.Errorf("without a ledger: %+v, want written as foreign", d)
+	}
+	// Unknown waits, unless no longer waited for.
+	wait := &Provenance{Flow: "f", SourceID: "S", TargetID: "T", Ledger: newProver(provenance.Unknown)}
+	rec := &kgo.Record{Headers: hdr(HeaderProvenance, mark("t-to-s", "T,S"))}
+	if d := wait.Decide(rec, "", false); !d.Wait {
+		t.Errorf("unknown: %+v, want Wait", d)
+	}
+	if d := wait.Decide(rec, "", true); d.Wait || !d.Foreign || d.Drop != "" {
+		t.Errorf("unknown, not waited for: %+v, want written as foreign", d)
 	}
 }
 
@@ -81,7 +156,8 @@ func TestReplicateProvenance(t *testing.T) {
 	const src, dst, parts = "events", "events", int32(2)
 	e.createTopic(t, e.srcAdmin, src, parts, nil)
 	e.createTopic(t, e.tgtAdmin, dst, parts, nil)
-	pv := &Provenance{SourceID: "S", TargetID: "T", Routed: func(origin string) bool { return origin == "R" }}
+	pv := &Provenance{Flow: "s-to-t", SourceID: "S", TargetID: "T", Routed: func(origin string) bool { return origin == "R" },
+		Ledger: newProver(provenance.Copy), Legacy: func(string) []string { return []string{"old"} }}
 	r := New(Options{
 		Flow: flowName, Source: e.srcClient, Target: e.tgtClient, Progress: e.store,
 		ProgressInterval: 20 * time.Millisecond, Provenance: pv,
@@ -136,8 +212,8 @@ func TestReplicateProvenance(t *testing.T) {
 	for p := range parts {
 		var exp []*kgo.Record
 		for _, s := range srcRecs[p] {
-			if out, ok := pv.Copy(s); ok {
-				exp = append(exp, out)
+			if d := pv.Decide(s, dst, false); d.Drop == "" {
+				exp = append(exp, &kgo.Record{Key: s.Key, Value: s.Value, Headers: d.Headers, Timestamp: s.Timestamp})
 			}
 		}
 		if len(got[p]) != len(exp) {
@@ -147,8 +223,8 @@ func TestReplicateProvenance(t *testing.T) {
 			if d := verify.Diff(exp[i], got[p][i]); d != "" {
 				t.Errorf("partition %d target offset %d: %s", p, i, d)
 			}
-			if path := Path(got[p][i].Headers); path[len(path)-1] != "T" || path[len(path)-2] != "S" {
-				t.Errorf("partition %d target offset %d: path %v does not end with S,T", p, i, path)
+			if !pv.Wrote(got[p][i]) {
+				t.Errorf("partition %d target offset %d: mark %v is not the flow's", p, i, got[p][i].Headers)
 			}
 		}
 		written += len(exp)
@@ -190,7 +266,7 @@ func TestReplicateProvenance(t *testing.T) {
 		tgtAt[ends[p]] = next
 		ti := len(got[p]) - 1
 		for x := ends[p] - 1; x >= 0; x-- {
-			if _, ok := pv.Copy(srcRecs[p][x]); ok {
+			if pv.Decide(srcRecs[p][x], dst, false).Drop == "" {
 				next = got[p][ti].Offset
 				ti--
 			}
@@ -206,5 +282,86 @@ func TestReplicateProvenance(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d runs, position %d/%d", id, len(l.Runs[id]), pos.SourceNext, pos.TargetNext)
+	}
+}
+
+// A record whose mark can be neither proven nor disproven yet holds its
+// partition: nothing after it is written until the ledger decides, and
+// then it is dropped (a proven copy of a target record) or written (not a
+// copy). A mark still undecided after ProofWait is written as foreign,
+// counted as unproven. Other partitions go on meanwhile.
+func TestReplicateHoldsUndecidedMark(t *testing.T) {
+	e := newEnv(t)
+	const topic, parts = "held", int32(3)
+	e.createTopic(t, e.srcAdmin, topic, parts, nil)
+	e.createTopic(t, e.tgtAdmin, topic, parts, nil)
+	pr := newProver(provenance.Unknown)
+	pv := &Provenance{Flow: "s-to-t", SourceID: "S", TargetID: "T", Ledger: pr}
+	const wait = 1500 * time.Millisecond
+	r := New(Options{
+		Flow: flowName, Source: e.srcClient, Target: e.tgtClient, Progress: e.store,
+		ProgressInterval: 20 * time.Millisecond, Provenance: pv, ProofWait: wait,
+		Metrics: e.metrics, Logger: slog.New(slog.DiscardHandler),
+	})
+	r.Add(assignments(topic, topic, parts))
+	defer e.run(t, r)()
+
+	// Each partition: r0 (no mark), r1 (a mark naming t-to-s), r2 (no mark).
+	var in []*kgo.Record
+	for p := range parts {
+		for i, m := range []string{"", mark("t-to-s", "T,S"), ""} {
+			rec := &kgo.Record{Partition: p, Value: fmt.Appendf(nil, "%d-%d", p, i)}
+			if m != "" {
+				rec.Headers = hdr(HeaderProvenance, m)
+			}
+			in = append(in, rec)
+		}
+	}
+	produced := time.Now()
+	e.produce(t, topic, in...)
+	values := func(p int32) []string {
+		got, err := verify.ReadAll(e.ctx, e.tgtClient, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range got[p] {
+			out = append(out, string(r.Value))
+		}
+		return out
+	}
+	waitFor(t, "the first record of each partition written", func() bool {
+		for p := range parts {
+			if len(values(p)) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(200 * time.Millisecond) // what would follow if nothing held
+	for p := range parts {
+		if got := values(p); !reflect.DeepEqual(got, []string{fmt.Sprintf("%d-0", p)}) {
+			t.Fatalf("partition %d while its mark is undecided: target holds %v, want only r0", p, got)
+		}
+	}
+	// Partition 0: proven a copy from the target (a loop): dropped.
+	// Partition 1: not a copy: written, as foreign. Partition 2: never
+	// decided: written after the wait, as unproven.
+	pr.set(0, provenance.Copy)
+	waitFor(t, "partition 0 past its copy", func() bool { return reflect.DeepEqual(values(0), []string{"0-0", "0-2"}) })
+	pr.set(1, provenance.NotCopy)
+	waitFor(t, "partition 1 wrote its record", func() bool { return reflect.DeepEqual(values(1), []string{"1-0", "1-1", "1-2"}) })
+	waitFor(t, "partition 2 wrote its record after the wait", func() bool { return reflect.DeepEqual(values(2), []string{"2-0", "2-1", "2-2"}) })
+	if took := time.Since(produced); took < wait {
+		t.Errorf("undecided mark written after %s, want about %s", took, wait)
+	}
+	if n := counter(t, e.metrics.ProvenanceDropped.WithLabelValues(flowName, topic, metrics.DropLoop)); n != 1 {
+		t.Errorf("loop drops = %v, want 1", n)
+	}
+	if n := counter(t, e.metrics.ProvenanceForeign.WithLabelValues(flowName, topic, metrics.ForeignNotCopy)); n != 1 {
+		t.Errorf("foreign (not a copy) = %v, want 1", n)
+	}
+	if n := counter(t, e.metrics.ProvenanceForeign.WithLabelValues(flowName, topic, metrics.ForeignUnproven)); n != 1 {
+		t.Errorf("foreign (unproven) = %v, want 1", n)
 	}
 }

@@ -104,8 +104,13 @@ type Options struct {
 	// write move the position like transaction markers. Nil copies
 	// headers as they are.
 	Provenance *Provenance
-	Metrics    *metrics.Metrics
-	Logger     *slog.Logger
+	// ProofWait is how long a record whose provenance mark can be neither
+	// proven nor disproven yet holds its partition (the flow it names has
+	// not stored its progress that far); past it, the mark counts as not
+	// proven and the record is written. Zero means DefaultProofWait.
+	ProofWait time.Duration
+	Metrics   *metrics.Metrics
+	Logger    *slog.Logger
 }
 
 // Assignment starts replication of one source partition.
@@ -182,6 +187,9 @@ func New(opts Options) *Replicator {
 	if opts.RefusedRetryInterval <= 0 {
 		opts.RefusedRetryInterval = DefaultRefusedRetryInterval
 	}
+	if opts.ProofWait <= 0 {
+		opts.ProofWait = DefaultProofWait
+	}
 	r := &Replicator{
 		opts:     opts,
 		latency:  opts.Metrics.Latency.WithLabelValues(opts.Flow),
@@ -208,8 +216,15 @@ type partition struct {
 	probing  bool
 	// dropNext is the offset after the last record counted as dropped
 	// for its provenance, so a record fetched again after a rewind is
-	// counted once.
-	dropNext int64
+	// counted once; foreignNext the same for records counted as foreign.
+	dropNext, foreignNext int64
+	// held is the record whose provenance mark is not decided yet, if
+	// any: the partition is paused at it since heldSince, and fetched
+	// again from it once decided. Marks of records before unprovenTo are
+	// not waited for any more.
+	held       *kgo.Record
+	heldSince  time.Time
+	unprovenTo int64
 
 	inflight atomic.Int64
 	hwm      atomic.Int64 // source end offset last seen, -1 if unknown
@@ -271,6 +286,7 @@ type partition struct {
 	records, bytes, retried, duplicates prometheus.Counter
 	lost, deadLettered                  prometheus.Counter
 	loopDrops, routedDrops              prometheus.Counter
+	foreign, unproven                   prometheus.Counter
 	lag                                 prometheus.Gauge
 
 	// pend are the records handed to the producer, for Pending.
@@ -338,6 +354,8 @@ func (r *Replicator) Add(as []Assignment) {
 			deadLettered:   m.DeadLettered.WithLabelValues(r.opts.Flow, a.Source.Topic),
 			loopDrops:      m.ProvenanceDropped.WithLabelValues(r.opts.Flow, a.Source.Topic, metrics.DropLoop),
 			routedDrops:    m.ProvenanceDropped.WithLabelValues(r.opts.Flow, a.Source.Topic, metrics.DropRouted),
+			foreign:        m.ProvenanceForeign.WithLabelValues(r.opts.Flow, a.Source.Topic, metrics.ForeignNotCopy),
+			unproven:       m.ProvenanceForeign.WithLabelValues(r.opts.Flow, a.Source.Topic, metrics.ForeignUnproven),
 			lag:            m.PartitionLag.WithLabelValues(r.opts.Flow, a.Source.Topic, strconv.Itoa(int(a.Source.Partition))),
 		}
 		p.acked.Stopped = false
@@ -536,11 +554,15 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 	fetchErrLog := retry.Throttle{Every: 10 * time.Second}
 	for ctx.Err() == nil {
 		anyFailed := r.recoverFailed(ctx)
+		anyHeld := r.releaseHeld()
 		var pollCtx context.Context
 		var cancel context.CancelFunc
-		if anyFailed {
+		switch {
+		case anyHeld:
+			pollCtx, cancel = context.WithTimeout(ctx, heldPoll)
+		case anyFailed:
 			pollCtx, cancel = context.WithTimeout(ctx, 250*time.Millisecond)
-		} else {
+		default:
 			pollCtx, cancel = context.WithCancel(ctx)
 		}
 		// A write that fails while the poll waits for source records
@@ -589,8 +611,8 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 				}
 				return
 			}
-			if p.halted.Load() {
-				return // a write failed meanwhile; the rewind fetches the rest again
+			if p.halted.Load() || p.held != nil {
+				return // a write failed meanwhile, or a record waits: fetched again from there
 			}
 			r.checkDeleted(p, fp)
 			for _, rec := range fp.Records {
@@ -608,11 +630,24 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 				}
 				headers := rec.Headers
 				if pv := r.opts.Provenance; pv != nil {
-					var drop string
-					if headers, drop = pv.Apply(rec.Headers); drop != "" {
-						r.dropped(p, rec, drop)
+					d := pv.Decide(rec, p.target, rec.Offset < p.unprovenTo)
+					if d.Wait {
+						r.hold(p, rec)
+						break
+					}
+					if d.Drop != "" {
+						r.dropped(p, rec, d.Drop)
 						continue
 					}
+					if d.Foreign && rec.Offset >= p.foreignNext {
+						p.foreignNext = rec.Offset + 1
+						if rec.Offset < p.unprovenTo {
+							p.unproven.Inc()
+						} else {
+							p.foreign.Inc()
+						}
+					}
+					headers = d.Headers
 				}
 				if p.probeOne {
 					p.probeOne, p.probing = false, true
@@ -624,6 +659,64 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// heldPoll is how often a poll loop with a record waiting for its
+// provenance to be decided looks again.
+const heldPoll = 50 * time.Millisecond
+
+// hold pauses partition p at record rec, whose provenance mark is not
+// decided yet: nothing after it is fed until it is (see releaseHeld).
+func (r *Replicator) hold(p *partition, rec *kgo.Record) {
+	if p.held == nil || p.held.Offset != rec.Offset {
+		p.heldSince = time.Now()
+	}
+	p.held = rec
+	p.fedNext = rec.Offset
+	if !p.paused {
+		p.paused = true
+		r.opts.Source.PauseFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
+	}
+}
+
+// releaseHeld fetches again, from the record that waited, every partition
+// whose waiting record's mark is now decided, or has waited ProofWait: its
+// mark then counts as not proven, with one log line. It reports whether a
+// record still waits.
+func (r *Replicator) releaseHeld() bool {
+	pv := r.opts.Provenance
+	if pv == nil {
+		return false
+	}
+	var waiting bool
+	r.each(func(p *partition) {
+		rec := p.held
+		if rec == nil {
+			return
+		}
+		if p.isFailed() {
+			p.held = nil // the rewind fetches it again
+			return
+		}
+		if pv.Decide(rec, p.target, false).Wait {
+			if time.Since(p.heldSince) < r.opts.ProofWait {
+				waiting = true
+				return
+			}
+			p.unprovenTo = max(p.unprovenTo, rec.Offset+1)
+			val, _ := headerValue(rec.Headers)
+			r.opts.Logger.Warn("provenance mark of a source record neither proven nor disproven in time (the flow it names stored no progress that far); written as a record of the source: a duplicate if it was a copy",
+				"topic", p.id.Topic, "partition", p.id.Partition, "offset", rec.Offset,
+				"mark", string(val), "waited", r.opts.ProofWait.String())
+		}
+		p.held = nil
+		r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
+			p.id.Topic: {p.id.Partition: {Epoch: -1, Offset: rec.Offset}},
+		})
+		p.paused = false
+		r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
+	})
+	return waiting
 }
 
 // dropped counts a record not written for its provenance and moves the
@@ -1143,6 +1236,7 @@ func (r *Replicator) recoverFailed(ctx context.Context) bool {
 		}
 		p.failed = false
 		p.halted.Store(false)
+		p.held = nil
 		p.fedNext = p.failedAt
 		p.pendingControl = -1
 		p.probeOne, p.probing = p.probe, false

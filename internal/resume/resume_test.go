@@ -13,6 +13,7 @@ import (
 
 	"github.com/kmirror/kmirror/internal/kfaketest"
 	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/provenance"
 	"github.com/kmirror/kmirror/internal/replicate"
 )
 
@@ -204,6 +205,15 @@ func withoutEpoch(t *testing.T, pos progress.Position) progress.Position {
 	return pos
 }
 
+// trustAll proves every provenance mark.
+type trustAll struct{}
+
+func (trustAll) Check(_, _ string, _ int32, offset int64) (provenance.Verdict, int64) {
+	return provenance.Copy, offset
+}
+
+func (trustAll) Changed() <-chan struct{} { return nil }
+
 // hrec is rec with headers (key, value pairs).
 func hrec(topic, v string, kv ...string) *kgo.Record {
 	r := rec(topic, v)
@@ -221,21 +231,22 @@ func TestMatchWithProvenance(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
 	const ph = replicate.HeaderProvenance
-	pv := &replicate.Provenance{SourceID: "S", TargetID: "T", Routed: func(o string) bool { return o == "R" }}
+	pv := &replicate.Provenance{Flow: "f", SourceID: "S", TargetID: "T", Routed: func(o string) bool { return o == "R" },
+		Ledger: trustAll{}, Legacy: func(string) []string { return []string{"old"} }}
 	// Source offsets: s0 | s1 from T (loop) | s2 from R (routed) | s3 | s4 from U.
 	src := []*kgo.Record{hrec("src", "s0", "a", "1"), hrec("src", "s1", ph, "T,S"), hrec("src", "s2", ph, "R,S"),
 		hrec("src", "s3"), hrec("src", "s4", "a", "2", ph, "U,S", "b", "3")}
 	// The target partition: the copies, a local record and one another
 	// flow wrote between them.
-	tgt := []*kgo.Record{hrec("tgt", "s0", "a", "1", ph, "S,T"), hrec("tgt", "local"), hrec("tgt", "s3", ph, "S,T"),
-		hrec("tgt", "s2", ph, "R,T"), hrec("tgt", "s4", "a", "2", ph, "U,S,T", "b", "3")}
+	tgt := []*kgo.Record{hrec("tgt", "s0", "a", "1", ph, "2;f;S,T;src"), hrec("tgt", "local"), hrec("tgt", "s3", ph, "2;f;S,T;src"),
+		hrec("tgt", "s2", ph, "2;r-to-t;R,T"), hrec("tgt", "s4", "a", "2", ph, "2;f;U,S,T;src", "b", "3")}
 	if err := e.tgt.ProduceSync(ctx, src...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.tgt.ProduceSync(ctx, tgt...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Copy: pv.Copy, Ours: pv.Wrote}
+	o := Options{Copy: pv.Copier(ctx, "tgt", time.Second), Ours: pv.Wrote}
 
 	var pairs []Pair
 	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 5, 5, o, func(p Pair) { pairs = append(pairs, p) })
@@ -262,14 +273,14 @@ func TestMatchWithProvenanceStopsAtADifferentHeader(t *testing.T) {
 	e := newEnv(t)
 	ctx := testContext(t)
 	const ph = replicate.HeaderProvenance
-	pv := &replicate.Provenance{SourceID: "S", TargetID: "T"}
+	pv := &replicate.Provenance{Flow: "f", SourceID: "S", TargetID: "T"}
 	if err := e.tgt.ProduceSync(ctx, hrec("src", "s0", "a", "1"), hrec("src", "s1", "a", "1")).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.tgt.ProduceSync(ctx, hrec("tgt", "s0", "a", "1", ph, "S,T"), hrec("tgt", "s1", ph, "S,T", "a", "1")).FirstErr(); err != nil {
+	if err := e.tgt.ProduceSync(ctx, hrec("tgt", "s0", "a", "1", ph, "2;f;S,T;src"), hrec("tgt", "s1", ph, "2;f;S,T;src", "a", "1")).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 2, 2, Options{Copy: pv.Copy, Ours: pv.Wrote}, func(Pair) {})
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 2, 2, Options{Copy: pv.Copier(ctx, "tgt", time.Second), Ours: pv.Wrote}, func(Pair) {})
 	if err == nil || res.Matched != 1 || res.Next.SourceNext != 1 {
 		t.Fatalf("result %+v, err %v; want 1 matched (header order differs at the second) and an error", res, err)
 	}

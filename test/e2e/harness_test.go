@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmirror/kmirror/internal/provenance"
 	"github.com/kmirror/kmirror/internal/replicate"
 	"github.com/kmirror/kmirror/internal/verify"
 	"github.com/kmirror/kmirror/test/kafkatest"
@@ -301,4 +302,18 @@ func sum(m map[int32]int64) int64 {
 // is compared, in order.
 func diffCopy(src, copy *kgo.Record) string {
 	return verify.DiffIgnoring(src, copy, replicate.HeaderProvenance)
+}
+
+// markPath returns the cluster IDs of a record's provenance mark, origin
+// first, or nil without one.
+func markPath(headers []kgo.RecordHeader) []string {
+	for _, h := range headers {
+		if h.Key == provenance.Header {
+			if m, ok := provenance.Parse(h.Value); ok {
+				return m.Path
+			}
+			return nil
+		}
+	}
+	return nil
 }

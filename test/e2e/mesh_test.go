@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kmirror/kmirror/internal/replicate"
 	"github.com/kmirror/kmirror/internal/status"
 	"github.com/kmirror/kmirror/internal/verify"
 	"github.com/kmirror/kmirror/test/kafkatest"
@@ -153,7 +152,7 @@ func checkOnce(t *testing.T, nodes map[string]*node, n *node, topic string, part
 			for _, a := range route(origin) {
 				want = append(want, nodes[a].id)
 			}
-			if path := replicate.Path(r.Headers); !slices.Equal(path, want) {
+			if path := markPath(r.Headers); !slices.Equal(path, want) {
 				report("partition %d offset %d: %q has provenance %v, want %v (route %v)", p, r.Offset, v, path, want, route(origin))
 			}
 			if len(r.Headers) == 0 || r.Headers[0].Key != "origin" || string(r.Headers[0].Value) != origin {

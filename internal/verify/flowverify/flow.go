@@ -25,6 +25,7 @@ import (
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/provenance"
 	"github.com/kmirror/kmirror/internal/replicate"
 	"github.com/kmirror/kmirror/internal/topology"
 	"github.com/kmirror/kmirror/internal/verify"
@@ -169,9 +170,11 @@ func verifyWith(ctx context.Context, start time.Time, e Env, o Options) (*FlowRe
 	v := &verifier{clusters: e.Clusters, graph: e.Graph, f: f, o: o, src: src, dst: dst, loaded: loaded,
 		srcAdm: kadm.NewClient(src), dstAdm: kadm.NewClient(dst)}
 	if f.UsesProvenance() {
-		if err := v.provenance(ctx); err != nil {
+		stop, err := v.provenance(ctx)
+		if err != nil {
 			return nil, setupErr("%w", err)
 		}
+		defer stop()
 	}
 	topics, err := v.topics(ctx)
 	if err != nil {
@@ -252,9 +255,17 @@ type job struct {
 	res     verify.PartitionResult
 }
 
+// proofWait bounds how long verify waits for the provenance mark of a
+// source record to be proven or disproven (the flow it names stores its
+// progress every progress_interval); past it the record is expected on
+// the target.
+const proofWait = 10 * time.Second
+
 // provenance learns what the flow's provenance needs: the cluster IDs of
-// its clusters and, best effort, of the configuration's others.
-func (v *verifier) provenance(ctx context.Context) error {
+// its clusters and, best effort, of the configuration's others, and a
+// ledger of the source that proves the marks of its records. stop ends
+// the ledger.
+func (v *verifier) provenance(ctx context.Context) (stop func(), err error) {
 	id := func(cl *kgo.Client, alias string) (string, error) {
 		m, err := kadm.NewClient(cl).BrokerMetadata(ctx)
 		if err != nil {
@@ -264,11 +275,11 @@ func (v *verifier) provenance(ctx context.Context) error {
 	}
 	srcID, err := id(v.src, v.f.Source)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tgtID, err := id(v.dst, v.f.Target)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	aliases := map[string]string{srcID: v.f.Source, tgtID: v.f.Target}
 	var mu sync.Mutex
@@ -298,11 +309,43 @@ func (v *verifier) provenance(ctx context.Context) error {
 	wg.Wait()
 	graph := v.graph
 	source, target := v.f.Source, v.f.Target
-	v.pv = &replicate.Provenance{SourceID: srcID, TargetID: tgtID, Routed: func(origin string) bool {
-		alias, ok := aliases[origin]
-		return ok && graph.Decide(source, target, alias) == topology.Routed
-	}}
-	return nil
+	srcCluster := v.clusters[source]
+	if srcCluster == nil {
+		return nil, fmt.Errorf("cluster %q is not in the configuration", source)
+	}
+	cl, err := kafka.NewClient(srcCluster, v.o.Logger, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		return nil, err
+	}
+	ledger := provenance.NewLedger(provenance.LedgerOptions{Client: cl, ProgressTopic: policy.ProgressTopic, Logger: v.o.Logger})
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ledger.Run(lctx)
+	}()
+	v.pv = &replicate.Provenance{
+		Flow: v.f.Name, SourceID: srcID, TargetID: tgtID,
+		Routed: func(origin string) bool {
+			alias, ok := aliases[origin]
+			return ok && graph.Decide(source, target, alias) == topology.Routed
+		},
+		Ledger: ledger,
+		Legacy: func(prev string) []string {
+			alias, ok := aliases[prev]
+			if !ok {
+				return nil
+			}
+			var out []string
+			for _, e := range graph.Edges() {
+				if e.Provenance && e.Source == alias && e.Target == source {
+					out = append(out, e.Flow)
+				}
+			}
+			return out
+		},
+	}
+	return func() { cancel(); <-done; cl.Close() }, nil
 }
 
 // topics lists the source topics the flow replicates, sorted, narrowed by
@@ -484,8 +527,13 @@ func (v *verifier) plan(ctx context.Context, d kadm.TopicDetail) (TopicResult, [
 			j.plan.TargetEnd = max(j.plan.TargetEnd, dstEnds[p])
 		}
 		if v.pv != nil {
-			pv := v.pv
-			j.plan.NotCopied = func(r *kgo.Record) bool { _, ok := pv.Copy(r); return !ok }
+			pv, target := v.pv, tr.TargetTopic
+			// A source record is not copied only when its mark proves it
+			// a copy the flow it names made, of a record already on the
+			// target (or brought there by another flow). A record with a
+			// mark that is not proven (forwarded by an application, or
+			// forged) is expected on the target like any other.
+			j.plan.NotCopied = func(r *kgo.Record) bool { return pv.DecideWait(ctx, r, target, proofWait).Drop != "" }
 			// With provenance, the flow's copies say they were: other
 			// records were written by other flows or producers.
 			j.plan.Foreign = func(r *kgo.Record) bool { return !pv.Wrote(r) }

@@ -164,9 +164,19 @@ func TestVerifyFlowProvenance(t *testing.T) {
 		}
 		return r
 	}
-	// Source: 0 and 2 produced there, 1 came from the target (a loop),
-	// 3 produced there.
-	must(src.ProduceSync(ctx, rec("a", ""), rec("loop", dstID+","+srcID), rec("b", ""), rec("c", "")).FirstErr())
+	// Source: 0 and 2 produced there, 1 copied there from the target by
+	// flow dst-to-src (a loop), 3 produced there.
+	back := "2;dst-to-src;" + dstID + "," + srcID
+	must(src.ProduceSync(ctx, rec("a", ""), rec("loop", back), rec("b", ""), rec("c", "")).FirstErr())
+	// dst-to-src's progress on the source proves offset 1 its copy (of
+	// the target's offset 1), and that it wrote nothing else up to 5.
+	reverse := progress.NewStore(src, policy.ProgressTopic("dst-to-src"))
+	must(reverse.Ensure(ctx, -1))
+	must(reverse.Write(ctx, []progress.Entry{{
+		Partition: progress.Partition{Topic: "orders", Partition: 0},
+		Position:  progress.Position{SourceNext: 2, TargetNext: 5},
+		Runs:      []offsets.Run{{Source: 1, Target: 1, Len: 1}},
+	}}))
 	// Target: the copies of 0 and 2 with their path, a record of the
 	// target's own producers between them.
 	copyPath := srcID + "," + dstID
@@ -211,5 +221,16 @@ flows:
 	must(err)
 	if rep.Equal || rep.Totals.Missing != 1 || len(rep.Differences) != 1 || rep.Differences[0].SourceOffset != 3 || rep.Differences[0].Kind != verify.KindMissing {
 		t.Fatalf("record passed over: equal %v, totals %+v, differences %v", rep.Equal, rep.Totals, rep.Differences)
+	}
+	// A record whose mark names dst-to-src, which did not write it (a
+	// forwarded or forged header), is not a copy: missing if the flow
+	// passed over it.
+	must(src.ProduceSync(ctx, rec("forged", back)).FirstErr())
+	write(offsets.Run{Source: 0, Target: 0, Len: 1, Tail: 1}, offsets.Run{Source: 2, Target: 2, Len: 1, Gap: 1, Tail: 3})
+	must(store.Write(ctx, []progress.Entry{{Partition: progress.Partition{Topic: "orders", Partition: 0}, Position: progress.Position{SourceNext: 5, TargetNext: 3}}}))
+	rep, err = VerifyFlow(ctx, cfg, cfg.Flows[0], Options{})
+	must(err)
+	if rep.Equal || rep.Totals.Missing != 2 || rep.Totals.NotCopied != 1 || len(rep.Differences) != 2 || rep.Differences[1].SourceOffset != 4 || rep.Differences[1].Kind != verify.KindMissing {
+		t.Fatalf("forged mark: equal %v, totals %+v, differences %v; want offsets 3 and 4 missing, 1 not copied", rep.Equal, rep.Totals, rep.Differences)
 	}
 }
