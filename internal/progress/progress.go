@@ -262,7 +262,7 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 		}
 		it, ok := Decode(r.Key, r.Value)
 		switch {
-		case !ok:
+		case !ok || it.IsFailover:
 		case it.IsRun && it.Deleted:
 			delete(runs[it.Partition], it.RunStart)
 		case it.IsRun:
@@ -357,10 +357,14 @@ func (s *Store) Write(ctx context.Context, entries []Entry) error {
 	return nil
 }
 
-// Item is one record of a progress topic: a partition's position or a
-// run of its offset map.
+// Item is one record of a progress topic: a partition's position, a run
+// of its offset map, or the flow's failover record.
 type Item struct {
-	Partition Partition
+	// IsFailover says the record is the flow's failover record (Failover,
+	// or none any more if Deleted); Partition is then unset.
+	IsFailover bool
+	Failover   Failover
+	Partition  Partition
 	// IsRun says the record holds a run (Run, starting at source offset
 	// RunStart); otherwise it holds a position.
 	IsRun    bool
@@ -371,11 +375,18 @@ type Item struct {
 	Deleted bool
 }
 
-// Decode decodes a record of a progress topic that holds a position or a
-// run; false for the topic's other records (flags) and for values it
-// cannot read.
+// Decode decodes a record of a progress topic that holds a position, a
+// run or the failover record; false for the topic's other records (flags)
+// and for values it cannot read.
 func Decode(key, value []byte) (Item, bool) {
 	k := string(key)
+	if k == failoverKey {
+		it := Item{IsFailover: true, Deleted: value == nil}
+		if value != nil && json.Unmarshal(value, &it.Failover) != nil {
+			return Item{}, false
+		}
+		return it, true
+	}
 	if p, start, ok := parseRunKey(k); ok {
 		it := Item{Partition: p, IsRun: true, RunStart: start, Deleted: value == nil}
 		if value != nil && json.Unmarshal(value, &it.Run) != nil {

@@ -29,9 +29,14 @@ const (
 	// Copy: the writer wrote the record.
 	Copy
 	// NotCopy: the writer did not write the record. Its stored progress
-	// passed the record's offset without a copy there, or no flow of that
-	// name stores progress on the cluster.
+	// passed the record's offset without a copy there, it stopped cleanly
+	// (or was failed over) before that offset, or no flow of that name
+	// stores progress on the cluster.
 	NotCopy
+	// Stale: unknown, and a wait for the writer's progress on this
+	// partition already expired (see Expire) with its progress where it
+	// still is: not worth waiting for again.
+	Stale
 )
 
 func (v Verdict) String() string {
@@ -40,6 +45,8 @@ func (v Verdict) String() string {
 		return "copy"
 	case NotCopy:
 		return "not a copy"
+	case Stale:
+		return "unknown (stale)"
 	}
 	return "unknown"
 }
@@ -95,6 +102,10 @@ type writer struct {
 	checkedAt time.Time
 	err       error
 	parts     map[progress.Partition]*copies
+	// failedOver holds, while the writer is failed over, the end offsets
+	// its failover recorded, by topic (on this cluster) and partition: the
+	// writer does not write past them.
+	failedOver map[string]map[int32]int64
 }
 
 type writerState int8
@@ -113,6 +124,13 @@ type copies struct {
 	// next is the target offset after the last record the writer wrote,
 	// as its newest stored position says, or -1.
 	next int64
+	// stopped says that position is Stopped: the writer stopped cleanly
+	// there and wrote nothing past it.
+	stopped bool
+	// expired says a wait for the writer's progress expired while next
+	// was expiredAt.
+	expired   bool
+	expiredAt int64
 }
 
 // NewLedger returns a Ledger.
@@ -136,7 +154,7 @@ func NewLedger(opts LedgerOptions) *Ledger {
 // also returns that record's source offset. It never blocks; a writer
 // named for the first time is looked for in the background (Unknown
 // meanwhile).
-func (l *Ledger) Check(writerName, sourceTopic string, partition int32, offset int64) (Verdict, int64) {
+func (l *Ledger) Check(writerName, topic, sourceTopic string, partition int32, offset int64) (Verdict, int64) {
 	if !flowName.MatchString(writerName) {
 		return NotCopy, -1
 	}
@@ -157,34 +175,59 @@ func (l *Ledger) Check(writerName, sourceTopic string, partition int32, offset i
 		return NotCopy, -1
 	}
 	c := w.parts[progress.Partition{Topic: sourceTopic, Partition: partition}]
-	if c == nil {
-		return Unknown, -1
+	if c != nil {
+		if src, ok := c.lookup(offset); ok {
+			return Copy, src
+		}
+		if c.next > offset || (c.stopped && c.next >= 0) {
+			return NotCopy, -1
+		}
 	}
-	if src, ok := c.lookup(offset); ok {
-		return Copy, src
-	}
-	if c.next > offset {
+	if end, ok := w.failedOver[topic][partition]; ok && offset >= end {
 		return NotCopy, -1
+	}
+	if c != nil && c.expired && c.expiredAt == c.next {
+		return Stale, -1
 	}
 	return Unknown, -1
 }
 
-// Await is Check, waiting up to wait for a verdict other than Unknown.
-func (l *Ledger) Await(ctx context.Context, wait time.Duration, writerName, sourceTopic string, partition int32, offset int64) (Verdict, int64) {
+// Expire records that a wait for writer's progress on partition of
+// sourceTopic ran out: until that progress moves, Check answers Stale
+// rather than Unknown there.
+func (l *Ledger) Expire(writerName, sourceTopic string, partition int32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.writers[writerName]
+	if w == nil {
+		return
+	}
+	id := progress.Partition{Topic: sourceTopic, Partition: partition}
+	c := w.parts[id]
+	if c == nil {
+		c = &copies{next: -1}
+		w.parts[id] = c
+	}
+	c.expired, c.expiredAt = true, c.next
+}
+
+// Await is Check, waiting up to wait for a verdict other than Unknown
+// or Stale.
+func (l *Ledger) Await(ctx context.Context, wait time.Duration, writerName, topic, sourceTopic string, partition int32, offset int64) (Verdict, int64) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
 		ch := l.Changed()
-		v, src := l.Check(writerName, sourceTopic, partition, offset)
-		if v != Unknown {
+		v, src := l.Check(writerName, topic, sourceTopic, partition, offset)
+		if v != Unknown && v != Stale {
 			return v, src
 		}
 		select {
 		case <-ch:
 		case <-deadline.C:
-			return Unknown, -1
+			return v, -1
 		case <-ctx.Done():
-			return Unknown, -1
+			return v, -1
 		}
 	}
 }
@@ -364,6 +407,13 @@ func (l *Ledger) apply(fetches kgo.Fetches, logIt func() bool) {
 		if !ok {
 			return
 		}
+		if it.IsFailover {
+			w.failedOver = nil
+			if !it.Deleted {
+				w.failedOver = it.Failover.TargetEnds
+			}
+			return
+		}
 		c := w.parts[it.Partition]
 		if c == nil {
 			c = &copies{next: -1}
@@ -375,9 +425,9 @@ func (l *Ledger) apply(fetches kgo.Fetches, logIt func() bool) {
 		case it.IsRun:
 			c.put(it.Run)
 		case it.Deleted:
-			c.next = -1
+			c.next, c.stopped = -1, false
 		default:
-			c.next = it.Position.TargetNext
+			c.next, c.stopped = it.Position.TargetNext, it.Position.Stopped
 			if it.Position.Run != nil { // an older version's position
 				c.put(*it.Position.Run)
 			}

@@ -47,7 +47,7 @@ func TestLedger(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	await := func(writer, topic string, p int32, off int64) (Verdict, int64) {
-		return l.Await(ctx, 10*time.Second, writer, topic, p, off)
+		return l.Await(ctx, 10*time.Second, writer, topic, topic, p, off)
 	}
 	for _, tc := range []struct {
 		writer, topic string
@@ -72,7 +72,7 @@ func TestLedger(t *testing.T) {
 		if tc.want == Unknown {
 			wait = 300 * time.Millisecond
 		}
-		v, src := l.Await(ctx, wait, tc.writer, tc.topic, tc.partition, tc.offset)
+		v, src := l.Await(ctx, wait, tc.writer, tc.topic, tc.topic, tc.partition, tc.offset)
 		if v != tc.want || src != tc.src {
 			t.Errorf("%s %s/%d@%d = %v, %d; want %v, %d", tc.writer, tc.topic, tc.partition, tc.offset, v, src, tc.want, tc.src)
 		}
@@ -100,6 +100,80 @@ func TestLedger(t *testing.T) {
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
+	}
+}
+
+// A writer that stopped cleanly, or was failed over, writes nothing past
+// where it stopped: records there are not its copies, without a wait. A
+// wait that ran out makes the partition stale until the writer's
+// progress moves.
+func TestLedgerStoppedAndFailedOver(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := kfaketest.Cluster(t)
+	writerCl := kfaketest.Client(t, c)
+	store := progress.NewStore(writerCl, progressTopic("a-to-b"))
+	if err := store.Ensure(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	p0, p1 := progress.Partition{Topic: "orders", Partition: 0}, progress.Partition{Topic: "orders", Partition: 1}
+	if err := store.Write(ctx, []progress.Entry{
+		{Partition: p0, Position: progress.Position{SourceNext: 5, TargetNext: 5, Stopped: true}, Runs: []offsets.Run{{Source: 0, Target: 0, Len: 5}}},
+		{Partition: p1, Position: progress.Position{SourceNext: 5, TargetNext: 5}, Runs: []offsets.Run{{Source: 0, Target: 0, Len: 5}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l := NewLedger(LedgerOptions{Client: kfaketest.Client(t, c, kgo.FetchIsolationLevel(kgo.ReadCommitted())), ProgressTopic: progressTopic})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	check := func(p int32, off int64, wait time.Duration) Verdict {
+		v, _ := l.Await(ctx, wait, "a-to-b", "orders", "orders", p, off)
+		return v
+	}
+	if v := check(0, 4, 10*time.Second); v != Copy {
+		t.Fatalf("offset 4 = %v, want copy", v)
+	}
+	if v := check(0, 9, time.Second); v != NotCopy {
+		t.Errorf("past a clean stop: %v, want not a copy", v)
+	}
+	if v := check(1, 9, 300*time.Millisecond); v != Unknown {
+		t.Errorf("past a running writer's position: %v, want unknown", v)
+	}
+	l.Expire("a-to-b", "orders", 1)
+	if v := check(1, 9, 0); v != Stale {
+		t.Errorf("after the wait expired: %v, want stale", v)
+	}
+	// Failed over at target offset 7 of partition 1; the position moves
+	// too (stale no more).
+	if err := store.PutFailover(ctx, progress.Failover{AtMs: 1, TargetEnds: map[string]map[int32]int64{"orders": {1: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := check(1, 8, 10*time.Second); v != NotCopy {
+		t.Errorf("past the failover's end: %v, want not a copy", v)
+	}
+	if v := check(1, 6, 0); v != Stale {
+		t.Errorf("before the failover's end, expired: %v, want stale", v)
+	}
+	if err := store.Write(ctx, []progress.Entry{{Partition: p1, Position: progress.Position{SourceNext: 6, TargetNext: 6}, Runs: []offsets.Run{{Source: 0, Target: 0, Len: 6}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := check(1, 5, 10*time.Second); v != Copy {
+		t.Errorf("after the writer went on: %v, want copy", v)
+	}
+	if v := check(1, 6, 0); v != Unknown {
+		t.Errorf("after the writer went on: %v, want unknown (stale no more)", v)
+	}
+	if err := store.ClearFailover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for check(1, 8, 0) != Unknown {
+		if time.Now().After(deadline) {
+			t.Fatal("failover cleared: offset 8 still not unknown")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

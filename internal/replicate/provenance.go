@@ -22,10 +22,12 @@ const DefaultProofWait = 30 * time.Second
 // Prover says whether a flow wrote a record of the source (a
 // provenance.Ledger over the source cluster).
 type Prover interface {
-	Check(writer, sourceTopic string, partition int32, offset int64) (provenance.Verdict, int64)
+	Check(writer, topic, sourceTopic string, partition int32, offset int64) (provenance.Verdict, int64)
 	// Changed returns a channel closed the next time Check may answer
 	// differently.
 	Changed() <-chan struct{}
+	// Expire says a wait for writer's progress on the partition ran out.
+	Expire(writer, sourceTopic string, partition int32)
 }
 
 // Provenance is what a flow with provenance on does with each record it
@@ -78,8 +80,9 @@ type Decision struct {
 	// yet: nothing is decided.
 	Wait bool
 	// Foreign says the record carries a mark that is not proven: it is
-	// written as a record of the source.
-	Foreign bool
+	// written as a record of the source. Unproven says why: its mark was
+	// neither proven nor disproven in time (else it was disproven).
+	Foreign, Unproven bool
 }
 
 // Decide decides for source record in, copied to topic target. unproven
@@ -99,7 +102,9 @@ func (pv *Provenance) Decide(in *kgo.Record, target string, unproven bool) Decis
 		if !unproven {
 			return Decision{Wait: true}
 		}
-		return Decision{Headers: pv.origin(in, target), Foreign: true}
+		return Decision{Headers: pv.origin(in, target), Foreign: true, Unproven: true}
+	case provenance.Stale:
+		return Decision{Headers: pv.origin(in, target), Foreign: true, Unproven: true}
 	case provenance.NotCopy:
 		return Decision{Headers: pv.origin(in, target), Foreign: true}
 	}
@@ -124,23 +129,51 @@ func (pv *Provenance) verdict(m provenance.Mark, in *kgo.Record) provenance.Verd
 	if m.SourceTopic != "" {
 		topic = m.SourceTopic
 	}
-	if !m.Legacy {
-		v, _ := pv.Ledger.Check(m.Writer, topic, in.Partition, in.Offset)
-		return v
-	}
-	if n < 2 || pv.Legacy == nil {
-		return provenance.NotCopy
-	}
+	writers := pv.writers(m)
 	out := provenance.NotCopy
-	for _, w := range pv.Legacy(m.Path[n-2]) {
-		switch v, _ := pv.Ledger.Check(w, topic, in.Partition, in.Offset); v {
+	for _, w := range writers {
+		switch v, _ := pv.Ledger.Check(w, in.Topic, topic, in.Partition, in.Offset); v {
 		case provenance.Copy:
 			return v
 		case provenance.Unknown:
 			out = v
+		case provenance.Stale:
+			if out != provenance.Unknown {
+				out = v
+			}
 		}
 	}
 	return out
+}
+
+// writers returns the flows that may have written mark m: the one it
+// names, or for a mark of the older format the flows Legacy knows.
+func (pv *Provenance) writers(m provenance.Mark) []string {
+	if !m.Legacy {
+		return []string{m.Writer}
+	}
+	if n := len(m.Path); n >= 2 && pv.Legacy != nil {
+		return pv.Legacy(m.Path[n-2])
+	}
+	return nil
+}
+
+// Expire tells the ledger that the wait for the mark of source record in
+// ran out: later records of the same writers on the partition are not
+// waited for until their progress moves.
+func (pv *Provenance) Expire(in *kgo.Record) {
+	val, _ := headerValue(in.Headers)
+	m, ok := provenance.Parse(val)
+	if !ok || pv.Ledger == nil {
+		return
+	}
+	topic := in.Topic
+	if m.SourceTopic != "" {
+		topic = m.SourceTopic
+	}
+	for _, w := range pv.writers(m) {
+		pv.Ledger.Expire(w, topic, in.Partition)
+	}
 }
 
 // DecideWait is Decide, waiting up to wait for a mark to be proven or
@@ -160,6 +193,7 @@ func (pv *Provenance) DecideWait(ctx context.Context, in *kgo.Record, target str
 		select {
 		case <-ch:
 		case <-deadline.C:
+			pv.Expire(in)
 			return pv.Decide(in, target, true)
 		case <-ctx.Done():
 			return pv.Decide(in, target, true)

@@ -39,7 +39,7 @@ func newProver(def provenance.Verdict) *prover {
 	return &prover{def: def, verdicts: map[int32]provenance.Verdict{}, changed: make(chan struct{})}
 }
 
-func (p *prover) Check(writer, _ string, partition int32, offset int64) (provenance.Verdict, int64) {
+func (p *prover) Check(writer, _, _ string, partition int32, offset int64) (provenance.Verdict, int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if writer == "nobody" {
@@ -50,6 +50,8 @@ func (p *prover) Check(writer, _ string, partition int32, offset int64) (provena
 	}
 	return p.def, offset
 }
+
+func (p *prover) Expire(string, string, int32) {}
 
 func (p *prover) Changed() <-chan struct{} {
 	p.mu.Lock()

@@ -641,7 +641,7 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 					}
 					if d.Foreign && rec.Offset >= p.foreignNext {
 						p.foreignNext = rec.Offset + 1
-						if rec.Offset < p.unprovenTo {
+						if d.Unproven {
 							p.unproven.Inc()
 						} else {
 							p.foreign.Inc()
@@ -704,8 +704,9 @@ func (r *Replicator) releaseHeld() bool {
 				return
 			}
 			p.unprovenTo = max(p.unprovenTo, rec.Offset+1)
+			pv.Expire(rec)
 			val, _ := headerValue(rec.Headers)
-			r.opts.Logger.Warn("provenance mark of a source record neither proven nor disproven in time (the flow it names stored no progress that far); written as a record of the source: a duplicate if it was a copy",
+			r.opts.Logger.Warn("provenance mark of a source record neither proven nor disproven in time (the flow it names stored no progress that far); written as a record of the source: a duplicate if it was a copy; later marks of that flow on the partition are not waited for until its progress moves",
 				"topic", p.id.Topic, "partition", p.id.Partition, "offset", rec.Offset,
 				"mark", string(val), "waited", r.opts.ProofWait.String())
 		}

@@ -208,11 +208,13 @@ func withoutEpoch(t *testing.T, pos progress.Position) progress.Position {
 // trustAll proves every provenance mark.
 type trustAll struct{}
 
-func (trustAll) Check(_, _ string, _ int32, offset int64) (provenance.Verdict, int64) {
+func (trustAll) Check(_, _, _ string, _ int32, offset int64) (provenance.Verdict, int64) {
 	return provenance.Copy, offset
 }
 
 func (trustAll) Changed() <-chan struct{} { return nil }
+
+func (trustAll) Expire(string, string, int32) {}
 
 // hrec is rec with headers (key, value pairs).
 func hrec(topic, v string, kv ...string) *kgo.Record {
