@@ -69,6 +69,13 @@ type Position struct {
 	// stopped (an unclean leader election): the records that replaced
 	// the lost ones are then copied as new data.
 	LeaderEpoch *int32 `json:"leader_epoch,omitempty"`
+	// IdleEnd is a target offset up to which the flow wrote nothing past
+	// TargetNext: the target partition's end offset, listed while the
+	// flow had no write to it in flight (0 when unknown). Records other
+	// writers put there, in [TargetNext, IdleEnd), are known not to be
+	// the flow's copies without waiting for its next write (see
+	// internal/provenance).
+	IdleEnd int64 `json:"idle_end,omitempty"`
 	// Stopped says the partition's owner stopped cleanly at this
 	// position: every write it sent was acknowledged, and the target holds
 	// no record of the flow past TargetNext. Only the owner's last store

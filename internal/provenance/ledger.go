@@ -124,6 +124,9 @@ type copies struct {
 	// next is the target offset after the last record the writer wrote,
 	// as its newest stored position says, or -1.
 	next int64
+	// idleEnd is the newest position's IdleEnd: the writer wrote nothing
+	// in [next, idleEnd).
+	idleEnd int64
 	// stopped says that position is Stopped: the writer stopped cleanly
 	// there and wrote nothing past it.
 	stopped bool
@@ -179,14 +182,14 @@ func (l *Ledger) Check(writerName, topic, sourceTopic string, partition int32, o
 		if src, ok := c.lookup(offset); ok {
 			return Copy, src
 		}
-		if c.next > offset || (c.stopped && c.next >= 0) {
+		if c.next > offset || c.idleEnd > offset || (c.stopped && c.next >= 0) {
 			return NotCopy, -1
 		}
 	}
 	if end, ok := w.failedOver[topic][partition]; ok && offset >= end {
 		return NotCopy, -1
 	}
-	if c != nil && c.expired && c.expiredAt == c.next {
+	if c != nil && c.expired && c.expiredAt == max(c.next, c.idleEnd) {
 		return Stale, -1
 	}
 	return Unknown, -1
@@ -208,7 +211,7 @@ func (l *Ledger) Expire(writerName, sourceTopic string, partition int32) {
 		c = &copies{next: -1}
 		w.parts[id] = c
 	}
-	c.expired, c.expiredAt = true, c.next
+	c.expired, c.expiredAt = true, max(c.next, c.idleEnd)
 }
 
 // Await is Check, waiting up to wait for a verdict other than Unknown
@@ -425,9 +428,9 @@ func (l *Ledger) apply(fetches kgo.Fetches, logIt func() bool) {
 		case it.IsRun:
 			c.put(it.Run)
 		case it.Deleted:
-			c.next, c.stopped = -1, false
+			c.next, c.idleEnd, c.stopped = -1, 0, false
 		default:
-			c.next, c.stopped = it.Position.TargetNext, it.Position.Stopped
+			c.next, c.idleEnd, c.stopped = it.Position.TargetNext, it.Position.IdleEnd, it.Position.Stopped
 			if it.Position.Run != nil { // an older version's position
 				c.put(*it.Position.Run)
 			}

@@ -367,3 +367,38 @@ func TestReplicateHoldsUndecidedMark(t *testing.T) {
 		t.Errorf("foreign (unproven) = %v, want 1", n)
 	}
 }
+
+// A flow with provenance stores, for a partition it has no write in
+// flight to, the target's end offset as IdleEnd, so that records of the
+// target's own producers past its position are known not to be its copies
+// without waiting for its next write.
+func TestReplicateStoresIdleEnd(t *testing.T) {
+	e := newEnv(t)
+	const topic = "idle"
+	e.createTopic(t, e.srcAdmin, topic, 1, nil)
+	e.createTopic(t, e.tgtAdmin, topic, 1, nil)
+	pv := &Provenance{Flow: "s-to-t", SourceID: "S", TargetID: "T", Ledger: newProver(provenance.NotCopy)}
+	r := New(Options{
+		Flow: flowName, Source: e.srcClient, Target: e.tgtClient, Progress: e.store,
+		ProgressInterval: 20 * time.Millisecond, Provenance: pv,
+		Metrics: e.metrics, Logger: slog.New(slog.DiscardHandler),
+	})
+	r.Add(assignments(topic, topic, 1))
+	defer e.run(t, r)()
+	e.produce(t, topic, &kgo.Record{Value: []byte("s0")}, &kgo.Record{Value: []byte("s1")})
+	id := progress.Partition{Topic: topic}
+	waitFor(t, "the copies", func() bool { return r.Positions()[id].TargetNext == 2 })
+	// The target's own producer writes three records after the copies.
+	for _, v := range []string{"t0", "t1", "t2"} {
+		if err := e.tgtClient.ProduceSync(e.ctx, &kgo.Record{Topic: topic, Value: []byte(v)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "IdleEnd 5 stored", func() bool {
+		l, err := e.store.Load(e.ctx)
+		return err == nil && l.Positions[id].IdleEnd == 5 && l.Positions[id].TargetNext == 2
+	})
+	// The next copy lands after them; IdleEnd stays behind the position.
+	e.produce(t, topic, &kgo.Record{Value: []byte("s2")})
+	waitFor(t, "the next copy at 5", func() bool { return r.Positions()[id].TargetNext == 6 })
+}

@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -244,6 +245,8 @@ type partition struct {
 	acked     progress.Position // advanced only over acknowledged records
 	omap      *offsets.Map      // source→target offsets of acknowledged records
 	persisted int64             // acked.SourceNext last written to progress
+	// persistedIdle is acked.IdleEnd last written to progress.
+	persistedIdle int64
 	// storedStopped says the position last stored is Stopped (or, before
 	// the first store, the start position was).
 	storedStopped bool
@@ -967,6 +970,7 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 			lostFrom = p.acked.TargetNext
 			lostSrc, lostSrcEnd = lostSources(p.omap.Runs(), out.Offset), p.acked.SourceNext
 			p.omap.Cut(-1, out.Offset)
+			p.acked.IdleEnd = 0
 			lossReported = !p.targetLossAt.IsZero() && now.Sub(p.targetLossAt) < targetLossWindow
 			p.targetLossAt, p.targetBackAt = time.Time{}, now
 			if lossReported {
@@ -1350,6 +1354,7 @@ func (r *Replicator) progressLoop(ctx context.Context) {
 	t := time.NewTicker(r.opts.ProgressInterval)
 	defer t.Stop()
 	errLog := retry.Throttle{Every: 10 * time.Second}
+	var idleListed time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -1357,12 +1362,69 @@ func (r *Replicator) progressLoop(ctx context.Context) {
 		case <-t.C:
 		case <-r.storeNow:
 		}
+		if r.opts.Provenance != nil && time.Since(idleListed) >= idleEndInterval {
+			idleListed = time.Now()
+			r.noteIdleEnds(ctx)
+		}
 		if err := r.writeProgress(ctx); err != nil && ctx.Err() == nil {
 			r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, metrics.ErrProgress).Inc()
 			if errLog.Allow() {
 				r.opts.Logger.Error("storing progress failed; retrying", "err", err)
 			}
 		}
+	}
+}
+
+// idleEndInterval is how often a flow with provenance lists the end
+// offsets of the target partitions it has no write in flight to (see
+// noteIdleEnds).
+const idleEndInterval = time.Second
+
+// noteIdleEnds lists the end offsets of the target partitions that have
+// no write of the flow in flight, and keeps each as the partition's
+// IdleEnd when no write was handed to the producer meanwhile: the flow
+// wrote nothing between its position and that end, so a flow reading the
+// target need not wait for this one's next write to know that the records
+// there (of the target's own producers) are not its copies.
+func (r *Replicator) noteIdleEnds(ctx context.Context) {
+	type cand struct {
+		p        *partition
+		produced int64
+	}
+	var cands []cand
+	topics := map[string]bool{}
+	r.each(func(p *partition) {
+		n := p.produced.Load()
+		if p.settled.Load() != n || p.inflight.Load() != 0 {
+			return
+		}
+		p.mu.Lock()
+		ok := !p.failed && !p.doubt && p.acked.TargetNext >= 0
+		p.mu.Unlock()
+		if ok {
+			cands = append(cands, cand{p, n})
+			topics[p.target] = true
+		}
+	})
+	if len(cands) == 0 {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(r.opts.Target).ListEndOffsets(lctx, slices.Collect(maps.Keys(topics))...)
+	if err != nil {
+		return // best effort: readers wait for the next write instead
+	}
+	for _, c := range cands {
+		end, ok := ends.Lookup(c.p.target, c.p.id.Partition)
+		if !ok || end.Err != nil || c.p.produced.Load() != c.produced {
+			continue
+		}
+		c.p.mu.Lock()
+		if !c.p.failed && !c.p.doubt && end.Offset > max(c.p.acked.TargetNext, c.p.acked.IdleEnd) {
+			c.p.acked.IdleEnd = end.Offset
+		}
+		c.p.mu.Unlock()
 	}
 }
 
@@ -1408,7 +1470,7 @@ func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) 
 			return
 		}
 		p.mu.Lock()
-		pos, persisted, storedStopped := p.acked, p.persisted, p.storedStopped
+		pos, persisted, storedStopped, persistedIdle := p.acked, p.persisted, p.storedStopped, p.persistedIdle
 		pos.Stopped = stopping && !p.doubt
 		pos.LeaderEpoch = nil
 		if p.ackedEpoch >= 0 {
@@ -1423,7 +1485,7 @@ func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) 
 		if hwm := p.hwm.Load(); hwm >= 0 {
 			p.lag.Set(float64(max(hwm-pos.SourceNext, 0)))
 		}
-		if pos.SourceNext == persisted && len(changed) == 0 && len(dropped) == 0 && pos.Stopped == storedStopped {
+		if pos.SourceNext == persisted && len(changed) == 0 && len(dropped) == 0 && pos.Stopped == storedStopped && pos.IdleEnd == persistedIdle {
 			return
 		}
 		pos.Run = nil
@@ -1451,6 +1513,7 @@ func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) 
 	for i, p := range parts {
 		p.mu.Lock()
 		p.persisted = entries[i].SourceNext
+		p.persistedIdle = entries[i].IdleEnd
 		p.storedStopped = stops[i]
 		p.mu.Unlock()
 	}
