@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	offsetmap "github.com/kmirror/kmirror/internal/offsets"
+	"github.com/kmirror/kmirror/internal/policy"
+	"github.com/kmirror/kmirror/internal/progress"
 	"github.com/kmirror/kmirror/internal/provenance"
 	"github.com/kmirror/kmirror/internal/verify"
 )
@@ -248,4 +252,156 @@ func TestMeshDerivedAndForgedRecords(t *testing.T) {
 	if want := float64(2*2*(2*perOrigin+forged) + 2*forged); notCopy+unproven != want {
 		t.Errorf("foreign records counted %v, want %v", notCopy+unproven, want)
 	}
+}
+
+// TestFailbackCopiesDerivedRecords fails over to the DR cluster, where an
+// application derives records from the replicated ones with their headers
+// forwarded (provenance mark included) and producers write records of
+// their own; the failback copies every one of them back to the primary,
+// once: a forwarded mark does not make a derived record a copy.
+func TestFailbackCopiesDerivedRecords(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
+	p := startPair(t)
+	const topic, n, local = "orders", 600, 100
+	createTopic(t, p.srcCl, topic, 2, nil)
+	httpAddr := freeAddr(t)
+	cfgPath := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["orders"]
+topic_naming: identity
+`))
+	seq := func(prefix string, from, count int) []*kgo.Record {
+		recs := make([]*kgo.Record, count)
+		for i := range recs {
+			recs[i] = &kgo.Record{Topic: topic, Partition: int32((from + i) % 2), Value: fmt.Appendf(nil, "%s%d", prefix, from+i)}
+		}
+		return recs
+	}
+	k := startKmirror(t, cfgPath, httpAddr)
+	produce(t, p.srcCl, seq("p-", 0, n))
+	waitFor(t, time.Minute, "the records on the DR cluster", func() (bool, string) {
+		c := sum(endOffsets(t, p.dstCl, topic))
+		return c >= n, fmt.Sprintf("%d", c)
+	})
+	k.stop()
+	out, errOut, err := runKmirror(t, 2*time.Minute, "failover", "--config", cfgPath, "--flow", "e2e")
+	t.Logf("kmirror failover:\n%s%s", out, errOut)
+	if err != nil {
+		t.Fatalf("failover: %v", err)
+	}
+
+	// On the DR cluster: local records, and an application deriving from
+	// every record of orders with the headers forwarded.
+	produce(t, p.dstCl, seq("l-", 0, local))
+	app := startDeriver(t, p.dst.Bootstrap(), topic, map[string]string{topic: "d-"}, func(v string) bool { return strings.HasPrefix(v, "d-") })
+	waitFor(t, time.Minute, "the application to derive from every record", func() (bool, string) {
+		c, err := app.count()
+		if err != nil {
+			t.Fatalf("application: %v", err)
+		}
+		return c >= n+local, fmt.Sprintf("%d of %d", c, n+local)
+	})
+	marked := 0
+	for _, rs := range readCommitted(t, t.Context(), p.dst.Bootstrap(), topic) {
+		for _, r := range rs {
+			if strings.HasPrefix(string(r.Value), "d-p-") && markPath(r.Headers) != nil {
+				marked++
+			}
+		}
+	}
+	if marked != n {
+		t.Fatalf("%d derived records carry the forwarded mark, want %d", marked, n)
+	}
+
+	out, errOut, err = runKmirror(t, 2*time.Minute, "failback", "--config", cfgPath, "--flow", "e2e")
+	t.Logf("kmirror failback:\n%s%s", out, errOut)
+	if err != nil {
+		t.Fatalf("failback: %v", err)
+	}
+	back := local + n + local // local records, and one derived from each record
+	if !strings.Contains(out, fmt.Sprintf("Records copied back: %d", back)) {
+		t.Errorf("failback report does not say %d records were copied back", back)
+	}
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("p-%d", i), fmt.Sprintf("d-p-%d", i))
+	}
+	for i := range local {
+		want = append(want, fmt.Sprintf("l-%d", i), fmt.Sprintf("d-l-%d", i))
+	}
+	holdsOnce(t, &node{alias: "primary", cl: p.srcCl}, topic, want)
+}
+
+// TestVerifyReportsForgedRecordNotCopied forces what an older kmirror did
+// with a record whose forged mark named the target (the flow passed over
+// it as a loop) and checks that `kmirror verify` no longer hides it: the
+// record is not a proven copy, so it is missing from the target, and
+// verify exits 1 naming it.
+func TestVerifyReportsForgedRecordNotCopied(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
+	p := startPair(t)
+	const topic = "audit"
+	createTopic(t, p.srcCl, topic, 1, nil)
+	httpAddr := freeAddr(t)
+	cfgPath := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["audit"]
+topic_naming: identity
+`))
+	k := startKmirror(t, cfgPath, httpAddr)
+	var recs []*kgo.Record
+	for i := range 20 {
+		recs = append(recs, &kgo.Record{Topic: topic, Value: fmt.Appendf(nil, "r-%d", i)})
+	}
+	produce(t, p.srcCl, recs)
+	waitFor(t, time.Minute, "the records on the target", func() (bool, string) {
+		c := sum(endOffsets(t, p.dstCl, topic))
+		return c >= 20, fmt.Sprintf("%d", c)
+	})
+	k.stop()
+
+	// A record whose mark names a flow from the target that does not
+	// exist, and the older format's bare path from the target.
+	srcID, dstID := clusterIDOf(t, p.srcCl), clusterIDOf(t, p.dstCl)
+	produce(t, p.srcCl, []*kgo.Record{
+		{Topic: topic, Value: []byte("forged-new"), Headers: []kgo.RecordHeader{{Key: provenance.Header, Value: provenance.Mark{Writer: "target-to-source", Path: []string{dstID, srcID}}.Encode()}}},
+		{Topic: topic, Value: []byte("forged-old"), Headers: []kgo.RecordHeader{{Key: provenance.Header, Value: []byte(dstID + "," + srcID)}}},
+	})
+	// What an older kmirror stored after dropping them as loops: the
+	// position past them, the last run covering them.
+	store := progress.NewStore(p.dstCl, policy.ProgressTopic("e2e"))
+	loaded, err := store.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := progress.Partition{Topic: topic, Partition: 0}
+	pos, runs := loaded.Positions[id], loaded.Runs[id]
+	if pos.SourceNext != 20 || len(runs) == 0 {
+		t.Fatalf("stored position %+v, %d runs; want 20 and runs", pos, len(runs))
+	}
+	last := runs[len(runs)-1]
+	last.Tail += 2
+	pos.SourceNext, pos.Stopped = 22, true
+	if err := store.Write(t.Context(), []progress.Entry{{Partition: id, Position: pos, Runs: []offsetmap.Run{last.Unsaved()}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	res := runKmirrorOnce(t, 2*time.Minute, "verify", "--config", cfgPath, "--flow", "e2e")
+	t.Logf("verify (exit %d):\n%s%s", res.code, res.stdout, res.stderr)
+	if res.code != 1 {
+		t.Fatalf("verify: exit %d, want 1", res.code)
+	}
+	for _, off := range []int{20, 21} {
+		if want := fmt.Sprintf(`missing: topic "audit" partition 0 source offset %d`, off); !strings.Contains(res.stdout, want) {
+			t.Errorf("verify does not say %q", want)
+		}
+	}
+}
+
+// clusterIDOf returns the cluster ID of the cluster cl is connected to.
+func clusterIDOf(t *testing.T, cl *kgo.Client) string {
+	t.Helper()
+	m, err := kadm.NewClient(cl).BrokerMetadata(t.Context())
+	if err != nil || m.Cluster == "" {
+		t.Fatalf("cluster ID: %q, %v", m.Cluster, err)
+	}
+	return m.Cluster
 }
