@@ -56,6 +56,24 @@ type Flow struct {
 	// changes.
 	healthKind sync.Map
 	api        apiState // what Status keeps between calls
+	// siblings are the flows running in the same process, by name (see
+	// Siblings); set before they start, read-only after.
+	siblings map[string]*Flow
+}
+
+// Siblings tells each of flows, before they start, about the others
+// running in the same process: a flow with provenance proves the marks of
+// a sibling that writes into its source from the sibling's offset map in
+// memory, as soon as the sibling's write is acknowledged, instead of
+// waiting for the sibling to store its progress.
+func Siblings(flows []*Flow) {
+	byName := make(map[string]*Flow, len(flows))
+	for _, f := range flows {
+		byName[f.cfg.Name] = f
+	}
+	for _, f := range flows {
+		f.siblings = byName
+	}
 }
 
 // New returns the flow fc of configuration cfg.

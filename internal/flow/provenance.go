@@ -184,6 +184,18 @@ func (f *Flow) startLedger(ctx context.Context, wg *sync.WaitGroup) (*provenance
 	ledger := provenance.NewLedger(provenance.LedgerOptions{
 		Client:        cl,
 		ProgressTopic: policy.ProgressTopic,
+		Live: func(writer string) provenance.LiveWriter {
+			// Only a sibling writing into this flow's source knows the
+			// offsets of records read here.
+			s := f.siblings[writer]
+			if s == nil || s.cfg.Target != f.cfg.Source {
+				return nil
+			}
+			if repl := s.repl.Load(); repl != nil {
+				return repl
+			}
+			return nil
+		},
 		OnError: func(string, error) {
 			f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrProvenance).Inc()
 		},

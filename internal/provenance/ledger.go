@@ -72,6 +72,10 @@ type LedgerOptions struct {
 	Client *kgo.Client
 	// ProgressTopic returns the progress topic of the flow named flow.
 	ProgressTopic func(flow string) string
+	// Live, if set, returns the writer of that name running in the same
+	// process and writing into the cluster, or nil: its acknowledged
+	// writes prove or disprove records before it stores its progress.
+	Live func(writer string) LiveWriter
 	// OnError is called for each failure to read a writer's progress,
 	// with the writer; may be nil.
 	OnError func(writer string, err error)
@@ -136,6 +140,16 @@ type copies struct {
 	expiredAt int64
 }
 
+// LiveWriter is a flow running in the same process, writing into the
+// cluster a Ledger checks.
+type LiveWriter interface {
+	// Proof says whether the flow wrote the record at offset of
+	// partition of topic, copied from sourceTopic, as far as its
+	// acknowledged writes in memory tell: Copy (with the source offset),
+	// NotCopy, or Unknown.
+	Proof(topic, sourceTopic string, partition int32, offset int64) (Verdict, int64)
+}
+
 // NewLedger returns a Ledger.
 func NewLedger(opts LedgerOptions) *Ledger {
 	if opts.Logger == nil {
@@ -160,6 +174,13 @@ func NewLedger(opts LedgerOptions) *Ledger {
 func (l *Ledger) Check(writerName, topic, sourceTopic string, partition int32, offset int64) (Verdict, int64) {
 	if !flowName.MatchString(writerName) {
 		return NotCopy, -1
+	}
+	if l.opts.Live != nil {
+		if lw := l.opts.Live(writerName); lw != nil {
+			if v, src := lw.Proof(topic, sourceTopic, partition, offset); v == Copy || v == NotCopy {
+				return v, src
+			}
+		}
 	}
 	l.mu.RLock()
 	w := l.writers[writerName]

@@ -177,6 +177,40 @@ func TestLedgerStoppedAndFailedOver(t *testing.T) {
 	}
 }
 
+type liveWriter map[int64]Verdict
+
+func (lw liveWriter) Proof(_, _ string, _ int32, offset int64) (Verdict, int64) {
+	if v, ok := lw[offset]; ok && v == Copy {
+		return v, offset + 100
+	} else if ok {
+		return v, -1
+	}
+	return Unknown, -1
+}
+
+// A writer running in the same process answers from memory before
+// anything is stored; what it does not know falls back to the store.
+func TestLedgerLiveWriter(t *testing.T) {
+	c := kfaketest.Cluster(t)
+	l := NewLedger(LedgerOptions{Client: kfaketest.Client(t, c), ProgressTopic: progressTopic,
+		Live: func(w string) LiveWriter {
+			if w == "a-to-b" {
+				return liveWriter{1: Copy, 2: NotCopy}
+			}
+			return nil
+		}})
+	for _, tc := range []struct {
+		writer string
+		off    int64
+		want   Verdict
+		src    int64
+	}{{"a-to-b", 1, Copy, 101}, {"a-to-b", 2, NotCopy, -1}, {"a-to-b", 3, Unknown, -1}, {"c-to-b", 1, Unknown, -1}} {
+		if v, src := l.Check(tc.writer, "orders", "orders", 0, tc.off); v != tc.want || src != tc.src {
+			t.Errorf("Check(%s, %d) = %v, %d; want %v, %d", tc.writer, tc.off, v, src, tc.want, tc.src)
+		}
+	}
+}
+
 func TestMark(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

@@ -2,11 +2,13 @@ package replicate
 
 import (
 	"context"
+	"sort"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/provenance"
 )
 
@@ -185,6 +187,10 @@ func (pv *Provenance) DecideWait(ctx context.Context, in *kgo.Record, target str
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	// A writer in the same process decides without storing anything:
+	// look again now and then too.
+	tick := time.NewTicker(heldPoll)
+	defer tick.Stop()
 	for {
 		ch := pv.Ledger.Changed()
 		if d = pv.Decide(in, target, false); !d.Wait {
@@ -192,6 +198,7 @@ func (pv *Provenance) DecideWait(ctx context.Context, in *kgo.Record, target str
 		}
 		select {
 		case <-ch:
+		case <-tick.C:
 		case <-deadline.C:
 			pv.Expire(in)
 			return pv.Decide(in, target, true)
@@ -284,4 +291,36 @@ func (pv *Provenance) Wrote(rec *kgo.Record) bool {
 		return false
 	}
 	return m.Legacy || m.Writer == pv.Flow
+}
+
+// Proof says whether the flow wrote the record at offset of partition of
+// target topic topic, copied from sourceTopic, as far as its acknowledged
+// writes tell (see provenance.LiveWriter): Copy where its offset map in
+// memory has the offset; NotCopy below the partition's acknowledged
+// position otherwise; Unknown past it, or for a partition it does not
+// replicate now.
+func (r *Replicator) Proof(topic, sourceTopic string, partition int32, offset int64) (provenance.Verdict, int64) {
+	p := r.lookup(sourceTopic, partition)
+	if p == nil || p.target != topic {
+		return provenance.Unknown, -1
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	runs := p.omap.Runs()
+	i := sort.Search(len(runs), func(i int) bool { return runs[i].TargetEnd() > offset })
+	if i < len(runs) && runs[i].Target <= offset {
+		return provenance.Copy, runs[i].Source + (offset - runs[i].Target)
+	}
+	if from := runs0(runs); offset < p.acked.TargetNext && offset >= from {
+		return provenance.NotCopy, -1
+	}
+	return provenance.Unknown, -1
+}
+
+// runs0 is the first target offset runs cover, or 0 without runs.
+func runs0(runs []offsets.Run) int64 {
+	if len(runs) == 0 {
+		return 0
+	}
+	return runs[0].Target
 }

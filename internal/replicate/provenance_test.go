@@ -398,7 +398,30 @@ func TestReplicateStoresIdleEnd(t *testing.T) {
 		l, err := e.store.Load(e.ctx)
 		return err == nil && l.Positions[id].IdleEnd == 5 && l.Positions[id].TargetNext == 2
 	})
+	// In memory, before anything is stored: the copies are proven, the
+	// local records past the position are not known yet.
+	for _, tc := range []struct {
+		off  int64
+		want provenance.Verdict
+		src  int64
+	}{{0, provenance.Copy, 0}, {1, provenance.Copy, 1}, {3, provenance.Unknown, -1}} {
+		if v, src := r.Proof(topic, topic, 0, tc.off); v != tc.want || src != tc.src {
+			t.Errorf("Proof(%d) = %v, %d; want %v, %d", tc.off, v, src, tc.want, tc.src)
+		}
+	}
+	if v, _ := r.Proof("other", topic, 0, 0); v != provenance.Unknown {
+		t.Errorf("Proof of another target topic = %v, want unknown", v)
+	}
 	// The next copy lands after them; IdleEnd stays behind the position.
 	e.produce(t, topic, &kgo.Record{Value: []byte("s2")})
 	waitFor(t, "the next copy at 5", func() bool { return r.Positions()[id].TargetNext == 6 })
+	for _, tc := range []struct {
+		off  int64
+		want provenance.Verdict
+		src  int64
+	}{{3, provenance.NotCopy, -1}, {5, provenance.Copy, 2}, {6, provenance.Unknown, -1}} {
+		if v, src := r.Proof(topic, topic, 0, tc.off); v != tc.want || src != tc.src {
+			t.Errorf("after the next copy: Proof(%d) = %v, %d; want %v, %d", tc.off, v, src, tc.want, tc.src)
+		}
+	}
 }

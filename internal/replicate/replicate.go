@@ -219,11 +219,12 @@ type partition struct {
 	// for its provenance, so a record fetched again after a rewind is
 	// counted once; foreignNext the same for records counted as foreign.
 	dropNext, foreignNext int64
-	// held is the record whose provenance mark is not decided yet, if
-	// any: the partition is paused at it since heldSince, and fetched
-	// again from it once decided. Marks of records before unprovenTo are
-	// not waited for any more.
-	held       *kgo.Record
+	// held, if not empty, starts with the record whose provenance mark is
+	// not decided yet, followed by the records fetched after it: the
+	// partition is paused at it since heldSince, and they are fed once it
+	// is decided. Marks of records before unprovenTo are not waited for
+	// any more.
+	held       []*kgo.Record
 	heldSince  time.Time
 	unprovenTo int64
 
@@ -557,7 +558,7 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 	fetchErrLog := retry.Throttle{Every: 10 * time.Second}
 	for ctx.Err() == nil {
 		anyFailed := r.recoverFailed(ctx)
-		anyHeld := r.releaseHeld()
+		anyHeld := r.releaseHeld(ctx)
 		var pollCtx context.Context
 		var cancel context.CancelFunc
 		switch {
@@ -618,49 +619,57 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 				return // a write failed meanwhile, or a record waits: fetched again from there
 			}
 			r.checkDeleted(p, fp)
-			for _, rec := range fp.Records {
-				if p.halted.Load() || p.probing {
-					break // the rewind fetches the rest again
-				}
-				if rec.Offset < p.fedNext {
-					r.sourceTruncated(p, rec.Offset)
-					break
-				}
-				p.fedNext = rec.Offset + 1
-				if rec.Attrs.IsControl() {
-					r.skipControl(p, rec.Offset, rec.LeaderEpoch)
-					continue
-				}
-				headers := rec.Headers
-				if pv := r.opts.Provenance; pv != nil {
-					d := pv.Decide(rec, p.target, rec.Offset < p.unprovenTo)
-					if d.Wait {
-						r.hold(p, rec)
-						break
-					}
-					if d.Drop != "" {
-						r.dropped(p, rec, d.Drop)
-						continue
-					}
-					if d.Foreign && rec.Offset >= p.foreignNext {
-						p.foreignNext = rec.Offset + 1
-						if d.Unproven {
-							p.unproven.Inc()
-						} else {
-							p.foreign.Inc()
-						}
-					}
-					headers = d.Headers
-				}
-				if p.probeOne {
-					p.probeOne, p.probing = false, true
-					p.mu.Lock()
-					p.probeAt = rec.Offset
-					p.mu.Unlock()
-				}
-				r.produce(ctx, p, rec, headers)
-			}
+			r.feed(ctx, p, fp.Records)
 		})
+	}
+}
+
+// feed hands records of partition p, fetched in order, to the producer,
+// or passes over those it does not write. It stops at a record whose
+// provenance mark is not decided yet and holds the partition there, with
+// the records after it (see hold).
+func (r *Replicator) feed(ctx context.Context, p *partition, recs []*kgo.Record) {
+	for i, rec := range recs {
+		if p.halted.Load() || p.probing {
+			return // the rewind fetches the rest again
+		}
+		if rec.Offset < p.fedNext {
+			r.sourceTruncated(p, rec.Offset)
+			return
+		}
+		p.fedNext = rec.Offset + 1
+		if rec.Attrs.IsControl() {
+			r.skipControl(p, rec.Offset, rec.LeaderEpoch)
+			continue
+		}
+		headers := rec.Headers
+		if pv := r.opts.Provenance; pv != nil {
+			d := pv.Decide(rec, p.target, rec.Offset < p.unprovenTo)
+			if d.Wait {
+				r.hold(p, recs[i:])
+				return
+			}
+			if d.Drop != "" {
+				r.dropped(p, rec, d.Drop)
+				continue
+			}
+			if d.Foreign && rec.Offset >= p.foreignNext {
+				p.foreignNext = rec.Offset + 1
+				if d.Unproven {
+					p.unproven.Inc()
+				} else {
+					p.foreign.Inc()
+				}
+			}
+			headers = d.Headers
+		}
+		if p.probeOne {
+			p.probeOne, p.probing = false, true
+			p.mu.Lock()
+			p.probeAt = rec.Offset
+			p.mu.Unlock()
+		}
+		r.produce(ctx, p, rec, headers)
 	}
 }
 
@@ -668,35 +677,37 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 // provenance to be decided looks again.
 const heldPoll = 50 * time.Millisecond
 
-// hold pauses partition p at record rec, whose provenance mark is not
-// decided yet: nothing after it is fed until it is (see releaseHeld).
-func (r *Replicator) hold(p *partition, rec *kgo.Record) {
-	if p.held == nil || p.held.Offset != rec.Offset {
+// hold pauses partition p at recs[0], whose provenance mark is not
+// decided yet: it and the records after it, fetched already, wait until
+// it is (see releaseHeld).
+func (r *Replicator) hold(p *partition, recs []*kgo.Record) {
+	if len(p.held) == 0 || p.held[0].Offset != recs[0].Offset {
 		p.heldSince = time.Now()
 	}
-	p.held = rec
-	p.fedNext = rec.Offset
+	p.held = recs
+	p.fedNext = recs[0].Offset
 	if !p.paused {
 		p.paused = true
 		r.opts.Source.PauseFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
 	}
 }
 
-// releaseHeld fetches again, from the record that waited, every partition
-// whose waiting record's mark is now decided, or has waited ProofWait: its
-// mark then counts as not proven, with one log line. It reports whether a
-// record still waits.
-func (r *Replicator) releaseHeld() bool {
+// releaseHeld feeds the records held at every partition whose waiting
+// record's mark is now decided, or has waited ProofWait (its mark then
+// counts as not proven, with one log line), and fetches the partition
+// again after them. It reports whether a record still waits.
+func (r *Replicator) releaseHeld(ctx context.Context) bool {
 	pv := r.opts.Provenance
 	if pv == nil {
 		return false
 	}
 	var waiting bool
 	r.each(func(p *partition) {
-		rec := p.held
-		if rec == nil {
+		if len(p.held) == 0 {
 			return
 		}
+		recs := p.held
+		rec := recs[0]
 		if p.isFailed() {
 			p.held = nil // the rewind fetches it again
 			return
@@ -714,11 +725,19 @@ func (r *Replicator) releaseHeld() bool {
 				"mark", string(val), "waited", r.opts.ProofWait.String())
 		}
 		p.held = nil
-		r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
-			p.id.Topic: {p.id.Partition: {Epoch: -1, Offset: rec.Offset}},
-		})
-		p.paused = false
-		r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
+		r.feed(ctx, p, recs)
+		switch {
+		case p.held != nil:
+			waiting = true // held again, further on
+		case p.isFailed() || p.halted.Load() || p.probing:
+			// The rewind (or the probe's answer) fetches from there.
+		default:
+			r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
+				p.id.Topic: {p.id.Partition: {Epoch: -1, Offset: p.fedNext}},
+			})
+			p.paused = false
+			r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
+		}
 	})
 	return waiting
 }

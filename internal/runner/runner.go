@@ -46,6 +46,7 @@ func New(cfg *config.Config, version string, logger *slog.Logger) (*Runner, erro
 		r.Metrics.InitFlow(fc.Name)
 		r.Flows = append(r.Flows, flow.New(cfg, fc, r.Metrics, logger))
 	}
+	flow.Siblings(r.Flows)
 	if cfg.HTTP.Listen != "off" {
 		srv, err := server.New(r.Flows, r.Metrics, version, cfg.HTTP, logger)
 		if err != nil {
