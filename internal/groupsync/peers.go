@@ -227,9 +227,15 @@ func (p *Peers) Limit(topic string, partition int32, src int64, own []offsets.Ru
 				next = ps.SourceNext
 			}
 			v := offsets.FirstCopyAtOrAfter(ls.Runs[id], next, src)
-			at := int64(0)
-			if pt.TargetNext >= 0 {
-				at = offsets.NewMap(lt.Runs[id]).Translate(v, pt.TargetNext).Target
+			// Where x's first record from v on lies on the target: by
+			// the map; past the copies it holds, x's next copy lands
+			// after the flow's position there, our copies aside.
+			runs := lt.Runs[id]
+			var at int64
+			if n := len(runs); n == 0 || v >= runs[n-1].SourceEnd() {
+				at = offsets.PastOwn(own, max(pt.TargetNext, 0))
+			} else {
+				at = offsets.NewMap(runs).Translate(v, pt.TargetNext).Target
 			}
 			limit = min(limit, at)
 		default:
