@@ -53,21 +53,26 @@ func produceSpread(ctx context.Context, n *node, topic string, partitions int32,
 }
 
 // consumeSome consumes topic as group on bootstrap until it has processed
-// want records, commits exactly those and leaves the group.
-func consumeSome(t *testing.T, ctx context.Context, bootstrap, group, topic string, want int) {
+// perPartition records of each of its partitions, commits exactly those
+// and leaves the group.
+func consumeSome(t *testing.T, ctx context.Context, bootstrap, group, topic string, partitions int32, perPartition int) {
 	t.Helper()
 	cl := newClient(t, bootstrap, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 		kgo.AutoCommitMarks(), kgo.AutoCommitInterval(time.Hour))
-	done := 0
-	for done < want {
+	done := map[int32]int{}
+	full := 0
+	for full < int(partitions) {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("consumed %d of %d records: %v", done, want, ctx.Err())
+			t.Fatalf("consumed %v of %d records per partition: %v", done, perPartition, ctx.Err())
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			if done < want {
-				done++
+			if done[r.Partition] < perPartition {
+				done[r.Partition]++
 				cl.MarkCommitRecords(r)
+				if done[r.Partition] == perPartition {
+					full++
+				}
 			}
 		})
 	}
@@ -75,6 +80,22 @@ func consumeSome(t *testing.T, ctx context.Context, bootstrap, group, topic stri
 		t.Fatal(err)
 	}
 	cl.Close()
+}
+
+// waitReplicating waits until the kmirror process replicates partitions
+// of each flow (after a restart, once the killed process's members
+// expired and the partitions were assigned and resumed).
+func waitReplicating(t *testing.T, k *proc, flows ...string) {
+	t.Helper()
+	waitFor(t, 2*time.Minute, "the flows replicating", func() (bool, string) {
+		out := k.output()
+		for _, f := range flows {
+			if !strings.Contains(out, `msg="replicating assigned partitions" flow=`+f+" ") {
+				return false, f + " not replicating yet"
+			}
+		}
+		return true, ""
+	})
 }
 
 // groupOffsets returns group's committed offsets on topic.
@@ -142,7 +163,7 @@ func testActiveActiveGroupFailover(t *testing.T, kill bool) {
 		n := sum(endOffsets(t, nodes["a"].cl, topic))
 		return n >= perOrigin/2, fmt.Sprintf("a=%d", n)
 	})
-	consumeSome(t, ctx, nodes["a"].c.Bootstrap(), group, topic, perOrigin/2)
+	consumeSome(t, ctx, nodes["a"].c.Bootstrap(), group, topic, parts, perOrigin/2/int(parts))
 	onA := groupOffsets(t, nodes["a"].cl, group, topic)
 	t.Logf("the group committed on a at %v", onA)
 	for range 2 {
@@ -159,6 +180,7 @@ func testActiveActiveGroupFailover(t *testing.T, kill bool) {
 		k.kill()
 		k = startKmirror(t, cfg, addr)
 		waitReady(t, k)
+		waitReplicating(t, k, "a-to-b", "b-to-a")
 		t.Log("kmirror killed (SIGKILL) and started again")
 	}
 	waitFor(t, time.Minute, "the group synced to b", func() (bool, string) {
@@ -308,7 +330,7 @@ func TestActiveActiveGroupSyncStaysPut(t *testing.T) {
 		na, nb := sum(endOffsets(t, nodes["a"].cl, topic)), sum(endOffsets(t, nodes["b"].cl, topic))
 		return na >= 6000 && nb >= 6000, fmt.Sprintf("a=%d b=%d", na, nb)
 	})
-	consumeSome(t, ctx, nodes["a"].c.Bootstrap(), group, topic, 3000)
+	consumeSome(t, ctx, nodes["a"].c.Bootstrap(), group, topic, parts, 1000)
 	onA := groupOffsets(t, nodes["a"].cl, group, topic)
 	t.Logf("the group's consumer committed on a: %v (ends %v)", onA, endOffsets(t, nodes["a"].cl, topic))
 
