@@ -33,7 +33,7 @@ type activeActive struct {
 	stops      []func()
 }
 
-func startActiveActive(t *testing.T, ctx context.Context) *activeActive {
+func startActiveActive(t *testing.T, ctx context.Context, scaleOut bool) *activeActive {
 	t.Helper()
 	eastC := kfaketest.Cluster(t, kfake.ClusterID("id-east"))
 	westC := kfaketest.Cluster(t, kfake.ClusterID("id-west"))
@@ -48,8 +48,8 @@ func startActiveActive(t *testing.T, ctx context.Context) *activeActive {
 	var flows string
 	for _, f := range [][2]string{{"east", "west"}, {"west", "east"}} {
 		flows += fmt.Sprintf(`  - {name: %s-to-%s, source: %s, target: %s, topics: [t], topic_naming: identity,
-     topic_refresh_interval: 200ms, progress_interval: 100ms, sync_interval: 10m, heartbeat_interval: off}
-`, f[0], f[1], f[0], f[1])
+     topic_refresh_interval: 200ms, progress_interval: 100ms, sync_interval: 10m, heartbeat_interval: off, scale_out: %t}
+`, f[0], f[1], f[0], f[1], scaleOut)
 	}
 	body := fmt.Sprintf("clusters:\n  east: {bootstrap_servers: [%q]}\n  west: {bootstrap_servers: [%q]}\nflows:\n%s",
 		eastC.ListenAddrs()[0], westC.ListenAddrs()[0], flows)
@@ -195,9 +195,15 @@ func checkpointOf(t *testing.T, ctx context.Context, cl *kgo.Client, flow, group
 // the checkpoint says it is not exact. A group that read both (2) lands on
 // west's end, exactly.
 func TestGroupTranslationKeepsTargetRecords(t *testing.T) {
+	for _, scaleOut := range []bool{true, false} {
+		t.Run(fmt.Sprintf("scale_out %t", scaleOut), func(t *testing.T) { testGroupTranslationKeepsTargetRecords(t, scaleOut) })
+	}
+}
+
+func testGroupTranslationKeepsTargetRecords(t *testing.T, scaleOut bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	aa := startActiveActive(t, ctx)
+	aa := startActiveActive(t, ctx, scaleOut)
 	// Each written before either flow copies the other.
 	aa.produce(ctx, aa.west, "w0")
 	aa.produce(ctx, aa.east, "e0")
@@ -229,9 +235,15 @@ func TestGroupTranslationKeepsTargetRecords(t *testing.T) {
 // consumer commits on west (after a failover), west-to-east carries it to
 // east, and east-to-west no longer carries east's offset back.
 func TestGroupSyncDoesNotWriteBack(t *testing.T) {
+	for _, scaleOut := range []bool{true, false} {
+		t.Run(fmt.Sprintf("scale_out %t", scaleOut), func(t *testing.T) { testGroupSyncDoesNotWriteBack(t, scaleOut) })
+	}
+}
+
+func testGroupSyncDoesNotWriteBack(t *testing.T, scaleOut bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	aa := startActiveActive(t, ctx)
+	aa := startActiveActive(t, ctx, scaleOut)
 	// Each written before either flow copies the other.
 	aa.produce(ctx, aa.west, "w0")
 	aa.produce(ctx, aa.east, "e0")
