@@ -173,7 +173,7 @@ func (e *Env) Translate(ctx context.Context, group string) ([]Translated, error)
 			res = offsets.NewMap(loaded.Runs[id]).Translate(o.At, pos.TargetNext)
 		}
 		if limit, bounded := peers.Limit(o.Topic, o.Partition, o.At, loaded.Runs[id]); bounded {
-			res = res.Bound(limit)
+			res = res.Below(limit, loaded.Runs[id])
 		}
 		out = append(out, Translated{Topic: o.Topic, Partition: o.Partition, SourceOffset: o.At,
 			TargetTopic: naming.TargetName(o.Topic), TargetOffset: res.Target, Exact: res.Exact, From: "source"})

@@ -181,7 +181,7 @@ func (s *Syncer) checkpoints(ctx context.Context, group string) GroupResult {
 			own = s.opts.Own(o.Topic, o.Partition)
 		}
 		if limit, bounded := s.opts.Peers.Limit(o.Topic, o.Partition, o.At, own); bounded {
-			tr = tr.Bound(limit)
+			tr = tr.Below(limit, own)
 		}
 		c := Checkpoint{
 			Group: group, Topic: o.Topic, Partition: o.Partition, TargetTopic: s.opts.TargetName(o.Topic),

@@ -165,12 +165,15 @@ func (p *Peers) copies(o *config.Flow, topic string) bool {
 //
 // Records of a cluster that never reach the group's cluster are not
 // counted.
-func (p *Peers) Limit(topic string, partition int32, src int64, own []offsets.Run) (int64, bool) {
+func (p *Peers) Limit(topic string, partition int32, src int64, own []offsets.Run) (offsets.Limit, bool) {
 	if p == nil {
-		return 0, false
+		return offsets.Limit{}, false
 	}
 	fc := p.flow
 	limit, ok := int64(math.MaxInt64), false
+	// tight: one writer's records bound the translation, and the limit is
+	// its first unread record, not rounded down.
+	tight, legs := false, 0
 	for _, x := range p.graph.Clusters() {
 		if x == fc.Source {
 			continue
@@ -193,6 +196,7 @@ func (p *Peers) Limit(topic string, partition int32, src int64, own []offsets.Ru
 				continue
 			}
 			ok = true
+			legs++
 			l, loaded := p.loaded[rev.Name]
 			if !loaded {
 				limit = min(limit, Unproven(own))
@@ -203,14 +207,15 @@ func (p *Peers) Limit(topic string, partition int32, src int64, own []offsets.Ru
 			if pos, has := l.Positions[id]; has {
 				next = pos.SourceNext
 			}
-			u := offsets.FirstCopyAtOrAfter(l.Runs[id], next, src)
-			limit = min(limit, offsets.PastOwn(own, u))
+			u, exact := offsets.FirstCopyAtOrAfter(l.Runs[id], next, src)
+			limit, tight = min(limit, offsets.PastOwn(own, u)), exact
 		case via == x && len(p.graph.Route(x, fc.Target)) == 2:
 			toSrc, toTgt := p.flowBetween(x, fc.Source), p.flowBetween(x, fc.Target)
 			if toSrc == nil || toTgt == nil || !p.copies(toSrc, topic) || !p.copies(toTgt, topic) {
 				continue
 			}
 			ok = true
+			legs++
 			ls, okS := p.loaded[toSrc.Name]
 			lt, okT := p.loaded[toTgt.Name]
 			if !okS || !okT {
@@ -226,7 +231,7 @@ func (p *Peers) Limit(topic string, partition int32, src int64, own []offsets.Ru
 			if ps, has := ls.Positions[id]; has {
 				next = ps.SourceNext
 			}
-			v := offsets.FirstCopyAtOrAfter(ls.Runs[id], next, src)
+			v, _ := offsets.FirstCopyAtOrAfter(ls.Runs[id], next, src)
 			// Where x's first record from v on lies on the target: by
 			// the map; past the copies it holds, x's next copy lands
 			// after the flow's position there, our copies aside.
@@ -240,10 +245,11 @@ func (p *Peers) Limit(topic string, partition int32, src int64, own []offsets.Ru
 			limit = min(limit, at)
 		default:
 			ok = true
+			legs++
 			limit = min(limit, Unproven(own))
 		}
 	}
-	return limit, ok
+	return offsets.Limit{At: limit, Tight: tight && legs == 1}, ok
 }
 
 // Unproven is the limit when nothing is known of the other writers'

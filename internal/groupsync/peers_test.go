@@ -61,8 +61,8 @@ func TestPeersLimitActiveActive(t *testing.T) {
 		Runs:      map[progress.Partition][]offsets.Run{t0: {{Source: 0, Target: 1, Len: 1, Tail: 1}, {Source: 2, Target: 3, Len: 1, Tail: 1}}},
 	}}
 	for src, want := range map[int64]int64{0: 0, 1: 0, 2: 2, 3: 2, 4: 4} {
-		if got, ok := p.Limit("t", 0, src, own); !ok || got != want {
-			t.Errorf("Limit(%d) = %d, %t; want %d", src, got, ok, want)
+		if got, ok := p.Limit("t", 0, src, own); !ok || got.At != want || !got.Tight {
+			t.Errorf("Limit(%d) = %+v, %t; want %d, tight", src, got, ok, want)
 		}
 	}
 	// The reverse flow has read only w0 so far: w1 (west 2) is unread
@@ -71,13 +71,13 @@ func TestPeersLimitActiveActive(t *testing.T) {
 		Positions: map[progress.Partition]progress.Position{t0: {SourceNext: 2, TargetNext: 2}},
 		Runs:      map[progress.Partition][]offsets.Run{t0: {{Source: 0, Target: 1, Len: 1, Tail: 1}}},
 	}
-	if got, _ := p.Limit("t", 0, 4, own); got != 2 {
-		t.Errorf("reverse flow behind: Limit = %d, want 2", got)
+	if got, _ := p.Limit("t", 0, 4, own); got.At != 2 || !got.Tight {
+		t.Errorf("reverse flow behind: Limit = %+v, want 2, tight", got)
 	}
 	// Its progress unreadable: the first record not ours.
 	delete(p.loaded, "west-to-east")
-	if got, ok := p.Limit("t", 0, 4, own); !ok || got != 0 {
-		t.Errorf("progress unknown: Limit = %d, %t; want 0", got, ok)
+	if got, ok := p.Limit("t", 0, 4, own); !ok || got.At != 0 || got.Tight {
+		t.Errorf("progress unknown: Limit = %+v, %t; want 0, not tight", got, ok)
 	}
 	// A topic the reverse flow does not copy back is not bounded.
 	if _, ok := p.Limit("other", 0, 4, own); ok {
@@ -105,17 +105,20 @@ func TestPeersLimitMesh(t *testing.T) {
 		}
 		// The translation itself (own map) answers the rest: only c0'
 		// bounds it.
-		res := offsets.NewMap(own).Translate(src, 3).Bound(got)
-		if wantRes := offsets.NewMap(own).Translate(src, 3).Bound(want); res != wantRes {
-			t.Errorf("src %d: limit %d → %+v, want limit %d → %+v", src, got, res, want, wantRes)
+		if got.Tight {
+			t.Errorf("src %d: a limit from two writers is tight", src)
+		}
+		res := offsets.NewMap(own).Translate(src, 3).Below(got, own)
+		if wantRes := offsets.NewMap(own).Translate(src, 3).Below(offsets.Limit{At: want}, own); res != wantRes {
+			t.Errorf("src %d: limit %d → %+v, want limit %d → %+v", src, got.At, res, want, wantRes)
 		}
 	}
-	if got, _ := p.Limit("t", 0, 1, own); got != 1 {
-		t.Errorf("group before c0's copy on a: Limit = %d, want 1 (c0' on b)", got)
+	if got, _ := p.Limit("t", 0, 1, own); got.At != 1 {
+		t.Errorf("group before c0's copy on a: Limit = %+v, want 1 (c0' on b)", got)
 	}
 	delete(p.loaded, "c-to-b")
-	if got, _ := p.Limit("t", 0, 3, own); got != 1 {
-		t.Errorf("c-to-b unknown: Limit = %d, want 1 (the first record not ours)", got)
+	if got, _ := p.Limit("t", 0, 3, own); got.At != 1 {
+		t.Errorf("c-to-b unknown: Limit = %+v, want 1 (the first record not ours)", got)
 	}
 }
 

@@ -9,34 +9,35 @@ import "sort"
 // unknown; records from there on have no copy yet, so the answer is at
 // most next when no copy lies at or after tgt.
 //
-// Where the map cannot tell, the answer is rounded down: in a hole of the
-// map (runs that were not stored) the copies of its records may lie at or
-// after tgt, so the hole's start is returned. Records before the map's
-// window (older than its oldest run, or read before the flow started) are
-// not counted: the window's start is returned.
-func FirstCopyAtOrAfter(runs []Run, next, tgt int64) int64 {
+// Where the map cannot tell, the answer is rounded down and exact is
+// false: in a hole of the map (runs that were not stored) the copies of
+// its records may lie at or after tgt, so the hole's start is returned;
+// with the position unknown, the end of the newest run. Records before the
+// map's window (older than its oldest run, or read before the flow
+// started) are not counted: the window's start is returned.
+func FirstCopyAtOrAfter(runs []Run, next, tgt int64) (src int64, exact bool) {
 	n := len(runs)
 	i := sort.Search(n, func(i int) bool { return runs[i].TargetEnd() > tgt })
 	if i == n {
 		// Every copy in the map lies before tgt.
 		if n == 0 {
-			return max(next, 0)
+			return max(next, 0), next >= 0
 		}
-		return max(next, runs[n-1].SourceEnd())
+		return max(next, runs[n-1].SourceEnd()), next >= 0
 	}
 	r := runs[i]
 	if tgt > r.Target {
-		return r.Source + (tgt - r.Target)
+		return r.Source + (tgt - r.Target), true
 	}
 	if i > 0 {
 		prev := runs[i-1]
 		if prev.Covered() < r.From() {
 			// A hole: its records may have copies at or after tgt.
-			return prev.Covered()
+			return prev.Covered(), false
 		}
-		return r.Source
+		return r.Source, true
 	}
-	return r.From()
+	return r.From(), true
 }
 
 // PastOwn returns the first target offset at or after t that is not the
@@ -51,12 +52,31 @@ func PastOwn(runs []Run, t int64) int64 {
 	}
 }
 
-// Bound lowers a translation to limit: a target offset the group must
-// not pass, because a record there was not read in any form. A result
-// above limit becomes limit and is no longer exact.
-func (r Result) Bound(limit int64) Result {
-	if limit < r.Target {
-		return Result{Target: max(limit, 0), Exact: false}
+// Limit is a target offset a translation must not pass, because the
+// record there was not read in any form.
+type Limit struct {
+	At int64
+	// Tight says that every record from At on that is not one of the
+	// flow's own copies is unread: lowering a translation to At then
+	// re-reads only the own copies in between.
+	Tight bool
+}
+
+// Below lowers a translation to limit l. A result at or below l is kept.
+// A lowered result stays exact only when l is tight, the result was exact
+// and none of the flow's own copies (own) lies between the two: the group
+// then re-reads nothing.
+func (r Result) Below(l Limit, own []Run) Result {
+	if l.At >= r.Target {
+		return r
 	}
-	return r
+	at := max(l.At, 0)
+	return Result{Target: at, Exact: r.Exact && l.Tight && !ownIn(own, at, r.Target)}
+}
+
+// ownIn reports whether a copy of the runs lies in target offsets
+// [from, to).
+func ownIn(runs []Run, from, to int64) bool {
+	j := sort.Search(len(runs), func(j int) bool { return runs[j].TargetEnd() > from })
+	return j < len(runs) && runs[j].Target < to
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmirror/kmirror/internal/dr"
 	"github.com/kmirror/kmirror/internal/groupsync"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/verify"
@@ -210,6 +212,25 @@ func testActiveActiveGroupFailover(t *testing.T, kill bool) {
 				t.Errorf("partition %d: checkpoint %d → %d, but the group is at %d on a and %d on b",
 					c.Partition, c.SourceOffset, c.TargetOffset, onA[c.Partition], onB[c.Partition])
 			}
+		}
+	}
+
+	// kmirror offsets translate applies the same rule.
+	out, errOut, err := runKmirror(t, time.Minute, "offsets", "translate", "--config", cfg, "--flow", "a-to-b", "--group", group, "--json")
+	if err != nil {
+		t.Fatalf("offsets translate: %v\n%s%s", err, out, errOut)
+	}
+	var rows []dr.Translated
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("offsets translate output: %v\n%s", err, out)
+	}
+	if len(rows) != int(parts) {
+		t.Errorf("offsets translate: %d partitions, want %d: %s", len(rows), parts, out)
+	}
+	for _, r := range rows {
+		if r.SourceOffset != onA[r.Partition] || r.TargetOffset != onB[r.Partition] || r.Exact != exact[r.Partition] {
+			t.Errorf("offsets translate, partition %d: %d → %d exact %t; the failover committed %d → %d exact %t",
+				r.Partition, r.SourceOffset, r.TargetOffset, r.Exact, onA[r.Partition], onB[r.Partition], exact[r.Partition])
 		}
 	}
 
