@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -44,9 +45,11 @@ type Peers struct {
 	// echoes are the flows whose checkpoints Load reads (on the source).
 	echoes []string
 
-	loaded  map[string]progress.Loaded
-	failed  map[string]error
-	written map[key]int64
+	loaded map[string]progress.Loaded
+	failed map[string]error
+	// written holds, by group and partition of the source, the target
+	// offsets of the newest checkpoint of each flow into the source.
+	written map[key][]int64
 }
 
 // NewPeers returns the peers of flow fc of cfg, with clients of the flow's
@@ -98,14 +101,15 @@ func (p *Peers) Load(ctx context.Context) (warn error, err error) {
 		}
 		p.loaded[name] = l
 	}
-	written := map[key]int64{}
+	written := map[key][]int64{}
 	for _, name := range p.echoes {
 		cps, cerr := NewStore(p.source, policy.CheckpointTopic(name)).Load(ctx)
 		if cerr != nil {
 			return warn, fmt.Errorf("reading the checkpoints of flow %q on %q: %w", name, p.flow.Source, cerr)
 		}
 		for _, c := range cps {
-			written[key{c.Group, c.TargetTopic, c.Partition}] = c.TargetOffset
+			k := key{c.Group, c.TargetTopic, c.Partition}
+			written[k] = append(written[k], c.TargetOffset)
 		}
 	}
 	p.written = written
@@ -121,8 +125,7 @@ func (p *Peers) Echo(group, topic string, partition int32, at int64) bool {
 	if p == nil {
 		return false
 	}
-	w, ok := p.written[key{group, topic, partition}]
-	return ok && w == at
+	return slices.Contains(p.written[key{group, topic, partition}], at)
 }
 
 // flowBetween returns the identity flow from source to target, or nil.

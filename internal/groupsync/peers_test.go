@@ -125,7 +125,7 @@ func TestPeersLimitMesh(t *testing.T) {
 func TestPeersEcho(t *testing.T) {
 	cfg := parse(t, [2]string{"a", "b"}, [2]string{"b", "a"})
 	p := NewPeers(cfg, flowOf(t, cfg, "b-to-a"), nil, nil)
-	p.written = map[key]int64{{"g", "t", 0}: 7}
+	p.written = map[key][]int64{{"g", "t", 0}: {7}}
 	if !p.Echo("g", "t", 0, 7) || p.Echo("g", "t", 0, 8) || p.Echo("h", "t", 0, 7) || p.Echo("g", "t", 1, 7) {
 		t.Error("Echo must be true for the newest checkpoint's offset only")
 	}
