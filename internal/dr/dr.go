@@ -151,6 +151,16 @@ func (e *Env) Translate(ctx context.Context, group string) ([]Translated, error)
 	if err != nil {
 		return nil, fmt.Errorf("fetching the committed offsets of group %q on the source: %w", group, err)
 	}
+	// The same rule as the group sync: no record of the target's other
+	// writers that the group has not read in any form is passed.
+	peers := groupsync.NewPeers(e.Config, e.Flow, src, e.target)
+	warn, err := peers.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if warn != nil {
+		e.Logger.Warn("offsets rounded down: what other writers put into the target cannot be known", "err", warn)
+	}
 	var out []Translated
 	for _, o := range committed.Sorted() {
 		id := progress.Partition{Topic: o.Topic, Partition: o.Partition}
@@ -161,6 +171,9 @@ func (e *Env) Translate(ctx context.Context, group string) ([]Translated, error)
 		res := offsets.Result{}
 		if pos.TargetNext >= 0 {
 			res = offsets.NewMap(loaded.Runs[id]).Translate(o.At, pos.TargetNext)
+		}
+		if limit, bounded := peers.Limit(o.Topic, o.Partition, o.At, loaded.Runs[id]); bounded {
+			res = res.Below(limit, loaded.Runs[id])
 		}
 		out = append(out, Translated{Topic: o.Topic, Partition: o.Partition, SourceOffset: o.At,
 			TargetTopic: naming.TargetName(o.Topic), TargetOffset: res.Target, Exact: res.Exact, From: "source"})

@@ -36,7 +36,9 @@ type Flow struct {
 	peers          map[string]*config.Cluster // every cluster of the configuration
 	// graph is every flow of the configuration, for loop checks and
 	// routes in meshes.
-	graph   *topology.Graph
+	graph *topology.Graph
+	// conf is the whole configuration, for the group sync's peers.
+	conf    *config.Config
 	metrics *metrics.Metrics
 	logger  *slog.Logger
 
@@ -84,6 +86,7 @@ func New(cfg *config.Config, fc *config.Flow, m *metrics.Metrics, logger *slog.L
 		target:  cfg.Clusters[fc.Target],
 		peers:   cfg.Clusters,
 		graph:   cfg.Topology(),
+		conf:    cfg,
 		metrics: m,
 		logger:  logger.With("flow", fc.Name),
 		created: time.Now(),
@@ -310,6 +313,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 			return id
 		},
 		Translator: repl, Store: lv.store, Logger: f.logger,
+		Own: ownRuns(repl, nil), Peers: groupsync.NewPeers(f.conf, f.cfg, srcClient, metaClient),
 	})
 	f.live.Store(lv)
 	f.started.Store(true)

@@ -28,6 +28,7 @@ func (f *Flow) syncGroups(ctx context.Context, lv *live) {
 	lastSynced := map[string]time.Time{}
 	groupErrs := map[string]string{}
 	activeGroups := map[string]bool{}
+	echoedGroups := map[string]bool{}
 	errLog := retry.Throttle{Every: 30 * time.Second}
 	t := time.NewTicker(f.cfg.SyncInterval)
 	defer t.Stop()
@@ -65,6 +66,13 @@ func (f *Flow) syncGroups(ctx context.Context, lv *live) {
 				}
 			}
 			activeGroups[g.Group] = g.Active
+			if echoed := g.Echoed > 0; echoed != echoedGroups[g.Group] {
+				if echoed {
+					f.logger.Info("group's offsets on the source were committed by kmirror, not by its consumers; they are not carried back",
+						"group", g.Group, "partitions", g.Echoed)
+				}
+				echoedGroups[g.Group] = echoed
+			}
 			if len(g.Checkpoints) > 0 {
 				synced++
 				lastSynced[g.Group] = now

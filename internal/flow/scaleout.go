@@ -453,6 +453,7 @@ func (r *run) startElected(ctx context.Context, member *ownership.Member) func()
 			return tr.topicID(topic)
 		},
 		Translator: tr, Store: lv.store, Logger: r.logger,
+		Own: ownRuns(r.repl, tr), Peers: groupsync.NewPeers(r.conf, r.cfg, r.src, r.meta),
 	})
 	r.live.Store(lv)
 	run := func(fn func(context.Context)) {

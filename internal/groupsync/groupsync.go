@@ -3,6 +3,11 @@
 // translates them exactly with the flow's offset map, stores them as
 // checkpoints in the target, and commits them to the same groups on the
 // target while those groups have no active member there.
+//
+// With other writers on the target (active-active, meshes), a translation
+// never passes a record the group has not read in any form (see Peers),
+// and an offset kmirror itself committed on the source is never carried
+// back (see Peers.Echo).
 package groupsync
 
 import (
@@ -37,8 +42,13 @@ type Options struct {
 	// unknown; nil means IDs are not recorded.
 	TopicID    func(string) string
 	Translator Translator
-	Store      *Store
-	Logger     *slog.Logger
+	// Own returns the flow's offset map of a replicated partition (its
+	// own copies on the target), for Peers; nil: none known.
+	Own func(topic string, partition int32) []offsets.Run
+	// Peers are the configuration's other flows; nil: none.
+	Peers  *Peers
+	Store  *Store
+	Logger *slog.Logger
 }
 
 // Syncer syncs group offsets; Sync is one pass.
@@ -67,6 +77,10 @@ type GroupResult struct {
 	// Committed is the number of target partitions whose committed offset
 	// was moved forward.
 	Committed int
+	// Echoed is the number of source partitions left alone because their
+	// committed offset was written there by kmirror (a flow into the
+	// source), not by a consumer.
+	Echoed int
 	// Active is true when the group has members on the target (classic
 	// or consumer protocol), so its offsets there were left alone.
 	Active bool
@@ -108,6 +122,13 @@ func (s *Syncer) Sync(ctx context.Context) (Report, error) {
 			groups = append(groups, g)
 		}
 	}
+	warn, err := s.opts.Peers.Load(ctx)
+	if err != nil {
+		return rep, err
+	}
+	if warn != nil && s.opts.Logger != nil {
+		s.opts.Logger.Warn("group offsets are rounded down: what other writers put into the target cannot be known", "err", warn)
+	}
 	var toStore []Checkpoint
 	for _, g := range groups {
 		res := s.checkpoints(ctx, g)
@@ -147,9 +168,20 @@ func (s *Syncer) checkpoints(ctx context.Context, group string) GroupResult {
 		if o.Err != nil || o.At < 0 {
 			return
 		}
+		if s.opts.Peers.Echo(group, o.Topic, o.Partition, o.At) {
+			res.Echoed++
+			return
+		}
 		tr, ok := s.opts.Translator.Translate(o.Topic, o.Partition, o.At)
 		if !ok {
 			return
+		}
+		var own []offsets.Run
+		if s.opts.Own != nil {
+			own = s.opts.Own(o.Topic, o.Partition)
+		}
+		if limit, bounded := s.opts.Peers.Limit(o.Topic, o.Partition, o.At, own); bounded {
+			tr = tr.Below(limit, own)
 		}
 		c := Checkpoint{
 			Group: group, Topic: o.Topic, Partition: o.Partition, TargetTopic: s.opts.TargetName(o.Topic),
@@ -254,6 +286,11 @@ func commit(ctx context.Context, target *kadm.Client, group string, cps []Checkp
 		return 0, true, nil
 	}
 	current, err := target.FetchOffsets(ctx, group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		// No offsets yet (Kafka answers with none; some brokers with
+		// this error).
+		current, err = nil, nil
+	}
 	if err != nil {
 		return 0, false, fmt.Errorf("fetching committed offsets of group %q on the target: %w", group, err)
 	}
