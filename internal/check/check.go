@@ -209,8 +209,10 @@ func reach(ctx context.Context, c *config.Cluster, logger *slog.Logger) (*kgo.Cl
 }
 
 type flowCheck struct {
-	// wanted are the source topics the flow replicates now.
+	// wanted are the source topics the flow replicates now; srcMax their
+	// effective max.message.bytes.
 	wanted               []string
+	srcMax               map[string]string
 	r                    *Report
 	f                    *Flow
 	fl                   *config.Flow
@@ -318,7 +320,8 @@ func (c *flowCheck) run(ctx context.Context) {
 		c.notChecked(c.srcAccess, kafka.OpIdempotentWrite, kafka.ResCluster, "", "a write permission shows only by writing")
 	}
 
-	srcConfigs, srcErrs, reqErr := topicsync.DescribeTopicConfigs(ctx, c.src, wanted)
+	srcConfigs, srcMax, srcErrs, reqErr := topicsync.DescribeSourceConfigs(ctx, c.src, wanted)
+	c.srcMax = srcMax
 	if reqErr != nil {
 		c.problem("describing the source topics' configs: %v", reqErr)
 	}
@@ -346,7 +349,7 @@ func (c *flowCheck) run(ctx context.Context) {
 		}
 		var existing []string
 		for i, n := range wanted {
-			desired := topicsync.DesiredConfigs(c.fl.TopicConfigExcludeRegexps, c.fl.TopicConfigOverrides, srcConfigs[n])
+			desired := c.withHeadroom(topicsync.DesiredConfigs(c.fl.TopicConfigExcludeRegexps, c.fl.TopicConfigOverrides, srcConfigs[n]), n, nil)
 			plan := TopicPlan{Source: n, Target: targetNames[i], Partitions: int32(len(topics[n].Partitions)), Configs: desired}
 			d := tgt[targetNames[i]]
 			switch {
@@ -459,6 +462,7 @@ func (c *flowCheck) existingConfigs(ctx context.Context, targets []string) {
 		if errs[p.Target] != nil {
 			continue
 		}
+		p.Configs = c.withHeadroom(p.Configs, p.Source, tgt[p.Target])
 		p.ConfigChanges = topicsync.ConfigChanges(p.Configs, tgt[p.Target])
 		if len(p.ConfigChanges) == 0 {
 			continue
@@ -720,4 +724,16 @@ func quoteList(names []string, limit int) string {
 		s += fmt.Sprintf(" and %d more", len(names)-limit)
 	}
 	return s
+}
+
+// withHeadroom gives desired, the configs of the target topic of source
+// topic source, the max.message.bytes topic sync gives it when the flow
+// writes the provenance header; target holds the target topic's explicit
+// configs, nil if it does not exist.
+func (c *flowCheck) withHeadroom(desired map[string]string, source string, target map[string]string) map[string]string {
+	if !c.fl.UsesProvenance() {
+		return desired
+	}
+	keep := topicsync.KeepsMaxMessageBytes(c.fl.TopicConfigExcludeRegexps, c.fl.TopicConfigOverrides)
+	return topicsync.WithHeadroom(desired, c.srcMax[source], target, keep)
 }

@@ -92,7 +92,7 @@ func (f *Flow) producerOpts() []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(p.Linger),
-		kgo.ProducerBatchMaxBytes(p.BatchMaxBytes),
+		kgo.ProducerBatchMaxBytesFn(f.batchMaxBytes),
 		kgo.MaxBufferedBytes(int(p.MaxBufferedBytes)),
 		kgo.MaxBufferedRecords(1_000_000),
 		kgo.ProducerBatchCompression(compression(p.Compression)),
@@ -112,6 +112,23 @@ func (f *Flow) producerOpts() []kgo.Opt {
 	}
 	return opts
 }
+
+// batchMaxBytes is the largest batch the producer builds for target topic
+// (before compression): batch_max_bytes, or the topic's max.message.bytes
+// when topic sync set or found a larger one, so that a record the topic
+// accepts, such as one at the source's limit with a provenance header
+// added, is not refused by the client. The producer asks once per
+// partition, when it first writes to it.
+func (f *Flow) batchMaxBytes(topic string) int32 {
+	limit := f.cfg.Producer.BatchMaxBytes
+	if v, ok := f.maxMessage.Load(topic); ok {
+		limit = max(limit, min(v.(int32), maxBatchBytes))
+	}
+	return limit
+}
+
+// maxBatchBytes is the largest batch size franz-go accepts.
+const maxBatchBytes = 1 << 30
 
 func compression(name string) kgo.CompressionCodec {
 	switch name {

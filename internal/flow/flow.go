@@ -56,6 +56,10 @@ type Flow struct {
 	// changes.
 	healthKind sync.Map
 	api        apiState // what Status keeps between calls
+	// maxMessage holds, by target topic, the max.message.bytes topic sync
+	// set or found there (int32): the producer lets a record that large
+	// through (see producerOpts).
+	maxMessage sync.Map
 }
 
 // New returns the flow fc of configuration cfg.
