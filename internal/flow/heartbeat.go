@@ -6,8 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/heartbeat"
@@ -87,9 +87,12 @@ func (r *run) heartbeats(ctx context.Context) {
 // probeSource asks the source for its metadata (brokers and cluster ID, no
 // topics: a request every principal may make) through the client the data
 // plane reads it with, so a heartbeat on the target says that this client
-// reached the source.
+// reached the source. The request is sent every time: kadm's metadata
+// helpers may answer from the client's cache.
 func (r *run) probeSource(ctx context.Context) error {
-	if _, err := kadm.NewClient(r.src).BrokerMetadata(ctx); err != nil {
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{}
+	if _, err := req.RequestWith(ctx, r.src); err != nil {
 		return fmt.Errorf("source %q did not answer a metadata request: %w", r.cfg.Source, err)
 	}
 	return nil
