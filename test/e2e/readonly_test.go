@@ -138,6 +138,34 @@ http:
 		}
 	}
 
+	// A flow into the source: check probes READ on its progress topic
+	// there, which the read-only set grants.
+	createTopic(t, p.srcCl, "__kmirror.back.progress", 1, map[string]string{"cleanup.policy": "compact"})
+	both := writeConfig(t, fmt.Sprintf(`clusters:
+  src:
+    bootstrap_servers: [%q]
+    sasl: {mechanism: %s, username: %s, password: "${KMIRROR_RO_PASSWORD}"}
+  dst:
+    bootstrap_servers: [%q]
+flows:
+  - name: ro
+    source: src
+    target: dst
+    topics: ["orders\\..*"]
+    groups: ["app-.*"]
+  - name: back
+    source: dst
+    target: src
+    topics: ["nothing"]
+`, src.ListenerAddr("SASL"), mech, user, dst.Bootstrap()))
+	out, _, _ = runCheck(t, "--config", both, "--allow-empty")
+	for _, want := range []string{`ok  src DESCRIBE on topic "__kmirror.back.progress"`, `ok  src READ on topic "__kmirror.back.progress"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kmirror check with a flow into the source does not print %q:\n%s", want, out)
+		}
+	}
+	srcTopicsBefore = topicNames(t, srcAdm)
+
 	k := startKmirror(t, cfg, httpAddr)
 	took = waitFor(t, 2*time.Minute, "every record on the target", func() (bool, string) {
 		got := sum(endOffsets(t, p.dstCl, target))
