@@ -131,6 +131,20 @@ func printReport(w io.Writer, r *check.Report, allowEmpty bool) {
 				fmt.Fprintf(w, "        %s\n", p.Status)
 			}
 		}
+		if len(f.SourceACLs) > 0 {
+			who := f.SourcePrincipal
+			if who == "" {
+				who = "kmirror's principal"
+			}
+			kind := "Read-only ACLs"
+			if !f.SourceReadOnly {
+				kind = "ACLs (not read-only)"
+			}
+			fmt.Fprintf(w, "  %s for %s on %s (all this flow needs there):\n", kind, who, f.Source)
+			for _, a := range f.SourceACLs {
+				fmt.Fprintf(w, "    %s\n", a)
+			}
+		}
 	}
 	if len(r.Routes) > 0 {
 		fmt.Fprintln(w, "\nProvenance routes:")

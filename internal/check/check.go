@@ -62,15 +62,25 @@ type Cluster struct {
 // Flow is what one flow would do.
 type Flow struct {
 	Name, Source, Target string
-	Skipped              string        `json:",omitempty"` // why the flow was not checked
-	Regexes              []RegexMatch  `json:",omitempty"`
-	Create               []TopicPlan   `json:",omitempty"` // target topics it would create
-	Existing             []TopicPlan   `json:",omitempty"` // target topics that exist already
-	HeartbeatTopic       string        `json:",omitempty"`
-	StateTopics          []string      `json:",omitempty"` // __kmirror topics, "(exists)" or "(would be created)"
-	Groups               []string      `json:",omitempty"` // source groups whose offsets it would sync
-	Permissions          []Permission  `json:",omitempty"`
-	Took                 time.Duration `json:",omitempty"`
+	Skipped              string       `json:",omitempty"` // why the flow was not checked
+	Regexes              []RegexMatch `json:",omitempty"`
+	Create               []TopicPlan  `json:",omitempty"` // target topics it would create
+	Existing             []TopicPlan  `json:",omitempty"` // target topics that exist already
+	HeartbeatTopic       string       `json:",omitempty"`
+	StateTopics          []string     `json:",omitempty"` // __kmirror topics, "(exists)" or "(would be created)"
+	Groups               []string     `json:",omitempty"` // source groups whose offsets it would sync
+	Permissions          []Permission `json:",omitempty"`
+	// SourceACLs is every ACL the flow needs on its source, as lines
+	// such as `READ, DESCRIBE on topic "orders"`; with the default
+	// configuration all of them only read (see SourceReadOnly).
+	SourceACLs []string `json:",omitempty"`
+	// SourceReadOnly is false when the flow writes to its source
+	// (heartbeat_location: source).
+	SourceReadOnly bool
+	// SourcePrincipal is kmirror's principal on the source, "" if not
+	// known (no SASL: the brokers' own mapping names it).
+	SourcePrincipal string        `json:",omitempty"`
+	Took            time.Duration `json:",omitempty"`
 }
 
 // RegexMatch is what one include regex of a flow matches among the source
@@ -199,6 +209,10 @@ func reach(ctx context.Context, c *config.Cluster, logger *slog.Logger) (*kgo.Cl
 }
 
 type flowCheck struct {
+	// wanted are the source topics the flow replicates now; srcMax their
+	// effective max.message.bytes.
+	wanted               []string
+	srcMax               map[string]string
 	r                    *Report
 	f                    *Flow
 	fl                   *config.Flow
@@ -257,10 +271,14 @@ func (c *flowCheck) notChecked(access kafka.Access, op, resType, name, why strin
 func (c *flowCheck) run(ctx context.Context) {
 	srcAdm, dstAdm := kadm.NewClient(c.src), kadm.NewClient(c.dst)
 	topics, err := srcAdm.ListTopics(ctx)
-	c.perm(c.srcAccess, kafka.OpDescribe, kafka.ResCluster, "", err)
 	if err != nil {
+		// Listing needs no permission of its own (the brokers leave out
+		// the topics kmirror may not describe): a failure is the
+		// cluster's.
+		c.perm(c.srcAccess, kafka.OpDescribe, kafka.ResCluster, "", err)
 		return
 	}
+	defer c.sourceACLs()
 	var names []string
 	for name, d := range topics {
 		if d.Err == nil && !policy.IsInternal(name) {
@@ -287,6 +305,9 @@ func (c *flowCheck) run(ctx context.Context) {
 			wanted = append(wanted, n)
 		}
 	}
+	if hb := c.policy.HeartbeatTargetTopic(); hb != "" && !c.fl.HeartbeatsOnSource() {
+		c.targetHeartbeats(ctx, dstAdm, hb)
+	}
 	if hb := c.policy.HeartbeatTopic(); hb != "" {
 		c.f.HeartbeatTopic = hb
 		if _, ok := topics[hb]; !ok {
@@ -299,15 +320,19 @@ func (c *flowCheck) run(ctx context.Context) {
 		c.notChecked(c.srcAccess, kafka.OpIdempotentWrite, kafka.ResCluster, "", "a write permission shows only by writing")
 	}
 
-	srcConfigs, srcErrs, reqErr := topicsync.DescribeTopicConfigs(ctx, c.src, wanted)
+	srcConfigs, srcMax, srcErrs, reqErr := topicsync.DescribeSourceConfigs(ctx, c.src, wanted)
+	c.srcMax = srcMax
 	if reqErr != nil {
 		c.problem("describing the source topics' configs: %v", reqErr)
 	}
+	readErrs := probeRead(ctx, c.src, topics, wanted)
 	for _, n := range wanted {
 		c.perm(c.srcAccess, kafka.OpDescribe, kafka.ResTopic, n, nil)
 		c.perm(c.srcAccess, kafka.OpDescribeConfigs, kafka.ResTopic, n, srcErrs[n])
-		c.notChecked(c.srcAccess, kafka.OpRead, kafka.ResTopic, n, "a fetch is checked by kmirror run")
+		c.perm(c.srcAccess, kafka.OpRead, kafka.ResTopic, n, readErrs[n])
 	}
+	c.inboundProgress(ctx, srcAdm)
+	c.wanted = wanted
 	targetNames := make([]string, len(wanted))
 	for i, n := range wanted {
 		targetNames[i] = c.policy.TargetName(n)
@@ -324,7 +349,7 @@ func (c *flowCheck) run(ctx context.Context) {
 		}
 		var existing []string
 		for i, n := range wanted {
-			desired := topicsync.DesiredConfigs(c.fl.TopicConfigExcludeRegexps, c.fl.TopicConfigOverrides, srcConfigs[n])
+			desired := c.withHeadroom(topicsync.DesiredConfigs(c.fl.TopicConfigExcludeRegexps, c.fl.TopicConfigOverrides, srcConfigs[n]), n, nil)
 			plan := TopicPlan{Source: n, Target: targetNames[i], Partitions: int32(len(topics[n].Partitions)), Configs: desired}
 			d := tgt[targetNames[i]]
 			switch {
@@ -437,6 +462,7 @@ func (c *flowCheck) existingConfigs(ctx context.Context, targets []string) {
 		if errs[p.Target] != nil {
 			continue
 		}
+		p.Configs = c.withHeadroom(p.Configs, p.Source, tgt[p.Target])
 		p.ConfigChanges = topicsync.ConfigChanges(p.Configs, tgt[p.Target])
 		if len(p.ConfigChanges) == 0 {
 			continue
@@ -539,4 +565,175 @@ func matchAny(res []*regexp.Regexp, s string) bool {
 		}
 	}
 	return false
+}
+
+// targetHeartbeats checks the heartbeat topic the flow writes to on its
+// target (heartbeat_location: target): it exists, or the target would
+// create it.
+func (c *flowCheck) targetHeartbeats(ctx context.Context, adm *kadm.Client, topic string) {
+	c.f.HeartbeatTopic = topic + " on " + c.fl.Target
+	td, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		c.perm(c.dstAccess, kafka.OpDescribe, kafka.ResTopic, topic, err)
+		return
+	}
+	switch d := td[topic]; {
+	case errors.Is(d.Err, kerr.UnknownTopicOrPartition) || (d.Err == nil && d.Topic == ""):
+		c.validateCreate(ctx, c.dst, c.dstAccess, topic, 1, -1, map[string]string{"cleanup.policy": "delete"}, "heartbeat topic on the target")
+		c.f.HeartbeatTopic += " (would be created)"
+	case d.Err != nil:
+		c.perm(c.dstAccess, kafka.OpDescribe, kafka.ResTopic, topic, d.Err)
+	default:
+		c.perm(c.dstAccess, kafka.OpDescribe, kafka.ResTopic, topic, nil)
+		c.f.HeartbeatTopic += " (exists)"
+	}
+}
+
+// inboundProgress checks that kmirror may read, on the flow's source, the
+// progress topics of the configuration's flows that write into it: the
+// provenance check reads them to tell the records those flows wrote.
+func (c *flowCheck) inboundProgress(ctx context.Context, adm *kadm.Client) {
+	var names []string
+	for _, other := range c.cfg.Flows {
+		if other.Target == c.fl.Source {
+			names = append(names, policy.ProgressTopic(other.Name))
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	td, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		c.perm(c.srcAccess, kafka.OpDescribe, kafka.ResTopic, names[0], err)
+		return
+	}
+	var present []string
+	for _, n := range names {
+		d := td[n]
+		switch {
+		case errors.Is(d.Err, kerr.UnknownTopicOrPartition) || (d.Err == nil && d.Topic == ""):
+			// Describable, not written yet: its READ shows once it is.
+			c.perm(c.srcAccess, kafka.OpDescribe, kafka.ResTopic, n, nil)
+			c.notChecked(c.srcAccess, kafka.OpRead, kafka.ResTopic, n, "the topic does not exist yet")
+		case d.Err != nil:
+			c.perm(c.srcAccess, kafka.OpDescribe, kafka.ResTopic, n, d.Err)
+		default:
+			c.perm(c.srcAccess, kafka.OpDescribe, kafka.ResTopic, n, nil)
+			present = append(present, n)
+		}
+	}
+	readErrs := probeRead(ctx, c.src, td, present)
+	for _, n := range present {
+		c.perm(c.srcAccess, kafka.OpRead, kafka.ResTopic, n, readErrs[n])
+	}
+}
+
+// probeRead asks cluster cl, in one Fetch request for partition 0 of each
+// topic (at most one byte, no wait), whether kmirror may read them. Only
+// an authorization error counts: a broker that is not the leader, or an
+// offset out of range, still answered after the READ check passed. The
+// request changes nothing. details gives the topics' IDs.
+func probeRead(ctx context.Context, cl *kgo.Client, details kadm.TopicDetails, topics []string) map[string]error {
+	out := map[string]error{}
+	if len(topics) == 0 {
+		return out
+	}
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = 0
+	req.MinBytes = 0
+	req.MaxBytes = 1
+	byID := map[[16]byte]string{}
+	for _, n := range topics {
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = n
+		rt.TopicID = details[n].ID
+		byID[rt.TopicID] = n
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition = 0
+		rp.FetchOffset = 0
+		rp.PartitionMaxBytes = 1
+		rp.CurrentLeaderEpoch = -1
+		rp.LogStartOffset = -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	if err != nil {
+		for _, n := range topics {
+			out[n] = err
+		}
+		return out
+	}
+	for _, rt := range resp.Topics {
+		name := rt.Topic
+		if name == "" {
+			name = byID[rt.TopicID]
+		}
+		for _, rp := range rt.Partitions {
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil && kafka.IsDenied(err) {
+				out[name] = err
+			}
+		}
+	}
+	return out
+}
+
+// sourceACLs lists every ACL the flow needs on its source, for
+// docs/security.md's read-only set: it is printed whatever the check
+// found, so that it can be handed to the source's administrators.
+func (c *flowCheck) sourceACLs() {
+	c.f.SourcePrincipal = c.srcAccess.Principal
+	c.f.SourceReadOnly = !c.fl.HeartbeatsOnSource()
+	topics := "the replicated topics"
+	if len(c.wanted) > 0 {
+		topics = "topics " + quoteList(c.wanted, 10)
+	}
+	acls := []string{
+		fmt.Sprintf("READ, DESCRIBE on %s (replication; a prefixed ACL also covers topics created later)", topics),
+		fmt.Sprintf("DESCRIBE_CONFIGS on %s (topic config sync)", topics),
+	}
+	if c.fl.SyncGroupOffsets {
+		groups := "the synced groups"
+		if len(c.f.Groups) > 0 {
+			groups = "groups " + quoteList(c.f.Groups, 10)
+		}
+		acls = append(acls, fmt.Sprintf("DESCRIBE on %s (group offset sync reads their committed offsets)", groups))
+	}
+	acls = append(acls, fmt.Sprintf(`READ, DESCRIBE on topics prefixed %q (the progress of flows that write into %s, read by the provenance check)`, policy.InternalPrefix+".", c.fl.Source))
+	if c.fl.ACLs != config.ACLsOff {
+		acls = append(acls, fmt.Sprintf("DESCRIBE on the cluster (acls: %s reads the source's ACLs)", c.fl.ACLs))
+	}
+	if c.fl.HeartbeatsOnSource() {
+		acls = append(acls, fmt.Sprintf("CREATE, WRITE, DESCRIBE on topic %q (heartbeat_location: source writes heartbeats there; the default, target, does not)", c.policy.HeartbeatTopic()))
+	}
+	c.f.SourceACLs = acls
+}
+
+// quoteList quotes up to max names, and counts the others.
+func quoteList(names []string, limit int) string {
+	q := make([]string, 0, min(len(names), limit))
+	for _, n := range names[:min(len(names), limit)] {
+		q = append(q, fmt.Sprintf("%q", n))
+	}
+	s := strings.Join(q, ", ")
+	if len(names) > limit {
+		s += fmt.Sprintf(" and %d more", len(names)-limit)
+	}
+	return s
+}
+
+// withHeadroom gives desired, the configs of the target topic of source
+// topic source, the max.message.bytes topic sync gives it when the flow
+// writes the provenance header; target holds the target topic's explicit
+// configs, nil if it does not exist.
+func (c *flowCheck) withHeadroom(desired map[string]string, source string, target map[string]string) map[string]string {
+	if !c.fl.UsesProvenance() {
+		return desired
+	}
+	keep := topicsync.KeepsMaxMessageBytes(c.fl.TopicConfigExcludeRegexps, c.fl.TopicConfigOverrides)
+	return topicsync.WithHeadroom(desired, c.srcMax[source], target, keep)
 }

@@ -73,6 +73,7 @@ const (
 	DefaultRefusedRetryInterval = 5 * time.Minute
 	DefaultHeartbeatInterval    = time.Second
 	DefaultHeartbeatTopic       = "heartbeats"
+	DefaultHeartbeatLocation    = HeartbeatTarget
 	DefaultACLs                 = ACLsOff
 	DefaultProvenance           = ProvenanceAuto
 
@@ -126,6 +127,9 @@ const (
 	ProvenanceAuto   = "auto"   // provenance: on with identity naming, off with prefix naming
 	ProvenanceAlways = "always" // provenance: on
 	ProvenanceOff    = "off"    // provenance: off
+
+	HeartbeatTarget = "target" // heartbeat_location: heartbeats written to the target, the source only read
+	HeartbeatSource = "source" // heartbeat_location: heartbeats written to the source and replicated like data
 )
 
 // Config is a loaded, defaulted and validated configuration.
@@ -256,12 +260,20 @@ type Flow struct {
 	Provenance           string        // provenance: ProvenanceAuto (default), ProvenanceAlways or ProvenanceOff
 	HeartbeatInterval    time.Duration // heartbeat_interval: default 1s; 100ms..10m; 0 (or "off") writes no heartbeats
 	HeartbeatTopic       string        // heartbeat_topic: default "heartbeats"
+	HeartbeatLocation    string        // heartbeat_location: HeartbeatTarget (default) or HeartbeatSource
 	VerifyInterval       time.Duration // verify_interval: default 0 (off); 1m..24h: audit the newest replicated records that often
 	// Line is the line of the flow in the config file, for errors about
 	// several flows.
 	Line     int
 	Producer Producer // producer
 	Consumer Consumer // consumer
+}
+
+// HeartbeatsOnSource reports whether the flow writes heartbeats to its
+// source cluster (heartbeat_location: source), which it then replicates;
+// false when it writes none or writes them to the target.
+func (f *Flow) HeartbeatsOnSource() bool {
+	return f.HeartbeatInterval > 0 && f.HeartbeatLocation == HeartbeatSource
 }
 
 // UsesProvenance reports whether the flow reads and writes the provenance

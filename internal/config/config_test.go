@@ -102,6 +102,7 @@ func TestExampleDefaults(t *testing.T) {
 		Provenance:           "auto",
 		HeartbeatInterval:    time.Second,
 		HeartbeatTopic:       "heartbeats",
+		HeartbeatLocation:    "target",
 		Line:                 7,
 		Producer:             Producer{Compression: "lz4", Linger: 5 * time.Millisecond, BatchMaxBytes: 1048576, MaxBufferedBytes: 256 << 20, Acks: "all"},
 		Consumer:             Consumer{FetchMaxBytes: 52428800, FetchMaxPartitionBytes: 10485760, IsolationLevel: "read_committed"},
@@ -420,6 +421,11 @@ func TestErrors(t *testing.T) {
 			want: []string{`kmirror.yaml:9: flows[0].verify_interval: expected a duration between 1m and 24h, got 10s`},
 		},
 		{
+			name: "unknown heartbeat_location",
+			data: flow + "    heartbeat_location: both\n",
+			want: []string{`kmirror.yaml:9: flows[0].heartbeat_location: unknown value "both"; expected target or source`},
+		},
+		{
 			name: "identity cycle without provenance",
 			data: clusters + "flows:\n  - source: primary\n    target: dr\n    topic_naming: identity\n  - source: dr\n    target: primary\n    topic_naming: identity\n    provenance: off\n",
 			want: []string{`kmirror.yaml:10: flows: flows "dr-to-primary", "primary-to-dr" copy topics with topic_naming: identity in a cycle (dr -> primary -> dr) and "dr-to-primary" has provenance off, so records would be copied round for ever; expected provenance: auto or always on every flow of the cycle, or topic_naming: prefix on one of them`},
@@ -427,7 +433,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_group, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, verify_interval"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_location, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_group, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, verify_interval"},
 		},
 		{
 			name: "unknown producer key",

@@ -38,6 +38,9 @@ func (d *decoder) metadataKeys(m *mapping, fl *Flow) {
 			d.duration(f, &fl.HeartbeatInterval, 100*time.Millisecond, 10*time.Minute)
 		}
 	}
+	if f := m.get("heartbeat_location"); f != nil {
+		d.enum(f, &fl.HeartbeatLocation, HeartbeatTarget, HeartbeatSource)
+	}
 	if f := m.get("verify_interval"); f != nil {
 		if v := f.val.Value; f.val.Tag != "!!null" && (strings.EqualFold(v, "off") || v == "0") {
 			fl.VerifyInterval = 0

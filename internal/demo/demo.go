@@ -312,7 +312,7 @@ func waitHeartbeat(ctx context.Context, r *runner.Runner, limit time.Duration) s
 			age = m.GetGauge().GetValue()
 		}
 		if seen {
-			return fmt.Sprintf("written to primary's %q every second, newest seen on dr %.1fs ago (took %s)",
+			return fmt.Sprintf("written to dr's %q every second once primary answered, newest seen %.1fs ago (took %s)",
 				config.DefaultHeartbeatTopic, age, time.Duration(latency*float64(time.Second)).Round(time.Millisecond))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {

@@ -24,7 +24,7 @@ func TestDemoVerifiesEveryRecord(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"records verified     4000 of 4000", "Every record verified.", "records replicated   4000\n", "newest seen on dr"} {
+	for _, want := range []string{"records verified     4000 of 4000", "Every record verified.", "records replicated   4000\n", `written to dr's "heartbeats" every second once primary answered, newest seen`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}

@@ -1,12 +1,15 @@
 package flow
 
 import (
+	"context"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/ownership"
+	"github.com/kmirror/kmirror/internal/topicsync"
 )
 
 // runClients are the connections of one run of a flow: the source
@@ -92,7 +95,7 @@ func (f *Flow) producerOpts() []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(p.Linger),
-		kgo.ProducerBatchMaxBytes(p.BatchMaxBytes),
+		kgo.ProducerBatchMaxBytesFn(f.batchMaxBytes),
 		kgo.MaxBufferedBytes(int(p.MaxBufferedBytes)),
 		kgo.MaxBufferedRecords(1_000_000),
 		kgo.ProducerBatchCompression(compression(p.Compression)),
@@ -112,6 +115,48 @@ func (f *Flow) producerOpts() []kgo.Opt {
 	}
 	return opts
 }
+
+// batchMaxBytes is the largest batch the producer builds for target topic
+// (before compression): batch_max_bytes, or the topic's max.message.bytes
+// when topic sync set or found a larger one, so that a record the topic
+// accepts, such as one at the source's limit with a provenance header
+// added, is not refused by the client. The producer asks once per
+// partition, when it first writes to it.
+func (f *Flow) batchMaxBytes(topic string) int32 {
+	limit := f.cfg.Producer.BatchMaxBytes
+	if v, ok := f.maxMessage.Load(topic); ok {
+		limit = max(limit, min(v.(int32), maxBatchBytes))
+	}
+	return limit
+}
+
+// learnMaxMessage reads the max.message.bytes of the target topics whose
+// value is not known yet (a scale-out member that does not run topic
+// sync), for batchMaxBytes, when the flow writes the provenance header.
+// A failure leaves them unknown: batch_max_bytes applies.
+func (r *run) learnMaxMessage(ctx context.Context, targets []string) {
+	if !r.cfg.UsesProvenance() {
+		return
+	}
+	var missing []string
+	for _, t := range targets {
+		if _, ok := r.maxMessage.Load(t); !ok {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	configs, _, _ := topicsync.DescribeTopicConfigs(ctx, r.tgt, missing)
+	for t, c := range configs {
+		if n, err := strconv.ParseInt(c[topicsync.MaxMessageBytesKey], 10, 32); err == nil && n > 0 {
+			r.maxMessage.Store(t, int32(n))
+		}
+	}
+}
+
+// maxBatchBytes is the largest batch size franz-go accepts.
+const maxBatchBytes = 1 << 30
 
 func compression(name string) kgo.CompressionCodec {
 	switch name {

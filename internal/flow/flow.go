@@ -61,6 +61,10 @@ type Flow struct {
 	// siblings are the flows running in the same process, by name (see
 	// Siblings); set before they start, read-only after.
 	siblings map[string]*Flow
+	// maxMessage holds, by target topic, the max.message.bytes topic sync
+	// set or found there (int32): the producer lets a record that large
+	// through (see producerOpts).
+	maxMessage sync.Map
 }
 
 // Siblings tells each of flows, before they start, about the others

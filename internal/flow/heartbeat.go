@@ -2,10 +2,12 @@ package flow
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/heartbeat"
@@ -14,25 +16,38 @@ import (
 	"github.com/kmirror/kmirror/internal/retry"
 )
 
-// heartbeats writes a heartbeat record to the source's heartbeat topic
-// every heartbeat interval, and watches them arrive on the target, until
-// ctx ends. The flow replicates the heartbeat topic like data (see
-// policy.Topics.Matches), so kmirror_heartbeat_age_seconds grows as soon
-// as anything on the way stops: the source, the flow, or the target.
-// Faults are counted as kind heartbeat and never stop replication.
+// heartbeats writes a heartbeat record every heartbeat interval and
+// watches them arrive on the target, until ctx ends, so that
+// kmirror_heartbeat_age_seconds grows as soon as anything on the way
+// stops: the source, the flow, or the target.
+//
+// With heartbeat_location: target (the default) the heartbeat goes to the
+// target's heartbeat topic, written only after the source answered a
+// metadata request sent through the client the data plane reads it with:
+// the source is only read. With heartbeat_location: source it goes to the
+// source's heartbeat topic, which the flow replicates like data (see
+// policy.Topics.Matches). Faults are counted as kind heartbeat and never
+// stop replication.
 func (r *run) heartbeats(ctx context.Context) {
 	name := r.cfg.Name
 	defer r.metrics.HeartbeatAge.DeleteLabelValues(name)
 	defer r.metrics.HeartbeatLatency.DeleteLabelValues(name)
 	countError := func(error) { r.metrics.Errors.WithLabelValues(name, metrics.ErrHeartbeat).Inc() }
 
-	writer := r.heartbeatClient(ctx, r.source, heartbeat.ProducerOpts())
+	onSource := r.cfg.HeartbeatsOnSource()
+	dest, side, topic := r.target, "target", r.naming.HeartbeatTargetTopic()
+	var probe func(context.Context) error
+	if onSource {
+		dest, side, topic = r.source, "source", r.naming.HeartbeatTopic()
+	} else {
+		probe = r.probeSource
+	}
+	writer := r.heartbeatClient(ctx, dest, heartbeat.ProducerOpts())
 	if writer == nil {
 		return
 	}
 	defer writer.Close()
-	topic := r.naming.HeartbeatTopic()
-	targetTopic := r.naming.TargetName(topic)
+	targetTopic := r.naming.HeartbeatTargetTopic()
 	reader := r.heartbeatClient(ctx, r.target, heartbeat.ConsumerOpts(targetTopic))
 	if reader == nil {
 		return
@@ -47,12 +62,14 @@ func (r *run) heartbeats(ctx context.Context) {
 		heartbeat.Send(ctx, heartbeat.SenderOptions{
 			Client:    writer,
 			Topic:     topic,
+			Cluster:   side,
+			Probe:     probe,
 			Heartbeat: heartbeat.Record{Flow: name, Source: r.cfg.Source, Target: r.cfg.Target},
 			Interval:  r.cfg.HeartbeatInterval,
-			Access:    kafka.AccessOf(r.source),
+			Access:    kafka.AccessOf(dest),
 			OnSent:    func() { r.metrics.HeartbeatsSent.WithLabelValues(name).Inc() },
 			OnError:   countError,
-			Logger:    r.logger.With("cluster", r.cfg.Source),
+			Logger:    r.logger.With("cluster", dest.Alias),
 		})
 	}()
 	w := heartbeat.NewWatcher(heartbeat.WatcherOptions{
@@ -65,6 +82,20 @@ func (r *run) heartbeats(ctx context.Context) {
 		Logger:  r.logger.With("cluster", r.cfg.Target),
 	})
 	w.Run(ctx, reader)
+}
+
+// probeSource asks the source for its metadata (brokers and cluster ID, no
+// topics: a request every principal may make) through the client the data
+// plane reads it with, so a heartbeat on the target says that this client
+// reached the source. The request is sent every time: kadm's metadata
+// helpers may answer from the client's cache.
+func (r *run) probeSource(ctx context.Context) error {
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{}
+	if _, err := req.RequestWith(ctx, r.src); err != nil {
+		return fmt.Errorf("source %q did not answer a metadata request: %w", r.cfg.Source, err)
+	}
+	return nil
 }
 
 // heartbeatClient builds a client of cluster c, retrying while it cannot

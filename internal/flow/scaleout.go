@@ -294,6 +294,7 @@ func (r *run) describeTopics(ctx context.Context, names []string) ([]topicsync.T
 	if err != nil {
 		return nil, fmt.Errorf("reading target topics: %w", err)
 	}
+	r.learnMaxMessage(ctx, targetNames)
 	var topics []topicsync.Topic
 	for i, name := range names {
 		st, ok := srcMeta.Topics[name]

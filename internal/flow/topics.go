@@ -23,7 +23,8 @@ import (
 func (r *run) syncTopics(ctx context.Context) {
 	syncer := topicsync.New(r.src, r.tgt, r.naming, r.cfg.ReplicationFactor, r.logger).
 		WithAccess(kafka.AccessOf(r.source), kafka.AccessOf(r.target)).
-		WithConfigs(r.cfg.TopicConfigExcludeRegexps, r.cfg.TopicConfigOverrides)
+		WithConfigs(r.cfg.TopicConfigExcludeRegexps, r.cfg.TopicConfigOverrides).
+		WithProvenance(r.cfg.UsesProvenance())
 	if r.cfg.DeleteTopics {
 		syncer.WithDeleteTopics(r.storedTopics())
 	}
@@ -134,6 +135,11 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 	res, err := syncer.Sync(ctx)
 	if err != nil {
 		return err
+	}
+	// Before the data plane first writes to a topic: the producer reads
+	// the limit once per partition.
+	for topic, n := range res.MaxMessageBytes {
+		r.maxMessage.Store(topic, n)
 	}
 	stuck := newStuckSet()
 	for topic, err := range res.Problems {

@@ -1,14 +1,26 @@
-// Package heartbeat writes a flow's heartbeats to its source cluster and
-// watches their copies arrive on its target.
+// Package heartbeat writes a flow's heartbeats and watches them arrive on
+// its target.
 //
-// Every heartbeat interval a flow writes one small record to a topic of
-// its source cluster ("heartbeats" by default, as MirrorMaker 2 does): the
-// key is the flow's name, the value the JSON document Record, and the
-// record's timestamp the time it was written. The flow replicates that
-// topic like data, so the copies arriving on the target measure the whole
-// path end to end (source cluster, kmirror, target cluster) even when no
-// data flows. A Watcher tails the copy on the target and keeps the age of
-// the newest heartbeat seen and its end-to-end latency.
+// Every heartbeat interval a flow writes one small record to a topic
+// ("heartbeats" by default, as MirrorMaker 2 does): the key is the flow's
+// name, the value the JSON document Record, and the record's timestamp
+// the time in it. Where it goes is the flow's heartbeat_location:
+//
+//   - target (the default, as MirrorMaker 2's heartbeat connector): the
+//     flow first asks its source cluster for its metadata, through the
+//     client the flow reads the source with, and writes the heartbeat to
+//     the target only if the source answered, stamped with the time the
+//     question was sent. The source is only read, so kmirror needs no
+//     write permission there, and the heartbeats still stop when the
+//     source, kmirror or the target does.
+//   - source: the flow writes the heartbeat to its source and replicates
+//     that topic like data, so the copies arriving on the target measure
+//     the data path end to end (source cluster, kmirror, target cluster)
+//     even when no data flows; kmirror then needs WRITE (and CREATE) on
+//     the source's heartbeat topic.
+//
+// A Watcher tails the topic on the target and keeps the age of the newest
+// heartbeat seen and its latency.
 package heartbeat
 
 import (
@@ -31,8 +43,10 @@ import (
 //	{"flow":"primary-to-dr","source":"primary","target":"dr","ts_ms":1767225600000}
 //
 // Flow is the flow's name (also the record key), Source and Target the
-// aliases of its clusters, and TsMs the time the heartbeat was written,
-// in Unix milliseconds (also the record's timestamp).
+// aliases of its clusters, and TsMs the time the heartbeat was written to
+// the source, or, written to the target, the time the flow asked the
+// source before writing it, in Unix milliseconds (also the record's
+// timestamp).
 type Record struct {
 	Flow   string `json:"flow"`
 	Source string `json:"source"`
@@ -96,7 +110,7 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string) error {
 // ProducerOpts are the client options of a heartbeat writer: one record at
 // a time to partition 0, acknowledged by every in-sync replica. Heartbeats
 // need no idempotence (a duplicate is harmless), which spares the
-// IDEMPOTENT_WRITE permission on the source.
+// IDEMPOTENT_WRITE permission on the cluster written to.
 func ProducerOpts() []kgo.Opt {
 	return []kgo.Opt{
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),

@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -208,4 +209,82 @@ func TestSendReportsAFailureAndGoesOn(t *testing.T) {
 		t.Errorf("error %q does not name the topic", *p)
 	}
 	t.Logf("reported: %v", *p)
+}
+
+// TestSendProbes checks that a writer with a Probe writes a heartbeat only
+// when the probe succeeds, stamped with the time before the probe, and
+// reports a failing probe as a failed attempt.
+func TestSendProbes(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		probeErr  error
+		wantSent  bool
+		wantError string
+	}{
+		{name: "source answers", wantSent: true},
+		{name: "source silent", probeErr: errors.New("source down"), wantError: "no heartbeat written: source down"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := kfaketest.Cluster(t)
+			writer := kfaketest.Client(t, c, ProducerOpts()...)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			var probed atomic.Int64
+			var firstErr atomic.Pointer[error]
+			var sent atomic.Int64
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				Send(ctx, SenderOptions{
+					Client: writer, Topic: "heartbeats", Cluster: "target", Interval: 50 * time.Millisecond,
+					Heartbeat: Record{Flow: "f", Source: "a", Target: "b"},
+					Probe: func(context.Context) error {
+						probed.Add(1)
+						time.Sleep(20 * time.Millisecond)
+						return tt.probeErr
+					},
+					OnSent: func() {
+						if sent.Add(1) == 2 {
+							cancel()
+						}
+					},
+					OnError: func(err error) {
+						firstErr.CompareAndSwap(nil, &err)
+						if probed.Load() >= 3 {
+							cancel()
+						}
+					},
+					Logger: slog.New(slog.DiscardHandler),
+				})
+			}()
+			<-done
+			if probed.Load() == 0 {
+				t.Fatal("Probe never called")
+			}
+			if got := sent.Load() > 0; got != tt.wantSent {
+				t.Fatalf("heartbeats sent: %d, want sent %v", sent.Load(), tt.wantSent)
+			}
+			if tt.wantError != "" {
+				if p := firstErr.Load(); p == nil || !strings.Contains((*p).Error(), tt.wantError) {
+					t.Fatalf("error %v, want one containing %q", p, tt.wantError)
+				}
+				return
+			}
+			// The heartbeat written is the flow's.
+			reader := kfaketest.Client(t, c, kgo.ConsumeTopics("heartbeats"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer rcancel()
+			fs := reader.PollFetches(rctx)
+			if len(fs.Records()) == 0 {
+				t.Fatalf("no heartbeat on the cluster: %v", fs.Err())
+			}
+			h, err := Decode(fs.Records()[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.Flow != "f" || h.Source != "a" || h.Target != "b" {
+				t.Errorf("heartbeat %+v, want flow f from a to b", h)
+			}
+		})
+	}
 }

@@ -20,17 +20,25 @@ const errorLogEvery = 30 * time.Second
 
 // SenderOptions configure Send.
 type SenderOptions struct {
-	// Client writes to the source cluster; build it with ProducerOpts.
+	// Client writes to the cluster the heartbeats go to; build it with
+	// ProducerOpts.
 	Client *kgo.Client
-	// Topic is the heartbeat topic on the source.
+	// Topic is the heartbeat topic on that cluster.
 	Topic string
+	// Cluster names that cluster's side in logs: "source" or "target".
+	Cluster string
+	// Probe, if set, is called before each write: a heartbeat is written
+	// only when it succeeds, and carries the time it was called. A flow
+	// writing heartbeats to its target probes its source with it, so
+	// that the heartbeats stop when the source cannot be reached.
+	Probe func(context.Context) error
 	// Heartbeat is the record written; its TsMs is set at each write.
 	Heartbeat Record
 	Interval  time.Duration
 	// Timeout bounds one write, topic creation included; 0 means
 	// five intervals, at least 5 s.
 	Timeout time.Duration
-	// Access names kmirror on the source in errors about missing ACLs.
+	// Access names kmirror on that cluster in errors about missing ACLs.
 	Access kafka.Access
 	// OnSent is called after each acknowledged heartbeat, OnError after
 	// each failed attempt (both may be nil).
@@ -41,11 +49,15 @@ type SenderOptions struct {
 
 // Send writes a heartbeat every interval until ctx ends. The heartbeat
 // topic is created first if it does not exist. A failure (no CREATE or
-// WRITE permission, cluster down) is logged once per 30 s, passed to
-// OnError, and retried at the next interval; the recovery is logged once.
+// WRITE permission, cluster down, Probe failing) is logged once per 30 s,
+// passed to OnError, and retried at the next interval; the recovery is
+// logged once.
 func Send(ctx context.Context, o SenderOptions) {
 	if o.Timeout <= 0 {
 		o.Timeout = max(5*o.Interval, 5*time.Second)
+	}
+	if o.Cluster == "" {
+		o.Cluster = "source"
 	}
 	adm := kadm.NewClient(o.Client)
 	errLog := retry.Throttle{Every: errorLogEvery}
@@ -63,12 +75,12 @@ func Send(ctx context.Context, o SenderOptions) {
 				o.OnError(err)
 			}
 			if errLog.Allow() {
-				o.Logger.Error("cannot write heartbeats to the source; replication goes on, retrying", "topic", o.Topic, "err", err)
+				o.Logger.Error("cannot write heartbeats to the "+o.Cluster+"; replication goes on, retrying", "topic", o.Topic, "err", err)
 			}
 		default:
 			if failing {
 				failing = false
-				o.Logger.Info("heartbeats written to the source again", "topic", o.Topic)
+				o.Logger.Info("heartbeats written to the "+o.Cluster+" again", "topic", o.Topic)
 			}
 			if o.OnSent != nil {
 				o.OnSent()
@@ -98,6 +110,11 @@ func sendOnce(ctx context.Context, o SenderOptions, adm *kadm.Client, ensured *b
 	}
 	h := o.Heartbeat
 	h.TsMs = time.Now().UnixMilli()
+	if o.Probe != nil {
+		if err := o.Probe(ctx); err != nil {
+			return fmt.Errorf("no heartbeat written: %w", err)
+		}
+	}
 	err := o.Client.ProduceSync(ctx, Encode(o.Topic, h)).FirstErr()
 	if err == nil {
 		*ensured = true

@@ -15,13 +15,15 @@ import (
 
 // Seen is what a Watcher knows of the newest heartbeat that arrived.
 type Seen struct {
-	// Written is when the newest heartbeat seen was written on the
-	// source (its ts_ms).
+	// Written is the time of the newest heartbeat seen (its ts_ms):
+	// when it was written to the source, or, written to the target, when
+	// the flow asked the source before writing it.
 	Written time.Time
 	// Arrived is when the watcher read it on the target.
 	Arrived time.Time
 	// Latency is Arrived minus Written: the time the heartbeat took
-	// from the source to the target through the flow.
+	// from the source to the target through the flow (or through the
+	// flow's question to the source and its write to the target).
 	Latency time.Duration
 }
 

@@ -246,11 +246,11 @@ func New() *Metrics {
 	}, []string{"flow"})
 	m.HeartbeatAge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "kmirror_heartbeat_age_seconds",
-		Help: "Seconds since the newest heartbeat of the flow written on the source was seen on the target.",
+		Help: "Seconds since the time of the newest heartbeat of the flow seen on the target: written to the source and replicated, or written to the target once the source answered (heartbeat_location).",
 	}, []string{"flow"})
 	m.HeartbeatsSent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kmirror_heartbeats_sent_total",
-		Help: "Heartbeat records the flow wrote to its source cluster.",
+		Help: "Heartbeat records the flow wrote (to its target, or to its source with heartbeat_location: source).",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.ProvenanceDropped, m.ProvenanceForeign, m.ConfigUpdates, m.TopicsDeleted, m.ACLChanges, m.ACLsSynced, m.HeartbeatAge, m.HeartbeatsSent)
 	m.Registry.MustRegister(
@@ -262,7 +262,7 @@ func New() *Metrics {
 	)
 	m.HeartbeatLatency = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "kmirror_heartbeat_latency_seconds",
-		Help: "Time from the writing of the newest heartbeat of the flow on the source to its arrival on the target; absent until one arrived.",
+		Help: "Time from the time of the newest heartbeat of the flow (written to the source, or the question to the source before a write to the target) to its arrival on the target; absent until one arrived.",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.HeartbeatLatency)
 	m.PartitionsOwned = prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -530,7 +530,9 @@ func (c *converter) flow(src, dst string) *yaml.Node {
 		c.interval(n, "sync_interval", key, v)
 	}
 
-	// Heartbeats.
+	// Heartbeats. MirrorMaker 2's heartbeat connector writes them to the
+	// target, as kmirror does by default (heartbeat_location: target):
+	// nothing to map for their place.
 	hb := true
 	if v, _, ok := c.flowGet(src, dst, "emit.heartbeats.enabled"); ok {
 		hb, _ = parseBool(v)
@@ -710,7 +712,7 @@ var reasons = map[string]string{
 	"emit.checkpoints.interval.seconds":     "kmirror checkpoints and syncs offsets together, every sync_interval",
 	"replication.policy.separator":          "used for the topic prefix of the flows",
 	"replication.policy.class":              "used for the topic naming of the flows",
-	"heartbeats.topic.replication.factor":   "kmirror creates heartbeat_topic on the source with the cluster's default replication factor",
+	"heartbeats.topic.replication.factor":   "kmirror creates heartbeat_topic on the target (heartbeat_location: target, as MirrorMaker 2) with the cluster's default replication factor",
 	"checkpoints.topic.replication.factor":  "kmirror keeps its checkpoints in __kmirror.<flow>.checkpoints on the target, created with the flow's replication_factor",
 	"offset-syncs.topic.replication.factor": "kmirror keeps its offset map in __kmirror.<flow>.progress on the target, created with the flow's replication_factor",
 	"topic.filter.class":                    "custom filter classes cannot be mapped; use topics / topics_exclude regexes",
@@ -732,7 +734,7 @@ var reasons = map[string]string{
 	"status.storage.topic":                  "Kafka Connect internal topic: kmirror keeps each flow's status in __kmirror.<flow>.status on the target",
 	"topics.blacklist":                      "legacy name of topics.exclude, which is set and wins",
 	"groups.blacklist":                      "legacy name of groups.exclude, which is set and wins",
-	"heartbeats.topic":                      "MirrorMaker 2 writes heartbeats to \"heartbeats\", as kmirror does (heartbeat_topic)",
+	"heartbeats.topic":                      "MirrorMaker 2 writes heartbeats to \"heartbeats\" on the target, as kmirror does (heartbeat_topic, heartbeat_location: target)",
 }
 
 // parseBool reads a MirrorMaker boolean; valid is false for anything but

@@ -32,12 +32,17 @@ type Topics struct {
 	// are never copied.
 	graph *topology.Graph
 	edge  topology.Edge
-	// heartbeat is the flow's heartbeat topic when it writes heartbeats:
-	// it is replicated whatever the include regexes say. otherHeartbeats
-	// are those of the other flows between the same two clusters, which
-	// they copy: never this one.
+	// heartbeat is the flow's heartbeat topic when it writes heartbeats
+	// to the source: it is replicated whatever the include regexes say.
+	// otherHeartbeats are those of the other flows between the same two
+	// clusters, which they copy: never this one.
 	heartbeat       string
 	otherHeartbeats map[string]bool
+	// targetHeartbeat is the flow's heartbeat topic when it writes
+	// heartbeats to the target: the source topic of that name is never
+	// replicated (it holds the heartbeats of flows into the source, and
+	// with identity naming its copy would be this flow's own topic).
+	targetHeartbeat string
 }
 
 // NewTopics builds the topic policy of flow f.
@@ -49,8 +54,11 @@ func NewTopics(f *config.Flow) *Topics {
 		prefix:     f.TopicPrefix,
 		loopPrefix: f.Target + ".",
 	}
-	if f.HeartbeatInterval > 0 {
+	switch {
+	case f.HeartbeatsOnSource():
 		p.heartbeat = f.HeartbeatTopic
+	case f.HeartbeatInterval > 0:
+		p.targetHeartbeat = f.HeartbeatTopic
 	}
 	return p
 }
@@ -91,11 +99,23 @@ func (p *Topics) WithGraph(g *topology.Graph, f *config.Flow) *Topics {
 }
 
 // HeartbeatTopic is the source topic the flow writes its heartbeats to
-// and replicates, or "" when it writes none: heartbeat_topic, or, when an
-// earlier flow of the configuration (with WithGraph) copies the same
-// source cluster to the same target, heartbeat_topic + "." + the flow's
-// name.
+// and replicates (heartbeat_location: source), or "" when it writes none
+// there: heartbeat_topic, or, when an earlier flow of the configuration
+// (with WithGraph) copies the same source cluster to the same target,
+// heartbeat_topic + "." + the flow's name.
 func (p *Topics) HeartbeatTopic() string { return p.heartbeat }
+
+// HeartbeatTargetTopic is the topic of the target cluster where the
+// flow's heartbeats are found, or "" when it writes none: the copy of
+// HeartbeatTopic with heartbeat_location: source, heartbeat_topic itself
+// with heartbeat_location: target, where every flow into the cluster
+// writes its own heartbeats (keyed by the flow's name) to one topic.
+func (p *Topics) HeartbeatTargetTopic() string {
+	if p.heartbeat != "" {
+		return p.TargetName(p.heartbeat)
+	}
+	return p.targetHeartbeat
+}
 
 // IsInternal reports whether topic is a Kafka or kmirror internal topic,
 // which no flow ever replicates.
@@ -105,9 +125,10 @@ func IsInternal(topic string) bool {
 
 // Matches reports whether the flow replicates source topic name.
 //
-// A flow that writes heartbeats replicates its heartbeat topic
-// (HeartbeatTopic) even if no include regex matches it, as MirrorMaker 2
-// does; an exclude regex that matches it still leaves it out.
+// A flow that writes heartbeats to the source replicates its heartbeat
+// topic (HeartbeatTopic) even if no include regex matches it; an exclude
+// regex that matches it still leaves it out. A flow that writes them to
+// the target never replicates the source topic named heartbeat_topic.
 func (p *Topics) Matches(name string) bool {
 	if IsInternal(name) {
 		return false
@@ -118,7 +139,7 @@ func (p *Topics) Matches(name string) bool {
 	if p.graph != nil && p.graph.ComesBack(p.edge, name) {
 		return false
 	}
-	if p.otherHeartbeats[name] {
+	if p.otherHeartbeats[name] || (p.targetHeartbeat != "" && name == p.targetHeartbeat) {
 		return false
 	}
 	for _, re := range p.exclude {

@@ -120,6 +120,7 @@ func TestMatches(t *testing.T) {
 		{
 			name: "the heartbeat topic matches although no include regex does",
 			keys: `    topics: ["orders"]
+    heartbeat_location: source
 `,
 			match: map[string]bool{
 				"orders":          true,
@@ -133,6 +134,7 @@ func TestMatches(t *testing.T) {
 			name: "a custom heartbeat topic matches, the default name no longer does",
 			keys: `    topics: ["orders"]
     heartbeat_topic: hb.kmirror
+    heartbeat_location: source
 `,
 			match: map[string]bool{
 				"hb.kmirror": true,
@@ -152,10 +154,30 @@ func TestMatches(t *testing.T) {
 		{
 			name: "an exclude regex that matches the heartbeat topic leaves it out",
 			keys: `    topics_exclude: ["heart.*"]
+    heartbeat_location: source
 `,
 			match: map[string]bool{
 				"orders":     true,
 				"heartbeats": false,
+			},
+		},
+		{
+			name: "heartbeats on the target: the source's heartbeat topic is never copied",
+			keys: `    topic_naming: identity
+`,
+			match: map[string]bool{
+				"orders":        true,
+				"heartbeats":    false,
+				"heartbeats.x":  true,
+				"dr.heartbeats": true,
+			},
+		},
+		{
+			name: "heartbeats on the target off: the heartbeat topic is an ordinary topic",
+			keys: `    heartbeat_interval: off
+`,
+			match: map[string]bool{
+				"heartbeats": true,
 			},
 		},
 		{
@@ -253,11 +275,11 @@ func TestHeartbeatTopicOfFlowsSharingClusters(t *testing.T) {
   b: {bootstrap_servers: ["127.0.0.1:2"]}
   c: {bootstrap_servers: ["127.0.0.1:3"]}
 flows:
-  - {name: ab-orders, source: a, target: b, topics: ["orders.*"]}
-  - {name: ab-payments, source: a, target: b, topics: ["payments.*"]}
-  - {name: ac, source: a, target: c}
-  - {name: ba, source: b, target: a}
-  - {name: ab-quiet, source: a, target: b, heartbeat_interval: off}
+  - {name: ab-orders, source: a, target: b, topics: ["orders.*"], heartbeat_location: source}
+  - {name: ab-payments, source: a, target: b, topics: ["payments.*"], heartbeat_location: source}
+  - {name: ac, source: a, target: c, heartbeat_location: source}
+  - {name: ba, source: b, target: a, heartbeat_location: source}
+  - {name: ab-quiet, source: a, target: b, heartbeat_interval: off, heartbeat_location: source}
 `), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -275,6 +297,9 @@ flows:
 		if got := p.HeartbeatTopic(); got != want[f.Name] {
 			t.Errorf("flow %s: HeartbeatTopic = %q, want %q", f.Name, got, want[f.Name])
 		}
+		if got := p.HeartbeatTargetTopic(); got != p.TargetName(want[f.Name]) && want[f.Name] != "" {
+			t.Errorf("flow %s: HeartbeatTargetTopic = %q, want %q", f.Name, got, p.TargetName(want[f.Name]))
+		}
 		if ht := want[f.Name]; ht != "" && !p.Matches(ht) {
 			t.Errorf("flow %s does not replicate its heartbeat topic %q", f.Name, ht)
 		}
@@ -290,5 +315,42 @@ flows:
 	}
 	if f := cfg.Flows[2]; !NewTopics(f).WithGraph(g, f).Matches("heartbeats.ab-payments") {
 		t.Errorf("flow ac does not replicate heartbeats.ab-payments, an ordinary topic to it")
+	}
+}
+
+func TestHeartbeatTargetTopic(t *testing.T) {
+	cfg, err := config.Parse("kmirror.yaml", []byte(`clusters:
+  a: {bootstrap_servers: ["127.0.0.1:1"]}
+  b: {bootstrap_servers: ["127.0.0.1:2"]}
+flows:
+  - {name: ab-orders, source: a, target: b}
+  - {name: ab-payments, source: a, target: b, topic_naming: identity}
+  - {name: ab-source, source: a, target: b, heartbeat_location: source, topic_prefix: "x."}
+  - {name: ab-quiet, source: a, target: b, heartbeat_interval: off}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		flow, source, target string
+	}{
+		// On the target every flow writes its own key to one topic.
+		{flow: "ab-orders", source: "", target: "heartbeats"},
+		{flow: "ab-payments", source: "", target: "heartbeats"},
+		// On the source, the third flow between a and b has a topic of
+		// its own, found on the target under its prefixed name.
+		{flow: "ab-source", source: "heartbeats.ab-source", target: "x.heartbeats.ab-source"},
+		{flow: "ab-quiet", source: "", target: ""},
+	}
+	g := cfg.Topology()
+	for i, tt := range tests {
+		f := cfg.Flows[i]
+		p := NewTopics(f).WithGraph(g, f)
+		if got := p.HeartbeatTopic(); got != tt.source {
+			t.Errorf("flow %s: HeartbeatTopic = %q, want %q", tt.flow, got, tt.source)
+		}
+		if got := p.HeartbeatTargetTopic(); got != tt.target {
+			t.Errorf("flow %s: HeartbeatTargetTopic = %q, want %q", tt.flow, got, tt.target)
+		}
 	}
 }

@@ -132,7 +132,7 @@ func collectFlow(ctx context.Context, cfg *config.Config, fc *config.Flow, cs *c
 	} else {
 		fs.Heartbeat = &Heartbeat{Enabled: fc.HeartbeatInterval > 0}
 		if fs.Heartbeat.Enabled {
-			fs.Heartbeat.Topic = naming.TargetName(naming.HeartbeatTopic())
+			fs.Heartbeat.Topic = naming.HeartbeatTargetTopic()
 		}
 		fs.GroupSync = &GroupSync{Enabled: fc.SyncGroupOffsets}
 		access := kafka.AccessOf(cfg.Clusters[fc.Target])

@@ -163,7 +163,15 @@ func (s *Syncer) forgetTopics(targets []string) {
 // asked for. A request that fails as a whole gives its error to each of
 // its topics and is returned as reqErr too (the last one, if several).
 func describeConfigs(ctx context.Context, cl *kgo.Client, topics []string) (out map[string]map[string]string, errs map[string]error, reqErr error) {
+	out, _, errs, reqErr = describeConfigsFull(ctx, cl, topics)
+	return out, errs, reqErr
+}
+
+// describeConfigsFull is describeConfigs that also returns, per topic,
+// its effective max.message.bytes: its own, or its broker's default.
+func describeConfigsFull(ctx context.Context, cl *kgo.Client, topics []string) (out map[string]map[string]string, maxMessage map[string]string, errs map[string]error, reqErr error) {
 	out = make(map[string]map[string]string, len(topics))
+	maxMessage = make(map[string]string, len(topics))
 	errs = map[string]error{}
 	for batch := range slices.Chunk(topics, describeBatch) {
 		req := kmsg.NewPtrDescribeConfigsRequest()
@@ -191,6 +199,9 @@ func describeConfigs(ctx context.Context, cl *kgo.Client, topics []string) (out 
 			}
 			m := map[string]string{}
 			for _, c := range r.Configs {
+				if c.Name == MaxMessageBytesKey && c.Value != nil {
+					maxMessage[r.ResourceName] = *c.Value
+				}
 				// A sensitive value is not returned; it cannot be copied.
 				if c.Source == kmsg.ConfigSourceDynamicTopicConfig && c.Value != nil {
 					m[c.Name] = *c.Value
@@ -204,13 +215,16 @@ func describeConfigs(ctx context.Context, cl *kgo.Client, topics []string) (out 
 			}
 		}
 	}
-	return out, errs, reqErr
+	return out, maxMessage, errs, reqErr
 }
 
 // alteration is the changes to make to one target topic.
 type alteration struct {
 	topic   Topic
 	changes []change
+	// desired and current are the explicit configs the topic is to
+	// have and has.
+	desired, current map[string]string
 }
 
 // syncConfigs brings the explicit configs of the target topics of ready
@@ -220,7 +234,7 @@ type alteration struct {
 // IncrementalAlterConfigs for every topic that changed. Problems are
 // logged once each (a failed request once, not once per topic) and
 // reported in res; they never make a topic unready.
-func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]map[string]string, srcErrs map[string]error, srcReqErr error, res *Result) {
+func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]map[string]string, srcMax map[string]string, srcErrs map[string]error, srcReqErr error, res *Result) {
 	if len(ready) == 0 {
 		return
 	}
@@ -248,6 +262,9 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 			continue
 		}
 		desired := s.configs.desired(src[t.Source])
+		if s.headroom {
+			desired = WithHeadroom(desired, srcMax[t.Source], tgt[t.Target], s.configs.keepMaxMessage())
+		}
 		s.manage(t.Target, desired)
 		managed := s.managed[t.Target]
 		for k := range managed {
@@ -259,10 +276,11 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 		}
 		changes := diffConfigs(desired, tgt[t.Target], func(k string) bool { return managed[k] && !s.configs.excluded(k) })
 		if len(changes) == 0 {
+			s.noteMaxMessage(res, t.Target, desired, tgt[t.Target])
 			s.configInStep(t)
 			continue
 		}
-		alters = append(alters, alteration{topic: t, changes: changes})
+		alters = append(alters, alteration{topic: t, changes: changes, desired: desired, current: tgt[t.Target]})
 	}
 	if len(alters) == 0 {
 		return
@@ -277,6 +295,7 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 		s.logger.Info("updated target topic configs", "topic", a.topic.Target, "source_topic", a.topic.Source,
 			"changes", describeChanges(a.changes))
 		res.ConfigUpdated = append(res.ConfigUpdated, a.topic.Target)
+		s.noteMaxMessage(res, a.topic.Target, a.desired, a.current)
 		s.configInStep(a.topic)
 	}
 }

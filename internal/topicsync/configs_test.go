@@ -403,7 +403,7 @@ func TestSyncConfigRequestFailure(t *testing.T) {
 	}
 	for range 3 {
 		var r Result
-		s.syncConfigs(e.ctx, res.Ready, nil, errs, reqErr, &r)
+		s.syncConfigs(e.ctx, res.Ready, nil, nil, errs, reqErr, &r)
 		if len(r.ConfigErrors) != 1 || !errors.Is(r.ConfigErrors[0], context.Canceled) {
 			t.Fatalf("ConfigErrors = %v, want one for the failed request", r.ConfigErrors)
 		}

@@ -34,3 +34,10 @@ func ConfigChanges(desired, target map[string]string) []string {
 func DescribeTopicConfigs(ctx context.Context, cl *kgo.Client, topics []string) (configs map[string]map[string]string, errs map[string]error, reqErr error) {
 	return describeConfigs(ctx, cl, topics)
 }
+
+// DescribeSourceConfigs is DescribeTopicConfigs that also returns, per
+// topic, its effective max.message.bytes (its own or its broker's), which
+// WithHeadroom needs.
+func DescribeSourceConfigs(ctx context.Context, cl *kgo.Client, topics []string) (configs map[string]map[string]string, maxMessage map[string]string, errs map[string]error, reqErr error) {
+	return describeConfigsFull(ctx, cl, topics)
+}

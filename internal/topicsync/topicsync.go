@@ -84,6 +84,18 @@ type Syncer struct {
 	managed map[string]map[string]bool
 	// deletes is the state of delete_topics; nil when it is off.
 	deletes *deletions
+	// headroom gives target topics a max.message.bytes with room for
+	// the provenance header (WithProvenance).
+	headroom bool
+}
+
+// WithProvenance says that the flow writes the provenance header on every
+// record: the target topics get a max.message.bytes with room for it (see
+// WithHeadroom), unless topic_config_exclude or topic_config_overrides
+// name max.message.bytes. It returns s.
+func (s *Syncer) WithProvenance(on bool) *Syncer {
+	s.headroom = on
+	return s
 }
 
 // New returns a Syncer that reads the source through source and writes the
@@ -130,6 +142,10 @@ type Result struct {
 	DeleteErrors []error
 	// Problems holds the same problems by source topic.
 	Problems map[string]error
+	// MaxMessageBytes holds, per target topic whose max.message.bytes
+	// kmirror set or found explicitly set, its value: the producer lets
+	// a record that large through.
+	MaxMessageBytes map[string]int32
 }
 
 func (res *Result) fail(topic string, err error) {
@@ -186,7 +202,7 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 	}
 	// One description of the source configs serves both the topics to
 	// create and the topics whose configs are kept in step.
-	srcConfigs, srcErrs, srcReqErr := describeConfigs(ctx, s.srcCl, wanted)
+	srcConfigs, srcMax, srcErrs, srcReqErr := describeConfigsFull(ctx, s.srcCl, wanted)
 
 	var toCreate []string
 	var existing []Topic // ready before this pass: their configs are kept in step
@@ -223,18 +239,22 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 		}
 		t := s.topic(srcTopics[name], s.policy.TargetName(name), "")
 		configs := s.configs.desired(srcConfigs[name])
+		if s.headroom {
+			configs = WithHeadroom(configs, srcMax[name], nil, s.configs.keepMaxMessage())
+		}
 		id, err := s.create(ctx, t, configs)
 		if err != nil {
 			res.fail(name, s.problem(name, err))
 			continue
 		}
 		s.manage(t.Target, configs)
+		s.noteMaxMessage(&res, t.Target, configs, nil)
 		t.TargetID = id
 		res.Created = append(res.Created, t.Target)
 		s.ready(&res, t)
 	}
 	slices.SortFunc(res.Ready, func(a, b Topic) int { return strings.Compare(a.Source, b.Source) })
-	s.syncConfigs(ctx, existing, srcConfigs, srcErrs, srcReqErr, &res)
+	s.syncConfigs(ctx, existing, srcConfigs, srcMax, srcErrs, srcReqErr, &res)
 	return res, nil
 }
 

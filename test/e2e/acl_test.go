@@ -75,6 +75,8 @@ func TestMissingACL(t *testing.T) {
 		Operations(kadm.OpRead, kadm.OpDescribe))
 	grant("the cluster", kadm.NewACLs().Allow(principal).Clusters().
 		Operations(kadm.OpDescribe, kadm.OpIdempotentWrite))
+	grant("the heartbeat topic", kadm.NewACLs().Allow(principal).Topics("heartbeats").
+		Operations(kadm.OpCreate, kadm.OpDescribe, kadm.OpWrite, kadm.OpRead))
 	// Everything on the data topic but WRITE.
 	grant("the target topic", kadm.NewACLs().Allow(principal).Topics(target).
 		Operations(kadm.OpCreate, kadm.OpDescribe, kadm.OpDescribeConfigs, kadm.OpAlter))

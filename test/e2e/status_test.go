@@ -17,13 +17,31 @@ import (
 )
 
 // TestHeartbeatsAndStatus runs a flow with heartbeats every second and no
-// data traffic: the heartbeat topic is replicated although the flow's
-// topics do not name it, kmirror_heartbeat_age_seconds stays below 3 s,
-// and grows while the source is down; `kmirror status` prints the flow
-// running with lag 0 and a fresh heartbeat (as a table and as JSON), exits
-// 1 while the source is down, still printing the flow; and after 500
-// records written with the flow stopped it prints lag 500.
+// data traffic, with heartbeats written to the target (the default: they
+// land in the target's "heartbeats" topic) and to the source (the
+// heartbeat topic is replicated although the flow's topics do not name
+// it): kmirror_heartbeat_age_seconds stays below 3 s, and grows while the
+// source is down; `kmirror status` prints the flow running with lag 0 and
+// a fresh heartbeat (as a table and as JSON), exits 1 while the source is
+// down, still printing the flow; and after 500 records written with the
+// flow stopped it prints lag 500.
 func TestHeartbeatsAndStatus(t *testing.T) {
+	for _, tt := range []struct {
+		location, topic, topics string
+	}{
+		{location: "target", topic: "heartbeats", topics: "1 topic, 2 partitions"},
+		{location: "source", topic: "src.heartbeats", topics: "2 topics, 3 partitions"},
+	} {
+		t.Run(tt.location, func(t *testing.T) {
+			testHeartbeatsAndStatus(t, tt.location, tt.topic, tt.topics)
+		})
+	}
+}
+
+// testHeartbeatsAndStatus is TestHeartbeatsAndStatus with heartbeats
+// written to location, found on the target in topic; topics is what
+// status says of the replicated topics.
+func testHeartbeatsAndStatus(t *testing.T, location, hbTopic, topics string) {
 	p := startPair(t)
 	const topic, n = "orders", 500
 	createTopic(t, p.srcCl, topic, 2, nil)
@@ -31,6 +49,7 @@ func TestHeartbeatsAndStatus(t *testing.T) {
 	cfgPath := writeConfig(t, p.flowConfig(httpAddr, `
 topics: ["orders"]
 heartbeat_interval: 1s
+heartbeat_location: `+location+`
 topic_refresh_interval: 500ms
 `))
 	k := startKmirror(t, cfgPath, httpAddr)
@@ -44,7 +63,7 @@ topic_refresh_interval: 500ms
 		return metricValue(body, series)
 	}
 
-	// The first heartbeat arrives on the target through the flow.
+	// The first heartbeat arrives on the target.
 	took := waitFor(t, 2*time.Minute, "a heartbeat on the target", func() (bool, string) {
 		_, ok := metric(latencySeries)
 		age, _ := metric(ageSeries)
@@ -73,17 +92,17 @@ topic_refresh_interval: 500ms
 		t.Errorf("kmirror_heartbeats_sent_total = %v, want at least 3", sent)
 	}
 
-	// The copies on the target are the documented records.
+	// The heartbeats on the target are the documented records.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	copies := readLog(t, ctx, p.dstCl, "src.heartbeats")
+	copies := readLog(t, ctx, p.dstCl, hbTopic)
 	var hb heartbeat.Record
 	var count int
 	for _, recs := range copies {
 		for _, r := range recs {
 			h, err := heartbeat.Decode(r)
 			if err != nil {
-				t.Fatalf("record on src.heartbeats is not a heartbeat: %v: key %q value %s", err, r.Key, r.Value)
+				t.Fatalf("record on %s is not a heartbeat: %v: key %q value %s", hbTopic, err, r.Key, r.Value)
 			}
 			if !r.Timestamp.Equal(h.Time()) {
 				t.Errorf("heartbeat timestamp %v, ts_ms %v; want equal", r.Timestamp, h.Time())
@@ -92,9 +111,12 @@ topic_refresh_interval: 500ms
 		}
 	}
 	if count == 0 || hb.Flow != "e2e" || hb.Source != "src" || hb.Target != "dst" {
-		t.Fatalf("%d heartbeats on src.heartbeats, last %+v; want some of flow e2e, src to dst", count, hb)
+		t.Fatalf("%d heartbeats on %s, last %+v; want some of flow e2e, src to dst", count, hbTopic, hb)
 	}
-	t.Logf("%d heartbeats on src.heartbeats; newest %s: %+v", count, time.Since(hb.Time()).Round(time.Millisecond), hb)
+	t.Logf("%d heartbeats on %s; newest %s: %+v", count, hbTopic, time.Since(hb.Time()).Round(time.Millisecond), hb)
+	if src := sum(endOffsets(t, p.srcCl, "heartbeats")); (location == "target") != (src == 0) {
+		t.Errorf("%d records in the source's heartbeats topic with heartbeat_location: %s", src, location)
+	}
 
 	// kmirror status, while the flow runs: lag 0 and a fresh heartbeat.
 	statusCmd := func(extra ...string) runResult {
@@ -115,7 +137,7 @@ topic_refresh_interval: 500ms
 			strings.Contains(text.stdout, "lag             0 records\n") && fresh, fmt.Sprintf("exit %d:\n%s%s", text.code, text.stdout, text.stderr)
 	})
 	t.Logf("kmirror status (%s):\n%s", text.elapsed.Round(time.Millisecond), text.stdout)
-	for _, want := range []string{"topics          2 topics, 3 partitions", "last error      none", "src → dst  e2e"} {
+	for _, want := range []string{"topics          " + topics, "last error      none", "src → dst  e2e"} {
 		if !strings.Contains(text.stdout, want) {
 			t.Errorf("status output lacks %q", want)
 		}
@@ -125,8 +147,8 @@ topic_refresh_interval: 500ms
 	rep := parseStatus(t, js)
 	f := rep.Flows[0]
 	if js.code != 0 || f.State != status.StateRunning || f.LagRecords == nil || *f.LagRecords != 0 || f.Heartbeat == nil ||
-		f.Heartbeat.Topic != "src.heartbeats" || f.Heartbeat.AgeSeconds == nil || *f.Heartbeat.AgeSeconds >= 3 || f.Heartbeat.LatencyMs == nil ||
-		f.Topics == nil || *f.Topics != 2 || f.Owner == "" || len(rep.Routes) != 1 || strings.Join(rep.Routes[0].Hops, ",") != "src,dst" {
+		f.Heartbeat.Topic != hbTopic || f.Heartbeat.AgeSeconds == nil || *f.Heartbeat.AgeSeconds >= 3 || f.Heartbeat.LatencyMs == nil ||
+		f.Topics == nil || !strings.HasPrefix(topics, strconv.Itoa(*f.Topics)+" ") || f.Owner == "" || len(rep.Routes) != 1 || strings.Join(rep.Routes[0].Hops, ",") != "src,dst" {
 		t.Errorf("status --json (exit %d) = %s", js.code, js.stdout)
 	}
 
