@@ -1,14 +1,17 @@
 package replicate
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/metrics"
@@ -423,5 +426,19 @@ func TestReplicateStoresIdleEnd(t *testing.T) {
 		if v, src := r.Proof(topic, topic, 0, tc.off); v != tc.want || src != tc.src {
 			t.Errorf("after the next copy: Proof(%d) = %v, %d; want %v, %d", tc.off, v, src, tc.want, tc.src)
 		}
+	}
+}
+
+// A copy refused as too large names the size of the provenance header it
+// carries, which its source record has not.
+func TestRefusalNamesHeaderSize(t *testing.T) {
+	base := kerr.MessageTooLarge
+	mark := mark("a-to-b", "MkU3OEVBNTcwNTJENDM2Qg,q1Sh-9_ISia_zwGINzRvyQ")
+	err := withHeaderNote(base, &kgo.Record{Headers: hdr("x", "1", HeaderProvenance, mark)})
+	if !errors.Is(err, base) || !strings.Contains(err.Error(), "carries a 74-byte provenance header") {
+		t.Errorf("refusal = %v", err)
+	}
+	if err := withHeaderNote(base, &kgo.Record{}); err != base {
+		t.Errorf("refusal without a header = %v, want the target's error alone", err)
 	}
 }

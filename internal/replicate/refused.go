@@ -15,6 +15,7 @@ import (
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/retry"
+	"github.com/kmirror/kmirror/internal/topicsync"
 )
 
 // permanent reports whether an error refuses the record itself (too
@@ -51,6 +52,9 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 				again = p.refused != nil && p.refused.offset == src
 				if !again {
 					p.refused = &refusal{offset: src, since: now}
+				}
+				if kind == metrics.ErrRecordTooLarge {
+					err = withHeaderNote(err, out)
 				}
 				p.refused.rec, p.refused.reason = out, err.Error()
 				refusedNow = true
@@ -268,4 +272,16 @@ func (r *Replicator) ensureDeadLetterTopic(ctx context.Context) error {
 // writeBackoff paces the retries of a partition whose write failed.
 func writeBackoff(failures int) time.Duration {
 	return retry.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}.Delay(failures)
+}
+
+// withHeaderNote adds to the target's refusal of record out as too large
+// the size of the provenance header the copy carries and its source
+// record does not, if it carries one.
+func withHeaderNote(err error, out *kgo.Record) error {
+	v, ok := headerValue(out.Headers)
+	if !ok {
+		return err
+	}
+	return fmt.Errorf("%w; the copy carries a %d-byte provenance header (%s) the source record has not: the target topic's max.message.bytes needs that much more than the source's (kmirror sets it for the topics it creates; raise it on the target or with topic_config_overrides)",
+		err, topicsync.HeaderSize(HeaderProvenance, v), HeaderProvenance)
 }
