@@ -170,7 +170,7 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) *Report {
 		start := time.Now()
 		fc := &flowCheck{r: r, f: &f, fl: fl, cfg: cfg, src: src, dst: dst,
 			srcAccess: kafka.AccessOf(cfg.Clusters[fl.Source]), dstAccess: kafka.AccessOf(cfg.Clusters[fl.Target]),
-			policy: policy.NewTopics(fl).WithGraph(graph, fl)}
+			policy: policy.NewTopics(fl).WithGraph(graph, fl), mutual: graph.Mutual(fl.Source, fl.Target)}
 		fc.run(ctx)
 		f.Took = time.Since(start)
 		r.Flows = append(r.Flows, f)
@@ -220,6 +220,8 @@ type flowCheck struct {
 	src, dst             *kgo.Client
 	srcAccess, dstAccess kafka.Access
 	policy               *policy.Topics
+	// mutual says a flow with provenance writes the other way too.
+	mutual bool
 }
 
 func (c *flowCheck) problem(format string, args ...any) {
@@ -735,5 +737,5 @@ func (c *flowCheck) withHeadroom(desired map[string]string, source string, targe
 		return desired
 	}
 	keep := topicsync.KeepsMaxMessageBytes(c.fl.TopicConfigExcludeRegexps, c.fl.TopicConfigOverrides)
-	return topicsync.WithHeadroom(desired, c.srcMax[source], target, keep)
+	return topicsync.WithHeadroom(desired, c.srcMax[source], target, keep, c.mutual)
 }

@@ -24,7 +24,8 @@ func (r *run) syncTopics(ctx context.Context) {
 	syncer := topicsync.New(r.src, r.tgt, r.naming, r.cfg.ReplicationFactor, r.logger).
 		WithAccess(kafka.AccessOf(r.source), kafka.AccessOf(r.target)).
 		WithConfigs(r.cfg.TopicConfigExcludeRegexps, r.cfg.TopicConfigOverrides).
-		WithProvenance(r.cfg.UsesProvenance())
+		WithProvenance(r.cfg.UsesProvenance()).
+		WithMutual(r.graph.Mutual(r.cfg.Source, r.cfg.Target))
 	if r.cfg.DeleteTopics {
 		syncer.WithDeleteTopics(r.storedTopics())
 	}

@@ -263,7 +263,7 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 		}
 		desired := s.configs.desired(src[t.Source])
 		if s.headroom {
-			desired = WithHeadroom(desired, srcMax[t.Source], tgt[t.Target], s.configs.keepMaxMessage())
+			desired = WithHeadroom(desired, srcMax[t.Source], tgt[t.Target], s.configs.keepMaxMessage(), s.mutual)
 		}
 		s.manage(t.Target, desired)
 		managed := s.managed[t.Target]

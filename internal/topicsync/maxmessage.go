@@ -68,7 +68,13 @@ const maxMessageLimit = 1<<31 - 1
 // (keep says so) or sourceMax is unknown; otherwise a copy is changed.
 // target holds the target topic's explicit configs (nil before it
 // exists).
-func WithHeadroom(desired map[string]string, sourceMax string, target map[string]string, keep bool) map[string]string {
+//
+// mutual says a flow with provenance also writes the other way, from the
+// target's cluster into the source's (active-active, meshes): an existing
+// target topic is then in step once it is as large as the source, so the
+// two flows settle on one value (the first one's, with its room) instead
+// of each adding room to the other's on every pass.
+func WithHeadroom(desired map[string]string, sourceMax string, target map[string]string, keep, mutual bool) map[string]string {
 	if keep {
 		return desired
 	}
@@ -77,6 +83,12 @@ func WithHeadroom(desired map[string]string, sourceMax string, target map[string
 		return desired
 	}
 	want := min(src+MaxMessageHeadroom(src), maxMessageLimit)
+	if mutual && target != nil {
+		// The source topic is the target of a flow the other way, which
+		// gave it this room: following it with room of our own would
+		// raise both clusters' limits on every pass.
+		want = src
+	}
 	out := make(map[string]string, len(desired)+1)
 	for k, v := range desired {
 		out[k] = v

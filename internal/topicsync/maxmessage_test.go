@@ -85,7 +85,7 @@ func TestWithHeadroom(t *testing.T) {
 			for k, v := range tt.desired {
 				in[k] = v
 			}
-			got := WithHeadroom(in, tt.sourceMax, tt.target, tt.keep)
+			got := WithHeadroom(in, tt.sourceMax, tt.target, tt.keep, false)
 			if got[MaxMessageBytesKey] != tt.want {
 				t.Errorf("max.message.bytes = %q, want %q", got[MaxMessageBytesKey], tt.want)
 			}
@@ -147,5 +147,26 @@ func TestSyncGivesProvenanceRoom(t *testing.T) {
 	e2.syncUntil(t, s2, "with the topic ready", func(r Result) bool { return len(r.Ready) == 1 })
 	if got := e2.dynamicConfigs(t, e2.dstOp, "big")["max.message.bytes"]; got != "" {
 		t.Errorf("excluded max.message.bytes set to %q on the target", got)
+	}
+}
+
+// Two flows with provenance in opposite directions (active-active) each
+// follow the other's topic: the limits settle after one raise instead of
+// growing on every pass.
+func TestWithHeadroomActiveActiveSettles(t *testing.T) {
+	for _, start := range []int64{1048588, 2_000_000, 100, 65536 * 7} {
+		a := map[string]string{MaxMessageBytesKey: strconv.FormatInt(start, 10)}
+		var b map[string]string // created by a-to-b
+		for pass := range 5 {
+			b = WithHeadroom(map[string]string{}, a[MaxMessageBytesKey], b, false, true) // a-to-b
+			a = WithHeadroom(map[string]string{}, b[MaxMessageBytesKey], a, false, true) // b-to-a
+			if pass == 0 {
+				continue
+			}
+			want := strconv.FormatInt(start+MaxMessageHeadroom(start), 10)
+			if a[MaxMessageBytesKey] != want || b[MaxMessageBytesKey] != want {
+				t.Fatalf("start %d, pass %d: a %s, b %s; want both %s", start, pass, a[MaxMessageBytesKey], b[MaxMessageBytesKey], want)
+			}
+		}
 	}
 }

@@ -85,8 +85,9 @@ type Syncer struct {
 	// deletes is the state of delete_topics; nil when it is off.
 	deletes *deletions
 	// headroom gives target topics a max.message.bytes with room for
-	// the provenance header (WithProvenance).
-	headroom bool
+	// the provenance header (WithProvenance); mutual says a flow with
+	// provenance writes the other way too (see WithHeadroom).
+	headroom, mutual bool
 }
 
 // WithProvenance says that the flow writes the provenance header on every
@@ -95,6 +96,13 @@ type Syncer struct {
 // name max.message.bytes. It returns s.
 func (s *Syncer) WithProvenance(on bool) *Syncer {
 	s.headroom = on
+	return s
+}
+
+// WithMutual says that a flow with provenance also writes from the target
+// cluster into the source cluster (see WithHeadroom). It returns s.
+func (s *Syncer) WithMutual(on bool) *Syncer {
+	s.mutual = on
 	return s
 }
 
@@ -240,7 +248,7 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 		t := s.topic(srcTopics[name], s.policy.TargetName(name), "")
 		configs := s.configs.desired(srcConfigs[name])
 		if s.headroom {
-			configs = WithHeadroom(configs, srcMax[name], nil, s.configs.keepMaxMessage())
+			configs = WithHeadroom(configs, srcMax[name], nil, s.configs.keepMaxMessage(), s.mutual)
 		}
 		id, err := s.create(ctx, t, configs)
 		if err != nil {

@@ -61,6 +61,17 @@ func (g *Graph) Clusters() []string {
 	return slices.Compact(out)
 }
 
+// Mutual reports whether a flow with provenance copies from cluster target
+// into cluster source: records go both ways between them.
+func (g *Graph) Mutual(source, target string) bool {
+	for _, e := range g.edges {
+		if e.Provenance && e.Source == target && e.Target == source {
+			return true
+		}
+	}
+	return false
+}
+
 // Edges returns the graph's flows in configuration order.
 func (g *Graph) Edges() []Edge { return slices.Clone(g.edges) }
 
