@@ -263,7 +263,11 @@ func (s *Syncer) syncConfigs(ctx context.Context, ready []Topic, src map[string]
 		}
 		desired := s.configs.desired(src[t.Source])
 		if s.headroom {
-			desired = WithHeadroom(desired, srcMax[t.Source], tgt[t.Target], s.configs.keepMaxMessage(), s.mutual)
+			existing := tgt[t.Target]
+			if existing == nil {
+				existing = map[string]string{} // it exists, with no explicit config
+			}
+			desired = WithHeadroom(desired, srcMax[t.Source], existing, s.configs.keepMaxMessage(), s.mutual)
 		}
 		s.manage(t.Target, desired)
 		managed := s.managed[t.Target]
