@@ -5,19 +5,15 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/replicate"
 	"github.com/kmirror/kmirror/internal/resume"
 )
-
-// resumeProofWait bounds how long the comparison at resume waits for a
-// source record's provenance mark to be proven or disproven; past it the
-// mark counts as not proven, which can only end the comparison early
-// (records written again, never skipped).
-const resumeProofWait = 10 * time.Second
 
 // resumePoint is a stored position to check before a partition resumes,
 // with the source partition's offsets now.
@@ -61,7 +57,7 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 	if pv := r.repl.Provenance(); pv != nil {
 		// Copies carry the provenance header, dropped records have none,
 		// and other writers of the target topic are not compared.
-		o.Copy, o.Ours = pv.Copier(ctx, rp.target, resumeProofWait), pv.Wrote
+		o.Copy, o.Ours = copier(pv, rp.target), pv.Wrote
 	}
 	res, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd, o,
 		func(p resume.Pair) { omap.Add(p.Source, p.Target, now) })
@@ -84,4 +80,24 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 		return res.Next
 	}
 	return pos
+}
+
+// copier returns, for the comparison at resume of source records with
+// their copies on target topic target, what the flow with provenance pv
+// does with a source record and the record it writes for it (key, value,
+// timestamp and headers). A mark not proven or disproven yet is not
+// waited for: the previous run decided it, which the comparison finds out
+// (resume.Maybe).
+func copier(pv *replicate.Provenance, target string) func(*kgo.Record) (*kgo.Record, resume.Kind) {
+	return func(in *kgo.Record) (*kgo.Record, resume.Kind) {
+		d := pv.Decide(in, target, false)
+		if d.Drop != "" {
+			return nil, resume.Drop
+		}
+		out := &kgo.Record{Key: in.Key, Value: in.Value, Headers: d.Headers, Timestamp: in.Timestamp}
+		if d.Wait {
+			return out, resume.Maybe
+		}
+		return out, resume.Write
+	}
 }

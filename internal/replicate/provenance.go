@@ -79,7 +79,8 @@ type Decision struct {
 	// metrics.DropRouted), or "".
 	Drop string
 	// Wait says the record's mark can be neither proven nor disproven
-	// yet: nothing is decided.
+	// yet: nothing is decided (Headers are those of a record of the
+	// source, should it be disproven).
 	Wait bool
 	// Foreign says the record carries a mark that is not proven: it is
 	// written as a record of the source. Unproven says why: its mark was
@@ -102,7 +103,9 @@ func (pv *Provenance) Decide(in *kgo.Record, target string, unproven bool) Decis
 	switch pv.verdict(m, in) {
 	case provenance.Unknown:
 		if !unproven {
-			return Decision{Wait: true}
+			// The headers it gets if its mark is disproven, for a
+			// comparison that cannot wait (see internal/resume).
+			return Decision{Wait: true, Headers: pv.origin(in, target)}
 		}
 		return Decision{Headers: pv.origin(in, target), Foreign: true, Unproven: true}
 	case provenance.Stale:
@@ -249,26 +252,6 @@ func setHeader(in []kgo.RecordHeader, value []byte) []kgo.RecordHeader {
 		out = append(out, kgo.RecordHeader{Key: HeaderProvenance, Value: value})
 	}
 	return out
-}
-
-// Copier returns, for a comparison of source records with their copies
-// on target topic target, the record the flow writes for a source record
-// (key, value, timestamp and headers), or false if it writes none. A
-// mark not proven within wait counts as not proven. A nil pv copies
-// headers as they are.
-func (pv *Provenance) Copier(ctx context.Context, target string, wait time.Duration) func(*kgo.Record) (*kgo.Record, bool) {
-	return func(in *kgo.Record) (*kgo.Record, bool) {
-		out := &kgo.Record{Key: in.Key, Value: in.Value, Headers: in.Headers, Timestamp: in.Timestamp}
-		if pv == nil {
-			return out, true
-		}
-		d := pv.DecideWait(ctx, in, target, wait)
-		if d.Drop != "" {
-			return nil, false
-		}
-		out.Headers = d.Headers
-		return out, true
-	}
 }
 
 // Wrote reports whether a target record was written by the flow: its

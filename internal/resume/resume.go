@@ -30,6 +30,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +38,7 @@ import (
 
 	"github.com/kmirror/kmirror/internal/logread"
 	"github.com/kmirror/kmirror/internal/progress"
+	"github.com/kmirror/kmirror/internal/provenance"
 	"github.com/kmirror/kmirror/internal/verify"
 )
 
@@ -62,15 +64,38 @@ type Options struct {
 	// configured with consumer.isolation_level read_uncommitted copies
 	// records of aborted and open transactions too.
 	SourceReadUncommitted bool
-	// Copy, if set, returns the record the flow writes for a source
-	// record, or false if it writes none; such source records are passed
-	// over. Nil: records are copied as they are.
-	Copy func(*kgo.Record) (*kgo.Record, bool)
+	// Copy, if set, returns what the flow does with a source record, and
+	// the record it writes for it: source records it drops are passed
+	// over; one it may have written or dropped (Maybe) is matched if the
+	// next target record is its copy and passed over otherwise. Nil:
+	// records are copied as they are.
+	Copy func(*kgo.Record) (*kgo.Record, Kind)
 	// Ours, if set, reports whether a target record was written by the
 	// flow; the others are passed over. Nil: every target record past the
 	// position was.
 	Ours func(*kgo.Record) bool
 }
+
+// Kind is what a flow does with a source record.
+type Kind int8
+
+const (
+	// Write: the flow writes the record's copy.
+	Write Kind = iota
+	// Drop: the flow writes nothing for it.
+	Drop
+	// Maybe: either; which one is not known yet (a provenance mark not
+	// proven or disproven yet). The previous run decided, in source
+	// order: its copy is the next target record of the flow if it wrote
+	// one, so the record is matched when the next target record is its
+	// copy, and passed over otherwise. Passing over never skips a record
+	// the previous run did not write: a later record matches only if the
+	// previous run went past this one, and where nothing later matches
+	// the position stays before it. The provenance header is left out of
+	// that comparison: the previous run may have proven the mark and
+	// extended the path, or not.
+	Maybe
+)
 
 // Pair is a source record's offset and the target offset of its copy.
 type Pair struct {
@@ -144,7 +169,7 @@ func Match(ctx context.Context, src, tgt *kgo.Client, id progress.Partition, tar
 			res.Others++
 			continue
 		}
-		s, want, ok := srcSide.nextCopy(o.Copy, &res)
+		s, want, ok := srcSide.nextCopy(o.Copy, t, &res)
 		if !ok {
 			if err := srcSide.failure(ctx); err != nil {
 				return res, fmt.Errorf("reading source %s after %d matching records: %w", id, res.Matched, err)
@@ -205,8 +230,10 @@ func (s *side) next(onMarker func()) (*kgo.Record, bool) {
 
 // nextCopy returns the side's next source record the flow writes a copy
 // of, and that copy (copyOf nil: the record itself), counting in res the
-// markers and the records the flow drops passed on the way.
-func (s *side) nextCopy(copyOf func(*kgo.Record) (*kgo.Record, bool), res *Result) (rec, want *kgo.Record, ok bool) {
+// markers and the records the flow drops passed on the way. A record the
+// flow may have written or dropped (Maybe) is returned if t, the next
+// target record of the flow, is its copy, and passed over otherwise.
+func (s *side) nextCopy(copyOf func(*kgo.Record) (*kgo.Record, Kind), t *kgo.Record, res *Result) (rec, want *kgo.Record, ok bool) {
 	for {
 		rec, ok := s.next(func() { res.Markers++ })
 		if !ok {
@@ -215,11 +242,24 @@ func (s *side) nextCopy(copyOf func(*kgo.Record) (*kgo.Record, bool), res *Resul
 		if copyOf == nil {
 			return rec, rec, true
 		}
-		if want, ok := copyOf(rec); ok {
+		want, kind := copyOf(rec)
+		switch {
+		case kind == Write:
+			return rec, want, true
+		case kind == Maybe && verify.DiffIgnoring(want, t, provenance.Header) == "":
+			// Written: compared with the header the previous run wrote.
+			want = cloneWithHeader(want, t)
 			return rec, want, true
 		}
 		res.Dropped++
 	}
+}
+
+// cloneWithHeader returns want with the provenance header of t.
+func cloneWithHeader(want, t *kgo.Record) *kgo.Record {
+	out := *want
+	out.Headers = slices.Clone(t.Headers)
+	return &out
 }
 
 // failure is why an ended side ended early, or nil if it read its range.

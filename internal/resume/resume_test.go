@@ -205,6 +205,22 @@ func withoutEpoch(t *testing.T, pos progress.Position) progress.Position {
 	return pos
 }
 
+// copier is what a flow with provenance pv does with a source record (as
+// internal/flow gives it to Match).
+func copier(pv *replicate.Provenance, target string) func(*kgo.Record) (*kgo.Record, Kind) {
+	return func(in *kgo.Record) (*kgo.Record, Kind) {
+		d := pv.Decide(in, target, false)
+		if d.Drop != "" {
+			return nil, Drop
+		}
+		out := &kgo.Record{Key: in.Key, Value: in.Value, Headers: d.Headers, Timestamp: in.Timestamp}
+		if d.Wait {
+			return out, Maybe
+		}
+		return out, Write
+	}
+}
+
 // trustAll proves every provenance mark.
 type trustAll struct{}
 
@@ -248,7 +264,7 @@ func TestMatchWithProvenance(t *testing.T) {
 	if err := e.tgt.ProduceSync(ctx, tgt...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Copy: pv.Copier(ctx, "tgt", time.Second), Ours: pv.Wrote}
+	o := Options{Copy: copier(pv, "tgt"), Ours: pv.Wrote}
 
 	var pairs []Pair
 	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 5, 5, o, func(p Pair) { pairs = append(pairs, p) })
@@ -282,8 +298,60 @@ func TestMatchWithProvenanceStopsAtADifferentHeader(t *testing.T) {
 	if err := e.tgt.ProduceSync(ctx, hrec("tgt", "s0", "a", "1", ph, "2;f;S,T;src"), hrec("tgt", "s1", ph, "2;f;S,T;src", "a", "1")).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 2, 2, Options{Copy: pv.Copier(ctx, "tgt", time.Second), Ours: pv.Wrote}, func(Pair) {})
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 2, 2, Options{Copy: copier(pv, "tgt"), Ours: pv.Wrote}, func(Pair) {})
 	if err == nil || res.Matched != 1 || res.Next.SourceNext != 1 {
 		t.Fatalf("result %+v, err %v; want 1 matched (header order differs at the second) and an error", res, err)
+	}
+}
+
+// unknownAll proves and disproves nothing.
+type unknownAll struct{}
+
+func (unknownAll) Check(_, _, _ string, _ int32, _ int64) (provenance.Verdict, int64) {
+	return provenance.Unknown, -1
+}
+
+func (unknownAll) Changed() <-chan struct{} { return nil }
+
+func (unknownAll) Expire(string, string, int32) {}
+
+// At a restart the marks of source records may not be decidable yet (the
+// flows that wrote them restart too): the previous run decided them, in
+// source order, so a record whose copy is the next target record of the
+// flow was written, and one whose copy is not was dropped.
+func TestMatchUndecidedMarks(t *testing.T) {
+	e := newEnv(t)
+	ctx := testContext(t)
+	const ph = replicate.HeaderProvenance
+	pv := &replicate.Provenance{Flow: "f", SourceID: "S", TargetID: "T", Ledger: unknownAll{}}
+	// Source: s0 with a mark the previous run disproved (written), s1 with
+	// a mark it proved a loop (dropped), s2 produced on the source.
+	src := []*kgo.Record{hrec("src", "s0", ph, "2;t-to-s;T,S"), hrec("src", "s1", ph, "2;t-to-s;T,S"), hrec("src", "s2")}
+	tgt := []*kgo.Record{hrec("tgt", "s0", ph, "2;f;S,T;src"), hrec("tgt", "local"), hrec("tgt", "s2", ph, "2;f;S,T;src")}
+	if err := e.tgt.ProduceSync(ctx, src...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tgt.ProduceSync(ctx, tgt...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	var pairs []Pair
+	res, err := Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{}, 3, 3, Options{Copy: copier(pv, "tgt"), Ours: pv.Wrote}, func(p Pair) { pairs = append(pairs, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Pair{{0, 0}, {2, 2}}; !slices.Equal(pairs, want) || res.Dropped != 1 || res.Others != 1 {
+		t.Fatalf("pairs %v, result %+v; want %v, 1 dropped, 1 other", pairs, res, want)
+	}
+	// An undecided record the previous run did not reach: nothing later
+	// matches, so the position stays before it.
+	if err := e.tgt.ProduceSync(ctx, hrec("src", "s3", ph, "2;t-to-s;T,S"), hrec("src", "s4")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.tgt.ProduceSync(ctx, hrec("tgt", "other", ph, "2;f;S,T;src")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	res, err = Match(ctx, e.src, e.tgt, id, "tgt", progress.Position{SourceNext: 3, TargetNext: 3}, 4, 5, Options{Copy: copier(pv, "tgt"), Ours: pv.Wrote}, func(Pair) {})
+	if err == nil || res.Matched != 0 || res.Next.SourceNext != 3 {
+		t.Fatalf("result %+v, err %v; want no match, the position kept at 3", res, err)
 	}
 }
