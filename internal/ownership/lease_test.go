@@ -147,18 +147,37 @@ func TestLeaseClockJumpEndsIt(t *testing.T) {
 	}
 }
 
-// TestLeaseTimerNoticesAJump: nobody asks the lease, yet a clock jump
-// ends it within about the slack, as the gate's connection aborts need.
-func TestLeaseTimerNoticesAJump(t *testing.T) {
-	c := newFakeClock()
-	slack := 20 * time.Millisecond
-	l := newLease(c, slack, 1, c.Boottime()+time.Hour)
-	defer l.end("test over")
-	c.advance(0, time.Minute)
-	select {
-	case <-l.Lost():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the lease's timer did not end it after a clock jump")
+// TestLeaseTimerEndsIt: nobody asks the lease, yet its timer ends it
+// within about the slack of a clock jump or of its expiry passing on the
+// boot clock (a suspension), and the OnEnd hooks the gate aborts its
+// connections with run.
+func TestLeaseTimerEndsIt(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		boot, wall time.Duration
+	}{
+		{"wall clock jump", 0, time.Minute},
+		{"suspended past the expiry", 2 * time.Hour, 2 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newFakeClock()
+			slack := 20 * time.Millisecond
+			l := newLease(c, slack, 1, c.Boottime()+time.Hour)
+			defer l.end("test over")
+			hooked := make(chan struct{})
+			l.OnEnd(func() { close(hooked) })
+			c.advance(tc.boot, tc.wall)
+			select {
+			case <-l.Lost():
+			case <-time.After(5 * time.Second):
+				t.Fatal("the lease's timer did not end it")
+			}
+			select {
+			case <-hooked:
+			default:
+				t.Fatal("Lost closed before the hooks ran")
+			}
+		})
 	}
 }
 
