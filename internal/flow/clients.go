@@ -28,12 +28,12 @@ func (f *Flow) dial(lease *ownership.Lease) (*runClients, error) {
 	if err != nil {
 		return nil, err
 	}
-	tgt, err := kafka.NewGatedClient(f.target, f.logger, lease.Allow, f.producerOpts()...)
+	tgt, err := kafka.NewGatedClient(f.target, f.logger, lease, f.producerOpts()...)
 	if err != nil {
 		src.Close()
 		return nil, err
 	}
-	meta, err := kafka.NewGatedClient(f.target, f.logger, lease.Allow,
+	meta, err := kafka.NewGatedClient(f.target, f.logger, lease,
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0), kgo.RequiredAcks(kgo.AllISRAcks()))
 	if err != nil {
 		src.Close()

@@ -34,7 +34,7 @@ func Options(c *config.Cluster, logger *slog.Logger) ([]kgo.Opt, error) {
 	return options(c, logger, nil)
 }
 
-func options(c *config.Cluster, logger *slog.Logger, allow func() error) ([]kgo.Opt, error) {
+func options(c *config.Cluster, logger *slog.Logger, gt *gate) ([]kgo.Opt, error) {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(c.BootstrapServers...),
 		kgo.ClientID(c.ClientID),
@@ -54,8 +54,8 @@ func options(c *config.Cluster, logger *slog.Logger, allow func() error) ([]kgo.
 			return nil, fmt.Errorf("cluster %q: %w", c.Alias, err)
 		}
 	}
-	if files != nil || allow != nil {
-		opts = append(opts, kgo.Dialer(dialer(c.DialTimeout, files, allow)))
+	if files != nil || gt != nil {
+		opts = append(opts, kgo.Dialer(dialer(c.DialTimeout, files, gt)))
 	}
 	if c.SASL != nil {
 		m, err := saslMechanism(c.SASL)
@@ -81,13 +81,15 @@ func NewClient(c *config.Cluster, logger *slog.Logger, extra ...kgo.Opt) (*kgo.C
 	return cl, nil
 }
 
-// NewGatedClient returns a client like NewClient whose every write to a
-// broker is first allowed by allow: a write it refuses fails with its
-// error and sends nothing, and no connection is opened while it refuses.
-// A flow's target clients are gated by the flow's ownership lease, so a
-// process that lost the flow cannot write to the target.
-func NewGatedClient(c *config.Cluster, logger *slog.Logger, allow func() error, extra ...kgo.Opt) (*kgo.Client, error) {
-	opts, err := options(c, logger, allow)
+// NewGatedClient returns a client like NewClient whose writes to brokers
+// are allowed by g: every chunk of at most 64 KiB asks g.Allow first, so
+// a refused write sends nothing more, and no connection is opened while
+// it refuses. When g ends (OnEnd) or refuses, every connection of the
+// client is aborted with a TCP reset, so the kernel drops what it has not
+// sent yet. A flow's target clients are gated by the flow's ownership
+// lease, so a process that lost the flow cannot write to the target.
+func NewGatedClient(c *config.Cluster, logger *slog.Logger, g Gate, extra ...kgo.Opt) (*kgo.Client, error) {
+	opts, err := options(c, logger, newGate(g))
 	if err != nil {
 		return nil, err
 	}
@@ -99,14 +101,14 @@ func NewGatedClient(c *config.Cluster, logger *slog.Logger, allow func() error, 
 }
 
 // dialer dials brokers, with TLS if files is set (its configuration read
-// again for each connection when a file changed), over connections whose
-// writes ask allow first if allow is set. The gate sits under TLS, on
-// every record sent.
-func dialer(timeout time.Duration, files *tlsFiles, allow func() error) func(context.Context, string, string) (net.Conn, error) {
+// again for each connection when a file changed), over connections gated
+// by gt if it is set. The gate sits under TLS, on every record sent, and
+// aborts the TCP connection itself.
+func dialer(timeout time.Duration, files *tlsFiles, gt *gate) func(context.Context, string, string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout}
 	return func(ctx context.Context, network, host string) (net.Conn, error) {
-		if allow != nil {
-			if err := allow(); err != nil {
+		if gt != nil {
+			if err := gt.allow(); err != nil {
 				return nil, err
 			}
 		}
@@ -122,8 +124,15 @@ func dialer(timeout time.Duration, files *tlsFiles, allow func() error) func(con
 			return nil, err
 		}
 		conn := raw
-		if allow != nil {
-			conn = &gatedConn{Conn: raw, allow: allow}
+		if gt != nil {
+			gc := &gatedConn{Conn: raw, gate: gt}
+			if !gt.add(gc) {
+				if err := gt.g.Allow(); err != nil {
+					return nil, err
+				}
+				return nil, net.ErrClosed
+			}
+			conn = gc
 		}
 		if tc == nil {
 			return conn, nil
@@ -136,24 +145,11 @@ func dialer(timeout time.Duration, files *tlsFiles, allow func() error) func(con
 		}
 		tconn := tls.Client(conn, cfg)
 		if err := tconn.HandshakeContext(ctx); err != nil {
-			raw.Close()
+			conn.Close()
 			return nil, err
 		}
 		return tconn, nil
 	}
-}
-
-// gatedConn refuses writes that allow refuses.
-type gatedConn struct {
-	net.Conn
-	allow func() error
-}
-
-func (c *gatedConn) Write(b []byte) (int, error) {
-	if err := c.allow(); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(b)
 }
 
 // Ping checks that at least one broker of the cluster answers within the

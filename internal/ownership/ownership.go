@@ -8,16 +8,18 @@
 // who holds the flow; the group generation is the holder's epoch.
 //
 // A holder may write while it holds a Lease, which it measures on its own
-// monotonic clock: the lease lasts until two thirds of the session
-// timeout after the sending of the last heartbeat (or join) the
-// coordinator accepted. The coordinator cannot give the flow to another
+// boot clock (CLOCK_BOOTTIME on Linux, which counts time suspended),
+// cross-checked against the wall clock: the lease lasts until two thirds
+// of the session timeout after the sending of the last heartbeat (or
+// join) the coordinator accepted. The coordinator cannot give the flow to another
 // member before a full session timeout has passed since then (the
 // rebalance timeout equals the session timeout), so a holder that was
 // paused, cut off or too slow to heartbeat has stopped writing before a
 // successor can start. The lease is enforced where the bytes leave the
-// process: the flow's target clients check Lease.Allow before every write
-// to a broker (see kafka.NewGatedClient), so records already buffered in
-// a paused holder's producer are never sent once it resumes.
+// process: the flow's target clients check Lease.Allow before every chunk
+// they write to a broker and abort their connections when the lease ends
+// (see kafka.NewGatedClient), so records already buffered in a paused
+// holder's producer are never sent once it resumes.
 //
 // A holder that stops leaves the group, and a waiting member takes over
 // at its next heartbeat. A holder that dies is removed by the coordinator
@@ -89,6 +91,8 @@ type Options struct {
 	Logger  *slog.Logger
 	// OnChange, if set, is called after the holder changed.
 	OnChange func(State)
+	// Clock measures the lease; nil means SystemClock.
+	Clock Clock
 	// Partitions selects ProtocolPartitions: the flow's source partitions
 	// are split over the members instead of the whole flow going to one.
 	Partitions bool
@@ -112,6 +116,7 @@ type State struct {
 // Member is this process's membership of a flow's ownership group.
 type Member struct {
 	opts   Options
+	clock  Clock
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -134,16 +139,21 @@ type Member struct {
 	authoritative bool               // universe is set
 	known         []Partition        // every partition of the last assignment
 
-	// calm is when the newest request the coordinator answered without
-	// a rebalance in progress was sent: a rebalance started after it, so
-	// it cannot end without this member before calm + Timeout.
-	calm time.Time
+	// calm is when (on the boot clock) the newest request the
+	// coordinator answered without a rebalance in progress was sent: a
+	// rebalance started after it, so it cannot end without this member
+	// before calm + Timeout.
+	calm time.Duration
 }
 
 // Join starts the membership in the background. Leave ends it.
 func Join(opts Options) *Member {
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Member{opts: opts, cancel: cancel, done: make(chan struct{}), granted: make(chan struct{}),
+	clock := opts.Clock
+	if clock == nil {
+		clock = SystemClock()
+	}
+	m := &Member{opts: opts, clock: clock, cancel: cancel, done: make(chan struct{}), granted: make(chan struct{}),
 		rejoin: make(chan struct{}, 1), changed: make(chan struct{}), owned: map[Partition]bool{}}
 	go m.run(ctx)
 	return m
@@ -229,6 +239,10 @@ func (m *Member) heartbeatInterval() time.Duration {
 // coordinator accepted.
 func (m *Member) window() time.Duration { return m.opts.Timeout * 2 / 3 }
 
+// slack is how far the lease's boot and wall clocks may disagree between
+// two looks at the lease before it ends.
+func (m *Member) slack() time.Duration { return m.opts.Timeout / 20 }
+
 type memberMeta struct {
 	Identity
 	// Holding is true when the member holds a valid lease of generation
@@ -271,7 +285,7 @@ func (m *Member) joinAndSync(ctx context.Context) error {
 	proto := kmsg.NewJoinGroupRequestProtocol()
 	proto.Name, proto.Metadata = protocol, metaBytes
 	join.Protocols = []kmsg.JoinGroupRequestProtocol{proto}
-	sent := time.Now()
+	sent := m.clock.Boottime()
 	stopKeepAlive := m.keepAliveWhileJoining(ctx, memberID)
 	jresp, err := join.RequestWith(ctx, m.opts.Client)
 	stopKeepAlive()
@@ -417,7 +431,7 @@ func (m *Member) apply(gen int32, self string, holder Identity) {
 	state := m.state
 	m.mu.Unlock()
 	if ended != nil {
-		ended.end()
+		ended.end("assigned to another instance")
 		m.opts.Logger.Warn("the flow was assigned to another instance; writes stopped", "holder", holder.String(), "generation", gen)
 	}
 	if !changed {
@@ -475,11 +489,12 @@ func (m *Member) heartbeat(ctx context.Context) {
 }
 
 // sendHeartbeat sends one heartbeat of memberID in generation gen and
-// returns when it was sent and the coordinator's answer as an error.
-func (m *Member) sendHeartbeat(ctx context.Context, memberID string, gen int32) (time.Time, error) {
+// returns when it was sent (on the boot clock) and the coordinator's
+// answer as an error.
+func (m *Member) sendHeartbeat(ctx context.Context, memberID string, gen int32) (time.Duration, error) {
 	hb := kmsg.NewPtrHeartbeatRequest()
 	hb.Group, hb.MemberID, hb.Generation = m.opts.Group, memberID, gen
-	sent := time.Now()
+	sent := m.clock.Boottime()
 	ctx, cancel := context.WithTimeout(ctx, m.window()/2)
 	defer cancel()
 	resp, err := hb.RequestWith(ctx, m.opts.Client)
@@ -489,9 +504,9 @@ func (m *Member) sendHeartbeat(ctx context.Context, memberID string, gen int32) 
 	return sent, err
 }
 
-func (m *Member) setCalm(sent time.Time) {
+func (m *Member) setCalm(sent time.Duration) {
 	m.mu.Lock()
-	if sent.After(m.calm) {
+	if sent > m.calm {
 		m.calm = sent
 	}
 	m.mu.Unlock()
@@ -543,13 +558,9 @@ func (m *Member) keepAliveWhileJoining(ctx context.Context, memberID string) (st
 				return // the join's answer says what happened
 			}
 			m.mu.Lock()
-			bound := m.calm.Add(m.opts.Timeout - m.opts.Timeout/20)
+			bound := m.calm + m.opts.Timeout - m.opts.Timeout/20
 			m.mu.Unlock()
-			expiry := sent.Add(m.window())
-			if expiry.After(bound) {
-				expiry = bound
-			}
-			lease.renew(expiry)
+			lease.renew(min(sent+m.window(), bound))
 		}
 	}()
 	return func() {
@@ -559,17 +570,18 @@ func (m *Member) keepAliveWhileJoining(ctx context.Context, memberID string) (st
 }
 
 // renew extends a valid lease after the coordinator accepted a request
-// sent at sent, or grants the lease the member was assigned.
-func (m *Member) renew(sent time.Time) {
+// sent at sent (on the boot clock), or grants the lease the member was
+// assigned.
+func (m *Member) renew(sent time.Duration) {
 	m.mu.Lock()
 	l := m.lease
 	if l == nil && m.pending {
-		expiry := sent.Add(m.window())
-		if !time.Now().Before(expiry) {
+		expiry := sent + m.window()
+		if m.clock.Boottime() >= expiry {
 			m.mu.Unlock()
 			return // the heartbeat took too long; the next one grants it
 		}
-		l = newLease(m.state.Generation, expiry)
+		l = newLease(m.clock, m.slack(), m.state.Generation, expiry)
 		m.pending = false
 		m.lease = l
 		m.state.Holding = true
@@ -586,7 +598,7 @@ func (m *Member) renew(sent time.Time) {
 	}
 	m.mu.Unlock()
 	if l != nil {
-		l.renew(sent.Add(m.window()))
+		l.renew(sent + m.window())
 	}
 }
 
@@ -598,7 +610,11 @@ func (m *Member) checkLease() bool {
 	if l == nil || l.Allow() == nil {
 		return false
 	}
-	m.endLease("no heartbeat accepted in time")
+	reason := l.endReason()
+	if reason == "" {
+		reason = "no heartbeat accepted in time"
+	}
+	m.endLease(reason)
 	return true
 }
 
@@ -616,7 +632,7 @@ func (m *Member) endLease(reason string) {
 	if l == nil {
 		return
 	}
-	l.end()
+	l.end(reason)
 	m.opts.Logger.Warn("this instance lost the flow; writes stopped", "reason", reason, "generation", l.Generation())
 	if m.opts.OnChange != nil {
 		m.opts.OnChange(state)
@@ -632,7 +648,7 @@ func (m *Member) leave() {
 	m.clearShareLocked()
 	m.mu.Unlock()
 	if l != nil {
-		l.end()
+		l.end("left the ownership group")
 	}
 	if m.opts.OnChange != nil {
 		m.opts.OnChange(State{})
@@ -654,93 +670,5 @@ func (m *Member) leave() {
 	if err != nil {
 		m.opts.Logger.Warn("could not leave the ownership group; another instance takes over after the session timeout",
 			"group", m.opts.Group, "timeout", m.opts.Timeout.String(), "err", err)
-	}
-}
-
-// Lease is the right to write a flow's data and progress. It ends when
-// its holder stops heartbeating in time, is removed from the group, is
-// assigned away or leaves; an ended lease never becomes valid again.
-type Lease struct {
-	mu         sync.Mutex
-	expiry     time.Time // monotonic
-	generation int32
-	ended      bool
-	lost       chan struct{}
-	timer      *time.Timer // ends the lease at its expiry
-}
-
-func newLease(gen int32, expiry time.Time) *Lease {
-	l := &Lease{expiry: expiry, generation: gen, lost: make(chan struct{})}
-	l.mu.Lock()
-	l.timer = time.AfterFunc(time.Until(expiry), l.check)
-	l.mu.Unlock()
-	return l
-}
-
-// check ends the lease if it expired, else looks again at its expiry.
-func (l *Lease) check() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ended {
-		return
-	}
-	if d := time.Until(l.expiry); d > 0 {
-		l.timer.Reset(d)
-		return
-	}
-	l.endLocked()
-}
-
-// Allow returns nil while the lease is valid, else ErrLeaseLost. Every
-// write of the holder to the target asks it first.
-func (l *Lease) Allow() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.ended && time.Now().Before(l.expiry) {
-		return nil
-	}
-	l.endLocked()
-	return ErrLeaseLost
-}
-
-// Lost is closed when the lease has ended.
-func (l *Lease) Lost() <-chan struct{} { return l.lost }
-
-// Generation is the group generation the lease was last confirmed in.
-func (l *Lease) Generation() int32 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.generation
-}
-
-func (l *Lease) setGeneration(gen int32) {
-	l.mu.Lock()
-	l.generation = gen
-	l.mu.Unlock()
-}
-
-func (l *Lease) renew(expiry time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ended || !time.Now().Before(l.expiry) {
-		l.endLocked()
-		return
-	}
-	if expiry.After(l.expiry) {
-		l.expiry = expiry
-	}
-}
-
-func (l *Lease) end() {
-	l.mu.Lock()
-	l.endLocked()
-	l.mu.Unlock()
-}
-
-func (l *Lease) endLocked() {
-	if !l.ended {
-		l.ended = true
-		l.timer.Stop()
-		close(l.lost)
 	}
 }

@@ -66,26 +66,6 @@ func TestAssign(t *testing.T) {
 	}
 }
 
-func TestLeaseExpiresAndNeverComesBack(t *testing.T) {
-	l := newLease(1, time.Now().Add(100*time.Millisecond))
-	if err := l.Allow(); err != nil {
-		t.Fatalf("fresh lease: %v", err)
-	}
-	l.renew(time.Now().Add(200 * time.Millisecond))
-	select {
-	case <-l.Lost():
-	case <-time.After(5 * time.Second):
-		t.Fatal("lease not lost after its expiry")
-	}
-	if err := l.Allow(); err != ErrLeaseLost {
-		t.Fatalf("Allow after expiry = %v, want ErrLeaseLost", err)
-	}
-	l.renew(time.Now().Add(time.Hour))
-	if err := l.Allow(); err != ErrLeaseLost {
-		t.Fatalf("Allow after a late renewal = %v, want ErrLeaseLost", err)
-	}
-}
-
 // TestOneHolderAndHandOver runs two members on a fake cluster: one holds
 // the flow, the other knows who; when the holder leaves, the other takes
 // over.
