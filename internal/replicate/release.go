@@ -66,6 +66,9 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 	} else {
 		err = fmt.Errorf("%w: %d partitions: %w", ErrNotDrained, len(parts), ctx.Err())
 	}
+	if releaseStoredHook != nil {
+		releaseStoredHook()
+	}
 	// Still under progressMu: a progress write waiting for it must not
 	// find them any more.
 	r.mu.Lock()
@@ -93,6 +96,10 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 	r.updateGauges()
 	return err
 }
+
+// releaseStoredHook, if set (by tests), runs in Release between the store
+// of the final positions and the partitions' removal.
+var releaseStoredHook func()
 
 // Abandon finishes the release of partitions whose Release returned
 // ErrNotDrained, once the caller ended its lease (nothing of this process
