@@ -50,7 +50,14 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 	// (sent ones by the target; the others fail unsent at the order gate).
 	drained := waitAnswered(ctx, parts)
 	var err error
-	r.progressMu.Lock()
+	if drained {
+		// A progress write in progress finishes first; none starts
+		// until the partitions are gone. (Without the clean stop, a
+		// progress write may still store them: not Stopped, like their
+		// stored position already is.)
+		r.progressMu.Lock()
+		defer r.progressMu.Unlock()
+	}
 	if drained {
 		// Every write of theirs was answered: the positions are exact
 		// and stored Stopped, so the next owner need not wait for stray
@@ -92,7 +99,6 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 		p.mu.Unlock()
 	}
 	r.mu.Unlock()
-	r.progressMu.Unlock()
 	r.updateGauges()
 	return err
 }
