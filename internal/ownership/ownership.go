@@ -731,6 +731,11 @@ func (l *Lease) renew(expiry time.Time) {
 	}
 }
 
+// End ends the lease now: every write it gates is refused from then on,
+// and Lost is closed. The member stops claiming its partitions at its
+// next look at the lease.
+func (l *Lease) End() { l.end() }
+
 func (l *Lease) end() {
 	l.mu.Lock()
 	l.endLocked()
