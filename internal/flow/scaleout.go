@@ -2,12 +2,16 @@ package flow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/groupsync"
@@ -94,8 +98,11 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 			stopElected = nil
 		}
 		if len(sh.Revoking) > 0 {
-			r.release(ctx, own, sh.Revoking)
-			member.Released()
+			if r.release(ctx, lease, own, sh.Revoking) {
+				member.Released()
+			}
+			// Otherwise the lease ended: the member hands the partitions
+			// over when it sees it, and this run stops.
 		} else {
 			own.replace(sh.Owned)
 			if err := r.addOwned(ctx, own); err != nil && ctx.Err() == nil && errLog.Allow() {
@@ -115,6 +122,10 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 		stopElected = nil
 	}
 	if err := <-replDone; err != nil {
+		// Writes still unanswered: nothing more may leave the process
+		// (the client would keep retrying them) before the group hands
+		// the partitions over.
+		lease.End()
 		f.logger.Warn("flow stopped with writes unconfirmed; the next owner of its partitions checks them", "err", err)
 	}
 	f.logger.Info("flow stopped", "replicated_records", repl.Totals().Records)
@@ -181,8 +192,15 @@ func (o *ownedSet) remove(ps []ownership.Partition) {
 }
 
 // release stops revoked partitions, waits for their writes in flight and
-// stores their final positions, within releaseWait.
-func (r *run) release(ctx context.Context, own *ownedSet, ps []ownership.Partition) {
+// stores their final positions, within releaseWait, and reports whether
+// they may be handed over. If their writes did not drain, a write of
+// theirs may still reach the target after a new owner started writing:
+// it ends the lease, so that nothing more of this process is written (the
+// client would retry the unanswered writes), fails their buffered records
+// and waits, until just before the member's own bound (half the ownership
+// timeout), for the target to answer the writes it was sent; it reports
+// false then, and the member hands them over once it sees the lease ended.
+func (r *run) release(ctx context.Context, lease *ownership.Lease, own *ownedSet, ps []ownership.Partition) bool {
 	own.remove(ps)
 	ids := make([]progress.Partition, len(ps))
 	for i, p := range ps {
@@ -190,14 +208,29 @@ func (r *run) release(ctx context.Context, own *ownedSet, ps []ownership.Partiti
 	}
 	start := time.Now()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.releaseWait())
-	defer cancel()
-	if err := r.repl.Release(rctx, ids); err != nil {
+	err := r.repl.Release(rctx, ids)
+	cancel()
+	switch {
+	case errors.Is(err, replicate.ErrNotDrained):
+		lease.End()
+		r.logger.Warn("revoked partitions have writes the target did not answer; this instance gives up its lease and stops writing",
+			"partitions", len(ids), "waited", r.releaseWait().String(), "err", err)
+		actx, cancel := context.WithDeadline(context.WithoutCancel(ctx), start.Add(r.cfg.OwnershipTimeout/2-r.cfg.OwnershipTimeout/20))
+		defer cancel()
+		if err := r.repl.Abandon(actx, ids); err != nil {
+			r.logger.Warn("revoked partitions handed over with writes unanswered; their next owner waits for the target to settle",
+				"partitions", len(ids), "err", err)
+		}
+		return false
+	case err != nil:
+		// Every write was answered; only the store failed.
 		r.logger.Warn("revoked partitions released without their final position stored; their next owner compares the target",
 			"partitions", len(ids), "err", err)
-		return
+		return true
 	}
 	r.logger.Info("revoked partitions stopped and their positions stored; handing them over",
 		"partitions", len(ids), "took", time.Since(start).Round(time.Millisecond).String())
+	return true
 }
 
 // addOwned starts replicating the owned partitions the data plane does not
@@ -246,7 +279,9 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 	if settle {
 		// The previous owner may have died with writes on their way: the
 		// resume comparison must see them.
-		r.settle(ctx, want)
+		if err := r.settle(ctx, want); err != nil {
+			return err
+		}
 	}
 	ends := r.listOffsets(ctx, r.srcAdmin.ListEndOffsets, names)
 	ends.Each(func(o kadm.ListedOffset) {
@@ -345,9 +380,16 @@ func endOf(ends kadm.ListedOffsets, id progress.Partition) int64 {
 }
 
 // settle waits until the target partitions of ids stop growing (bounded);
-// other partitions of their topics are written by other instances.
-func (r *run) settle(ctx context.Context, ids []progress.Partition) {
-	const quiet, limit = time.Second, 15 * time.Second
+// other partitions of their topics are written by other instances. It
+// fails closed: ends it cannot list do not count as settled, and an error
+// leaves the partitions for a later turn. Records a write of the previous
+// owner appended to the leader's log but that wait for acks=all
+// (purgatory) are not under the high watermark yet: the leader's log end
+// must equal it too. A target that does not list its log end is given
+// the producer's request timeout instead, during which the ends must not
+// move.
+func (r *run) settle(ctx context.Context, ids []progress.Partition) error {
+	const quiet = time.Second
 	seen := map[string]bool{}
 	var names []string
 	for _, id := range ids {
@@ -356,25 +398,98 @@ func (r *run) settle(ctx context.Context, ids []progress.Partition) {
 			names = append(names, t)
 		}
 	}
+	began := time.Now()
+	limit := settleLimit
 	var last map[progress.Partition]int64
+	var why string
 	settled := retry.Until(ctx, quiet, limit, func() bool {
-		ends, err := r.tgtAdmin.ListEndOffsets(ctx, names...)
+		lctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
+		defer cancel()
+		ends, err := r.tgtAdmin.ListEndOffsets(lctx, names...)
 		if err != nil {
-			return true
+			last, why = nil, "listing the target's end offsets: "+err.Error()
+			return false
 		}
+		logEnds, logErr := listLogEnds(lctx, r.tgt, names)
 		now := make(map[progress.Partition]int64, len(ids))
 		for _, id := range ids {
-			if o, ok := ends.Lookup(r.naming.TargetName(id.Topic), id.Partition); ok && o.Err == nil {
-				now[id] = o.Offset
+			o, ok := ends.Lookup(r.naming.TargetName(id.Topic), id.Partition)
+			if !ok || o.Err != nil {
+				last, why = nil, fmt.Sprintf("end offset of %s/%d not listed", r.naming.TargetName(id.Topic), id.Partition)
+				return false
 			}
+			if logErr == nil {
+				if leo, ok := logEnds[progress.Partition{Topic: r.naming.TargetName(id.Topic), Partition: id.Partition}]; ok && leo > o.Offset {
+					last, why = nil, fmt.Sprintf("%s/%d has records waiting for acknowledgement by all replicas", r.naming.TargetName(id.Topic), id.Partition)
+					return false
+				}
+			}
+			now[id] = o.Offset
 		}
 		same := last != nil && maps.Equal(last, now)
 		last = now
-		return same
+		if !same {
+			why = "target partitions still growing"
+			return false
+		}
+		if logErr != nil && time.Since(began) < purgatoryWait {
+			why = "waiting out the producer's request timeout (the target does not list its log end: " + logErr.Error() + ")"
+			return false
+		}
+		return true
 	})
 	if !settled && ctx.Err() == nil {
-		r.logger.Warn("target partitions taken over still growing; resuming anyway", "waited", limit.String())
+		return fmt.Errorf("target partitions taken over did not settle within %s: %s", limit, why)
 	}
+	return ctx.Err()
+}
+
+// settleLimit bounds one settle; purgatoryWait is franz-go's default
+// produce request timeout, which the flow's producers use: how long the
+// target may hold a write for acks=all before answering it.
+const (
+	settleLimit   = 20 * time.Second
+	purgatoryWait = 10 * time.Second
+)
+
+// listLogEnds lists the leader's log end offset of every partition of
+// topics (ListOffsets as a debugging replica: not capped at the high
+// watermark), keyed by target topic and partition.
+func listLogEnds(ctx context.Context, cl *kgo.Client, topics []string) (map[progress.Partition]int64, error) {
+	meta, err := kadm.NewClient(cl).Metadata(ctx, topics...)
+	if err != nil {
+		return nil, err
+	}
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -2
+	for _, name := range topics {
+		mt, ok := meta.Topics[name]
+		if !ok || mt.Err != nil {
+			return nil, fmt.Errorf("topic %s not described", name)
+		}
+		rt := kmsg.NewListOffsetsRequestTopic()
+		rt.Topic = name
+		for p := range mt.Partitions {
+			rp := kmsg.NewListOffsetsRequestTopicPartition()
+			rp.Partition, rp.Timestamp, rp.CurrentLeaderEpoch = p, -1, -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	out := map[progress.Partition]int64{}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+				return nil, fmt.Errorf("%s/%d: %w", rt.Topic, rp.Partition, err)
+			}
+			out[progress.Partition{Topic: rt.Topic, Partition: rp.Partition}] = rp.Offset
+		}
+	}
+	return out, nil
 }
 
 // refreshOwnedLag updates the source end offsets of the owned partitions

@@ -390,7 +390,7 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 	}
 	var toResume []resumed
 	for _, t := range topics {
-		if side, oldID := r.recreated(t, tgtEnds); side != "" {
+		if side, oldID := r.recreated(t); side != "" {
 			if err := r.resetTopic(ctx, t, side, oldID); err != nil {
 				stuck.add(t.Source, nil, err.Error())
 				continue
@@ -416,6 +416,19 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 			}
 			a := replicate.Assignment{Source: id, TargetTopic: t.Target, Runs: r.loaded.Runs[id]}
 			if pos, ok := r.loaded.Positions[id]; ok {
+				if te, ok := tgtEnds.Lookup(t.Target, p); ok && te.Err == nil && pos.TargetNext > te.Offset {
+					// Same topic IDs, target end before the position: the
+					// target lost records it had acknowledged.
+					lost, err := r.targetLost(ctx, id, t.Target, pos, te.Offset, start.Offset)
+					if err != nil {
+						stuck.add(t.Source, []int32{p}, err.Error())
+						continue
+					}
+					a.Start, a.Runs = lost, r.loaded.Runs[id]
+					a.Start.TopicID = t.SourceID
+					as = append(as, a)
+					continue
+				}
 				// Its last owner stopped cleanly there: the position is
 				// stored again, not Stopped, before anything is written.
 				a.StoreFirst = pos.Stopped
@@ -461,12 +474,16 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 }
 
 // recreated reports whether what is stored of topic t belongs to another
-// topic of the same name: a source topic ID other than t's (the source
-// topic was deleted and created again), or a stored target offset past the
-// target partition's end (the target topic was deleted, its records are
-// gone). It returns the side and the old ID, or "" when the stored state
-// applies.
-func (r *run) recreated(t topicsync.Topic, tgtEnds kadm.ListedOffsets) (side, oldID string) {
+// topic of the same name, by topic IDs only: a source topic ID other than
+// the stored one (the source topic was deleted and created again), or a
+// target topic ID other than the one this run saw (the target topic was).
+// It returns the side and the old ID, or "" when the stored state applies.
+// A stored target position past the target's end under the same IDs is
+// target data loss, handled per partition (targetLost).
+func (r *run) recreated(t topicsync.Topic) (side, oldID string) {
+	if old := r.targetIDs[t.Target]; old != "" && t.TargetID != "" && old != t.TargetID {
+		return sideTarget, old
+	}
 	for p := range t.Partitions {
 		id := progress.Partition{Topic: t.Source, Partition: p}
 		if r.repl.Has(t.Source, p) || !r.mine(id) {
@@ -479,9 +496,65 @@ func (r *run) recreated(t topicsync.Topic, tgtEnds kadm.ListedOffsets) (side, ol
 		if pos.TopicID != "" && t.SourceID != "" && pos.TopicID != t.SourceID {
 			return sideSource, pos.TopicID
 		}
-		if te, ok := tgtEnds.Lookup(t.Target, p); ok && te.Err == nil && pos.TargetNext > te.Offset {
-			return sideTarget, r.targetIDs[t.Target]
-		}
 	}
 	return "", ""
+}
+
+// targetLost handles a stored position past the end of its target
+// partition under the same topic IDs: the target lost records it had
+// acknowledged (an unclean leader election, or writes with acks: leader).
+// Only the lost range of this partition is copied again: from the first
+// source record whose copy was at or past the target's end (by the offset
+// map; from the source's start when the map does not tell, or the target
+// partition is empty). The new position and the cut offset map are
+// stored before anything is written; the loss is counted.
+func (r *run) targetLost(ctx context.Context, id progress.Partition, target string, pos progress.Position, end, sourceStart int64) (progress.Position, error) {
+	runs := r.loaded.Runs[id]
+	from := int64(-1)
+	if end > 0 {
+		from = firstCopiedFrom(runs, end)
+	}
+	if from < 0 || from > pos.SourceNext {
+		from = sourceStart
+	}
+	from = max(from, sourceStart)
+	m := offsets.NewMap(runs)
+	m.Cut(-1, end)
+	dropped := m.TakeDropped()
+	changed, _ := m.TakeChanged()
+	next := progress.Position{SourceNext: from, TargetNext: end, TopicID: pos.TopicID}
+	if err := r.store.Write(ctx, []progress.Entry{{Partition: id, Position: next, Runs: changed, Dropped: dropped}}); err != nil {
+		return pos, fmt.Errorf("target partition %s/%d lost records; storing the position to copy them again from: %w", target, id.Partition, err)
+	}
+	r.loaded.Positions[id] = next
+	r.loaded.Runs[id] = m.Runs()
+	r.metrics.TargetDataLoss.WithLabelValues(r.cfg.Name, id.Topic).Inc()
+	r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrTargetDataLoss).Inc()
+	r.logger.Error("target partition ends before the stored position: it lost records it had acknowledged; copying the lost range of this partition again",
+		"topic", id.Topic, "partition", id.Partition, "target_topic", target,
+		"stored_target_offset", pos.TargetNext, "target_end", end, "from", from, "to", pos.SourceNext, "records", pos.SourceNext-from)
+	return next, nil
+}
+
+// firstCopiedFrom returns the first source offset whose copy is at target
+// offset tgt or later in runs, or -1 if the runs do not cover tgt (a run
+// must start at or before it).
+func firstCopiedFrom(runs []offsets.Run, tgt int64) int64 {
+	first, covered := int64(-1), false
+	for _, run := range runs {
+		if run.Target <= tgt {
+			covered = true
+		}
+		if run.Target+run.Len <= tgt {
+			continue
+		}
+		s := run.Source + max(0, tgt-run.Target)
+		if first < 0 || s < first {
+			first = s
+		}
+	}
+	if !covered {
+		return -1
+	}
+	return first
 }

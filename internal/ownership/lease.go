@@ -179,6 +179,11 @@ func (l *Lease) renew(expiry time.Duration) {
 	l.mu.Unlock()
 }
 
+// End ends the lease now (a release that did not drain): every write it
+// gates is refused from then on, its hooks run and Lost is closed. The
+// member stops claiming its partitions at its next look at the lease.
+func (l *Lease) End() { l.end("ended by its holder") }
+
 func (l *Lease) end(reason string) {
 	l.mu.Lock()
 	if l.ended {

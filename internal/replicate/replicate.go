@@ -161,6 +161,9 @@ type Replicator struct {
 
 	mu    sync.RWMutex
 	parts map[string]map[int32]*partition
+	// undrained are partitions released with writes still unanswered,
+	// until Abandon saw every one answered.
+	undrained map[progress.Partition]*partition
 
 	records, bytes atomic.Int64
 	nstopped       atomic.Int64

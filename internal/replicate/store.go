@@ -117,6 +117,11 @@ func (r *Replicator) writeProgress(ctx context.Context) error {
 func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) bool, stopping bool) error {
 	r.progressMu.Lock()
 	defer r.progressMu.Unlock()
+	return r.writeProgressLocked(ctx, keep, stopping)
+}
+
+// writeProgressLocked is writeProgressOf with progressMu held.
+func (r *Replicator) writeProgressLocked(ctx context.Context, keep func(*partition) bool, stopping bool) error {
 	retention, maxRuns := r.opts.OffsetMapRetention, r.opts.OffsetMapMaxRuns
 	if retention <= 0 {
 		retention = DefaultOffsetMapRetention
