@@ -167,11 +167,11 @@ fi
 	exit 1
 }
 
-step "go test -count=1 -timeout 25m -v ./..."
+step "go test -count=1 -timeout 35m -v ./..."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0
-go test -count=1 -timeout 25m -v ./... 2>&1 | tee "$out" || status=$?
+go test -count=1 -timeout 35m -v ./... 2>&1 | tee "$out" || status=$?
 
 passed=$(grep -cE '^ *--- PASS: ' "$out" || true)
 skipped=$(grep -cE '^ *--- SKIP: ' "$out" || true)

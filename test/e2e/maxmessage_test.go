@@ -61,6 +61,7 @@ func valueFilling(t *testing.T, limit int) int {
 // topics got max.message.bytes with room for the header, and a later
 // config change on the source is brought over without touching it.
 func TestMaxMessageWithProvenance(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
