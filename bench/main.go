@@ -72,6 +72,9 @@ type options struct {
 	// kmirrorScaleOut is the scale_out setting of kmirror's flow outside
 	// the scale-out scenario (which always sets it).
 	kmirrorScaleOut bool
+	// kmirrorProvenance is the provenance setting of kmirror's flow
+	// (prefix naming: auto is off; always measures the marks' cost).
+	kmirrorProvenance string
 }
 
 // Scenario names, in the order they run.
@@ -105,6 +108,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep bench/work (broker data, logs, configs) afterwards")
 	instances := fs.String("instances", "1,2", "scaleout scenario: numbers of kmirror processes running the flow, one run each")
 	fs.BoolVar(&o.kmirrorScaleOut, "kmirror-scale-out", true, "scale_out of kmirror's flow outside the scaleout scenario (kmirror's default is true; false runs the whole-flow mode with one lease)")
+	fs.StringVar(&o.kmirrorProvenance, "kmirror-provenance", "auto", "provenance of kmirror's flow (auto: off with the bench's prefix naming; always: every copy carries a mark)")
 	fs.StringVar(&o.out, "out", "", "report path (default bench/results/<date>.md, <date>-quick.md with -quick)")
 	if err := fs.Parse(args); err != nil {
 		return o, err

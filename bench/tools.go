@@ -92,6 +92,9 @@ func (h *harness) kmirrorConfig(run toolRun) string {
 		isolation = "read_committed"
 	}
 	groupLines += fmt.Sprintf("    scale_out: %t\n", run.scaleOut || h.opts.kmirrorScaleOut)
+	if p := h.opts.kmirrorProvenance; p != "" {
+		groupLines += fmt.Sprintf("    provenance: %s\n", p)
+	}
 	return fmt.Sprintf(`# kmirror configuration of bench run %[1]s
 clusters:
   source:
