@@ -605,8 +605,11 @@ func (o *outage) restored(what string) {
 // maxOutageLines bounds the lines at WARN or ERROR kmirror may log for one
 // outage, besides one per partition: one for the cluster, one per failure
 // streak of each part of the flow (topic sync, group sync, progress, the
-// ownership heartbeat, losing and regaining the flow), not one per retry.
-const maxOutageLines = 8
+// status record, the ownership heartbeat), and the three of losing the
+// flow (the lease ended, the data plane stopped with writes unconfirmed,
+// waiting to hold it again), not one per retry. Which of them an outage
+// shows depends on what each part was doing when the cluster went.
+const maxOutageLines = 9
 
 // logLinesSince returns kmirror's output lines after the first mark bytes.
 func logLinesSince(k *proc, mark int) []string {
