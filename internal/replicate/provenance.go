@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -69,6 +70,9 @@ type Provenance struct {
 	// into the source that the configuration knows. Nil knows none: such
 	// marks are foreign.
 	Legacy func(prev string) []string
+
+	originOnce sync.Once
+	originSame []byte // the mark of a record of the source, same topic name
 }
 
 // Decision is what a flow does with one source record.
@@ -213,6 +217,12 @@ func (pv *Provenance) DecideWait(ctx context.Context, in *kgo.Record, target str
 
 // origin returns the headers of a record first written to the source.
 func (pv *Provenance) origin(in *kgo.Record, target string) []kgo.RecordHeader {
+	if in.Topic == target {
+		// The common case, once per flow rather than once per record: the
+		// value is shared by the copies and never modified.
+		pv.originOnce.Do(func() { pv.originSame = pv.mark([]string{pv.SourceID, pv.TargetID}, target, target) })
+		return setHeader(in.Headers, pv.originSame)
+	}
 	return setHeader(in.Headers, pv.mark([]string{pv.SourceID, pv.TargetID}, in.Topic, target))
 }
 
