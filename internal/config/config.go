@@ -67,6 +67,8 @@ const (
 	DefaultTopicRefreshInterval = 5 * time.Second
 	DefaultProgressInterval     = 200 * time.Millisecond
 	DefaultOwnershipTimeout     = 10 * time.Second
+	DefaultTransactionInterval  = 100 * time.Millisecond
+	DefaultTransactionMaxBytes  = 16 << 20
 	DefaultSyncInterval         = 5 * time.Second
 	DefaultOffsetMapRetention   = 7 * 24 * time.Hour
 	DefaultOffsetMapMaxRuns     = 50_000
@@ -245,6 +247,14 @@ type Flow struct {
 	DeadLetterTopic      string           // dead_letter_topic: target topic for records the target refuses for good; default none (the partition stops)
 	RefusedRetryInterval time.Duration    // refused_retry_interval: how often a partition stopped at a refused record tries it again; default 5m; 1s..24h
 	OwnershipTimeout     time.Duration    // ownership_timeout: how long a holder that died keeps the flow; default 10s; 6s..30m
+	// ExactlyOnce (exactly_once) writes the flow's records, positions and
+	// offset map in target transactions fenced by the brokers; default
+	// false. TransactionInterval (transaction_interval: default 100ms;
+	// 10ms..1m) and TransactionMaxBytes (transaction_max_bytes: default
+	// 16 MiB; 1 KiB..1 GiB) say when a transaction is committed.
+	ExactlyOnce         bool
+	TransactionInterval time.Duration
+	TransactionMaxBytes int64
 	// TopicConfigExclude (topic_config_exclude) are regexes of topic
 	// config keys never copied to, changed on or removed from the target;
 	// default DefaultTopicConfigExclude (replaced, not extended, when set).

@@ -433,7 +433,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, groups, groups_exclude, heartbeat_interval, heartbeat_location, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_group, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, verify_interval"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, exactly_once, groups, groups_exclude, heartbeat_interval, heartbeat_location, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_group, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, transaction_interval, transaction_max_bytes, verify_interval"},
 		},
 		{
 			name: "unknown producer key",
@@ -516,6 +516,16 @@ func TestErrors(t *testing.T) {
 			want: []string{
 				`kmirror.yaml:9: flows[0].dead_letter_topic: invalid topic name "bad topic"; expected 1 to 249 letters, digits, '.', '_' or '-'`,
 				`kmirror.yaml:10: flows[0].refused_retry_interval: expected a duration between 1s and 24h, got 100ms`,
+			},
+		},
+		{
+			name: "exactly once with acks leader, read_uncommitted and bad transaction settings",
+			data: flow + "    exactly_once: true\n    transaction_interval: 5ms\n    transaction_max_bytes: 10\n    producer: {acks: leader}\n    consumer: {isolation_level: read_uncommitted}\n",
+			want: []string{
+				`kmirror.yaml:9: flows[0].exactly_once: exactly_once needs producer acks: all (transactions are idempotent writes acknowledged by all in-sync replicas); expected acks: all or exactly_once: false`,
+				`kmirror.yaml:9: flows[0].exactly_once: exactly_once reads the source read_committed (aborted records are never copied); expected consumer isolation_level: read_committed or exactly_once: false`,
+				`kmirror.yaml:10: flows[0].transaction_interval: expected a duration between 10ms and 1m, got 5ms`,
+				`kmirror.yaml:11: flows[0].transaction_max_bytes: expected an integer from 1024 (1 KiB) to 1073741824 (1 GiB), got 10`,
 			},
 		},
 		{

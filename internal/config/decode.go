@@ -24,7 +24,7 @@ const (
 	clusterKeys  = "allow_plaintext_sasl bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
 	saslKeys     = "client_id client_secret extensions mechanism password region scope token_endpoint token_file username"
-	flowKeys     = "acls consumer dead_letter_topic delete_topics groups groups_exclude heartbeat_interval heartbeat_location heartbeat_topic name offset_map_max_runs offset_map_retention ownership_group ownership_timeout producer progress_interval provenance refused_retry_interval replication_factor scale_out source start_from sync_group_offsets sync_interval target topic_config_exclude topic_config_overrides topic_naming topic_prefix topic_refresh_interval topics topics_exclude verify_interval"
+	flowKeys     = "acls consumer dead_letter_topic delete_topics exactly_once groups groups_exclude heartbeat_interval heartbeat_location heartbeat_topic name offset_map_max_runs offset_map_retention ownership_group ownership_timeout producer progress_interval provenance refused_retry_interval replication_factor scale_out source start_from sync_group_offsets sync_interval target topic_config_exclude topic_config_overrides topic_naming topic_prefix topic_refresh_interval topics topics_exclude transaction_interval transaction_max_bytes verify_interval"
 	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
 	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
 	httpKeys     = "auth_token basic_auth idle_timeout listen max_connections max_header_bytes read_header_timeout read_timeout tls write_timeout"
@@ -473,6 +473,8 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 		OffsetMapMaxRuns:     DefaultOffsetMapMaxRuns,
 		RefusedRetryInterval: DefaultRefusedRetryInterval,
 		OwnershipTimeout:     DefaultOwnershipTimeout,
+		TransactionInterval:  DefaultTransactionInterval,
+		TransactionMaxBytes:  DefaultTransactionMaxBytes,
 		ScaleOut:             true,
 		TopicConfigExclude:   slices.Clone(DefaultTopicConfigExclude),
 		ACLs:                 DefaultACLs,
@@ -586,6 +588,7 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 	if f := m.get("consumer"); f != nil {
 		d.consumer(f, &fl.Consumer)
 	}
+	d.exactlyOnce(m, fl)
 	return fl, nameAt
 }
 
@@ -921,5 +924,26 @@ func (d *decoder) log(f *field, l *Log) {
 	}
 	if f := m.get("format"); f != nil {
 		d.enum(f, &l.Format, "text", "json")
+	}
+}
+
+// exactlyOnce decodes exactly_once and the transaction settings, and
+// rejects the settings exactly-once cannot work with.
+func (d *decoder) exactlyOnce(m *mapping, fl *Flow) {
+	if f := m.get("transaction_interval"); f != nil {
+		d.duration(f, &fl.TransactionInterval, 10*time.Millisecond, time.Minute)
+	}
+	if f := m.get("transaction_max_bytes"); f != nil {
+		integer(d, f, &fl.TransactionMaxBytes, 1<<10, 1<<30, "an integer from 1024 (1 KiB) to 1073741824 (1 GiB)")
+	}
+	f := m.get("exactly_once")
+	if f == nil || !d.boolean(f, &fl.ExactlyOnce) || !fl.ExactlyOnce {
+		return
+	}
+	if fl.Producer.Acks == AcksLeader {
+		d.errorf(f.val, f.path, "exactly_once needs producer acks: all (transactions are idempotent writes acknowledged by all in-sync replicas); expected acks: all or exactly_once: false")
+	}
+	if fl.Consumer.IsolationLevel == ReadUncommitted {
+		d.errorf(f.val, f.path, "exactly_once reads the source read_committed (aborted records are never copied); expected consumer isolation_level: read_committed or exactly_once: false")
 	}
 }
