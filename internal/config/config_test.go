@@ -96,6 +96,8 @@ func TestExampleDefaults(t *testing.T) {
 		OffsetMapMaxRuns:     50000,
 		RefusedRetryInterval: 5 * time.Minute,
 		OwnershipTimeout:     10 * time.Second,
+		TransactionInterval:  100 * time.Millisecond,
+		TransactionMaxBytes:  16 << 20,
 		ScaleOut:             true,
 		TopicConfigExclude:   DefaultTopicConfigExclude,
 		ACLs:                 "off",
