@@ -241,7 +241,7 @@ func (f *Flow) Run(ctx context.Context) error {
 		Partitions: f.cfg.ScaleOut,
 	})
 	defer member.Leave() // after the writes stopped: hand over at once
-	aborts := 0 // runs ended by an aborted transaction in a row
+	aborts := 0          // runs ended by an aborted transaction in a row
 	for {
 		lease, err := member.Wait(ctx)
 		if err != nil {

@@ -338,7 +338,7 @@ func ErrorKinds() []string {
 		ErrFetch, ErrTopicSync, ErrTopicDeleted, ErrPartitionShape, ErrProgress, ErrOffsetReset,
 		ErrFlowRestart, ErrUnknownTopic, ErrInvalidRecord, ErrOther, ErrGroupSync, ErrRecordsLost,
 		ErrSourceTrunc, ErrTargetDataLoss, ErrDeadLetter, ErrOwnershipLost, ErrConfigSync, ErrACLSync,
-		ErrHeartbeat, ErrProvenance,
+		ErrHeartbeat, ErrProvenance, ErrFenced, ErrTransaction,
 	}
 }
 

@@ -109,7 +109,7 @@ type Options struct {
 	// Transactions.
 	Transactions *Transactions
 	Metrics      *metrics.Metrics
-	Logger    *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Assignment starts replication of one source partition.
@@ -252,10 +252,13 @@ type partition struct {
 	// (Assignment.StoreFirst); nil when reading started.
 	start *kgo.Offset
 
-	mu        sync.Mutex
-	acked     progress.Position // advanced only over acknowledged records
-	omap      *offsets.Map      // source→target offsets of acknowledged records
-	persisted int64             // acked.SourceNext last written to progress
+	mu    sync.Mutex
+	acked progress.Position // advanced only over acknowledged records
+	// committed is, for an exactly-once replicator, the position stored
+	// by the last committed transaction (the start position before).
+	committed progress.Position
+	omap      *offsets.Map // source→target offsets of acknowledged records
+	persisted int64        // acked.SourceNext last written to progress
 	// persistedIdle is acked.IdleEnd last written to progress.
 	persistedIdle int64
 	// storedStopped says the position last stored is Stopped (or, before
@@ -354,6 +357,7 @@ func (r *Replicator) Add(as []Assignment) {
 			target:         a.TargetTopic,
 			fedNext:        a.Start.SourceNext,
 			acked:          a.Start,
+			committed:      a.Start,
 			storedStopped:  a.Start.Stopped,
 			ackedEpoch:     -1,
 			omap:           offsets.NewMap(a.Runs),

@@ -181,6 +181,11 @@ func (r *Replicator) writeProgressLocked(ctx context.Context, keep, stopping fun
 	}
 	r.opts.Metrics.ProgressWrites.WithLabelValues(r.opts.Flow).Add(float64(len(entries)))
 	r.progressEntries += int64(len(entries))
+	if r.txn != nil {
+		for i, p := range parts {
+			r.txn.written = append(r.txn.written, stored{p, entries[i].Position})
+		}
+	}
 	for i, p := range parts {
 		p.mu.Lock()
 		p.persisted = entries[i].SourceNext
@@ -222,7 +227,8 @@ func (r *Replicator) startStored(parts []*partition) {
 
 // Translate returns the target offset of the first replicated record at or
 // after source offset src of a replicated partition, and false if the
-// partition is not replicated here. An offset between the newest run and
+// partition is not replicated here (for an exactly-once replicator, of its
+// committed copies only). An offset between the newest run and
 // the position (past transaction markers) is exact; one in a hole of the
 // map (runs an older version did not store) is rounded down.
 func (r *Replicator) Translate(topic string, partition int32, src int64) (offsets.Result, bool) {
@@ -232,6 +238,13 @@ func (r *Replicator) Translate(topic string, partition int32, src int64) (offset
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if r.txn != nil && src > p.committed.SourceNext {
+		// Exactly-once: the copies past the committed position may still
+		// be aborted and written again further on; a consumer group
+		// moved past them would skip their new copies. Round down to
+		// the committed position.
+		return offsets.Result{Target: max(p.committed.TargetNext, 0), Exact: false}, true
+	}
 	next := p.acked.TargetNext
 	if next < 0 {
 		// Nothing written yet: the first record lands at the target's

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/metrics"
+	"github.com/kmirror/kmirror/internal/progress"
 )
 
 // ErrTransactionAborted is returned by Run when a transaction of an
@@ -50,7 +51,7 @@ type Transactions struct {
 	// by its own reckoning (its lease). The group coordinator decides
 	// whether they are current; holding only says whether a refusal may
 	// be a rebalance this member takes part in, worth trying again.
-	Member func() (memberID string, generation int32, holding bool)
+	Member   func() (memberID string, generation int32, holding bool)
 	Interval time.Duration
 	MaxBytes int64
 }
@@ -74,6 +75,16 @@ type txnState struct {
 	// only stops.
 	failed atomic.Pointer[error]
 	began  time.Time
+	// written are the positions stored in the open transaction (under
+	// progressMu); they are the partitions' committed positions once it
+	// commits.
+	written []stored
+}
+
+// stored is a position written to the progress store.
+type stored struct {
+	p   *partition
+	pos progress.Position
 }
 
 // handOff runs fn, which hands records to the producer, in the open
@@ -180,6 +191,12 @@ func (r *Replicator) tryCommit(ctx context.Context, stopping func(*partition) bo
 	if err := r.opts.Target.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		return fmt.Errorf("committing the transaction: %w", err)
 	}
+	for _, w := range t.written {
+		w.p.mu.Lock()
+		w.p.committed = w.pos
+		w.p.mu.Unlock()
+	}
+	t.written = t.written[:0]
 	r.opts.Metrics.TransactionsCommitted.WithLabelValues(r.opts.Flow).Inc()
 	r.opts.Metrics.TransactionCommitSeconds.WithLabelValues(r.opts.Flow).Observe(time.Since(start).Seconds())
 	t.records.Store(0)
