@@ -75,6 +75,8 @@ type txnState struct {
 	// only stops.
 	failed atomic.Pointer[error]
 	began  time.Time
+	// topicID is the progress topic's ID, once looked up (commit path).
+	topicID [16]byte
 	// written are the positions stored in the open transaction (under
 	// progressMu); they are the partitions' committed positions once it
 	// commits.
@@ -134,7 +136,12 @@ func (r *Replicator) txnLoop(ctx context.Context) error {
 			idleListed = time.Now()
 			r.noteIdleEnds(ctx)
 		}
-		if err := r.commit(ctx, nil); err != nil {
+		// A commit is not cut short by ctx: a transaction whose end is
+		// unknown can only be aborted. It is bounded like the last one.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
+		err := r.commit(cctx, nil)
+		cancel()
+		if err != nil {
 			return err
 		}
 	}
@@ -244,8 +251,12 @@ func (r *Replicator) fence(ctx context.Context) error {
 		req := kmsg.NewPtrTxnOffsetCommitRequest()
 		req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = t.ID, t.Group, id, epoch
 		req.Generation, req.MemberID = gen, member
+		topicID, err := r.progressTopicID(ctx)
+		if err != nil {
+			return err
+		}
 		rt := kmsg.NewTxnOffsetCommitRequestTopic()
-		rt.Topic = r.opts.Progress.Topic()
+		rt.Topic, rt.TopicID = r.opts.Progress.Topic(), topicID
 		rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
 		rp.Partition, rp.Offset = 0, 0
 		meta := "kmirror " + r.opts.Flow + " generation " + strconv.Itoa(int(gen))
@@ -265,6 +276,9 @@ func (r *Replicator) fence(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
+		if errors.Is(err, kerr.UnknownTopicID) {
+			r.txn.topicID = [16]byte{} // looked up again
+		}
 		rebalancing := errors.Is(err, kerr.RebalanceInProgress) || errors.Is(err, kerr.IllegalGeneration) ||
 			errors.Is(err, kerr.UnknownMemberID)
 		if !rebalancing || !holding || time.Now().After(deadline) || ctx.Err() != nil {
@@ -277,6 +291,33 @@ func (r *Replicator) fence(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// progressTopicID returns the topic ID of the progress topic, which the
+// fencing offset commit names (TxnOffsetCommit v6 and later).
+func (r *Replicator) progressTopicID(ctx context.Context) ([16]byte, error) {
+	if r.txn.topicID != ([16]byte{}) {
+		return r.txn.topicID, nil
+	}
+	topic := r.opts.Progress.Topic()
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = &topic
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, r.opts.Target)
+	if err != nil {
+		return [16]byte{}, fmt.Errorf("reading the topic ID of %q: %w", topic, err)
+	}
+	for _, t := range resp.Topics {
+		if t.Topic != nil && *t.Topic == topic {
+			if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+				return [16]byte{}, fmt.Errorf("reading the topic ID of %q: %w", topic, err)
+			}
+			r.txn.topicID = t.TopicID
+			return t.TopicID, nil
+		}
+	}
+	return [16]byte{}, fmt.Errorf("reading the topic ID of %q: not in the metadata answer", topic)
 }
 
 // fenced is an error of a write the brokers refused because another
