@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/test/kafkatest"
@@ -77,6 +79,11 @@ func requireOldTxnProtocol(t *testing.T, bootstrap string) {
 // transaction protocol from before KIP-890, across a SIGKILL of kmirror
 // and a restart, and the target read read_committed holds every committed
 // record once, in order, and no aborted one.
+//
+// A third round kills kmirror while a transaction of its holds records on
+// the target (the high watermark past the last stable offset): the broker
+// aborts that transaction when it times out, and the next run, under a new
+// transactional ID, must start after the last committed record.
 func TestExactlyOnceKafka3(t *testing.T) {
 	t.Parallel()
 	p := startPair3(t)
@@ -84,7 +91,7 @@ func TestExactlyOnceKafka3(t *testing.T) {
 	createTopic(t, p.srcCl, "eos", parts, nil)
 	want := eosProduceTxns(t, p.src.Bootstrap(), "eos", "kafka3-1", parts, 0, 40, 50, 4)
 	addr := freeAddr(t)
-	cfg := writeConfig(t, p.flowConfig(addr, "exactly_once: true\ntopics: [eos]\nownership_timeout: 6s"))
+	cfg := writeConfig(t, p.flowConfig(addr, "exactly_once: true\ntopics: [eos]\nownership_timeout: 6s\ntransaction_interval: 1s"))
 	k := startKmirror(t, cfg, addr)
 	counts := func() map[int32]int {
 		m := map[int32]int{}
@@ -138,6 +145,59 @@ func TestExactlyOnceKafka3(t *testing.T) {
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "transaction") && (strings.Contains(l, "abort") || strings.Contains(l, "fenced")) {
 			t.Logf("kmirror after the restart: %s", l)
+		}
+	}
+
+	// Round 3: SIGKILL with a transaction open on the target.
+	running := k
+	stopPoll := make(chan struct{})
+	caught := make(chan string, 1)
+	go func() {
+		adm := kadm.NewClient(p.dstCl)
+		for {
+			select {
+			case <-stopPoll:
+				caught <- ""
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			hw, err1 := adm.ListEndOffsets(ctx, "src.eos")
+			lso, err2 := adm.ListCommittedOffsets(ctx, "src.eos")
+			cancel()
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			for part, h := range hw["src.eos"] {
+				l, ok := lso.Lookup("src.eos", part)
+				if ok && h.Err == nil && l.Err == nil && h.Offset > l.Offset {
+					running.kill()
+					caught <- fmt.Sprintf("partition %d: high watermark %d, last stable offset %d", part, h.Offset, l.Offset)
+					return
+				}
+			}
+		}
+	}()
+	more = eosProduceTxns(t, p.src.Bootstrap(), "eos", "kafka3-3", parts, 80, 60, 50, 5)
+	close(stopPoll)
+	open := <-caught
+	if open == "" {
+		t.Fatal("no transaction of kmirror's was seen open on the target while the source was written")
+	}
+	running.kill()
+	t.Logf("kmirror killed with a transaction open on the target: %s", open)
+	for part, v := range more {
+		want[part] = append(want[part], v...)
+	}
+	begin := time.Now()
+	k = startKmirror(t, cfg, addr)
+	check(eosReadCommitted(t, p.dst.Bootstrap(), "src.eos", parts, counts(), 120*time.Second))
+	committed, aborted = txnMetrics()
+	t.Logf("after the kill in a transaction: every record once after %v; %v transactions committed, %v aborted",
+		time.Since(begin).Round(time.Millisecond), committed, aborted)
+	for _, l := range strings.Split(k.output(), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			t.Logf("kmirror after the kill in a transaction: %s", l)
 		}
 	}
 }
