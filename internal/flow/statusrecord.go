@@ -25,8 +25,10 @@ const statusTimeout = status.Interval
 // few seconds, for kmirror status run elsewhere, until ctx ends.
 //
 // The record (status.Record, key "status") goes to the compacted topic
-// policy.StatusTopic on the target, through the data plane's producer, so
-// that only the instance holding the flow writes it. A record that cannot
+// policy.StatusTopic on the target, through the bookkeeping producer,
+// which writes only under the lease, so that only the instance holding
+// the flow writes it (not the data plane's: an exactly-once flow's is
+// transactional). A record that cannot
 // be written is counted as kind progress, logged once per 30 s and
 // written again at the next interval.
 func (r *run) publishStatus(ctx context.Context) {
@@ -97,7 +99,7 @@ func (p *statusPublisher) publish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := p.tgt.ProduceSync(ctx, kr).FirstErr(); err != nil {
+	if err := p.meta.ProduceSync(ctx, kr).FirstErr(); err != nil {
 		return p.access().Denied(kafka.OpWrite, kafka.ResTopic, p.topic, err)
 	}
 	return nil

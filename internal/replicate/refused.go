@@ -26,7 +26,8 @@ func permanent(kind string) bool {
 }
 
 func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err error) {
-	shutdown := errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed)
+	// (After an aborted transaction the run ends: its writes fail.)
+	shutdown := errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) || r.txnFailed()
 	gated := errors.Is(err, errOrderGate)
 	kind := produceErrorKind(err)
 	err = r.opts.TargetAccess.Denied(kafka.OpWrite, kafka.ResTopic, p.target, err)

@@ -109,6 +109,10 @@ func (r *Replicator) handOff(size int64, fn func()) {
 	}
 }
 
+// txnFailed reports whether the replicator's transaction was aborted: it
+// only stops then, and the records it still fails are not news.
+func (r *Replicator) txnFailed() bool { return r.txn != nil && r.txn.failed.Load() != nil }
+
 // inDoubt notes that a write may be on the target although it did not
 // succeed: with transactions, the open transaction is aborted instead of
 // committed.
@@ -252,16 +256,36 @@ func (r *Replicator) addOffsets(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the producer ID: %w", err)
 	}
-	add := kmsg.NewPtrAddOffsetsToTxnRequest()
-	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = t.ID, id, epoch, t.Group
-	resp, err := add.RequestWith(ctx, r.opts.Target)
-	if err == nil {
-		err = kerr.ErrorForCode(resp.ErrorCode)
+	for {
+		add := kmsg.NewPtrAddOffsetsToTxnRequest()
+		add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = t.ID, id, epoch, t.Group
+		resp, err := add.RequestWith(ctx, r.opts.Target)
+		if err == nil {
+			err = kerr.ErrorForCode(resp.ErrorCode)
+		}
+		if err == nil {
+			return nil
+		}
+		if !concurrent(ctx, err) {
+			return wrapFenced(fmt.Errorf("adding the ownership group %q to the transaction: %w", t.Group, err))
+		}
 	}
-	if err != nil {
-		return wrapFenced(fmt.Errorf("adding the ownership group %q to the transaction: %w", t.Group, err))
+}
+
+// concurrent reports whether err says the transaction coordinator is
+// still ending the previous transaction (or another instance's
+// initialisation of this transactional ID), after a short wait: the
+// request is to be sent again.
+func concurrent(ctx context.Context, err error) bool {
+	if !errors.Is(err, kerr.ConcurrentTransactions) || ctx.Err() != nil {
+		return false
 	}
-	return nil
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(10 * time.Millisecond):
+		return true
+	}
 }
 
 // fence commits an offset in the open transaction under this member's
@@ -316,6 +340,9 @@ func (r *Replicator) fence(ctx context.Context, added bool) error {
 		}
 		if errors.Is(err, kerr.UnknownTopicID) {
 			r.txn.topicID = [16]byte{} // looked up again
+		}
+		if concurrent(ctx, err) {
+			continue
 		}
 		rebalancing := errors.Is(err, kerr.RebalanceInProgress) || errors.Is(err, kerr.IllegalGeneration) ||
 			errors.Is(err, kerr.UnknownMemberID)
