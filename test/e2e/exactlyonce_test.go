@@ -494,6 +494,22 @@ func groupTranslation(src, dst []*kgo.Record, srcAt, dstAt int64) string {
 	return ""
 }
 
+// pollFor polls cond every 200 ms until it holds or timeout passes, and
+// says how long it took and whether it held; unlike waitFor it does not
+// end the test.
+func pollFor(timeout time.Duration, cond func() bool) (time.Duration, bool) {
+	start := time.Now()
+	for {
+		if cond() {
+			return time.Since(start), true
+		}
+		if time.Since(start) > timeout {
+			return time.Since(start), false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // TestExactlyOnceChaos copies 200,000 records, written on the source in
 // transactions of which every 7th is aborted, with an exactly-once
 // scale-out flow run by three processes, while instances are killed with
@@ -776,10 +792,12 @@ func TestExactlyOnceZombie(t *testing.T) {
 
 	resume()
 	cont := time.Now()
-	took = waitFor(t, 30*time.Second, "the resumed instance to log "+fencedLine, func() (bool, string) {
-		return strings.Contains(zombie.output(), fencedLine), "not logged yet"
-	})
-	t.Logf("the resumed instance logged %q %.1fs after SIGCONT", fencedLine, took.Seconds())
+	// Not fatal: the records on the target are checked either way.
+	if took, ok := pollFor(30*time.Second, func() bool { return strings.Contains(zombie.output(), fencedLine) }); ok {
+		t.Logf("the resumed instance logged %q %.1fs after SIGCONT", fencedLine, took.Seconds())
+	} else {
+		t.Errorf("the resumed instance did not log %q within 30s of SIGCONT", fencedLine)
+	}
 	rejoined := false
 	deadline := time.Now().Add(60 * time.Second)
 	var state string
