@@ -385,6 +385,10 @@ func (c *flowCheck) run(ctx context.Context) {
 	c.notChecked(c.dstAccess, kafka.OpWrite, "topics", "", "a write permission shows only by writing")
 	c.notChecked(c.dstAccess, kafka.OpIdempotentWrite, kafka.ResCluster, "", "a write permission shows only by writing")
 	c.notChecked(c.dstAccess, kafka.OpRead, kafka.ResGroup, policy.OwnershipGroup(c.fl), "joining the ownership group would change it")
+	if c.fl.ExactlyOnce {
+		c.notChecked(c.dstAccess, kafka.OpWrite, kafka.ResTransactionalID, policy.TransactionalIDPrefix(c.fl.Name)+"* (prefixed)",
+			"initialising a transactional producer would change it")
+	}
 	if c.fl.SyncGroupOffsets {
 		c.groups(ctx, srcAdm)
 	}

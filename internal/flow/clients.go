@@ -9,6 +9,7 @@ import (
 
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/ownership"
+	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/topicsync"
 )
 
@@ -20,6 +21,9 @@ import (
 type runClients struct {
 	src, tgt, meta *kgo.Client
 	stopAbort      chan struct{}
+	// transactional says tgt is an exactly-once flow's transactional
+	// producer, whose transactions end in the data plane.
+	transactional bool
 }
 
 // dial builds the clients of a run under lease.
@@ -28,7 +32,17 @@ func (f *Flow) dial(lease *ownership.Lease) (*runClients, error) {
 	if err != nil {
 		return nil, err
 	}
-	tgt, err := kafka.NewGatedClient(f.target, f.logger, lease, f.producerOpts()...)
+	var tgt *kgo.Client
+	if f.cfg.ExactlyOnce {
+		// The brokers fence the transactional producer (see
+		// replicate.Transactions): a writer that lost its partitions
+		// cannot commit, whatever its lease says.
+		tgt, err = kafka.NewClient(f.target, f.logger, append(f.producerOpts(),
+			kgo.TransactionalID(policy.TransactionalID(f.cfg.Name, ownership.Self(f.created).Instance)),
+			kgo.TransactionTimeout(f.transactionTimeout()))...)
+	} else {
+		tgt, err = kafka.NewGatedClient(f.target, f.logger, lease, f.producerOpts()...)
+	}
 	if err != nil {
 		src.Close()
 		return nil, err
@@ -40,9 +54,17 @@ func (f *Flow) dial(lease *ownership.Lease) (*runClients, error) {
 		tgt.Close()
 		return nil, err
 	}
-	c := &runClients{src: src, tgt: tgt, meta: meta, stopAbort: make(chan struct{})}
+	c := &runClients{src: src, tgt: tgt, meta: meta, stopAbort: make(chan struct{}), transactional: f.cfg.ExactlyOnce}
 	go c.abortWhenLost(lease)
 	return c, nil
+}
+
+// transactionTimeout is the timeout of an exactly-once flow's target
+// transactions: twice the ownership timeout, at least 10 s. A transaction
+// of an instance that died is aborted by the brokers past it; its
+// successor waits for that before it resumes.
+func (f *Flow) transactionTimeout() time.Duration {
+	return max(2*f.cfg.OwnershipTimeout, 10*time.Second)
 }
 
 // abortWhenLost fails the target clients' buffered records once the lease
@@ -57,7 +79,9 @@ func (c *runClients) abortWhenLost(lease *ownership.Lease) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
-		c.tgt.UnsafeAbortBufferedRecords()
+		if !c.transactional {
+			c.tgt.UnsafeAbortBufferedRecords()
+		}
 		c.meta.UnsafeAbortBufferedRecords()
 		select {
 		case <-c.stopAbort:
@@ -84,7 +108,7 @@ func (f *Flow) consumerOpts() []kgo.Opt {
 		// past them, or lag would never reach 0 after a transaction.
 		kgo.KeepControlRecords(),
 	}
-	if f.cfg.Consumer.IsolationLevel == "read_committed" {
+	if f.cfg.Consumer.IsolationLevel == "read_committed" || f.cfg.ExactlyOnce {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
 	return opts

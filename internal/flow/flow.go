@@ -241,6 +241,7 @@ func (f *Flow) Run(ctx context.Context) error {
 		Partitions: f.cfg.ScaleOut,
 	})
 	defer member.Leave() // after the writes stopped: hand over at once
+	aborts := 0          // runs ended by an aborted transaction in a row
 	for {
 		lease, err := member.Wait(ctx)
 		if err != nil {
@@ -260,6 +261,17 @@ func (f *Flow) Run(ctx context.Context) error {
 			err = f.runOwned(runCtx, lease)
 		}
 		cancel()
+		if errors.Is(err, replicate.ErrTransactionAborted) && ctx.Err() == nil {
+			// The positions in memory were past the committed ones: a new
+			// run resumes from what is stored.
+			aborts++
+			wait := retry.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}.Delay(aborts)
+			f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrFlowRestart).Inc()
+			f.logger.Warn("restarting the flow from its last committed transaction", "retry_in", wait.String(), "err", err)
+			retry.Sleep(ctx, wait)
+			continue
+		}
+		aborts = 0
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
@@ -284,7 +296,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	store := progress.NewStore(metaClient, policy.ProgressTopic(f.cfg.Name)).WithAccess(kafka.AccessOf(f.target))
+	store := f.progressStore(metaClient)
 	loaded, err := f.setup(ctx, store)
 	if errors.Is(err, kafka.ErrStateTopicShape) {
 		return fmt.Errorf("flow %q: %w", f.cfg.Name, err)
@@ -297,7 +309,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	if !ok {
 		return nil // ctx ended before the cluster IDs were known
 	}
-	repl := replicate.New(f.replOptions(cls, store, prov))
+	repl := replicate.New(f.replOptions(cls, lease, store, prov))
 	f.repl.Store(repl)
 	r := &run{
 		Flow: f,
@@ -367,7 +379,9 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	// Run's last store marks every partition whose writes were all
 	// acknowledged Stopped: the flow's clean stop is known partition by
 	// partition, the same way under scale-out.
-	if err := repl.Run(ctx); err != nil {
+	if err := repl.Run(ctx); errors.Is(err, replicate.ErrTransactionAborted) {
+		return err
+	} else if err != nil {
 		f.logger.Warn("flow stopped with writes unconfirmed; they will be checked on restart", "err", err)
 	}
 	f.logger.Info("flow stopped", "replicated_records", repl.Totals().Records)
@@ -401,6 +415,18 @@ type run struct {
 
 // mine reports whether this instance replicates partition id.
 func (r *run) mine(id progress.Partition) bool { return r.owns == nil || r.owns(id) }
+
+// progressStore is the flow's progress store, read and written with
+// client. An exactly-once flow's loads wait for the transactions open on
+// the topic (progress.Store.Stable): a predecessor's last transaction is
+// either committed, and read, or aborted.
+func (f *Flow) progressStore(client *kgo.Client) *progress.Store {
+	s := progress.NewStore(client, policy.ProgressTopic(f.cfg.Name)).WithAccess(kafka.AccessOf(f.target))
+	if f.cfg.ExactlyOnce {
+		s = s.Stable()
+	}
+	return s
+}
 
 // setup creates and reads the progress topic, retrying until it succeeds
 // or ctx ends.

@@ -44,6 +44,12 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 			"topic", id.Topic, "partition", id.Partition, "position", pos.SourceNext, "source_start", rp.sourceStart, "records_lost_at_most", lost)
 		return pos
 	}
+	if r.cfg.ExactlyOnce {
+		// The position was committed in the transaction of the records
+		// it covers: every committed copy is before it, and what the
+		// target holds past it was aborted (or written by others).
+		return pos
+	}
 	te, ok := tgtEnds.Lookup(rp.target, id.Partition)
 	if !ok || te.Err != nil || pos.TargetNext < 0 || te.Offset <= pos.TargetNext {
 		return pos

@@ -46,7 +46,7 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	store := progress.NewStore(cls.meta, policy.ProgressTopic(f.cfg.Name)).WithAccess(kafka.AccessOf(f.target))
+	store := f.progressStore(cls.meta)
 	loaded, err := f.setup(ctx, store)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -58,7 +58,7 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 	if !ok {
 		return nil
 	}
-	repl := replicate.New(f.replOptions(cls, store, prov))
+	repl := replicate.New(f.replOptions(cls, lease, store, prov))
 	f.repl.Store(repl)
 	own := &ownedSet{set: map[progress.Partition]bool{}}
 	r := &run{
@@ -115,13 +115,21 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 		case <-ctx.Done():
 		case <-changed:
 		case <-t.C:
+		case err := <-replDone:
+			// The data plane stopped on its own: an exactly-once
+			// transaction was aborted.
+			replDone <- err
+			cancel()
 		}
 	}
 	if stopElected != nil {
 		stopElected()
 		stopElected = nil
 	}
-	if err := <-replDone; err != nil {
+	if err := <-replDone; errors.Is(err, replicate.ErrTransactionAborted) {
+		f.logger.Info("flow stopped", "replicated_records", repl.Totals().Records)
+		return err
+	} else if err != nil {
 		// Writes still unanswered: nothing more may leave the process
 		// (the client would keep retrying them) before the group hands
 		// the partitions over.
@@ -133,8 +141,25 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 }
 
 // replOptions are the data plane's options for the clients of one run.
-func (f *Flow) replOptions(cls *runClients, store *progress.Store, prov *replicate.Provenance) replicate.Options {
+func (f *Flow) replOptions(cls *runClients, lease *ownership.Lease, store *progress.Store, prov *replicate.Provenance) replicate.Options {
+	var txns *replicate.Transactions
+	if f.cfg.ExactlyOnce {
+		// Positions are written in the transactions of the records they
+		// cover, with the transactional producer.
+		store = store.WithClient(cls.tgt)
+		txns = &replicate.Transactions{
+			ID:    policy.TransactionalID(f.cfg.Name, ownership.Self(f.created).Instance),
+			Group: policy.OwnershipGroup(f.cfg),
+			Member: func() (string, int32, bool) {
+				id, gen := lease.Member()
+				return id, gen, lease.Allow() == nil
+			},
+			Interval: f.cfg.TransactionInterval,
+			MaxBytes: f.cfg.TransactionMaxBytes,
+		}
+	}
 	return replicate.Options{
+		Transactions:         txns,
 		Flow:                 f.cfg.Name,
 		Source:               cls.src,
 		Target:               cls.tgt,
@@ -276,9 +301,10 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 	if topics = r.producerReady(ctx, topics, stuck); len(topics) == 0 {
 		return fmt.Errorf("the target producer does not see the new partitions of the copies of %v yet", names)
 	}
-	if settle {
+	if settle && !r.cfg.ExactlyOnce {
 		// The previous owner may have died with writes on their way: the
-		// resume comparison must see them.
+		// resume comparison must see them. (Exactly-once: its writes past
+		// its last commit are aborted, or fail, fenced by the brokers.)
 		if err := r.settle(ctx, want); err != nil {
 			return err
 		}

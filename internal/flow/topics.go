@@ -33,7 +33,9 @@ func (r *run) syncTopics(ctx context.Context) {
 	// first start; everything discovered later starts at its beginning.
 	firstStart := !r.loaded.Started
 	markedStarted := r.loaded.Started
-	if r.universe == nil {
+	if r.universe == nil && !r.cfg.ExactlyOnce {
+		// (An exactly-once flow's positions are committed with the
+		// records they cover: nothing of a dead run is past them.)
 		if unclean := r.loaded.Unclean(nil); len(unclean) > 0 {
 			r.settleTarget(ctx, unclean)
 		}
@@ -94,9 +96,16 @@ func (r *run) settleTarget(ctx context.Context, unclean []progress.Partition) {
 	const quiet, limit = time.Second, 15 * time.Second
 	var last kadm.ListedOffsets
 	settled := retry.Until(ctx, quiet, limit, func() bool {
-		ends, err := r.tgtAdmin.ListEndOffsets(ctx, names...)
+		lctx, cancel := context.WithTimeout(ctx, offsetsTimeout)
+		defer cancel()
+		ends, err := r.tgtAdmin.ListEndOffsets(lctx, names...)
+		if err == nil {
+			err = ends.Error()
+		}
 		if err != nil {
-			return true // the resume checks report what they cannot read
+			// Not settled: ends not listed may still grow.
+			last = nil
+			return false
 		}
 		same := last != nil && sameEnds(last, ends)
 		last = ends

@@ -23,9 +23,10 @@ const (
 	OpAlterConfigs    = "ALTER_CONFIGS"
 	OpDelete          = "DELETE"
 
-	ResTopic   = "topic"
-	ResGroup   = "group"
-	ResCluster = "cluster"
+	ResTopic           = "topic"
+	ResGroup           = "group"
+	ResCluster         = "cluster"
+	ResTransactionalID = "transactional-id"
 )
 
 // Access names who kmirror is on a cluster, for errors about missing ACLs.

@@ -45,6 +45,13 @@ type Options struct {
 	// and one fetched ahead. A record batch larger than the bound is still
 	// fetched whole. 0 keeps the options of the client read with.
 	MaxFetchBytes int32
+	// WaitStable makes a read_committed read wait for the transactions
+	// open before End to end, instead of ending at the last stable
+	// offset: it returns every record committed before End, so that a
+	// writer's transaction committed or aborted just now is not missed.
+	// A transaction whose writer died ends when the brokers abort it
+	// (its transaction timeout): the read waits for that, within ctx.
+	WaitStable bool
 }
 
 // Visit is called with each record of the range in offset order; a
@@ -57,7 +64,7 @@ type Visit func(r *kgo.Record) bool
 // range whose start was deleted (retention, DeleteRecords) is an error
 // wrapping kerr.OffsetOutOfRange: the caller decides what a gap means.
 func Read(ctx context.Context, cl *kgo.Client, r Range, o Options, visit Visit) error {
-	if !o.ReadUncommitted {
+	if !o.ReadUncommitted && !o.WaitStable {
 		// Records past the last stable offset are not readable until
 		// their transaction ends: the read ends there.
 		stable, err := lastStable(ctx, cl, r.Topic, r.Partition)
@@ -119,7 +126,9 @@ func Read(ctx context.Context, cl *kgo.Client, r Range, o Options, visit Visit) 
 			}
 			// Read committed: records at and past the last stable offset
 			// are not returned until their transaction ends.
-			if !o.ReadUncommitted && fp.LastStableOffset >= 0 && next >= fp.LastStableOffset && fp.LastStableOffset < r.End {
+			// (With WaitStable the read goes on: the transaction markers
+			// at or past End end it.)
+			if !o.ReadUncommitted && !o.WaitStable && fp.LastStableOffset >= 0 && next >= fp.LastStableOffset && fp.LastStableOffset < r.End {
 				stop = true
 			}
 		})

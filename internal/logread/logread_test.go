@@ -3,6 +3,7 @@ package logread
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -149,5 +150,61 @@ func TestReadEndsOnlyAtItsEndOrWithAnError(t *testing.T) {
 	time.Sleep(time.Millisecond)
 	if err := Read(short, cl, Range{Topic: "data", From: 0, End: 10}, Options{}, func(*kgo.Record) bool { return true }); err == nil {
 		t.Fatal("a read cut short by its deadline returned no error")
+	}
+}
+
+// TestReadWaitStableWaitsForOpenTransactions shows that a read_committed
+// read with WaitStable does not end at the last stable offset: it returns
+// the records of a transaction open when the read began once that
+// transaction commits, and passes over one that aborts.
+func TestReadWaitStableWaitsForOpenTransactions(t *testing.T) {
+	for _, commit := range []bool{true, false} {
+		t.Run(map[bool]string{true: "commit", false: "abort"}[commit], func(t *testing.T) {
+			c := kfaketest.Cluster(t)
+			cl := kfaketest.Client(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+			fill(t, cl, "state", 1, 3)
+			txn := kfaketest.Client(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID("writer"))
+			ctx := testContext(t)
+			if err := txn.BeginTransaction(); err != nil {
+				t.Fatal(err)
+			}
+			if err := txn.ProduceSync(ctx, &kgo.Record{Topic: "state", Value: []byte("in-txn")}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				got []string
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				var got []string
+				err := ReadTopic(ctx, cl, "state", Options{WaitStable: true}, func(r *kgo.Record) bool {
+					if !r.Attrs.IsControl() {
+						got = append(got, string(r.Value))
+					}
+					return true
+				})
+				done <- result{got, err}
+			}()
+			select {
+			case r := <-done:
+				t.Fatalf("read ended with a transaction open: %v, %v", r.got, r.err)
+			case <-time.After(500 * time.Millisecond):
+			}
+			if err := txn.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+				t.Fatal(err)
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			want := []string{"0-0", "0-1", "0-2"}
+			if commit {
+				want = append(want, "in-txn")
+			}
+			if !slices.Equal(r.got, want) {
+				t.Fatalf("read %v, want %v", r.got, want)
+			}
+		})
 	}
 }

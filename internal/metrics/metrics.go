@@ -35,7 +35,9 @@ const (
 	ErrConfigSync     = "config_sync" // a target topic's configs could not be brought in step
 	ErrACLSync        = "acl_sync"
 	ErrHeartbeat      = "heartbeat"
-	ErrProvenance     = "provenance" // the progress of a flow writing into the source could not be read
+	ErrProvenance     = "provenance"  // the progress of a flow writing into the source could not be read
+	ErrFenced         = "fenced"      // exactly_once: the brokers refused a transaction of an instance that lost its partitions
+	ErrTransaction    = "transaction" // exactly_once: a transaction was aborted (a write in doubt, a broker fault)
 )
 
 // Reasons of kmirror_provenance_dropped_records_total.
@@ -70,6 +72,10 @@ type Metrics struct {
 	GroupsSynced      *prometheus.GaugeVec     // flow
 	CheckpointAge     *prometheus.GaugeVec     // flow, group
 	GroupCommits      *prometheus.CounterVec   // flow
+
+	TransactionsCommitted    *prometheus.CounterVec   // flow
+	TransactionsAborted      *prometheus.CounterVec   // flow
+	TransactionCommitSeconds *prometheus.HistogramVec // flow
 
 	RecordsLost       *prometheus.CounterVec // flow, topic
 	SourceTruncations *prometheus.CounterVec // flow, topic
@@ -265,6 +271,20 @@ func New() *Metrics {
 		Help: "Time from the time of the newest heartbeat of the flow (written to the source, or the question to the source before a write to the target) to its arrival on the target; absent until one arrived.",
 	}, []string{"flow"})
 	m.Registry.MustRegister(m.HeartbeatLatency)
+	m.TransactionsCommitted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_transactions_committed_total",
+		Help: "Target transactions the flow committed (exactly_once).",
+	}, []string{"flow"})
+	m.TransactionsAborted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_transactions_aborted_total",
+		Help: "Target transactions the flow aborted (exactly_once); replication then resumes from the last committed position.",
+	}, []string{"flow"})
+	m.TransactionCommitSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "kmirror_transaction_commit_seconds",
+		Help:    "Time the commit of a target transaction took (EndTxn; exactly_once).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"flow"})
+	m.Registry.MustRegister(m.TransactionsCommitted, m.TransactionsAborted, m.TransactionCommitSeconds)
 	m.PartitionsOwned = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "kmirror_partitions_owned",
 		Help: "Source partitions of the flow this instance owns (scale_out); 0 without scale_out.",
@@ -318,7 +338,7 @@ func ErrorKinds() []string {
 		ErrFetch, ErrTopicSync, ErrTopicDeleted, ErrPartitionShape, ErrProgress, ErrOffsetReset,
 		ErrFlowRestart, ErrUnknownTopic, ErrInvalidRecord, ErrOther, ErrGroupSync, ErrRecordsLost,
 		ErrSourceTrunc, ErrTargetDataLoss, ErrDeadLetter, ErrOwnershipLost, ErrConfigSync, ErrACLSync,
-		ErrHeartbeat, ErrProvenance,
+		ErrHeartbeat, ErrProvenance, ErrFenced, ErrTransaction,
 	}
 }
 

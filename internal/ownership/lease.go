@@ -30,6 +30,7 @@ type Lease struct {
 	boot       time.Duration // the boot clock at the previous look
 	wall       time.Time     // the wall clock at the previous look
 	generation int32
+	memberID   string // the holder's member ID in generation
 	ended      bool
 	reason     string
 	lost       chan struct{}
@@ -38,11 +39,11 @@ type Lease struct {
 	nextHook   uint64
 }
 
-// newLease returns a lease of generation gen that ends at expiry on
+// newLease returns a lease of member memberID in generation gen that ends at expiry on
 // clock's boot clock, whose clocks may disagree by up to slack between
 // two looks.
-func newLease(clock Clock, slack time.Duration, gen int32, expiry time.Duration) *Lease {
-	l := &Lease{clock: clock, slack: slack, expiry: expiry, generation: gen,
+func newLease(clock Clock, slack time.Duration, gen int32, memberID string, expiry time.Duration) *Lease {
+	l := &Lease{clock: clock, slack: slack, expiry: expiry, generation: gen, memberID: memberID,
 		lost: make(chan struct{}), hooks: map[uint64]func(){}}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -153,9 +154,20 @@ func (l *Lease) endReason() string {
 	return l.reason
 }
 
-func (l *Lease) setGeneration(gen int32) {
+// Member returns the member ID and the group generation the lease was
+// last confirmed in, whether or not it is still valid: what an offset
+// commit of the holder carries, so that the group coordinator, not this
+// process, decides whether the holder is still a member of the current
+// generation (exactly-once fencing).
+func (l *Lease) Member() (memberID string, generation int32) {
 	l.mu.Lock()
-	l.generation = gen
+	defer l.mu.Unlock()
+	return l.memberID, l.generation
+}
+
+func (l *Lease) setGeneration(gen int32, memberID string) {
+	l.mu.Lock()
+	l.generation, l.memberID = gen, memberID
 	l.mu.Unlock()
 }
 

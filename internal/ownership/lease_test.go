@@ -59,7 +59,7 @@ const (
 // windows; without renewals it ends at its expiry and never comes back.
 func TestLeaseNormalProgressKeepsIt(t *testing.T) {
 	c := newFakeClock()
-	l := newLease(c, testSlack, 1, c.Boottime()+testWindow)
+	l := newLease(c, testSlack, 1, "m1", c.Boottime()+testWindow)
 	defer l.end("test over")
 	for i := range 600 { // a minute in steps of 100 ms, NTP-like drift of 0.1%
 		c.advance(100*time.Millisecond, 100*time.Millisecond+100*time.Microsecond)
@@ -90,7 +90,7 @@ func TestLeaseNormalProgressKeepsIt(t *testing.T) {
 // test takes milliseconds) finds its lease ended at the first look.
 func TestLeaseSuspendEndsIt(t *testing.T) {
 	c := newFakeClock()
-	l := newLease(c, testSlack, 1, c.Boottime()+testWindow)
+	l := newLease(c, testSlack, 1, "m1", c.Boottime()+testWindow)
 	defer l.end("test over")
 	c.advance(time.Second, time.Second)
 	if err := l.Allow(); err != nil {
@@ -127,7 +127,7 @@ func TestLeaseClockJumpEndsIt(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newFakeClock()
-			l := newLease(c, testSlack, 1, c.Boottime()+testWindow)
+			l := newLease(c, testSlack, 1, "m1", c.Boottime()+testWindow)
 			defer l.end("test over")
 			c.advance(tc.boot, tc.wall)
 			err := l.Allow()
@@ -162,7 +162,7 @@ func TestLeaseTimerEndsIt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newFakeClock()
 			slack := 20 * time.Millisecond
-			l := newLease(c, slack, 1, c.Boottime()+time.Hour)
+			l := newLease(c, slack, 1, "m1", c.Boottime()+time.Hour)
 			defer l.end("test over")
 			hooked := make(chan struct{})
 			l.OnEnd(func() { close(hooked) })
@@ -185,7 +185,7 @@ func TestLeaseTimerEndsIt(t *testing.T) {
 // ends by itself at its expiry and never comes back.
 func TestLeaseExpiresOnItsTimer(t *testing.T) {
 	c := SystemClock()
-	l := newLease(c, 50*time.Millisecond, 1, c.Boottime()+100*time.Millisecond)
+	l := newLease(c, 50*time.Millisecond, 1, "m1", c.Boottime()+100*time.Millisecond)
 	if err := l.Allow(); err != nil {
 		t.Fatalf("fresh lease: %v", err)
 	}
@@ -208,7 +208,7 @@ func TestLeaseExpiresOnItsTimer(t *testing.T) {
 // does not run; a hook added after the end runs at once.
 func TestLeaseOnEnd(t *testing.T) {
 	c := newFakeClock()
-	l := newLease(c, testSlack, 1, c.Boottime()+testWindow)
+	l := newLease(c, testSlack, 1, "m1", c.Boottime()+testWindow)
 	var calls, removed int
 	var lostBefore bool
 	l.OnEnd(func() { calls++; lostBefore = lostNow(l) })

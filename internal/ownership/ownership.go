@@ -414,7 +414,7 @@ func (m *Member) apply(gen int32, self string, holder Identity) {
 	var ended *Lease
 	switch {
 	case mine && m.lease != nil && m.lease.Allow() == nil:
-		m.lease.setGeneration(gen)
+		m.lease.setGeneration(gen, self)
 	case mine:
 		m.lease, m.pending = nil, true
 	case m.lease != nil:
@@ -581,7 +581,7 @@ func (m *Member) renew(sent time.Duration) {
 			m.mu.Unlock()
 			return // the heartbeat took too long; the next one grants it
 		}
-		l = newLease(m.clock, m.slack(), m.state.Generation, expiry)
+		l = newLease(m.clock, m.slack(), m.state.Generation, m.memberID, expiry)
 		m.pending = false
 		m.lease = l
 		m.state.Holding = true

@@ -335,7 +335,7 @@ func (m *Member) applyPartitions(ctx context.Context, gen int32, self string, a 
 	valid := m.lease != nil && m.lease.Allow() == nil
 	switch {
 	case valid:
-		m.lease.setGeneration(gen)
+		m.lease.setGeneration(gen, self)
 	case m.lease == nil:
 		m.pending = true
 	}

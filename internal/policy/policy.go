@@ -193,3 +193,18 @@ func StatusTopic(flow string) string {
 func CheckpointTopic(flow string) string {
 	return InternalPrefix + "." + flow + ".checkpoints"
 }
+
+// TransactionalIDPrefix is the prefix of the transactional IDs of an
+// exactly-once flow's target producers, for an ACL on the prefix.
+func TransactionalIDPrefix(flow string) string {
+	return InternalPrefix + "." + flow + ".txn."
+}
+
+// TransactionalID is the transactional ID of the target producer of an
+// exactly-once flow in the instance named instance. Each instance has its
+// own: the writers of one flow are fenced through the ownership group's
+// generation (see replicate.Transactions), and a new run of the same
+// instance fences its previous run's producer.
+func TransactionalID(flow, instance string) string {
+	return TransactionalIDPrefix(flow) + instance
+}

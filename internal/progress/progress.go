@@ -104,6 +104,27 @@ type Store struct {
 	admin  *kadm.Client
 	topic  string
 	access kafka.Access
+	// stable makes Load wait for the transactions open on the topic (see
+	// Stable).
+	stable bool
+}
+
+// Stable returns a copy of s whose Load waits for the transactions open
+// on the progress topic when it begins to end, and returns what they
+// committed: the store of an exactly-once flow, whose positions are
+// written in the same transactions as the records they cover.
+func (s *Store) Stable() *Store {
+	c := *s
+	c.stable = true
+	return &c
+}
+
+// WithClient returns a copy of s that reads and writes with client: an
+// exactly-once flow writes its progress with its transactional producer.
+func (s *Store) WithClient(client *kgo.Client) *Store {
+	c := *s
+	c.client, c.admin = client, kadm.NewClient(client)
+	return &c
 }
 
 // WithAccess sets who kmirror is on the target, named in errors about
@@ -285,7 +306,7 @@ func (s *Store) Load(ctx context.Context) (Loaded, error) {
 		}
 		return true
 	}
-	if err := logread.ReadTopic(ctx, s.client, s.topic, logread.Options{}, visit); err != nil {
+	if err := logread.ReadTopic(ctx, s.client, s.topic, logread.Options{WaitStable: s.stable}, visit); err != nil {
 		return Loaded{}, fmt.Errorf("reading progress topic %q: %w", s.topic, s.access.Denied(kafka.OpRead, kafka.ResTopic, s.topic, err))
 	}
 	out.Started = flags[flowStartedKey] != ""

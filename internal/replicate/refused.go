@@ -36,6 +36,7 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 	if !shutdown && !gated && !permanent(kind) {
 		// Not failed unsent, not refused by the target: it may be there.
 		p.doubt = true
+		r.inDoubt()
 	}
 	first := !p.failed
 	var refusedNow, again bool
@@ -211,7 +212,11 @@ func (r *Replicator) deadLetter(ctx context.Context, p *partition, ref *refusal)
 	err := r.ensureDeadLetterTopic(ctx)
 	if err == nil {
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		err = r.opts.Target.ProduceSync(wctx, rec).FirstErr()
+		done := make(chan error, 1)
+		r.handOff(int64(len(rec.Key)+len(rec.Value)), func() {
+			r.opts.Target.Produce(wctx, rec, func(_ *kgo.Record, err error) { done <- err })
+		})
+		err = <-done
 		cancel()
 	}
 	now := time.Now()

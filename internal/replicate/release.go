@@ -49,28 +49,43 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 	// Writes in flight: every record handed to the producer is answered
 	// (sent ones by the target; the others fail unsent at the order gate).
 	drained := waitAnswered(ctx, parts)
+	released := func(p *partition) bool {
+		for _, q := range parts {
+			if q == p {
+				return true
+			}
+		}
+		return false
+	}
 	var err error
 	if drained {
 		// A progress write in progress finishes first; none starts
 		// until the partitions are gone. (Without the clean stop, a
 		// progress write may still store them: not Stopped, like their
 		// stored position already is.)
+		if r.txn != nil {
+			r.txn.mu.Lock()
+			defer r.txn.mu.Unlock()
+		}
 		r.progressMu.Lock()
 		defer r.progressMu.Unlock()
 	}
-	if drained {
+	switch {
+	case drained && r.txn != nil:
+		// The open transaction holds their last records: it commits
+		// with their positions Stopped before anyone else may write
+		// them. If it cannot, it is aborted, and the partitions'
+		// committed positions are what the next owner resumes from; the
+		// run ends (ErrTransactionAborted).
+		if cerr := r.commitLocked(ctx, released); cerr != nil {
+			err = fmt.Errorf("%w: %d partitions: %w", ErrNotDrained, len(parts), cerr)
+		}
+	case drained:
 		// Every write of theirs was answered: the positions are exact
 		// and stored Stopped, so the next owner need not wait for stray
 		// writes, and a failover sees them stopped cleanly.
-		err = r.writeProgressLocked(ctx, func(p *partition) bool {
-			for _, q := range parts {
-				if q == p {
-					return true
-				}
-			}
-			return false
-		}, true)
-	} else {
+		err = r.writeProgressLocked(ctx, released, released)
+	default:
 		err = fmt.Errorf("%w: %d partitions: %w", ErrNotDrained, len(parts), ctx.Err())
 	}
 	if releaseStoredHook != nil {

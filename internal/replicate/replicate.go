@@ -105,8 +105,11 @@ type Options struct {
 	// not stored its progress that far); past it, the mark counts as not
 	// proven and the record is written. Zero means DefaultProofWait.
 	ProofWait time.Duration
-	Metrics   *metrics.Metrics
-	Logger    *slog.Logger
+	// Transactions, if set, make the replicator exactly-once: see
+	// Transactions.
+	Transactions *Transactions
+	Metrics      *metrics.Metrics
+	Logger       *slog.Logger
 }
 
 // Assignment starts replication of one source partition.
@@ -176,6 +179,12 @@ type Replicator struct {
 	storeNow chan struct{}
 
 	progressMu sync.Mutex // serialises progress writes
+	// progressEntries counts the entries stored (under progressMu).
+	progressEntries int64
+
+	// txn is the state of the transactions of an exactly-once
+	// replicator; nil without Options.Transactions.
+	txn *txnState
 
 	deadLetters  sync.WaitGroup // writes to the dead-letter topic
 	deadLetterOK atomic.Bool    // the dead-letter topic is known to exist
@@ -197,6 +206,9 @@ func New(opts Options) *Replicator {
 		storeNow: make(chan struct{}, 1),
 	}
 	r.stopped.Set(0)
+	if opts.Transactions != nil {
+		r.txn = &txnState{opts: opts.Transactions, full: make(chan struct{}, 1)}
+	}
 	return r
 }
 
@@ -240,10 +252,13 @@ type partition struct {
 	// (Assignment.StoreFirst); nil when reading started.
 	start *kgo.Offset
 
-	mu        sync.Mutex
-	acked     progress.Position // advanced only over acknowledged records
-	omap      *offsets.Map      // source→target offsets of acknowledged records
-	persisted int64             // acked.SourceNext last written to progress
+	mu    sync.Mutex
+	acked progress.Position // advanced only over acknowledged records
+	// committed is, for an exactly-once replicator, the position stored
+	// by the last committed transaction (the start position before).
+	committed progress.Position
+	omap      *offsets.Map // source→target offsets of acknowledged records
+	persisted int64        // acked.SourceNext last written to progress
 	// persistedIdle is acked.IdleEnd last written to progress.
 	persistedIdle int64
 	// storedStopped says the position last stored is Stopped (or, before
@@ -342,6 +357,7 @@ func (r *Replicator) Add(as []Assignment) {
 			target:         a.TargetTopic,
 			fedNext:        a.Start.SourceNext,
 			acked:          a.Start,
+			committed:      a.Start,
 			storedStopped:  a.Start.Stopped,
 			ackedEpoch:     -1,
 			omap:           offsets.NewMap(a.Runs),
@@ -522,8 +538,13 @@ func (r *Replicator) updateGauges() {
 
 // Run replicates until ctx is done. On return it has waited (up to a
 // bound) for writes in flight and stored the final positions; it returns
-// an error if it could not, so that the stop was not clean.
+// an error if it could not, so that the stop was not clean. An
+// exactly-once replicator also returns, with an error wrapping
+// ErrTransactionAborted, as soon as a transaction was aborted.
 func (r *Replicator) Run(ctx context.Context) error {
+	if r.txn != nil {
+		return r.runTransactional(ctx)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -536,7 +557,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 
 	// Drain: give writes in flight a bounded time, then store how far the
 	// target acknowledged. Whatever did not make it is re-sent next time.
-	drainCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	if err := r.opts.Target.Flush(drainCtx); err != nil {
 		return fmt.Errorf("writes still in flight at shutdown: %w", err)
@@ -544,8 +565,43 @@ func (r *Replicator) Run(ctx context.Context) error {
 	// Every write was answered: the positions stored now are exact, and
 	// say so (Stopped), so that the next owner, a failover or a failback
 	// knows the partitions stopped cleanly.
-	if err := r.writeProgressOf(drainCtx, nil, true); err != nil {
+	if err := r.writeProgressOf(drainCtx, nil, all); err != nil {
 		return fmt.Errorf("storing the final progress: %w", err)
 	}
 	return nil
 }
+
+// drainTimeout bounds the final flush and store of a stopping run.
+const drainTimeout = 15 * time.Second
+
+// runTransactional is Run with transactions: the commit loop takes the
+// place of the progress loop, and the last transaction stores every
+// position Stopped.
+func (r *Replicator) runTransactional(ctx context.Context) error {
+	if err := r.opts.Target.BeginTransaction(); err != nil {
+		return fmt.Errorf("%w: beginning a transaction: %w", ErrTransactionAborted, err)
+	}
+	r.txn.began = time.Now()
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := r.txnLoop(pollCtx); err != nil {
+			stopPoll()
+		}
+	}()
+	r.pollLoop(pollCtx)
+	wg.Wait()
+	r.deadLetters.Wait()
+	if errp := r.txn.failed.Load(); errp != nil {
+		return *errp
+	}
+	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	return r.commit(drainCtx, all)
+}
+
+// all selects every partition.
+func all(*partition) bool { return true }

@@ -106,22 +106,22 @@ const (
 // a new run (past transaction markers) leaves the stored runs as they are,
 // and the newest run covers up to it.
 func (r *Replicator) writeProgress(ctx context.Context) error {
-	return r.writeProgressOf(ctx, nil, false)
+	return r.writeProgressOf(ctx, nil, nil)
 }
 
 // writeProgressOf is writeProgress for the partitions keep selects (all
 // if nil). Writes are serialised, so that an older position never lands
-// after a newer one. stopping says the partitions stop here with every
-// write answered: their positions are stored Stopped, unless a write of
-// theirs failed in doubt.
-func (r *Replicator) writeProgressOf(ctx context.Context, keep func(*partition) bool, stopping bool) error {
+// after a newer one. stopping selects the partitions that stop here with
+// every write answered (none if nil): their positions are stored Stopped,
+// unless a write of theirs failed in doubt.
+func (r *Replicator) writeProgressOf(ctx context.Context, keep, stopping func(*partition) bool) error {
 	r.progressMu.Lock()
 	defer r.progressMu.Unlock()
 	return r.writeProgressLocked(ctx, keep, stopping)
 }
 
 // writeProgressLocked is writeProgressOf with progressMu held.
-func (r *Replicator) writeProgressLocked(ctx context.Context, keep func(*partition) bool, stopping bool) error {
+func (r *Replicator) writeProgressLocked(ctx context.Context, keep, stopping func(*partition) bool) error {
 	retention, maxRuns := r.opts.OffsetMapRetention, r.opts.OffsetMapMaxRuns
 	if retention <= 0 {
 		retention = DefaultOffsetMapRetention
@@ -141,7 +141,7 @@ func (r *Replicator) writeProgressLocked(ctx context.Context, keep func(*partiti
 		}
 		p.mu.Lock()
 		pos, persisted, storedStopped, persistedIdle := p.acked, p.persisted, p.storedStopped, p.persistedIdle
-		pos.Stopped = stopping && !p.doubt
+		pos.Stopped = stopping != nil && stopping(p) && !p.doubt
 		pos.LeaderEpoch = nil
 		if p.ackedEpoch >= 0 {
 			e := p.ackedEpoch
@@ -180,6 +180,12 @@ func (r *Replicator) writeProgressLocked(ctx context.Context, keep func(*partiti
 		return err
 	}
 	r.opts.Metrics.ProgressWrites.WithLabelValues(r.opts.Flow).Add(float64(len(entries)))
+	r.progressEntries += int64(len(entries))
+	if r.txn != nil {
+		for i, p := range parts {
+			r.txn.written = append(r.txn.written, stored{p, entries[i].Position})
+		}
+	}
 	for i, p := range parts {
 		p.mu.Lock()
 		p.persisted = entries[i].SourceNext
@@ -187,10 +193,14 @@ func (r *Replicator) writeProgressLocked(ctx context.Context, keep func(*partiti
 		p.storedStopped = stops[i]
 		p.mu.Unlock()
 	}
-	if !stopping {
-		// Partitions that stop here are not read any more.
-		r.startStored(parts)
+	// Partitions that stop here are not read any more.
+	var starting []*partition
+	for _, p := range parts {
+		if stopping == nil || !stopping(p) {
+			starting = append(starting, p)
+		}
 	}
+	r.startStored(starting)
 	return nil
 }
 
@@ -217,7 +227,8 @@ func (r *Replicator) startStored(parts []*partition) {
 
 // Translate returns the target offset of the first replicated record at or
 // after source offset src of a replicated partition, and false if the
-// partition is not replicated here. An offset between the newest run and
+// partition is not replicated here (for an exactly-once replicator, of its
+// committed copies only). An offset between the newest run and
 // the position (past transaction markers) is exact; one in a hole of the
 // map (runs an older version did not store) is rounded down.
 func (r *Replicator) Translate(topic string, partition int32, src int64) (offsets.Result, bool) {
@@ -227,6 +238,13 @@ func (r *Replicator) Translate(topic string, partition int32, src int64) (offset
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if r.txn != nil && src > p.committed.SourceNext {
+		// Exactly-once: the copies past the committed position may still
+		// be aborted and written again further on; a consumer group
+		// moved past them would skip their new copies. Round down to
+		// the committed position.
+		return offsets.Result{Target: max(p.committed.TargetNext, 0), Exact: false}, true
+	}
 	next := p.acked.TargetNext
 	if next < 0 {
 		// Nothing written yet: the first record lands at the target's

@@ -105,8 +105,10 @@ func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record, 
 	}
 	p.inflight.Add(1)
 	r.notePending(p, src, ts, size)
-	r.opts.Target.Produce(ctx, out, func(out *kgo.Record, err error) {
-		r.acked(p, src, epoch, ts, size, out, err)
+	r.handOff(size, func() {
+		r.opts.Target.Produce(ctx, out, func(out *kgo.Record, err error) {
+			r.acked(p, src, epoch, ts, size, out, err)
+		})
 	})
 }
 
@@ -122,6 +124,7 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 		// it; a source truncation leaves it): the rewind writes it again.
 		// Until then it is on the target past the position.
 		p.doubt = true
+		r.inDoubt()
 		p.inflight.Add(-1)
 		p.mu.Unlock()
 		p.duplicates.Inc()
