@@ -737,11 +737,43 @@ sync_interval: 1s
 	t.Logf("test took %.1fs", time.Since(began).Seconds())
 }
 
+// txnOf describes the target transaction of the process with PID pid
+// (kmirror's transactional IDs end with ":<pid>"), or ok false if the
+// coordinator lists none.
+func txnOf(ctx context.Context, cl *kgo.Client, pid int) (kadm.DescribedTransaction, bool) {
+	ds, err := kadm.NewClient(cl).DescribeTransactions(ctx)
+	if err != nil {
+		return kadm.DescribedTransaction{}, false
+	}
+	for id, d := range ds {
+		if strings.HasPrefix(id, "__kmirror.e2e.txn.") && strings.HasSuffix(id, fmt.Sprintf(":%d", pid)) {
+			return d, true
+		}
+	}
+	return kadm.DescribedTransaction{}, false
+}
+
+func describeTxn(d kadm.DescribedTransaction, ok bool) string {
+	if !ok {
+		return "no transaction listed"
+	}
+	return fmt.Sprintf("%s %s (producer %d epoch %d, timeout %dms, partitions %v)", d.TxnID, d.State, d.ProducerID, d.ProducerEpoch, d.TimeoutMillis, d.Topics.Sorted())
+}
+
 // TestExactlyOnceZombie pauses (SIGSTOP) one of two instances of an
-// exactly-once flow while it writes, until the other took all partitions
-// over and wrote them, then resumes it (SIGCONT): the brokers refuse its
-// transaction, which it logs once, and a read_committed consumer of the
-// target sees every source record exactly once, in order.
+// exactly-once flow while it writes (a transaction with records on the
+// replicated topic open), for longer than ownership_timeout, twice, and
+// resumes it (SIGCONT):
+//
+//   - first as soon as the other instance owns all partitions: the resumed
+//     instance's transaction is still open and its commit is refused by
+//     the group coordinator (its generation is gone);
+//   - then only once the brokers aborted its open transaction at the
+//     transaction timeout and the other instance wrote its partitions.
+//
+// Each time the resumed instance logs once that its transaction was
+// fenced by the brokers and rejoins, and in the end a read_committed
+// consumer of the target sees every source record exactly once, in order.
 func TestExactlyOnceZombie(t *testing.T) {
 	t.Parallel()
 	const partitions = 6
@@ -749,7 +781,7 @@ func TestExactlyOnceZombie(t *testing.T) {
 `)
 	f.produceSteady(60, 10*time.Millisecond)
 	procs := []*proc{f.start(), f.start()}
-	waitFor(t, 90*time.Second, "two instances to own the 6 partitions, each exactly one", func() (bool, string) {
+	bothOwn := func() (bool, string) {
 		owners, answered := ownership(procs)
 		per := map[int]bool{}
 		for _, o := range owners {
@@ -759,91 +791,142 @@ func TestExactlyOnceZombie(t *testing.T) {
 			per[o[0]] = true
 		}
 		return answered == 2 && len(per) == 2 && len(owners) == partitions, describe(owners)
-	})
+	}
+	waitFor(t, 90*time.Second, "two instances to own the 6 partitions, each exactly one", bothOwn)
 	// The zombie: an instance that is not elected.
 	z := 0
 	if e, _ := isElected(procs[0]); e {
 		z = 1
 	}
 	zombie, survivor := procs[z], procs[1-z]
-	zparts, _ := owned(zombie)
-
-	// Pause it while it writes: its partitions' copies grow on the target.
-	ends := endOffsets(t, f.p.dstCl, f.topic)
-	waitFor(t, 60*time.Second, "the instance to be writing its partitions", func() (bool, string) {
-		now := endOffsets(t, f.p.dstCl, f.topic)
-		for _, p := range zparts {
-			if now[p] <= ends[p] {
-				return false, fmt.Sprintf("partition %d: target end %d", p, now[p])
-			}
-		}
-		return true, ""
-	})
 	pid := zombie.cmd.Process.Pid
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := time.Now()
-	atStop := endOffsets(t, f.p.dstCl, f.topic)
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
+	paused := false
+	defer func() {
+		if paused {
 			_ = syscall.Kill(pid, syscall.SIGCONT)
 		}
-	}
-	defer resume()
-	took := waitFor(t, 60*time.Second, "the other instance to own all 6 partitions", func() (bool, string) {
-		owners, _ := ownership([]*proc{survivor})
-		return len(owners) == partitions, describe(owners)
-	})
-	t.Logf("SIGSTOP of instance %d (partitions %v): the other instance owns every partition %.1fs later (ownership_timeout 6s)", z, zparts, took.Seconds())
-	waitFor(t, 60*time.Second, "the other instance to write the paused instance's partitions", func() (bool, string) {
-		now := endOffsets(t, f.p.dstCl, f.topic)
-		for _, p := range zparts {
-			if now[p] <= atStop[p]+100 {
-				return false, fmt.Sprintf("partition %d: target end %d, %d at SIGSTOP", p, now[p], atStop[p])
-			}
-		}
-		return true, ""
-	})
-	t.Logf("the taken-over partitions were written %.1fs after SIGSTOP", time.Since(stopped).Seconds())
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 
-	resume()
-	cont := time.Now()
-	// Not fatal: the records on the target are checked either way.
-	if took, ok := pollFor(30*time.Second, func() bool { return strings.Contains(zombie.output(), fencedLine) }); ok {
-		t.Logf("the resumed instance logged %q %.1fs after SIGCONT", fencedLine, took.Seconds())
-	} else {
-		t.Errorf("the resumed instance did not log %q within 30s of SIGCONT", fencedLine)
-	}
-	rejoined := false
-	deadline := time.Now().Add(60 * time.Second)
-	var state string
-	for time.Now().Before(deadline) {
-		owners, answered := ownership(procs)
-		per := map[int]bool{}
-		one := true
-		for _, o := range owners {
-			if len(o) != 1 {
-				one = false
+	// pause pauses the zombie while a transaction of it with records on
+	// the replicated topic is open, waits until the other instance owns
+	// every partition (and, if aborted, until the brokers aborted the
+	// open transaction and the other instance wrote the paused one's
+	// partitions), resumes it and checks what it logs and that it
+	// rejoins.
+	pause := func(phase string, aborted bool) {
+		zparts, _ := owned(zombie)
+		ends := endOffsets(t, f.p.dstCl, f.topic)
+		waitFor(t, 60*time.Second, phase+": the instance to be writing its partitions", func() (bool, string) {
+			now := endOffsets(t, f.p.dstCl, f.topic)
+			for _, p := range zparts {
+				if now[p] <= ends[p] {
+					return false, fmt.Sprintf("partition %d: target end %d", p, now[p])
+				}
 			}
-			for _, i := range o {
-				per[i] = true
+			return len(zparts) > 0, fmt.Sprintf("owns %v", zparts)
+		})
+		logFrom := len(zombie.output())
+		// Stopped at a moment its transaction is open with records: if
+		// the coordinator says otherwise a moment after the stop, it is
+		// resumed at once and stopped again a little later.
+		var atStopTxn kadm.DescribedTransaction
+		tries := 0
+		for {
+			tries++
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			paused = true
+			time.Sleep(300 * time.Millisecond) // an EndTxn sent before the stop is answered meanwhile
+			d, ok := txnOf(ctx, f.p.dstCl, pid)
+			if ok && d.State == "Ongoing" && len(d.Topics[f.topic]) > 0 {
+				atStopTxn = d
+				break
+			}
+			if tries == 30 {
+				t.Fatalf("%s: in 30 tries the paused instance never had a transaction open with records; last: %s", phase, describeTxn(d, ok))
+			}
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+			paused = false
+			time.Sleep(time.Duration(50+tries*37%200) * time.Millisecond)
+		}
+		stopped := time.Now().Add(-300 * time.Millisecond)
+		t.Logf("%s: SIGSTOP of instance %d (partitions %v) with its transaction open (try %d): %s", phase, z, zparts, tries, describeTxn(atStopTxn, true))
+		atStop := endOffsets(t, f.p.dstCl, f.topic)
+		took := waitFor(t, 60*time.Second, phase+": the other instance to own all 6 partitions", func() (bool, string) {
+			owners, _ := ownership([]*proc{survivor})
+			return len(owners) == partitions, describe(owners)
+		})
+		t.Logf("%s: the other instance owns every partition %.1fs after SIGSTOP (ownership_timeout 6s)", phase, took.Seconds()+0.3)
+		if aborted {
+			took := waitFor(t, 90*time.Second, phase+": the brokers to abort the paused instance's transaction", func() (bool, string) {
+				d, ok := txnOf(ctx, f.p.dstCl, pid)
+				return ok && (d.State == "CompleteAbort" || d.ProducerEpoch != atStopTxn.ProducerEpoch), describeTxn(d, ok)
+			})
+			t.Logf("%s: the brokers aborted the paused instance's transaction %.1fs after SIGSTOP: %s", phase, time.Since(stopped).Seconds(), func() string {
+				d, ok := txnOf(ctx, f.p.dstCl, pid)
+				return describeTxn(d, ok)
+			}())
+			_ = took
+			waitFor(t, 90*time.Second, phase+": the other instance to write the paused instance's partitions", func() (bool, string) {
+				now := endOffsets(t, f.p.dstCl, f.topic)
+				for _, p := range zparts {
+					if now[p] <= atStop[p]+100 {
+						return false, fmt.Sprintf("partition %d: target end %d, %d at SIGSTOP", p, now[p], atStop[p])
+					}
+				}
+				return true, ""
+			})
+			t.Logf("%s: the taken-over partitions were written %.1fs after SIGSTOP", phase, time.Since(stopped).Seconds())
+		}
+		atCont, okCont := txnOf(ctx, f.p.dstCl, pid)
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+		paused = false
+		cont := time.Now()
+		t.Logf("%s: SIGCONT %.1fs after SIGSTOP; its transaction then: %s", phase, cont.Sub(stopped).Seconds(), describeTxn(atCont, okCont))
+		since := func() string { return zombie.output()[logFrom:] }
+		// Both polled together, neither fatal: the records on the target
+		// are checked either way.
+		var fencedAfter, rejoinedAfter time.Duration
+		var state string
+		for time.Since(cont) < 60*time.Second && (fencedAfter == 0 || rejoinedAfter == 0) {
+			if fencedAfter == 0 && strings.Contains(since(), fencedLine) {
+				fencedAfter = time.Since(cont)
+			}
+			if rejoinedAfter == 0 {
+				var ok bool
+				if ok, state = bothOwn(); ok {
+					rejoinedAfter = time.Since(cont)
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if fencedAfter > 0 {
+			t.Logf("%s: the resumed instance logged %q %.1fs after SIGCONT", phase, fencedLine, fencedAfter.Seconds())
+		} else {
+			t.Errorf("%s: the resumed instance did not log %q within 60s of SIGCONT", phase, fencedLine)
+		}
+		if rejoinedAfter > 0 {
+			t.Logf("%s: the resumed instance owns partitions again %.1fs after SIGCONT", phase, rejoinedAfter.Seconds())
+		} else {
+			t.Errorf("%s: the resumed instance did not own partitions again within 60s of SIGCONT; ownership: %s", phase, state)
+		}
+		var lines []string
+		for _, l := range strings.Split(since(), "\n") {
+			if strings.Contains(l, fencedLine) || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+				lines = append(lines, strings.TrimSpace(l))
 			}
 		}
-		state = describe(owners)
-		if one && answered == 2 && len(per) == 2 && len(owners) == partitions {
-			rejoined = true
-			break
+		n := strings.Count(since(), fencedLine)
+		t.Logf("%s: after SIGSTOP the resumed instance logged %q %d times; its warnings and errors:\n%s", phase, fencedLine, n, strings.Join(lines, "\n"))
+		if n < 1 || n > 3 {
+			t.Errorf("%s: the resumed instance logged %q %d times after one fencing, want 1 (at most 3)", phase, fencedLine, n)
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
-	if rejoined {
-		t.Logf("the resumed instance owns partitions again %.1fs after SIGCONT", time.Since(cont).Seconds())
-	} else {
-		t.Errorf("the resumed instance did not own partitions again within 60s of SIGCONT; ownership: %s", state)
-	}
+	pause("resumed at the take-over", false)
+	pause("resumed after the brokers aborted its transaction", true)
 
 	// A few more seconds of traffic with both instances, then the end.
 	more := f.committed.Load() + 3000
@@ -851,11 +934,9 @@ func TestExactlyOnceZombie(t *testing.T) {
 		return f.committed.Load() >= more, fmt.Sprintf("%d", f.committed.Load())
 	})
 	f.stopProducer()
-	took = f.waitCaughtUp(2 * time.Minute)
+	took := f.waitCaughtUp(2 * time.Minute)
 	t.Logf("the target caught up %.1fs after the producer stopped", took.Seconds())
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	srcRecs := readLog(t, ctx, f.p.srcCl, f.topic)
 	dstRecs := readLog(t, ctx, f.p.dstCl, f.topic)
 	exact := exactlyOnceReport(t, srcRecs, dstRecs, partitions)
@@ -870,17 +951,6 @@ func TestExactlyOnceZombie(t *testing.T) {
 	}
 	t.Logf("read_committed: %d source records, %d on the target; exactly once, in order and equal: %v; read_uncommitted the target holds %d records, %d in aborted transactions of the flow",
 		n, m, exact, rawN, rawN-m)
-
-	var lines []string
-	for _, l := range strings.Split(zombie.output(), "\n") {
-		if strings.Contains(l, fencedLine) {
-			lines = append(lines, l)
-		}
-	}
-	t.Logf("the resumed instance logged %q %d times:\n%s", fencedLine, len(lines), strings.Join(lines, "\n"))
-	if len(lines) < 1 || len(lines) > 3 {
-		t.Errorf("the resumed instance logged %q %d times after one fencing, want 1 (at most 3)", fencedLine, len(lines))
-	}
 	// The instance that was never paused may see a commit refused while
 	// the group rebalances when the other one rejoins: said, not failed.
 	t.Logf("the instance that was never paused logged %q %d times; transactions committed/aborted: resumed instance %s, other instance %s",
