@@ -509,22 +509,6 @@ func txnCounts(pr *proc) string {
 	return fmt.Sprintf("%v/%v", c, a)
 }
 
-// pollFor polls cond every 200 ms until it holds or timeout passes, and
-// says how long it took and whether it held; unlike waitFor it does not
-// end the test.
-func pollFor(timeout time.Duration, cond func() bool) (time.Duration, bool) {
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start), true
-		}
-		if time.Since(start) > timeout {
-			return time.Since(start), false
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // TestExactlyOnceChaos copies 200,000 records, written on the source in
 // transactions of which every 7th is aborted, with an exactly-once
 // scale-out flow run by three processes, while instances are killed with
