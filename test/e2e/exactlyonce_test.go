@@ -419,35 +419,35 @@ func at(recs []*kgo.Record, o int64) int {
 	return sort.Search(len(recs), func(i int) bool { return recs[i].Offset >= o })
 }
 
-// consumeHalf consumes, as group, the first half of the committed records
-// of every partition of topic (counts gives how many a partition holds) and
-// commits the offset after the last one it consumed.
-func consumeHalf(t *testing.T, ctx context.Context, bootstrap, group, topic string, counts map[int32]int) {
-	t.Helper()
-	cl := newClient(t, bootstrap, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+// consumeFirst consumes, as group, the first n[p] committed records of
+// every partition p of topic read_committed, and commits the offset after
+// the last one it consumed.
+func consumeFirst(ctx context.Context, bootstrap, group, topic string, n map[int32]int) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.AutoCommitMarks(), kgo.AutoCommitInterval(time.Hour))
+	if err != nil {
+		return err
+	}
 	defer cl.Close()
 	seen := map[int32]int{}
 	consumed, want := 0, 0
-	for _, n := range counts {
-		want += n / 2
+	for _, k := range n {
+		want += k
 	}
 	for consumed < want {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("group %s consumed %d of %d records: %v", group, consumed, want, ctx.Err())
+			return fmt.Errorf("group %s consumed %d of %d records: %w", group, consumed, want, ctx.Err())
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			if seen[r.Partition] < counts[r.Partition]/2 {
+			if seen[r.Partition] < n[r.Partition] {
 				seen[r.Partition]++
 				consumed++
 				cl.MarkCommitRecords(r)
 			}
 		})
 	}
-	if err := cl.CommitMarkedOffsets(ctx); err != nil {
-		t.Fatal(err)
-	}
+	return cl.CommitMarkedOffsets(ctx)
 }
 
 // groupTranslation checks the target group offset of one partition
@@ -516,8 +516,8 @@ func txnCounts(pr *proc) string {
 // stopped with SIGTERM. A read_committed consumer of the target then sees
 // every committed source record exactly once, in order, equal in key,
 // value, headers and timestamp, and no aborted record; a consumer group
-// that read half of every partition on the source has its offsets
-// translated exactly on the target.
+// that read part of every partition on the source and committed during
+// the chaos has its offsets translated exactly on the target.
 func TestExactlyOnceChaos(t *testing.T) {
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
@@ -550,6 +550,42 @@ sync_interval: 1s
 	})
 	began := time.Now()
 	f.produceTransactions(total, perTxn, abortEvery, 70*time.Second)
+
+	// A consumer group reads the first 12,000 records of every partition
+	// on the source (of about 33,333) and commits, as soon as they are
+	// there: during the chaos.
+	type groupResult struct {
+		at  time.Time
+		err error
+	}
+	groupDone := make(chan groupResult, 1)
+	go func() {
+		const first = 12_000
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		for {
+			f.mu.Lock()
+			ready := len(f.perPart) == partitions
+			for _, n := range f.perPart {
+				ready = ready && n >= first
+			}
+			f.mu.Unlock()
+			if ready {
+				break
+			}
+			if ctx.Err() != nil {
+				groupDone <- groupResult{err: ctx.Err()}
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		n := map[int32]int{}
+		for p := range int32(partitions) {
+			n[p] = first
+		}
+		err := consumeFirst(ctx, f.p.src.Bootstrap(), group, f.topic, n)
+		groupDone <- groupResult{at: time.Now(), err: err}
+	}()
 
 	// The chaos: at least 5 SIGKILLs of a random instance at random
 	// moments, each restarted, a scale up and a scale down, in a random
@@ -605,22 +641,20 @@ sync_interval: 1s
 		t.Fatalf("only %d SIGKILLs", kills)
 	}
 
-	// A consumer group reads half of every partition on the source and
-	// commits.
+	// The group's commit on the source is made during the chaos (below);
+	// its translation is checked at the end.
+	r := <-groupDone
+	if r.err != nil {
+		t.Fatalf("group %s on the source: %v", group, r.err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	f.mu.Lock()
-	counts := map[int32]int{}
-	for p, n := range f.perPart {
-		counts[p] = n
-	}
-	f.mu.Unlock()
-	consumeHalf(t, ctx, f.p.src.Bootstrap(), group, f.topic, counts)
 	srcGroup, err := kadm.NewClient(f.p.srcCl).FetchOffsets(ctx, group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	groupAt := time.Now()
+	groupAt := r.at
+	t.Logf("group %s committed on the source %.1fs after the first source transaction, in the middle of the chaos", group, groupAt.Sub(began).Seconds())
 
 	took := f.waitCaughtUp(3 * time.Minute)
 	t.Logf("the target caught up %.1fs after the last source transaction", took.Seconds())
