@@ -297,7 +297,7 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	defer cancel()
 
 	store := f.progressStore(metaClient)
-	loaded, err := f.setup(ctx, store)
+	loaded, err := f.setup(ctx, store, cls, nil)
 	if errors.Is(err, kafka.ErrStateTopicShape) {
 		return fmt.Errorf("flow %q: %w", f.cfg.Name, err)
 	}
@@ -411,6 +411,7 @@ type run struct {
 	// receives the topics ready to replicate instead of the data plane.
 	owns     func(progress.Partition) bool
 	universe func([]topicsync.Topic)
+	member   *ownership.Member
 }
 
 // mine reports whether this instance replicates partition id.
@@ -430,9 +431,9 @@ func (f *Flow) progressStore(client *kgo.Client) *progress.Store {
 
 // setup creates and reads the progress topic, retrying until it succeeds
 // or ctx ends.
-func (f *Flow) setup(ctx context.Context, store *progress.Store) (progress.Loaded, error) {
+func (f *Flow) setup(ctx context.Context, store *progress.Store, cls *runClients, member *ownership.Member) (progress.Loaded, error) {
 	for attempt := 1; ; attempt++ {
-		loaded, err := f.trySetup(ctx, store)
+		loaded, err := f.trySetup(ctx, store, cls, member)
 		if err == nil {
 			return loaded, nil
 		}
@@ -453,11 +454,16 @@ func (f *Flow) setup(ctx context.Context, store *progress.Store) (progress.Loade
 	}
 }
 
-func (f *Flow) trySetup(ctx context.Context, store *progress.Store) (progress.Loaded, error) {
+func (f *Flow) trySetup(ctx context.Context, store *progress.Store, cls *runClients, member *ownership.Member) (progress.Loaded, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.target.RequestTimeout+30*time.Second)
 	defer cancel()
 	if err := store.Ensure(ctx, f.cfg.ReplicationFactor); err != nil {
 		return progress.Loaded{}, err
+	}
+	if f.cfg.ExactlyOnce {
+		// The load waits for the transactions open on the progress
+		// topic: those of instances that are gone are aborted first.
+		f.abortOrphanTransactions(ctx, cls.tgt, f.liveTransactionalIDs(member))
 	}
 	// Nothing marks the flow running: a partition's position stays
 	// Stopped until its new owner stores it cleared, before it writes.

@@ -47,7 +47,7 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 	defer cancel()
 
 	store := f.progressStore(cls.meta)
-	loaded, err := f.setup(ctx, store)
+	loaded, err := f.setup(ctx, store, cls, member)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -68,7 +68,7 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 		naming: policy.NewTopics(f.cfg).WithGraph(f.graph, f.cfg),
 		store:  store, repl: repl, loaded: loaded,
 		targetIDs: map[string]string{}, stuckTopics: map[string]bool{},
-		owns: own.has,
+		owns: own.has, member: member,
 	}
 	f.started.Store(true)
 	defer f.started.Store(false)
@@ -272,6 +272,11 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 		return nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, r.target.RequestTimeout+30*time.Second)
+	if r.cfg.ExactlyOnce {
+		// Their previous owner's last transaction ends first; if it is
+		// gone, it is aborted now rather than at its timeout.
+		r.abortOrphanTransactions(lctx, r.tgt, r.liveTransactionalIDs(r.member))
+	}
 	loaded, err := r.store.Load(lctx)
 	cancel()
 	if err != nil {

@@ -36,7 +36,7 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 	if !shutdown && !gated && !permanent(kind) {
 		// Not failed unsent, not refused by the target: it may be there.
 		p.doubt = true
-		r.inDoubt()
+		r.inDoubt(err)
 	}
 	first := !p.failed
 	var refusedNow, again bool

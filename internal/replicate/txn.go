@@ -70,7 +70,7 @@ type txnState struct {
 	// doubt says a write of the open transaction failed in a way that
 	// may have left it on the target, or landed after an earlier record
 	// of its partition failed: the transaction must not commit.
-	doubt atomic.Bool
+	doubt atomic.Pointer[error]
 	// failed is set once a transaction was aborted; the replicator then
 	// only stops.
 	failed atomic.Pointer[error]
@@ -112,9 +112,9 @@ func (r *Replicator) handOff(size int64, fn func()) {
 // inDoubt notes that a write may be on the target although it did not
 // succeed: with transactions, the open transaction is aborted instead of
 // committed.
-func (r *Replicator) inDoubt() {
+func (r *Replicator) inDoubt(err error) {
 	if r.txn != nil {
-		r.txn.doubt.Store(true)
+		r.txn.doubt.CompareAndSwap(nil, &err)
 	}
 }
 
@@ -180,8 +180,8 @@ func (r *Replicator) tryCommit(ctx context.Context, stopping func(*partition) bo
 	if err := r.opts.Target.Flush(ctx); err != nil {
 		return fmt.Errorf("waiting for the transaction's writes: %w", err)
 	}
-	if t.doubt.Load() {
-		return errors.New("a write of the transaction failed and may be on the target")
+	if errp := t.doubt.Load(); errp != nil {
+		return fmt.Errorf("a write of the transaction failed and may be on the target: %w", *errp)
 	}
 	stored := r.progressEntries
 	if err := r.writeProgressLocked(ctx, nil, stopping); err != nil {

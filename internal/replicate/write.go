@@ -3,6 +3,7 @@ package replicate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -124,7 +125,7 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 		// it; a source truncation leaves it): the rewind writes it again.
 		// Until then it is on the target past the position.
 		p.doubt = true
-		r.inDoubt()
+		r.inDoubt(fmt.Errorf("source offset %d of %s written after an earlier record failed", src, p.id))
 		p.inflight.Add(-1)
 		p.mu.Unlock()
 		p.duplicates.Inc()

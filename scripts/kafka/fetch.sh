@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # fetch.sh — download a pinned Apache Kafka release (jars only) from Maven Central.
 #
-# Usage: scripts/kafka/fetch.sh
+# Usage: scripts/kafka/fetch.sh [VERSION | 3]
+#
+# Without an argument it fetches the pinned release (KAFKA_VERSION below);
+# "3" fetches the pinned Kafka 3.x release (KAFKA3_VERSION), any other
+# argument that exact release.
 #
 # Resolves scripts/kafka/pom.xml with Maven and copies every runtime jar into
-#   <repo>/.cache/kafka/<KAFKA_VERSION>/libs
+#   <repo>/.cache/kafka/<VERSION>/libs
 # a flat directory like the libs/ folder of a Kafka binary release. It holds
 # the broker (kafka.Kafka), the storage tool (kafka.tools.StorageTool), the
 # Log4j 2 logging binding and MirrorMaker 2 (connect-mirror + connect-runtime,
@@ -19,11 +23,23 @@
 # Needs: java (17+) and mvn on PATH. scripts/test.sh installs them if missing.
 set -euo pipefail
 
-# Pinned Kafka release. Keep in step with kafkaVersion in test/kafkatest.
+# Pinned Kafka release. Keep in step with KafkaVersion in test/kafkatest.
 KAFKA_VERSION=4.3.1
+# The Kafka 3.x release the exactly-once mode is also tested against (the
+# transaction protocol before KIP-890): scripts/kafka/fetch.sh 3.
+# Keep in step with Kafka3Version in test/kafkatest.
+KAFKA3_VERSION=3.9.2
+
+case "${1:-}" in
+"") ;;
+3) KAFKA_VERSION=$KAFKA3_VERSION ;;
+*) KAFKA_VERSION=$1 ;;
+esac
 
 log() { printf 'fetch.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+[[ "$KAFKA_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "version '$KAFKA_VERSION' is not MAJOR.MINOR.PATCH"
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_root=$(cd "$script_dir/../.." && pwd)

@@ -99,6 +99,11 @@ type Options struct {
 	// super user: other principals need ACLs. ExtraProps may name more
 	// super users ("super.users").
 	Authorizer bool
+
+	// Libs is the directory of Kafka jars to run, for another Kafka
+	// release than the pinned one (RequireLibs3 returns the Kafka 3.x
+	// jars). Default: RequireLibs.
+	Libs string
 }
 
 // Cluster is one single-node KRaft Apache Kafka broker run as a child JVM.
@@ -142,7 +147,10 @@ type process struct {
 // Without Kafka jars it skips the test, or fails it (see RequireLibs).
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	libs := RequireLibs(t)
+	libs := opts.Libs
+	if libs == "" {
+		libs = RequireLibs(t)
+	}
 	id, err := kafkaproc.NewClusterID()
 	if err != nil {
 		t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)

@@ -27,9 +27,16 @@ const (
 // up from the working directory. It returns an error telling how to get the
 // jars if neither is usable.
 func LibsDir() (string, error) {
-	if dir := os.Getenv(EnvLibs); dir != "" {
+	return findLibs(EnvLibs, KafkaVersion, "scripts/kafka/fetch.sh")
+}
+
+// findLibs returns $env if set, else <repo root>/.cache/kafka/<version>/libs
+// found by walking up from the working directory; fetch is the command
+// that downloads the jars, for the error.
+func findLibs(env, version, fetch string) (string, error) {
+	if dir := os.Getenv(env); dir != "" {
 		if err := checkLibs(dir); err != nil {
-			return "", fmt.Errorf("%s=%s: %w", EnvLibs, dir, err)
+			return "", fmt.Errorf("%s=%s: %w", env, dir, err)
 		}
 		return dir, nil
 	}
@@ -37,7 +44,7 @@ func LibsDir() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("finding the repository root: %w", err)
 	}
-	rel := filepath.Join(".cache", "kafka", KafkaVersion, "libs")
+	rel := filepath.Join(".cache", "kafka", version, "libs")
 	for dir := wd; ; {
 		libs := filepath.Join(dir, rel)
 		if checkLibs(libs) == nil {
@@ -50,7 +57,7 @@ func LibsDir() (string, error) {
 		dir = parent
 	}
 	return "", fmt.Errorf("no Apache Kafka %s jars in %s of %s or its parents: "+
-		"run scripts/kafka/fetch.sh (or set %s)", KafkaVersion, rel, wd, EnvLibs)
+		"run %s (or set %s)", version, rel, wd, fetch, env)
 }
 
 // checkLibs reports whether dir looks like a Kafka libs directory: it must
@@ -74,10 +81,17 @@ func checkLibs(dir string) error {
 // with $KMIRROR_REQUIRE_KAFKA set, because the person asked for it.
 func RequireLibs(t testing.TB) string {
 	t.Helper()
+	return requireLibs(t, LibsDir)
+}
+
+// requireLibs returns find's directory, or ends the test as RequireLibs
+// says.
+func requireLibs(t testing.TB, find func() (string, error)) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("kafkatest: real-Kafka test; -short runs the fast tier only")
 	}
-	dir, err := LibsDir()
+	dir, err := find()
 	if err == nil {
 		return dir
 	}
