@@ -780,14 +780,17 @@ func describeTxn(d kadm.DescribedTransaction, ok bool) string {
 
 // TestExactlyOnceZombie pauses (SIGSTOP) one of two instances of an
 // exactly-once flow while it writes (a transaction with records on the
-// replicated topic open), for longer than ownership_timeout, twice, and
-// resumes it (SIGCONT):
+// replicated topic open), for longer than ownership_timeout, three times,
+// and resumes it (SIGCONT):
 //
-//   - first as soon as the other instance owns all partitions: the resumed
-//     instance's transaction is still open and its commit is refused by
-//     the group coordinator (its generation is gone);
-//   - then only once the brokers aborted its open transaction at the
-//     transaction timeout and the other instance wrote its partitions.
+//   - the moment the group coordinator dropped it from the flow's
+//     ownership group: its transaction is still open and its producer not
+//     fenced; the commit of its offset to the group, with a generation
+//     that is gone, is refused (KIP-447);
+//   - as soon as the other instance owns all partitions;
+//   - only once its open transaction was aborted (by the other instance
+//     fencing its producer, or by the brokers at the transaction timeout)
+//     and the other instance wrote its partitions.
 //
 // Each time the resumed instance logs once that its transaction was
 // fenced by the brokers and rejoins, and in the end a read_committed
@@ -833,7 +836,13 @@ func TestExactlyOnceZombie(t *testing.T) {
 	// open transaction and the other instance wrote the paused one's
 	// partitions), resumes it and checks what it logs and that it
 	// rejoins.
-	pause := func(phase string, aborted bool) {
+	const (
+		resumeDropped = iota // when the group coordinator dropped it
+		resumeOwned          // when the other instance owns every partition
+		resumeAborted        // when its transaction was aborted and the other instance wrote
+	)
+	adm := kadm.NewClient(f.p.dstCl)
+	pause := func(phase string, when int) {
 		zparts, _ := owned(zombie)
 		ends := endOffsets(t, f.p.dstCl, f.topic)
 		waitFor(t, 60*time.Second, phase+": the instance to be writing its partitions", func() (bool, string) {
@@ -873,21 +882,35 @@ func TestExactlyOnceZombie(t *testing.T) {
 		stopped := time.Now().Add(-300 * time.Millisecond)
 		t.Logf("%s: SIGSTOP of instance %d (partitions %v) with its transaction open (try %d): %s", phase, z, zparts, tries, describeTxn(atStopTxn, true))
 		atStop := endOffsets(t, f.p.dstCl, f.topic)
-		took := waitFor(t, 60*time.Second, phase+": the other instance to own all 6 partitions", func() (bool, string) {
-			owners, _ := ownership([]*proc{survivor})
-			return len(owners) == partitions, describe(owners)
-		})
-		t.Logf("%s: the other instance owns every partition %.1fs after SIGSTOP (ownership_timeout 6s)", phase, took.Seconds()+0.3)
-		if aborted {
-			took := waitFor(t, 90*time.Second, phase+": the brokers to abort the paused instance's transaction", func() (bool, string) {
+		if when == resumeDropped {
+			// Resumed the moment the coordinator removed it from the
+			// group, before the other instance rejoined and took its
+			// partitions: its transaction is still open and its producer
+			// not fenced, so only the generation of its offset commit can
+			// stop it.
+			waitFor(t, 60*time.Second, phase+": the group coordinator to drop the paused instance", func() (bool, string) {
+				gs, err := adm.DescribeGroups(ctx, "__kmirror.e2e.owners")
+				if err != nil {
+					return false, err.Error()
+				}
+				g := gs["__kmirror.e2e.owners"]
+				return g.Err == nil && len(g.Members) == 1, fmt.Sprintf("%s, %d members (err %v)", g.State, len(g.Members), g.Err)
+			})
+			t.Logf("%s: the group coordinator dropped the paused instance %.1fs after SIGSTOP (ownership_timeout 6s)", phase, time.Since(stopped).Seconds())
+		} else {
+			took := waitFor(t, 60*time.Second, phase+": the other instance to own all 6 partitions", func() (bool, string) {
+				owners, _ := ownership([]*proc{survivor})
+				return len(owners) == partitions, describe(owners)
+			})
+			t.Logf("%s: the other instance owns every partition %.1fs after SIGSTOP (ownership_timeout 6s)", phase, took.Seconds()+0.3)
+		}
+		if when == resumeAborted {
+			waitFor(t, 90*time.Second, phase+": the paused instance's transaction to be aborted", func() (bool, string) {
 				d, ok := txnOf(ctx, f.p.dstCl, pid)
 				return ok && (d.State == "CompleteAbort" || d.ProducerEpoch != atStopTxn.ProducerEpoch), describeTxn(d, ok)
 			})
-			t.Logf("%s: the brokers aborted the paused instance's transaction %.1fs after SIGSTOP: %s", phase, time.Since(stopped).Seconds(), func() string {
-				d, ok := txnOf(ctx, f.p.dstCl, pid)
-				return describeTxn(d, ok)
-			}())
-			_ = took
+			d, ok := txnOf(ctx, f.p.dstCl, pid)
+			t.Logf("%s: the paused instance's transaction was aborted (its producer fenced) %.1fs after SIGSTOP: %s", phase, time.Since(stopped).Seconds(), describeTxn(d, ok))
 			waitFor(t, 90*time.Second, phase+": the other instance to write the paused instance's partitions", func() (bool, string) {
 				now := endOffsets(t, f.p.dstCl, f.topic)
 				for _, p := range zparts {
@@ -913,7 +936,9 @@ func TestExactlyOnceZombie(t *testing.T) {
 			if fencedAfter == 0 && strings.Contains(since(), fencedLine) {
 				fencedAfter = time.Since(cont)
 			}
-			if rejoinedAfter == 0 {
+			// Counted once it said it was fenced: until then it may
+			// still show the ownership it had before the pause.
+			if fencedAfter > 0 && rejoinedAfter == 0 {
 				var ok bool
 				if ok, state = bothOwn(); ok {
 					rejoinedAfter = time.Since(cont)
@@ -943,8 +968,9 @@ func TestExactlyOnceZombie(t *testing.T) {
 			t.Errorf("%s: the resumed instance logged %q %d times after one fencing, want 1 (at most 3)", phase, fencedLine, n)
 		}
 	}
-	pause("resumed at the take-over", false)
-	pause("resumed after the brokers aborted its transaction", true)
+	pause("resumed when dropped from the group", resumeDropped)
+	pause("resumed at the take-over", resumeOwned)
+	pause("resumed after its transaction was aborted", resumeAborted)
 
 	// A few more seconds of traffic with both instances, then the end.
 	more := f.committed.Load() + 3000
