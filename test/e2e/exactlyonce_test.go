@@ -695,7 +695,8 @@ sync_interval: 1s
 	// The group's offsets are translated exactly.
 	dstAdm := kadm.NewClient(f.p.dstCl)
 	var last string
-	deadline := time.Now().Add(90 * time.Second)
+	checkFrom := time.Now()
+	deadline := checkFrom.Add(90 * time.Second)
 	for {
 		got, err := dstAdm.FetchOffsets(ctx, group)
 		var bad []string
@@ -725,7 +726,8 @@ sync_interval: 1s
 				lines = append(lines, fmt.Sprintf("%d: %d -> %d", o.Partition, o.At, r.At))
 			})
 			sort.Strings(lines)
-			t.Logf("group %s translated exactly on all %d partitions %.1fs after its commit on the source: %s", group, good, time.Since(groupAt).Seconds(), strings.Join(lines, ", "))
+			t.Logf("group %s translated exactly on all %d partitions (source -> target offset: %s); checked from when the flow caught up, %.1fs after the commit on the source, exact %.1fs after the check began",
+				group, good, strings.Join(lines, ", "), checkFrom.Sub(groupAt).Seconds(), time.Since(checkFrom).Seconds())
 			break
 		}
 		last = strings.Join(bad, "; ")
