@@ -494,6 +494,35 @@ func groupTranslation(src, dst []*kgo.Record, srcAt, dstAt int64) string {
 	return ""
 }
 
+// problems counts the distinct warning and error messages in a process's
+// log, for the test's output.
+func problems(pr *proc) string {
+	counts := map[string]int{}
+	for _, l := range strings.Split(pr.output(), "\n") {
+		i := strings.Index(l, "level=WARN msg=")
+		if i < 0 {
+			i = strings.Index(l, "level=ERROR msg=")
+		}
+		if i < 0 {
+			continue
+		}
+		msg := l[i:]
+		if j := strings.Index(msg, "\" "); j > 0 {
+			msg = msg[:j+1]
+		}
+		counts[msg]++
+	}
+	var out []string
+	for m, n := range counts {
+		out = append(out, fmt.Sprintf("%dx %s", n, m))
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, "; ")
+}
+
 // txnCounts says how many target transactions a process committed and
 // aborted, from its metrics.
 func txnCounts(pr *proc) string {
@@ -751,6 +780,9 @@ sync_interval: 1s
 		txns = append(txns, fmt.Sprintf("instance %d: %s", i, txnCounts(pr)))
 	}
 	t.Logf("%d lines %q in the logs of the running instances; transactions committed/aborted since their start: %s", len(fenced), fencedLine, strings.Join(txns, ", "))
+	for i, pr := range live {
+		t.Logf("instance %d warnings and errors: %s", i, problems(pr))
+	}
 	for _, pr := range live {
 		pr.stop()
 	}
@@ -1003,6 +1035,7 @@ func TestExactlyOnceZombie(t *testing.T) {
 	// the group rebalances when the other one rejoins: said, not failed.
 	t.Logf("the instance that was never paused logged %q %d times; transactions committed/aborted: resumed instance %s, other instance %s",
 		fencedLine, strings.Count(survivor.output(), fencedLine), txnCounts(zombie), txnCounts(survivor))
+	t.Logf("warnings and errors of the instance that was never paused: %s", problems(survivor))
 	for _, pr := range procs {
 		pr.stop()
 	}
