@@ -510,6 +510,14 @@ func problems(pr *proc) string {
 		if j := strings.Index(msg, "\" "); j > 0 {
 			msg = msg[:j+1]
 		}
+		// With the start of its error: the kinds of failure differ.
+		if k := strings.Index(l, " err="); k > 0 {
+			e := l[k+1:]
+			if len(e) > 160 {
+				e = e[:160] + "…"
+			}
+			msg += " " + e
+		}
 		counts[msg]++
 	}
 	var out []string
