@@ -408,10 +408,15 @@ func wrapFenced(err error) error {
 func (r *Replicator) abort(err error) {
 	t := r.txn
 	err = wrapFenced(err)
+	// Records still buffered belong to the aborted transaction. A request
+	// the network holds is not waited for long: once the coordinator
+	// aborted the transaction, the brokers refuse it (KIP-890 partition
+	// verification) or abort it with the rest.
+	bctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = r.opts.Target.AbortBufferedRecords(bctx)
+	cancel()
 	actx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	// Records still buffered belong to the aborted transaction.
-	_ = r.opts.Target.AbortBufferedRecords(actx)
 	aerr := r.opts.Target.EndTransaction(actx, kgo.TryAbort)
 	var f fenced
 	if errors.As(err, &f) || errors.As(wrapFenced(aerr), &f) {
