@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,9 +48,29 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: building kmirror:", err)
 		os.Exit(1)
 	}
+	flag.Parse()
+	defaultParallel()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// parallelTests is how many tests marked t.Parallel run at once unless
+// -parallel says otherwise. go test's default, GOMAXPROCS, is 2 on a
+// 2-core machine, but these tests spend most of their time waiting on
+// brokers, timers and other processes, not on CPU.
+const parallelTests = 4
+
+// defaultParallel sets -test.parallel to parallelTests unless it was given.
+func defaultParallel() {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given && flag.Lookup("test.parallel") != nil {
+		if err := flag.Set("test.parallel", strconv.Itoa(parallelTests)); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: -parallel:", err)
+			os.Exit(1)
+		}
+	}
 }
 
 // pair is a source and a target cluster with clients for both.
@@ -165,6 +188,46 @@ func indent(s, prefix string) string {
 	return b.String()
 }
 
+// procEnv holds, by test name, the variables setEnv added to the
+// environment of the processes the test starts.
+var procEnv sync.Map // string → []string ("KEY=value")
+
+// setEnv adds key=value to the environment of every kmirror process that
+// the test and its subtests start, and to no one else's: unlike t.Setenv,
+// which changes the test binary's own environment, it leaves the test free
+// to run in parallel with others.
+func setEnv(t *testing.T, key, value string) {
+	t.Helper()
+	name := t.Name()
+	var env []string
+	if e, ok := procEnv.Load(name); ok {
+		env = e.([]string)
+	}
+	procEnv.Store(name, slices.Concat(env, []string{key + "=" + value}))
+	t.Cleanup(func() { procEnv.Delete(name) })
+}
+
+// command returns an exec.Cmd running the kmirror binary with args, with
+// the variables setEnv gave the test or the tests it is a subtest of.
+func command(ctx context.Context, t *testing.T, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, kmirrorBin, args...)
+	var env []string
+	for name := t.Name(); ; {
+		if e, ok := procEnv.Load(name); ok {
+			env = slices.Concat(e.([]string), env)
+		}
+		i := strings.LastIndexByte(name, '/')
+		if i < 0 {
+			break
+		}
+		name = name[:i]
+	}
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	return cmd
+}
+
 // proc is a kmirror process.
 type proc struct {
 	t    *testing.T
@@ -180,7 +243,7 @@ type proc struct {
 func startKmirror(t *testing.T, path, httpAddr string, extra ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, http: httpAddr, done: make(chan struct{})}
-	p.cmd = exec.Command(kmirrorBin, append([]string{"run", "--config", path}, extra...)...)
+	p.cmd = command(context.Background(), t, append([]string{"run", "--config", path}, extra...)...)
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {

@@ -193,6 +193,7 @@ const startAttempts = 3
 // ports. On an error it returns the cluster as far as it was built, its
 // nodes stopped.
 func start(t testing.TB, opts Options, libs string) (*Cluster, error) {
+	t.Helper()
 	id, err := kafkaproc.NewClusterID()
 	if err != nil {
 		return nil, err
@@ -500,6 +501,7 @@ const portRetryPause = 2 * time.Second
 // tryLaunch launches the JVM and waits until it is ready, or kills it and
 // returns a *launchError saying whether Kafka could not bind a port.
 func (c *Cluster) tryLaunch(verb string, begin time.Time) error {
+	c.t.Helper()
 	mark := fileSize(c.logPath)
 	if c.beforeLaunch != nil {
 		c.beforeLaunch(c)
