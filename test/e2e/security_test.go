@@ -128,6 +128,7 @@ func copyFile(t *testing.T, src, dst string) {
 // rotated files without a restart; and finds none of the secrets it used
 // in anything kmirror printed or served.
 func TestSecurity(t *testing.T) {
+	t.Parallel() // its one bound on a duration (a refused connection fails within 15 s) is met in under a second: runs beside the other parallel tests
 	kafkatest.RequireLibs(t)
 	pk := newPKI(t)
 	const user = "kmirror"

@@ -38,7 +38,10 @@ func TestSourceTruncated(t *testing.T) {
 		if whileStopped {
 			name = "while stopped"
 		}
-		t.Run(name, func(t *testing.T) { testSourceTruncated(t, whileStopped) })
+		t.Run(name, func(t *testing.T) {
+			t.Parallel() // each case has clusters of its own
+			testSourceTruncated(t, whileStopped)
+		})
 	}
 }
 
