@@ -120,9 +120,36 @@ func createTopic(t *testing.T, cl *kgo.Client, name string, partitions int32, co
 	for k, v := range configs {
 		cs[k] = kadm.StringPtr(v)
 	}
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, cs, name); err != nil {
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, partitions, 1, cs, name); err != nil {
 		t.Fatalf("creating topic %q: %v", name, err)
 	}
+	// The controller answers before the broker hosts the partitions: a
+	// produce right away can fail with UNKNOWN_TOPIC_OR_PARTITION on a
+	// busy machine. Wait until every partition has a leader.
+	for {
+		md, err := adm.Metadata(ctx, name)
+		if err == nil {
+			if td := md.Topics[name]; td.Err == nil && len(td.Partitions) == int(partitions) && allLed(td.Partitions) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %q created, but its partitions have no leader yet: %v", name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// allLed reports whether every partition has a leader.
+func allLed(parts kadm.PartitionDetails) bool {
+	for _, p := range parts {
+		if p.Leader < 0 || p.Err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func produce(t *testing.T, cl *kgo.Client, recs []*kgo.Record) {

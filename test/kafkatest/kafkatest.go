@@ -506,12 +506,19 @@ func (c *Cluster) tryLaunch(verb string, begin time.Time) error {
 	if c.beforeLaunch != nil {
 		c.beforeLaunch(c)
 	}
-	if err := c.launch(); err != nil {
+	release, waited := acquireSlot()
+	err := c.launch()
+	release()
+	if err != nil {
 		c.Kill()
 		return &launchError{node: c, doing: verb + "ing", err: err, portTaken: bindFailed(c.logPath, mark)}
 	}
-	c.t.Logf("kafkatest: cluster %q %sed at %s in %v (log %s)",
-		c.name, verb, c.Bootstrap(), time.Since(begin).Round(time.Millisecond), c.logPath)
+	var queued string
+	if waited >= 100*time.Millisecond {
+		queued = fmt.Sprintf(", %v of it waiting for one of %d launch slots", waited.Round(time.Millisecond), launchSlots)
+	}
+	c.t.Logf("kafkatest: cluster %q %sed at %s in %v%s (log %s)",
+		c.name, verb, c.Bootstrap(), time.Since(begin).Round(time.Millisecond), queued, c.logPath)
 	return nil
 }
 
@@ -602,6 +609,8 @@ func (c *Cluster) runFormat() error {
 		return err
 	}
 	defer log.Close()
+	release, _ := acquireSlot()
+	defer release()
 	ctx, cancel := context.WithTimeout(context.Background(), formatTimeout)
 	defer cancel()
 	args := append([]string{"format", "--cluster-id", id, "--config", c.propsPath}, c.formatArgs...)
