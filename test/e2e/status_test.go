@@ -32,10 +32,7 @@ func TestHeartbeatsAndStatus(t *testing.T) {
 		{location: "target", topic: "heartbeats", topics: "1 topic, 2 partitions"},
 		{location: "source", topic: "src.heartbeats", topics: "2 topics, 3 partitions"},
 	} {
-		// The two cases, each on a pair of its own, run side by side;
-		// the test itself is not parallel: nothing else runs beside it.
 		t.Run(tt.location, func(t *testing.T) {
-			t.Parallel()
 			testHeartbeatsAndStatus(t, tt.location, tt.topic, tt.topics)
 		})
 	}
