@@ -173,6 +173,9 @@ fi
 	exit 1
 }
 
+# test/e2e, the longest package, runs 4 of its parallel tests at once
+# (its TestMain's default, as they mostly wait on brokers); a -parallel
+# flag here would override it.
 step "go test -count=1 -timeout 35m -v ./..."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

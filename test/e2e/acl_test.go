@@ -24,6 +24,7 @@ import (
 // nothing is written; once WRITE is granted the partition replicates
 // again within its backoff and the target equals the source.
 func TestMissingACL(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	kafkatest.RequireLibs(t)
 	const (
 		user     = "kmirror"
@@ -104,7 +105,7 @@ flows:
 http:
   listen: %q
 `, p.src.Bootstrap(), dst.ListenerAddr("SASL"), mech, user, topic, httpAddr))
-	t.Setenv("KMIRROR_ACL_PASSWORD", password)
+	setEnv(t, "KMIRROR_ACL_PASSWORD", password)
 	k := startKmirror(t, cfg, httpAddr)
 
 	// One line naming the cluster, the principal, WRITE and the topic.

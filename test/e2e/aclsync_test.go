@@ -200,7 +200,7 @@ http:
   listen: %q
 `, src.Bootstrap(), dst.ListenerAddr("SASL"), mech, user, mode, httpAddr))
 	}
-	t.Setenv("KMIRROR_ACLSYNC_PASSWORD", password)
+	setEnv(t, "KMIRROR_ACLSYNC_PASSWORD", password)
 	metric := func(k *proc, series string) float64 {
 		_, body, _ := k.get("/metrics")
 		v, _ := metricValue(body, series)

@@ -134,7 +134,7 @@ func TestAdminHTTPAuthAndIdleConnections(t *testing.T) {
 	}
 	produce(t, p.srcCl, recs)
 
-	t.Setenv("KMIRROR_ADMIN_TOKEN", adminToken)
+	setEnv(t, "KMIRROR_ADMIN_TOKEN", adminToken)
 	addr := freeAddr(t)
 	cfg := p.flowConfig(addr, `topics: ["admin"]`) + `  auth_token: ${KMIRROR_ADMIN_TOKEN}
   read_header_timeout: 3s

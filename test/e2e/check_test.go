@@ -26,7 +26,7 @@ func runCheck(t *testing.T, args ...string) (string, int, time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, kmirrorBin, append([]string{"check"}, args...)...).CombinedOutput()
+	out, err := command(ctx, t, append([]string{"check"}, args...)...).CombinedOutput()
 	took := time.Since(start)
 	code := 0
 	var ee *exec.ExitError

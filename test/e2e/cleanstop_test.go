@@ -22,6 +22,7 @@ import (
 // other gets SIGTERM: the failover then refuses, naming the reason, and
 // proceeds with --force.
 func TestCleanStopWithSeveralInstances(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const topic, partitions = "events", 4
 	createTopic(t, p.srcCl, topic, partitions, nil)

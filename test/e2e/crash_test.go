@@ -17,6 +17,7 @@ import (
 // keeps writing, restarts it, and checks that the target ends with every
 // source record, in order, counting the duplicates the restart caused.
 func TestSurvivesSIGKILL(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const (
 		topic      = "events"
@@ -133,6 +134,7 @@ topic_naming: identity
 // start position of every partition is stored before its first copy is
 // written, so the restart finds the copies and does not write them again.
 func TestSurvivesSIGKILLAtFirstWrites(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const topic, partitions, perPartition = "early", 4, 5_000
 	createTopic(t, p.srcCl, topic, partitions, nil)

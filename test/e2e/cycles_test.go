@@ -191,6 +191,7 @@ func (g *groupReader) close(t *testing.T) {
 // primary and DR each hold every record produced exactly once, in the
 // order it was produced, and the group has read every record exactly once.
 func TestFailoverFailbackCycles(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const group = "billing"
 	const orders, payments = "orders", "payments"
@@ -322,6 +323,7 @@ topic_refresh_interval: 1s
 // when and what to do), that --force starts it with a warning, and that
 // after the failback it starts again without --force.
 func TestRunRefusesWhileFailedOver(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const topic = "orders"
 	createTopic(t, p.srcCl, topic, 2, nil)

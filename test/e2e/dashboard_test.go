@@ -31,6 +31,7 @@ const envDashboardPNG = "KMIRROR_DASHBOARD_PNG"
 // the flow, its record count, its topics and, over real time, a non-zero
 // throughput.
 func TestDashboard(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	if testing.Short() {
 		t.Skip("dashboard: browser test; -short runs the fast tier only")
 	}

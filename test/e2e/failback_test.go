@@ -16,6 +16,7 @@ import (
 // or duplicate, and that the flow then resumes without copying anything
 // twice.
 func TestFailback(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const topic, group = "orders", "fulfil"
 	createTopic(t, p.srcCl, topic, 2, nil)

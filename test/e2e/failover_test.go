@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,7 +23,7 @@ func runKmirror(t *testing.T, timeout time.Duration, args ...string) (string, st
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kmirrorBin, args...)
+	cmd := command(ctx, t, args...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -97,6 +96,7 @@ func (s *sequencer) end() ([]int64, error) {
 // source to the target with `kmirror failover`; across both clusters the
 // consumer must see every record exactly once.
 func TestPlannedFailover(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const topic, group = "orders", "shipping"
 	createTopic(t, p.srcCl, topic, 3, nil)
@@ -257,6 +257,7 @@ sync_interval: 1s
 // naming it, rather than report 0 not replicated. Once the cause is fixed,
 // the failover succeeds.
 func TestPlannedFailoverRefusesUnreplicatedTopic(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const good, bad = "orders", "orders.eu"
 	createTopic(t, p.srcCl, good, 2, nil)

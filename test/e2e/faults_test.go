@@ -268,9 +268,12 @@ func runKmirrorEnv(t *testing.T, limit time.Duration, env []string, args ...stri
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kmirrorBin, args...)
+	cmd := command(ctx, t, args...)
 	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, env...)
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

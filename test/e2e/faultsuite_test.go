@@ -93,13 +93,25 @@ http:
 `, strings.Join(src, `", "`), dst, flow, topic, httpAddr)
 }
 
-// TestFaultSuite shares one pair of clusters between the faults that need
-// a single-broker source; each case has its own topic, flow and kmirror.
+// TestFaultSuite runs the faults that need a single-broker source side by
+// side (each waits most of its time: on the producer, on outages of tens
+// of seconds), each on a pair of clusters of its own, as one restarts its
+// target broker and another cuts its proxies. The suite itself is not
+// parallel: nothing else runs beside it.
 func TestFaultSuite(t *testing.T) {
-	fp := startFaultPair(t)
-	t.Run("SIGKILL_5_times", func(t *testing.T) { testKilledFiveTimes(t, fp) })
-	t.Run("target_broker_restarted", func(t *testing.T) { testTargetRestarted(t, fp) })
-	t.Run("network_cut", func(t *testing.T) { testNetworkCut(t, fp) })
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, *faultPair)
+	}{
+		{"SIGKILL_5_times", testKilledFiveTimes},
+		{"target_broker_restarted", testTargetRestarted},
+		{"network_cut", testNetworkCut},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, startFaultPair(t))
+		})
+	}
 }
 
 // faultSeed returns the seed of the random kill moments:

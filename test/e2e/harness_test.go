@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,9 +48,29 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: building kmirror:", err)
 		os.Exit(1)
 	}
+	flag.Parse()
+	defaultParallel()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// parallelTests is how many tests marked t.Parallel run at once unless
+// -parallel says otherwise. go test's default, GOMAXPROCS, is 2 on a
+// 2-core machine, but these tests spend most of their time waiting on
+// brokers, timers and other processes, not on CPU.
+const parallelTests = 4
+
+// defaultParallel sets -test.parallel to parallelTests unless it was given.
+func defaultParallel() {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given && flag.Lookup("test.parallel") != nil {
+		if err := flag.Set("test.parallel", strconv.Itoa(parallelTests)); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: -parallel:", err)
+			os.Exit(1)
+		}
+	}
 }
 
 // pair is a source and a target cluster with clients for both.
@@ -97,9 +120,36 @@ func createTopic(t *testing.T, cl *kgo.Client, name string, partitions int32, co
 	for k, v := range configs {
 		cs[k] = kadm.StringPtr(v)
 	}
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, cs, name); err != nil {
+	adm := kadm.NewClient(cl)
+	if _, err := adm.CreateTopic(ctx, partitions, 1, cs, name); err != nil {
 		t.Fatalf("creating topic %q: %v", name, err)
 	}
+	// The controller answers before the broker hosts the partitions: a
+	// produce right away can fail with UNKNOWN_TOPIC_OR_PARTITION on a
+	// busy machine. Wait until every partition has a leader.
+	for {
+		md, err := adm.Metadata(ctx, name)
+		if err == nil {
+			if td := md.Topics[name]; td.Err == nil && len(td.Partitions) > 0 && (partitions < 0 || len(td.Partitions) == int(partitions)) && allLed(td.Partitions) {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %q created, but its partitions have no leader yet: %v", name, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// allLed reports whether every partition has a leader.
+func allLed(parts kadm.PartitionDetails) bool {
+	for _, p := range parts {
+		if p.Leader < 0 || p.Err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func produce(t *testing.T, cl *kgo.Client, recs []*kgo.Record) {
@@ -165,6 +215,46 @@ func indent(s, prefix string) string {
 	return b.String()
 }
 
+// procEnv holds, by test name, the variables setEnv added to the
+// environment of the processes the test starts.
+var procEnv sync.Map // string → []string ("KEY=value")
+
+// setEnv adds key=value to the environment of every kmirror process that
+// the test and its subtests start, and to no one else's: unlike t.Setenv,
+// which changes the test binary's own environment, it leaves the test free
+// to run in parallel with others.
+func setEnv(t *testing.T, key, value string) {
+	t.Helper()
+	name := t.Name()
+	var env []string
+	if e, ok := procEnv.Load(name); ok {
+		env = e.([]string)
+	}
+	procEnv.Store(name, slices.Concat(env, []string{key + "=" + value}))
+	t.Cleanup(func() { procEnv.Delete(name) })
+}
+
+// command returns an exec.Cmd running the kmirror binary with args, with
+// the variables setEnv gave the test or the tests it is a subtest of.
+func command(ctx context.Context, t *testing.T, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, kmirrorBin, args...)
+	var env []string
+	for name := t.Name(); ; {
+		if e, ok := procEnv.Load(name); ok {
+			env = slices.Concat(e.([]string), env)
+		}
+		i := strings.LastIndexByte(name, '/')
+		if i < 0 {
+			break
+		}
+		name = name[:i]
+	}
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	return cmd
+}
+
 // proc is a kmirror process.
 type proc struct {
 	t    *testing.T
@@ -180,7 +270,7 @@ type proc struct {
 func startKmirror(t *testing.T, path, httpAddr string, extra ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, http: httpAddr, done: make(chan struct{})}
-	p.cmd = exec.Command(kmirrorBin, append([]string{"run", "--config", path}, extra...)...)
+	p.cmd = command(context.Background(), t, append([]string{"run", "--config", path}, extra...)...)
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {

@@ -19,6 +19,7 @@ import (
 // partition by partition, in the same order, with the same key, value,
 // headers and timestamp.
 func TestKcatInterop(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	kcat := requireKcat(t)
 	p := startPair(t)
 	const topic = "interop"

@@ -129,7 +129,7 @@ func TestOAuthBearer(t *testing.T) {
 
 	// The source is the OAUTHBEARER listener; the target is the same
 	// broker's PLAINTEXT listener (one JVM instead of two).
-	t.Setenv("OIDC_SECRET", secret)
+	setEnv(t, "OIDC_SECRET", secret)
 	cfg := func(httpAddr string) string {
 		return fmt.Sprintf(`clusters:
   src:

@@ -19,6 +19,7 @@ import (
 // be reported stuck (in /readyz, which stays 200, and in
 // kmirror_topic_stuck). When the broker returns, a catches up exactly.
 func TestOfflineSourcePartition(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	var src, dst *kafkatest.Cluster
 	var wg sync.WaitGroup
 	wg.Add(1)

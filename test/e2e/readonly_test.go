@@ -45,6 +45,7 @@ func readOnlyGrants(principal, topics, groups string) map[string]*kadm.ACLBuilde
 // is logged or counted, nothing is written to the source, and `kmirror
 // check` passes and prints the read-only set.
 func TestReadOnlySource(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	kafkatest.RequireLibs(t)
 	const (
 		user     = "reader"
@@ -124,7 +125,7 @@ flows:
 http:
   listen: %q
 `, src.ListenerAddr("SASL"), mech, user, dst.Bootstrap(), httpAddr))
-	t.Setenv("KMIRROR_RO_PASSWORD", password)
+	setEnv(t, "KMIRROR_RO_PASSWORD", password)
 
 	out, code, took := runCheck(t, "--config", cfg)
 	t.Logf("kmirror check: exit %d in %s:\n%s", code, took.Round(time.Millisecond), out)

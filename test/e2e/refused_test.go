@@ -30,6 +30,7 @@ import (
 // and the partition goes on: the target holds the source minus that
 // record, in order.
 func TestRefusedRecord(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const (
 		topic, other = "orders", "other"

@@ -22,6 +22,7 @@ import (
 // kmirror_records_lost_total equals its size, and every other record is on
 // the target, in order.
 func TestSourceDeletionWhileTargetDown(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const (
 		topic   = "logs"

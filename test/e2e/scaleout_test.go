@@ -259,6 +259,7 @@ func describe(owners map[int32][]int) string {
 // and the target ends with every record, in order per partition; the
 // records written twice after the kill are counted.
 func TestScaleOutThreeInstances(t *testing.T) {
+	t.Parallel() // the takeover time is printed, not asserted
 	f := newScaleFixture(t, 12)
 	procs := []*proc{f.start(), f.start(), f.start()}
 	started := time.Now()
@@ -333,6 +334,7 @@ func TestScaleOutThreeInstances(t *testing.T) {
 // and in every instance's view of the group every partition has exactly
 // one owner at every sample.
 func TestScaleUpDownUnderTraffic(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	f := newScaleFixture(t, 12)
 	procs := []*proc{f.start()}
 	var mu sync.Mutex

@@ -128,6 +128,7 @@ func copyFile(t *testing.T, src, dst string) {
 // rotated files without a restart; and finds none of the secrets it used
 // in anything kmirror printed or served.
 func TestSecurity(t *testing.T) {
+	t.Parallel() // its one bound on a duration (a refused connection fails within 15 s) is met in under a second: runs beside the other parallel tests
 	kafkatest.RequireLibs(t)
 	pk := newPKI(t)
 	const user = "kmirror"
@@ -187,8 +188,8 @@ func TestSecurity(t *testing.T) {
 	}
 	produceBatch(0, 3000)
 
-	t.Setenv("KMIRROR_E2E_SOURCE_PASSWORD", password)
-	t.Setenv("KMIRROR_E2E_WRONG_PASSWORD", wrongPassword)
+	setEnv(t, "KMIRROR_E2E_SOURCE_PASSWORD", password)
+	setEnv(t, "KMIRROR_E2E_WRONG_PASSWORD", wrongPassword)
 	config := func(httpAddr, passwordVar, dstTLS string) string {
 		return fmt.Sprintf(`clusters:
   src:
@@ -351,8 +352,9 @@ func compareTopics(t *testing.T, p *pair, source, target string) {
 // a value those keys refuse, and finds the secret in none of its output:
 // a config error shows the ${VAR} name, never its value.
 func TestSecretInConfigError(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	secret := "cfg-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-Secret"
-	t.Setenv("KMIRROR_E2E_CONFIG_SECRET", secret)
+	setEnv(t, "KMIRROR_E2E_CONFIG_SECRET", secret)
 	sec := &secrets{values: []string{secret}}
 	for _, tc := range []struct{ name, body string }{
 		{"replication_factor", "clusters:\n  a: {bootstrap_servers: [\"127.0.0.1:1\"]}\n  b: {bootstrap_servers: [\"127.0.0.1:2\"]}\n" +

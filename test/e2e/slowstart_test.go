@@ -19,27 +19,7 @@ import (
 // stored positions: nothing copied twice, nothing skipped, with
 // start_from: earliest and with start_from: latest.
 func TestSlowStartResumesFromStoredPositions(t *testing.T) {
-	t.Parallel()             // no timing assertion: runs beside the other parallel tests
-	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
-	proxy := startProxy(t, 7*time.Second)
-	var src *kafkatest.Cluster
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); src = kafkatest.Start(t, kafkatest.Options{Name: "source"}) }()
-	// Clients learn broker addresses from metadata: the target advertises
-	// the proxy, so every connection to it goes through the proxy.
-	dst := kafkatest.Start(t, kafkatest.Options{Name: "target", ExtraProps: map[string]string{
-		"advertised.listeners": "PLAINTEXT://" + proxy.addr(),
-	}})
-	proxy.setBackend(dst.Bootstrap())
-	wg.Wait()
-	if src == nil || t.Failed() {
-		t.FailNow()
-	}
-	p := &pair{src: src, dst: dst, srcCl: newClient(t, src.Bootstrap()), dstCl: newClient(t, proxy.addr())}
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	for _, tc := range []struct {
 		startFrom string
 		topic     string
@@ -47,7 +27,14 @@ func TestSlowStartResumesFromStoredPositions(t *testing.T) {
 		{"earliest", "orders"},
 		{"latest", "events"},
 	} {
+		// Each case slows every connection to its target for a while:
+		// each has clusters and a proxy of its own, and they run side by
+		// side.
 		t.Run("start_from_"+tc.startFrom, func(t *testing.T) {
+			t.Parallel()
+			proxy, p := startSlowPair(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+			defer cancel()
 			createTopic(t, p.srcCl, tc.topic, 2, nil)
 			seq := 0
 			write := func(n int) {
@@ -147,6 +134,29 @@ http:
 			}
 		})
 	}
+}
+
+// startSlowPair starts a source and a target cluster, the target behind a
+// proxy that can hold every new connection 7 s before it answers.
+func startSlowPair(t *testing.T) (*tcpProxy, *pair) {
+	t.Helper()
+	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
+	proxy := startProxy(t, 7*time.Second)
+	var src *kafkatest.Cluster
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); src = kafkatest.Start(t, kafkatest.Options{Name: "source"}) }()
+	// Clients learn broker addresses from metadata: the target advertises
+	// the proxy, so every connection to it goes through the proxy.
+	dst := kafkatest.Start(t, kafkatest.Options{Name: "target", ExtraProps: map[string]string{
+		"advertised.listeners": "PLAINTEXT://" + proxy.addr(),
+	}})
+	proxy.setBackend(dst.Bootstrap())
+	wg.Wait()
+	if src == nil || t.Failed() {
+		t.FailNow()
+	}
+	return proxy, &pair{src: src, dst: dst, srcCl: newClient(t, src.Bootstrap()), dstCl: newClient(t, proxy.addr())}
 }
 
 // lastValue is the value of the last record of a partition.

@@ -20,6 +20,7 @@ import (
 // the flow, exiting with an error that names the topic, the config, the
 // value found and expected, and what to do; nothing is copied.
 func TestRefusesProgressTopicThatDeletes(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	createTopic(t, p.srcCl, "events", 1, nil)
 	var recs []*kgo.Record
@@ -67,6 +68,7 @@ topic_naming: identity
 // group's offsets: kmirror must see the group as active, commit nothing
 // to it, and report no commit error.
 func TestGroupSyncLeavesKIP848GroupAlone(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const group = "orders-app"
 	createTopic(t, p.srcCl, "orders", 2, nil)

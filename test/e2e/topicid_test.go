@@ -18,6 +18,7 @@ import (
 // stored position or offset map of the old topic applied to it, and the
 // event must be counted in kmirror_topic_recreated_total.
 func TestTopicRecreated(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const (
 		topic      = "rc"

@@ -32,12 +32,16 @@ import (
 // position's leader epoch tells the restarted consumer its position is
 // past what the source still holds in that epoch.
 func TestSourceTruncated(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	for _, whileStopped := range []bool{false, true} {
 		name := "while running"
 		if whileStopped {
 			name = "while stopped"
 		}
-		t.Run(name, func(t *testing.T) { testSourceTruncated(t, whileStopped) })
+		t.Run(name, func(t *testing.T) {
+			t.Parallel() // each case has clusters of its own
+			testSourceTruncated(t, whileStopped)
+		})
 	}
 }
 
@@ -160,6 +164,7 @@ http:
 // count in kmirror_target_data_loss_total and one ERROR line, and a log
 // line names the source offsets whose copies are gone.
 func TestTargetDataLoss(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	kafkatest.RequireLibs(t)
 	var src, dst *kafkatest.Cluster
 	var wg sync.WaitGroup

@@ -38,6 +38,7 @@ func sameRecords(t *testing.T, topic string, src, dst map[int32][]*kgo.Record, p
 // target; the restarted flow must pass over them when it compares what the
 // target already holds.
 func TestSurvivesSIGKILLTransactional(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
 	p := startPair(t)
 	const (
 		topic      = "txevents"

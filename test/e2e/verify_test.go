@@ -301,7 +301,7 @@ func runMeasured(t *testing.T, limit time.Duration, args ...string) (runResult, 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kmirrorBin, args...)
+	cmd := command(ctx, t, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()

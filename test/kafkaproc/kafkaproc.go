@@ -11,8 +11,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -35,10 +39,18 @@ func NewClusterID() (string, error) {
 
 // FreePorts returns n distinct TCP ports that were free on 127.0.0.1. They
 // are held open together so that they differ, then released for Kafka.
+//
+// The ports are taken below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range) where there is room: the port of an
+// outgoing connection comes from that range, so a port picked there can be
+// taken by any client's connection between its release here and the
+// broker binding it (or binding it again on a restart). A port is never
+// handed out twice by one process. Without room below the range, the
+// kernel picks (port 0).
 func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := listenFree()
 		if err != nil {
 			return nil, fmt.Errorf("finding a free port: %w", err)
 		}
@@ -46,6 +58,66 @@ func FreePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// lowestPort is the bottom of the range FreePorts draws from below the
+// ephemeral range.
+const lowestPort = 15000
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{} // by FreePorts, in this process
+)
+
+// listenFree listens on a port of 127.0.0.1 that FreePorts has not handed
+// out before, below the ephemeral range if it can.
+func listenFree() (net.Listener, error) {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	if lo, ok := ephemeralLow(); ok && lo-lowestPort >= 1000 {
+		for range 200 {
+			port := lowestPort + mrand.IntN(lo-lowestPort)
+			if portsGiven[port] {
+				continue
+			}
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+			if err != nil {
+				continue // in use
+			}
+			portsGiven[port] = true
+			return l, nil
+		}
+	}
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		if port := l.Addr().(*net.TCPAddr).Port; !portsGiven[port] {
+			portsGiven[port] = true
+			return l, nil
+		}
+		l.Close()
+	}
+	return nil, errors.New("no port that was not handed out before")
+}
+
+// ephemeralLow returns the first port of the kernel's ephemeral range, on
+// Linux.
+func ephemeralLow() (int, bool) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, false
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil || lo <= 0 || lo > 65535 {
+		return 0, false
+	}
+	return lo, true
 }
 
 // Ping asks the broker at bootstrap for the cluster's brokers with a fresh

@@ -67,6 +67,12 @@ func TuningTests() map[string]string {
 		"broker.session.timeout.ms":    "4000",
 		"broker.heartbeat.interval.ms": "1000",
 
+		// A transaction left open past its timeout (a producer killed
+		// mid-transaction) is aborted at the coordinator's next check:
+		// every 10 s by default, every second here, so that it ends
+		// about a second after its timeout.
+		"transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+
 		"num.network.threads":               "2",
 		"num.io.threads":                    "2",
 		"background.threads":                "2",

@@ -28,9 +28,20 @@
 // topic has one partition and one replica, auto.create.topics.enable=false,
 // num.partitions=1, group.initial.rebalance.delay.ms=0, the log cleaner and
 // retention checks run every second (log.cleaner.backoff.ms,
-// log.retention.check.interval.ms), and broker.session.timeout.ms is 4 s so
-// that a killed broker can rejoin soon after a restart. Options.ExtraProps
-// overrides any of these. The JVM gets -Xmx768m, SerialGC and the C1 JIT only.
+// log.retention.check.interval.ms), broker.session.timeout.ms is 4 s so
+// that a killed broker can rejoin soon after a restart, and transactions
+// work on one broker (the transaction log has one replica), a transaction
+// past its timeout being aborted within about a second
+// (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+// Options.ExtraProps overrides any of these. The JVM gets -Xmx768m,
+// SerialGC and the C1 JIT only, and maps a class-data archive of Kafka's
+// classes, made once per machine (see cds.go).
+//
+// Start is made for many tests starting clusters at once: the ports are
+// picked below the kernel's ephemeral range (kafkaproc.FreePorts), a
+// broker that finds one taken anyway is started again on fresh ports, and
+// the storage tool runs once per configuration in the process, the next
+// nodes getting a copy of its output with ids of their own (storage.go).
 //
 // The Kafka jars come from scripts/kafka/fetch.sh (see LibsDir). Without
 // them Start skips the test, or fails it if KMIRROR_REQUIRE_KAFKA=1, which
@@ -104,6 +115,9 @@ type Options struct {
 	// release than the pinned one (RequireLibs3 returns the Kafka 3.x
 	// jars). Default: RequireLibs.
 	Libs string
+	// beforeLaunch, for the package's tests, runs before every launch of
+	// every node's JVM.
+	beforeLaunch func(*Cluster)
 }
 
 // Cluster is one single-node KRaft Apache Kafka broker run as a child JVM.
@@ -132,6 +146,8 @@ type Cluster struct {
 	listenerPorts map[string]int // Options.Listeners by name
 	jvmArgs       []string       // Options.JVMArgs
 	formatArgs    []string       // Options.FormatArgs
+	beforeLaunch  func(*Cluster) // Options.beforeLaunch
+	classArchive  string         // the JVMs' class-data archive, "" for none
 }
 
 // process is one run of the Kafka JVM, the leader of its own process group.
@@ -145,26 +161,61 @@ type process struct {
 // answers metadata requests. It fails the test with the tail of the Kafka
 // log if Kafka cannot start, and registers a cleanup that kills the JVM.
 // Without Kafka jars it skips the test, or fails it (see RequireLibs).
+//
+// A broker that cannot bind one of its ports, taken by another process
+// since FreePorts found it free, is started again from scratch on fresh
+// ports, up to startAttempts times in all.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	libs := opts.Libs
 	if libs == "" {
 		libs = RequireLibs(t)
+		// The archive is made for the pinned release's jars.
+		useClassArchive(t, libs)
 	}
+	for attempt := 1; ; attempt++ {
+		c, err := start(t, opts, libs)
+		if err == nil {
+			return c
+		}
+		var le *launchError
+		if !errors.As(err, &le) {
+			t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)
+		}
+		if !le.portTaken || attempt == startAttempts {
+			le.node.fatal(le.doing, le.err)
+		}
+		t.Logf("kafkatest: cluster %q: a port was taken before the broker bound it (%v); starting the cluster again on fresh ports (attempt %d of %d)",
+			le.node.name, le.err, attempt+1, startAttempts)
+		for _, n := range c.nodes() {
+			n.Kill()
+			n.logQuoted = true // abandoned: its log is not the test's concern
+		}
+	}
+}
+
+// startAttempts bounds the launches of a broker whose port was taken.
+const startAttempts = 3
+
+// start prepares, formats and launches every node of a cluster on fresh
+// ports. On an error it returns the cluster as far as it was built, its
+// nodes stopped.
+func start(t testing.TB, opts Options, libs string) (*Cluster, error) {
+	t.Helper()
 	id, err := kafkaproc.NewClusterID()
 	if err != nil {
-		t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)
+		return nil, err
 	}
 	c, err := newCluster(t, opts, libs, 1, 0)
 	if err != nil {
-		t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)
+		return nil, err
 	}
 	c.clusterID = id
 	t.Cleanup(c.cleanup)
 	for n := 2; n <= opts.Brokers; n++ {
 		b, err := newCluster(t, opts, libs, n, c.controllerPort())
 		if err != nil {
-			t.Fatalf("kafkatest: cluster %q: %v", opts.Name, err)
+			return c, err
 		}
 		b.clusterID = id
 		t.Cleanup(b.cleanup)
@@ -173,18 +224,34 @@ func Start(t testing.TB, opts Options) *Cluster {
 	begin := time.Now()
 	for _, n := range c.nodes() {
 		if err := n.format(); err != nil {
-			n.fatal("formatting storage", err)
+			return c, &launchError{node: n, doing: "formatting storage", err: err}
 		}
 	}
-	c.mustLaunch("start", begin)
-	for _, b := range c.extra {
-		b.mustLaunch("start", begin)
+	for _, n := range c.nodes() {
+		if err := n.tryLaunch("start", begin); err != nil {
+			for _, n := range c.nodes() {
+				n.Kill()
+			}
+			return c, err
+		}
 	}
 	if len(c.extra) > 0 {
 		c.waitBrokers(len(c.extra) + 1)
 	}
-	return c
+	return c, nil
 }
+
+// launchError is a node that failed to format or start.
+type launchError struct {
+	node      *Cluster
+	doing     string // "formatting storage", "starting", "restarting"
+	err       error
+	portTaken bool // Kafka logged that it could not bind a port
+}
+
+func (e *launchError) Error() string { return e.node.name + ": " + e.doing + ": " + e.err.Error() }
+
+func (e *launchError) Unwrap() error { return e.err }
 
 // nodes returns the cluster's nodes, node 1 first.
 func (c *Cluster) nodes() []*Cluster { return append([]*Cluster{c}, c.extra...) }
@@ -293,6 +360,10 @@ func newCluster(t testing.TB, opts Options, libs string, nodeID, controllerPort 
 
 		listenerPorts: map[string]int{},
 		jvmArgs:       opts.JVMArgs,
+		beforeLaunch:  opts.beforeLaunch,
+	}
+	if opts.Libs == "" {
+		c.classArchive = archivePath
 	}
 	if nodeID == 1 {
 		// Bootstrap metadata such as SCRAM credentials is written by
@@ -410,15 +481,88 @@ func (p *process) signal(sig syscall.Signal) {
 }
 
 // mustLaunch launches the JVM and waits until it is ready, or kills it and
-// fails the test. verb ("start", "restart") and begin are for messages.
+// fails the test. verb ("start", "restart") and begin are for messages. A
+// port taken meanwhile by another process (the node keeps its ports across
+// restarts) is waited out for a while.
 func (c *Cluster) mustLaunch(verb string, begin time.Time) {
 	c.t.Helper()
-	if err := c.launch(); err != nil {
-		c.Kill()
-		c.fatal(verb+"ing", err)
+	for attempt := 1; ; attempt++ {
+		err := c.tryLaunch(verb, begin)
+		if err == nil {
+			return
+		}
+		var le *launchError
+		if !errors.As(err, &le) {
+			c.fatal(verb+"ing", err)
+		}
+		if !le.portTaken || attempt == startAttempts {
+			c.fatal(le.doing, le.err)
+		}
+		c.t.Logf("kafkatest: cluster %q: %s: a port is taken (%v); trying again in %v (attempt %d of %d)",
+			c.name, le.doing, le.err, portRetryPause, attempt+1, startAttempts)
+		time.Sleep(portRetryPause)
 	}
-	c.t.Logf("kafkatest: cluster %q %sed at %s in %v (log %s)",
-		c.name, verb, c.Bootstrap(), time.Since(begin).Round(time.Millisecond), c.logPath)
+}
+
+// portRetryPause is the wait before launching again on ports that were
+// taken.
+const portRetryPause = 2 * time.Second
+
+// tryLaunch launches the JVM and waits until it is ready, or kills it and
+// returns a *launchError saying whether Kafka could not bind a port.
+func (c *Cluster) tryLaunch(verb string, begin time.Time) error {
+	c.t.Helper()
+	mark := fileSize(c.logPath)
+	if c.beforeLaunch != nil {
+		c.beforeLaunch(c)
+	}
+	release, waited := acquireSlot()
+	err := c.launch()
+	release()
+	if err != nil {
+		c.Kill()
+		return &launchError{node: c, doing: verb + "ing", err: err, portTaken: bindFailed(c.logPath, mark)}
+	}
+	var queued string
+	if waited >= 100*time.Millisecond {
+		queued = fmt.Sprintf(", %v of it waiting for one of %d launch slots", waited.Round(time.Millisecond), launchSlots)
+	}
+	c.t.Logf("kafkatest: cluster %q %sed at %s in %v%s (log %s)",
+		c.name, verb, c.Bootstrap(), time.Since(begin).Round(time.Millisecond), queued, c.logPath)
+	return nil
+}
+
+// fileSize returns the size of the file at path, 0 if there is none.
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// bindFailed reports whether the log at path, from byte offset on, says
+// that Kafka could not bind a listener's port.
+func bindFailed(path string, offset int64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return false
+	}
+	data, err := io.ReadAll(io.LimitReader(f, 16<<20))
+	if err != nil {
+		return false
+	}
+	text := string(data)
+	for _, s := range []string{"Unable to start acceptor", "Socket server failed to bind", "Address already in use"} {
+		if strings.Contains(text, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // fatal fails the test, quoting the Kafka log.
@@ -439,6 +583,9 @@ func (c *Cluster) javaCmd(ctx context.Context, log *os.File, main string, args .
 		"-Djava.awt.headless=true",
 		"-Dlog4j2.configurationFile=" + c.log4jPath,
 		"-Dkafkatest.cluster=" + c.name,
+	}
+	if c.classArchive != "" {
+		jvm = append(jvm, "-XX:SharedArchiveFile="+c.classArchive)
 	}
 	jvm = append(jvm, c.jvmArgs...)
 	jvm = append(jvm,
@@ -463,15 +610,17 @@ func (c *Cluster) openLog(header string) (*os.File, error) {
 	return f, nil
 }
 
-// format runs the storage tool on the fresh data directory with a random
-// cluster id.
-func (c *Cluster) format() error {
+// runFormat runs the storage tool on the fresh data directory with the
+// cluster's id.
+func (c *Cluster) runFormat() error {
 	id := c.clusterID
 	log, err := c.openLog("formatting storage, cluster id " + id)
 	if err != nil {
 		return err
 	}
 	defer log.Close()
+	release, _ := acquireSlot()
+	defer release()
 	ctx, cancel := context.WithTimeout(context.Background(), formatTimeout)
 	defer cancel()
 	args := append([]string{"format", "--cluster-id", id, "--config", c.propsPath}, c.formatArgs...)

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -66,6 +67,11 @@ func TestServerProps(t *testing.T) {
 		"listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n",
 		"controller.quorum.voters=1@127.0.0.1:9093\n",
 		`log.dirs=/data\\dir` + "\n",
+		// Transactions on a single broker, a timed-out one aborted
+		// within about a second.
+		"transaction.state.log.replication.factor=1\n",
+		"transaction.state.log.min.isr=1\n",
+		"transaction.abort.timed.out.transaction.cleanup.interval.ms=1000\n",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("server.properties lacks %q:\n%s", want, text)
@@ -133,6 +139,78 @@ func TestTwoClusters(t *testing.T) {
 	if topics.Has("only-in-source") {
 		t.Fatal("the target cluster has the source's topic")
 	}
+}
+
+// TestPortTaken takes a broker's client port between FreePorts and the
+// JVM binding it: Start must start the cluster again on fresh ports, and
+// Restart, which keeps the ports, must wait until the port is free again.
+func TestPortTaken(t *testing.T) {
+	var taken []int
+	hold := func(port int) net.Listener {
+		t.Helper()
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			t.Fatalf("taking port %d: %v", port, err)
+		}
+		taken = append(taken, port)
+		return l
+	}
+	var first net.Listener
+	c := Start(t, Options{Name: "ports", beforeLaunch: func(c *Cluster) {
+		if first == nil {
+			first = hold(c.port)
+		}
+	}})
+	defer first.Close()
+	if got := c.Bootstrap(); got == net.JoinHostPort("127.0.0.1", strconv.Itoa(taken[0])) {
+		t.Fatalf("the cluster runs at %s, the port that was taken", got)
+	}
+	if !bindFailed(logPathOfFirstTry(t, c), 0) {
+		t.Errorf("the first try's log does not say the port was taken")
+	}
+	createTopic(t, c, "events")
+	produce(t, c, "events", "a")
+
+	// Restart on a port held until Kafka has failed to bind it.
+	bootstrap := c.Bootstrap()
+	c.Stop()
+	mark := fileSize(c.LogPath())
+	l := hold(c.port)
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		defer l.Close()
+		deadline := time.Now().Add(readyTimeout)
+		for !bindFailed(c.LogPath(), mark) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	c.Restart()
+	<-released
+	if !bindFailed(c.LogPath(), mark) {
+		t.Errorf("the restart did not meet the taken port")
+	}
+	if got := c.Bootstrap(); got != bootstrap {
+		t.Fatalf("bootstrap changed across a restart: %s, then %s", bootstrap, got)
+	}
+	expectRecords(t, c, "events", "a")
+}
+
+// logPathOfFirstTry finds the log of the abandoned first try of a
+// cluster: the other kafka.log in the test's temporary directories.
+func logPathOfFirstTry(t *testing.T, c *Cluster) string {
+	t.Helper()
+	logs, err := filepath.Glob(filepath.Join(filepath.Dir(filepath.Dir(c.LogPath())), "*", "kafka.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range logs {
+		if l != c.LogPath() {
+			return l
+		}
+	}
+	t.Fatalf("no log besides %s among %v", c.LogPath(), logs)
+	return ""
 }
 
 // pid returns the running JVM's process id.
