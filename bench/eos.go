@@ -138,6 +138,9 @@ func (r *report) renderEOS(w func(string, ...any)) {
 	w("\n")
 
 	// The product's goals for kmirror's exactly-once mode.
+	if r.backlog == nil && len(r.steady) == 0 {
+		return
+	}
 	w("Goals for kmirror's exactly-once mode: throughput at least 0.9× the at-least-once throughput; p99 latency at most the transaction interval (%s) above the at-least-once p99.\n\n", o.kmirrorTxnInterval)
 	if r.backlog != nil {
 		km, kme := r.copyRun(toolKmirror), r.copyRun(toolKmirrorEOS)
