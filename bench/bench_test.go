@@ -86,3 +86,45 @@ func TestCountRatios(t *testing.T) {
 		t.Errorf("ratio to a count of 0 = %q, want —", got)
 	}
 }
+
+func TestCommittedCompleteAt(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	c := &committedCounter{
+		want:  offsets{"km.t": {0: 2, 1: 1}},
+		count: offsets{"km.t": {0: 2, 1: 1}},
+		last:  offsets{"km.t": {0: 5, 1: 2}},
+		// Partition 0's second record is at offset 2 (a marker at 1),
+		// then more markers; partition 1's only record at offset 0.
+		reach: offsets{"km.t": {0: 3, 1: 1}},
+	}
+	w := &copyWatch{counter: c, history: []offsetsAt{
+		{t0, offsets{"km.t": {0: 2, 1: 2}}},
+		{t0.Add(time.Second), offsets{"km.t": {0: 3, 1: 2}}},
+		{t0.Add(2 * time.Second), offsets{"km.t": {0: 5, 1: 2}}},
+	}}
+	at, ok := w.completeAt()
+	if !ok || !at.Equal(t0.Add(time.Second)) {
+		t.Fatalf("completeAt = %v, %v; want %v", at, ok, t0.Add(time.Second))
+	}
+	if copied, extra := c.progress(); copied != 3 || extra != 0 {
+		t.Errorf("progress = %d, %d; want 3, 0", copied, extra)
+	}
+	c.count["km.t"][1] = 0
+	if _, ok := w.completeAt(); ok {
+		t.Error("complete with a partition short of its count")
+	}
+}
+
+func TestToolNames(t *testing.T) {
+	for in, want := range map[string]string{"mm2": toolMM2, "MM2-EOS": toolMM2EOS, "kmirror-eos": toolKmirrorEOS, " pipe": toolPipe} {
+		if got, ok := canonicalTool(in); !ok || got != want {
+			t.Errorf("canonicalTool(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	if _, ok := canonicalTool("mm3"); ok {
+		t.Error("mm3 accepted")
+	}
+	if _, err := parseFlags([]string{"-tools", "kmirror,kmirror-eos,mm2,mm2-eos"}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -432,14 +432,20 @@ type latencyProbe struct {
 	worst map[int64]time.Duration // largest latency by second of produce time since from
 }
 
-func newLatencyProbe(bootstrap string, topics []string, from time.Time) (*latencyProbe, error) {
-	cl, err := kgo.NewClient(
+// If committed, the probe reads read_committed: a record written in a
+// transaction arrives once its transaction committed.
+func newLatencyProbe(bootstrap string, topics []string, from time.Time, committed bool) (*latencyProbe, error) {
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(bootstrap),
 		kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(500*time.Millisecond),
-		kgo.MetadataMinAge(500*time.Millisecond),
-	)
+		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.MetadataMinAge(500 * time.Millisecond),
+	}
+	if committed {
+		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating the latency consumer: %w", err)
 	}

@@ -75,6 +75,12 @@ type options struct {
 	// kmirrorProvenance is the provenance setting of kmirror's flow
 	// (prefix naming: auto is off; always measures the marks' cost).
 	kmirrorProvenance string
+	// kmirrorTxnInterval and kmirrorTxnMaxBytes are the transaction
+	// settings of the kmirror-eos flow.
+	kmirrorTxnInterval time.Duration
+	kmirrorTxnMaxBytes int64
+	// note is a paragraph on the run's conditions for the report.
+	note string
 }
 
 // Scenario names, in the order they run.
@@ -104,11 +110,14 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.offsetsRecords, "offsets-records", 50000, "records written to the source in the offset translation scenario")
 	fs.DurationVar(&o.mm2Budget, "mm2-budget", 6*time.Minute, "time MM2 gets to copy the backlog")
 	scenarios := fs.String("scenarios", "backlog,steady,startup,many,offsets", "scenarios to run (the ceilings run with backlog)")
-	tools := fs.String("tools", "kmirror,MM2,pipe", "replicators to run")
+	tools := fs.String("tools", "kmirror,MM2,pipe", "replicators to run, of kmirror, kmirror-eos, MM2, MM2-eos, pipe (any case); the -eos ones are the exactly-once modes")
 	fs.BoolVar(&o.keep, "keep", false, "keep bench/work (broker data, logs, configs) afterwards")
 	instances := fs.String("instances", "1,2", "scaleout scenario: numbers of kmirror processes running the flow, one run each")
 	fs.BoolVar(&o.kmirrorScaleOut, "kmirror-scale-out", true, "scale_out of kmirror's flow outside the scaleout scenario (kmirror's default is true; false runs the whole-flow mode with one lease)")
 	fs.StringVar(&o.kmirrorProvenance, "kmirror-provenance", "auto", "provenance of kmirror's flow (auto: off with the bench's prefix naming; always: every copy carries a mark)")
+	fs.DurationVar(&o.kmirrorTxnInterval, "kmirror-transaction-interval", 100*time.Millisecond, "transaction_interval of the kmirror-eos flow (kmirror's default 100ms)")
+	fs.Int64Var(&o.kmirrorTxnMaxBytes, "kmirror-transaction-max-bytes", 16<<20, "transaction_max_bytes of the kmirror-eos flow (kmirror's default 16 MiB)")
+	fs.StringVar(&o.note, "note", "", "a paragraph for the report on the conditions of the run (e.g. other load on the machine)")
 	fs.StringVar(&o.out, "out", "", "report path (default bench/results/<date>.md, <date>-quick.md with -quick)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -141,11 +150,12 @@ func parseFlags(args []string) (options, error) {
 		}
 		o.instances = append(o.instances, n)
 	}
-	o.tools = strings.Split(*tools, ",")
-	for _, t := range o.tools {
-		if !slices.Contains([]string{toolKmirror, toolMM2, toolPipe}, t) {
-			return o, fmt.Errorf("-tools: unknown tool %q", t)
+	for _, name := range strings.Split(*tools, ",") {
+		t, ok := canonicalTool(name)
+		if !ok {
+			return o, fmt.Errorf("-tools: unknown tool %q (known: %s)", name, strings.Join(allTools, ", "))
 		}
+		o.tools = append(o.tools, t)
 	}
 	switch {
 	case o.backlogGB <= 0, o.backlogRuns < 1, o.steadySeconds <= 0, o.steadyMBps <= 0, o.manyPartitions < 100, o.manyRate <= 0, o.newTopicTrials < 1, o.offsetsRecords < 1000:

@@ -71,7 +71,26 @@ func machineInfo(h *harness) [][2]string {
 		commit += " with uncommitted changes"
 	}
 	info = append(info, [2]string{"kmirror", "commit " + commit})
+	info = append(info, [2]string{"Load average (1, 5, 15 min) at the start", loadAvg()})
 	return info
+}
+
+// loadAvg1 is the 1-minute load average.
+func loadAvg1() string {
+	f := strings.Fields(readString("/proc/loadavg"))
+	if len(f) < 1 {
+		return "?"
+	}
+	return f[0]
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	f := strings.Fields(readString("/proc/loadavg"))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], ", ")
 }
 
 func readString(path string) string {
@@ -475,7 +494,10 @@ func (r *report) render() string {
 	for _, kv := range r.machine {
 		w("| %s | %s |\n", kv[0], mdEscape(kv[1]))
 	}
-	w("\nEverything runs on this one machine: the source broker, the target broker, the replicator under test and the bench's own producers and consumers share its cores. Only one replicator runs at a time.\n\n")
+	w("\nEverything runs on this one machine: the source broker, the target broker, the replicator under test and the bench's own producers and consumers share its cores. Only one replicator runs at a time. Load average (1, 5, 15 min) when this report was written: %s.\n\n", loadAvg())
+	if o.note != "" {
+		w("**Conditions of this run:** %s\n\n", o.note)
+	}
 
 	if rows := r.summaryRows(); len(rows) > 0 {
 		w("## Summary\n\n")
@@ -496,6 +518,7 @@ func (r *report) render() string {
 		w("Every scenario ran to the end for every replicator, and every copy was verified.\n\n")
 	}
 
+	r.renderEOS(w)
 	r.renderBacklog(w)
 	r.renderSteady(w)
 	r.renderStartup(w)
@@ -519,9 +542,13 @@ func (r *report) renderBacklog(w func(string, ...any)) {
 	if b.diskBytes > 0 {
 		w("With lz4 the topic takes %.0f MB on the source's disk: the events compress %.1f×.", float64(b.diskBytes)/1e6, float64(b.bytes)/float64(b.diskBytes))
 	}
-	w("\n\nEach replicator starts with an empty target and copies the whole topic; the bench polls the target's end offsets every %s until every partition equals the source's, then stops the replicator and checks the record count of every partition. *Start-up* is from process start to the first poll that shows a record on the target, *copy* from there to the first poll that shows every record; times are taken when a poll's answer arrives, so each is late by up to one poll interval. Throughput is given over both spans. Runs: %d of each tool, in turns (ingest ceiling, kmirror, MM2, pipe; then again), the target copy being deleted after each; the table gives each tool's median run by MB/s over the copy, and all runs follow it.\n\n", backlogPoll, r.h.opts.backlogRuns)
-	w("| | kmirror | MM2 | ceiling (pipe) |\n|---|---:|---:|---:|\n")
-	cols := []*copyRun{r.copyRun(toolKmirror), r.copyRun(toolMM2), r.copyRun(toolPipe)}
+	w("\n\nEach replicator starts with an empty target and copies the whole topic; the bench polls the target's end offsets every %s until every partition equals the source's, then stops the replicator and checks the record count of every partition. *Start-up* is from process start to the first poll that shows a record on the target, *copy* from there to the first poll that shows every record; times are taken when a poll's answer arrives, so each is late by up to one poll interval. Throughput is given over both spans. Runs: %d of each tool, in turns (ingest ceiling, %s; then again), the target copy being deleted after each; the table gives each tool's median run by MB/s over the copy (of two runs, the slower), and all runs follow it.\n\n", backlogPoll, r.h.opts.backlogRuns, strings.Join(r.selectedTools(allTools), ", "))
+	tools := r.columns(allTools)
+	w("%s", tableHead(tools))
+	var cols []*copyRun
+	for _, t := range tools {
+		cols = append(cols, r.copyRun(t))
+	}
 	line := func(label string, f func(*copyRun) string) {
 		w("| %s |", label)
 		for _, c := range cols {
@@ -555,7 +582,15 @@ func (r *report) renderBacklog(w func(string, ...any)) {
 	line("peak RSS, MiB", func(c *copyRun) string { return fmt.Sprintf("%.0f", mib(c.whole.peakRSS)) })
 	line("copy on the target's disk, MB", func(c *copyRun) string { return fmt.Sprintf("%.0f", float64(c.targetDisk)/1e6) })
 	line("verification", func(c *copyRun) string { return mdEscape(c.verify.String()) })
-	w("\nAll runs:\n\n| run | replicator | result | start-up | copy | MB/s over the copy | MB/s over the total | CPU s per GB, total | peak RSS, MiB |\n|---:|---|---|---:|---:|---:|---:|---:|---:|\n")
+	if slices.ContainsFunc(tools, eos) {
+		line("offsets of the copy that hold no record (transaction markers)", func(c *copyRun) string {
+			if !eos(c.tool) || c.markers < 0 || !c.complete {
+				return "—"
+			}
+			return fmt.Sprintf("%d (%.0f per partition)", c.markers, float64(c.markers)/backlogPartitions)
+		})
+	}
+	w("\nAll runs:\n\n| run | replicator | result | start-up | copy | MB/s over the copy | MB/s over the total | CPU s per GB, total | peak RSS, MiB | load average (1 min), start → end |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, c := range b.runs {
 		result := "complete, verified"
 		switch {
@@ -564,8 +599,8 @@ func (r *report) renderBacklog(w func(string, ...any)) {
 		case !c.verify.ok:
 			result = "**not verified**"
 		}
-		w("| %d | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.0f |\n", c.rep, c.tool, result, secs(c.startup), secs(c.window),
-			mbps(c.copied*recordSize, c.window), mbps(c.copied*recordSize, c.total), cpuPerGB(c.whole.cpu, c.copied*recordSize), mib(c.whole.peakRSS))
+		w("| %d | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.0f | %s → %s |\n", c.rep, c.tool, result, secs(c.startup), secs(c.window),
+			mbps(c.copied*recordSize, c.window), mbps(c.copied*recordSize, c.total), cpuPerGB(c.whole.cpu, c.copied*recordSize), mib(c.whole.peakRSS), c.load[0], c.load[1])
 	}
 	w("\n")
 	for _, c := range b.runs {
@@ -600,6 +635,15 @@ func (r *report) renderBacklog(w func(string, ...any)) {
 			w("%s\n\n", b.profileNote)
 		}
 	}
+	if b.profileTopEOS != "" || b.profileNoteEOS != "" {
+		w("### kmirror-eos CPU profile of its first backlog run\n\n")
+		w("The same for kmirror in exactly-once mode.\n\n")
+		if b.profileTopEOS != "" {
+			w("```\n%s\n```\n\n", b.profileTopEOS)
+		} else {
+			w("%s\n\n", b.profileNoteEOS)
+		}
+	}
 }
 
 func (r *report) renderSteady(w func(string, ...any)) {
@@ -610,8 +654,12 @@ func (r *report) renderSteady(w func(string, ...any)) {
 	w("## 2. Steady state\n\n")
 	w("A producer writes 1 KiB events into a fresh %d-partition source topic at a fixed %.0f MB/s (%.0f records/s) for %d s of warm-up and %d s of measurement, while the replicator runs (started first, and replicating: one record per partition went through before the producer starts). Each record carries its produce time in a header; a consumer on the target computes, for every record produced in the measurement period, the time from produce to consume. Every record is waited for, and the copy is verified. The latency includes the bench producer's 5 ms linger and the consumer's fetch: the bare pipe's column is the floor that brokers, producer and consumer set on this machine.\n\n",
 		steadyPartitions, o.steadyMBps, o.steadyMBps*1e6/recordSize, o.warmupSeconds, o.steadySeconds)
-	w("| | kmirror | MM2 | ceiling (pipe) |\n|---|---:|---:|---:|\n")
-	cols := []*steadyRun{r.steadyRun(toolKmirror), r.steadyRun(toolMM2), r.steadyRun(toolPipe)}
+	tools := r.columns(allTools)
+	w("%s", tableHead(tools))
+	var cols []*steadyRun
+	for _, t := range tools {
+		cols = append(cols, r.steadyRun(t))
+	}
 	line := func(label string, f func(*steadyRun) string) {
 		w("| %s |", label)
 		for _, s := range cols {
@@ -649,6 +697,7 @@ func (r *report) renderSteady(w func(string, ...any)) {
 		return fmt.Sprintf("%.1f", s.usage.cpu.Seconds()/math.Max(1e-9, o.steadyMBps*s.usage.wall.Seconds()/1e3))
 	})
 	line("peak RSS, MiB", func(s *steadyRun) string { return fmt.Sprintf("%.0f", mib(s.usage.peakRSS)) })
+	line("machine load average (1 min), start → end of measurement", func(s *steadyRun) string { return s.load[0] + " → " + s.load[1] })
 	line("verification", func(s *steadyRun) string { return mdEscape(s.verify.String()) })
 	w("\n")
 	for _, s := range cols {
@@ -665,8 +714,12 @@ func (r *report) renderStartup(w func(string, ...any)) {
 	w("## 3. Start-up\n\n")
 	w("*Process start → first record*: a %d-partition source topic holds %d records; the clock starts when the replicator's process is started and stops when the target's end offsets (polled every 50 ms) show a record. *New topic → first record*: while the replicator runs, a new %d-partition topic is created on the source and written to at 50 records/s; the clock starts when the creation returned and stops at its first record on the target. Both tools look for new topics every %s (kmirror's default `topic_refresh_interval`; MM2's `refresh.topics.interval.seconds` lowered from its default 600 to the same). After the trials every topic is checked complete.\n\n",
 		startupPartitions, 100*startupPartitions, startupPartitions, topicRefresh)
-	w("| | kmirror | MM2 |\n|---|---:|---:|\n")
-	cols := []*startupRun{r.startupRun(toolKmirror), r.startupRun(toolMM2)}
+	tools := r.columns(replicators)
+	w("%s", tableHead(tools))
+	var cols []*startupRun
+	for _, t := range tools {
+		cols = append(cols, r.startupRun(t))
+	}
 	line := func(label string, f func(*startupRun) string) {
 		w("| %s |", label)
 		for _, s := range cols {
@@ -713,8 +766,12 @@ func (r *report) renderMany(w func(string, ...any)) {
 	w("%d topics of %d partitions (%d partitions), each holding 5 records at the start, then a producer writing %d records/s (%.1f MB/s) spread evenly over all of them. The replicator starts; once every partition has caught up with the source, CPU and memory are measured for %s; then the producer stops and the copy is checked complete. Each tool gets its own topics, deleted afterwards. MM2 keeps `tasks.max=%d`: one task per partition would be %d consumers and producers in one JVM.\n\n",
 		o.manyPartitions/manyTopicSize, manyTopicSize, o.manyPartitions/manyTopicSize*manyTopicSize, o.manyRate, float64(o.manyRate)*recordSize/1e6, o.manyWindow,
 		mm2Tasks, o.manyPartitions/manyTopicSize*manyTopicSize)
-	w("| | kmirror | MM2 |\n|---|---:|---:|\n")
-	cols := []*manyRun{r.manyRun(toolKmirror), r.manyRun(toolMM2)}
+	tools := r.columns(replicators)
+	w("%s", tableHead(tools))
+	var cols []*manyRun
+	for _, t := range tools {
+		cols = append(cols, r.manyRun(t))
+	}
 	line := func(label string, f func(*manyRun) string) {
 		w("| %s |", label)
 		for _, m := range cols {
@@ -737,6 +794,7 @@ func (r *report) renderMany(w func(string, ...any)) {
 	line("RSS at the end of the window, MiB", func(m *manyRun) string { return fmt.Sprintf("%.0f", mib(m.window.lastRSS)) })
 	line("peak RSS, MiB", func(m *manyRun) string { return fmt.Sprintf("%.0f", mib(m.whole.peakRSS)) })
 	line("records copied", func(m *manyRun) string { return fmt.Sprint(m.records) })
+	line("machine load average (1 min), start → end of the window", func(m *manyRun) string { return m.load[0] + " → " + m.load[1] })
 	line("verification", func(m *manyRun) string { return mdEscape(m.verify.String()) })
 	w("\n")
 	for _, m := range cols {
@@ -761,6 +819,14 @@ func (r *report) renderSettings(w func(string, ...any)) {
 		w("**kmirror** — `kmirror run --config kmirror.yaml`, built with `go build ./cmd/kmirror`. Every key is written out, most at its default:\n\n```yaml\n%s```\n\n", h.kmirrorConfig(km))
 		w("**MirrorMaker 2** — dedicated mode, `java %s -cp 'libs/*' org.apache.kafka.connect.mirror.MirrorMaker mm2.properties` (the heap of bin/connect-mirror-maker.sh and the GC flags of bin/kafka-run-class.sh), Kafka %s's connect-mirror and connect-runtime jars. Tuned for throughput as its documentation advises: `tasks.max` equal to the backlog's partition count, kmirror's batch size, linger and compression, kmirror's fetch sizes. The producer keeps Connect's delivery settings (acks=all, one request in flight per connection, not idempotent; each task has a producer of its own). In development trials on this machine, `enable.idempotence=true` with 5 requests in flight was not faster (70 against 96 MB/s on a 0.5 GB backlog) and left partitions of topics MM2 had just created stuck, retrying OUT_OF_ORDER_SEQUENCE_NUMBER forever; `max.poll.records=10000` instead of 500 made no difference (97 against 96 MB/s). Heartbeats, checkpoints, group offset sync and ACL sync are off, as kmirror has none of them; topic config sync stays on. Note that Java's `batch.size` bounds a batch's compressed size, franz-go's `batch_max_bytes` the uncompressed size.\n\n```properties\n%s```\n\n",
 			strings.Join(mm2JVMFlags(), " "), h.env.kafkaVersion, formatProps("MirrorMaker 2 configuration of bench run "+mm.id, h.mm2Props(mm)))
+		if h.selected(toolKmirrorEOS) {
+			w("**kmirror-eos** — the same, with the flow in exactly-once mode (the source read read_committed, as exactly_once requires):\n\n```yaml\n%s```\n\n",
+				h.kmirrorConfig(toolRun{id: "backlog-kmeos-1", topics: backlogTopic, eos: true}))
+		}
+		if h.selected(toolMM2EOS) {
+			w("**MM2-eos** — the same as MM2, plus (the REST port is a free port found at each launch):\n\n```properties\n%s```\n\n",
+				formatProps("MirrorMaker 2 exactly-once settings", mm2EOSProps(0)))
+		}
 		w("**Bare pipe** (ceiling) — `%s`\n\n", "ceiling "+strings.Join(h.pipeArgs(pipe), " "))
 		w("### Brokers\n\n")
 		w("Two single-node KRaft clusters (combined broker and controller), Kafka %s, started by the bench as `java %s -cp 'libs/*' kafka.Kafka server.properties` with data on the local disk under bench/work/. The source's server.properties (the target's differs only in ports and directory):\n\n```properties\n%s```\n\n",
@@ -796,4 +862,51 @@ func mdInline(s string) string {
 // codeBlock renders s as a fenced block.
 func codeBlock(s string) string {
 	return "\n\n```\n" + strings.TrimRight(s, "\n") + "\n```"
+}
+
+// columns are the tools of a scenario's table: the at-least-once tools
+// always (as before the exactly-once modes were added), an exactly-once
+// one if it was selected.
+func (r *report) columns(of []string) []string {
+	var out []string
+	for _, t := range of {
+		if !eos(t) || r.h.selected(t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// toolLabel is a tool's column heading.
+func toolLabel(tool string) string {
+	if tool == toolPipe {
+		return "ceiling (pipe)"
+	}
+	return tool
+}
+
+// tableHead is the heading of a table with a column per tool.
+func tableHead(tools []string) string {
+	var b strings.Builder
+	b.WriteString("| |")
+	for _, t := range tools {
+		b.WriteString(" " + toolLabel(t) + " |")
+	}
+	b.WriteString("\n|---|")
+	for range tools {
+		b.WriteString("---:|")
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// selectedTools are the tools of of that were selected, in that order.
+func (r *report) selectedTools(of []string) []string {
+	var out []string
+	for _, t := range of {
+		if r.h.selected(t) {
+			out = append(out, t)
+		}
+	}
+	return out
 }

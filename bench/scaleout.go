@@ -137,7 +137,7 @@ func (h *harness) scaleOutOnce(ctx context.Context, n int, want offsets) (*scale
 	if ctx.Err() != nil {
 		return r, ctx.Err()
 	}
-	v, err := verifyCopy(ctx, h.src, h.tgt, names)
+	v, err := verifyCopy(ctx, h.src, h.tgt, names, false)
 	if err != nil {
 		return r, err
 	}

@@ -30,8 +30,12 @@ func slug(tool string) string {
 	switch tool {
 	case toolKmirror:
 		return "km"
+	case toolKmirrorEOS:
+		return "kmeos"
 	case toolMM2:
 		return "mm2"
+	case toolMM2EOS:
+		return "mm2eos"
 	default:
 		return "pipe"
 	}
@@ -66,6 +70,8 @@ type backlogResult struct {
 	runs        []*copyRun // every run of every tool, in the order they ran
 	profileTop  string
 	profileNote string
+	// The same of kmirror-eos's first run.
+	profileTopEOS, profileNoteEOS string
 }
 
 // ingestResult is the plain producer's ingest rate into the target.
@@ -91,6 +97,12 @@ type copyRun struct {
 	complete   bool
 	verify     verification
 	targetDisk int64
+	// load is the machine's 1-minute load average at the start and at the
+	// end of the run.
+	load [2]string
+	// markers is, for an exactly-once tool, how many offsets of the copy
+	// are not records: its transactions' commit (or abort) markers.
+	markers int64
 }
 
 func (h *harness) runBacklog(ctx context.Context) error {
@@ -137,7 +149,7 @@ func (h *harness) runBacklog(ctx context.Context) error {
 			return err
 		}
 		h.checkpoint()
-		for _, tool := range []string{toolKmirror, toolMM2, toolPipe} {
+		for _, tool := range allTools {
 			if !h.selected(tool) || skip[tool] {
 				continue
 			}
@@ -202,7 +214,7 @@ func (h *harness) measureIngest(ctx context.Context, n int64) (*ingestResult, er
 // failures are in the result. kmirror's first run writes a CPU profile.
 func (h *harness) copyBacklog(ctx context.Context, tool string, want offsets, rep int) (*copyRun, error) {
 	r := &copyRun{tool: tool, rep: rep, budget: 10 * time.Minute}
-	if tool == toolMM2 {
+	if baseTool(tool) == toolMM2 {
 		r.budget = h.opts.mm2Budget
 	}
 	names := targetNames(tool, []string{backlogTopic})
@@ -213,11 +225,12 @@ func (h *harness) copyBacklog(ctx context.Context, tool string, want offsets, re
 	}
 	run := toolRun{id: fmt.Sprintf("backlog-%s-%d", slug(tool), rep), topics: backlogTopic, topicList: []string{backlogTopic}}
 	profile := ""
-	if tool == toolKmirror && rep == 1 {
-		profile = filepath.Join(h.env.workDir, "kmirror-backlog.pprof")
+	if baseTool(tool) == toolKmirror && rep == 1 {
+		profile = filepath.Join(h.env.workDir, tool+"-backlog.pprof")
 		run.cpuProfile = profile
 	}
-	h.logf("%s: copying the backlog (budget %s)", tool, r.budget)
+	r.load[0] = loadAvg1()
+	h.logf("%s: copying the backlog (budget %s; load average %s)", tool, r.budget, r.load[0])
 	l, err := h.launch(tool, run)
 	if err != nil {
 		return nil, err
@@ -228,13 +241,15 @@ func (h *harness) copyBacklog(ctx context.Context, tool string, want offsets, re
 			h.logf("deleting %s: %v", names[backlogTopic], err)
 		}
 	}()
-	w := &copyWatch{src: h.src, tgt: h.tgt, names: names, want: want, watched: l, poll: backlogPoll}
+	w := &copyWatch{src: h.src, tgt: h.tgt, names: names, want: want, watched: l, poll: backlogPoll, committed: eos(tool)}
 	cr, werr := w.wait(ctx, l.started.Add(r.budget))
+	w.close()
 	end := time.Now()
 	if !cr.complete.IsZero() {
 		end = cr.complete
 	}
 	l.sampleNow()
+	r.load[1] = loadAvg1()
 	r.copied, r.want = cr.copied, cr.want
 	r.complete = werr == nil
 	r.whole = l.usageBetween(l.started, end)
@@ -257,7 +272,7 @@ func (h *harness) copyBacklog(ctx context.Context, tool string, want offsets, re
 			tool, r.total.Round(time.Millisecond), r.startup.Round(time.Millisecond), mbps(r.copied*recordSize, r.window),
 			cpuPerGB(r.copying.cpu, r.copied*recordSize), mib(r.whole.peakRSS))
 	}
-	v, err := verifyCopy(ctx, h.src, h.tgt, names)
+	v, err := verifyCopy(ctx, h.src, h.tgt, names, eos(tool))
 	if err != nil {
 		return r, err
 	}
@@ -266,10 +281,18 @@ func (h *harness) copyBacklog(ctx context.Context, tool string, want offsets, re
 	}
 	r.verify = v
 	h.logf("%s: %s", tool, v)
+	if eos(tool) {
+		r.markers = h.transactionMarkers(ctx, names[backlogTopic], r.copied)
+	}
 	r.targetDisk, _ = h.tgt.b.topicDiskBytes(names[backlogTopic])
 
 	if profile != "" {
-		h.report.backlog.profileTop, h.report.backlog.profileNote = h.profileTop(ctx, profile)
+		top, note := h.profileTop(ctx, profile)
+		if eos(tool) {
+			h.report.backlog.profileTopEOS, h.report.backlog.profileNoteEOS = top, note
+		} else {
+			h.report.backlog.profileTop, h.report.backlog.profileNote = top, note
+		}
 	}
 	return r, nil
 }
@@ -301,10 +324,11 @@ type steadyRun struct {
 	worst    []secondMax     // the seconds with the largest latencies
 	usage    usage           // the replicator during the measured period
 	verify   verification
+	load     [2]string // 1-minute load average at the start and the end of the measurement
 }
 
 func (h *harness) runSteady(ctx context.Context) error {
-	for _, tool := range []string{toolKmirror, toolMM2, toolPipe} {
+	for _, tool := range allTools {
 		if !h.selected(tool) {
 			continue
 		}
@@ -351,8 +375,10 @@ func (h *harness) steadyOnce(ctx context.Context, tool string) (*steadyRun, erro
 		return nil, fmt.Errorf("producing the readiness records: %w", err)
 	}
 	ready := &copyWatch{src: h.src, tgt: h.tgt, names: names, watched: l, poll: 100 * time.Millisecond,
-		want: offsets{topic: fill(steadyPartitions, 1)}}
-	if _, err := ready.wait(ctx, time.Now().Add(3*time.Minute)); err != nil {
+		want: offsets{topic: fill(steadyPartitions, 1)}, committed: eos(tool)}
+	_, err = ready.wait(ctx, time.Now().Add(3*time.Minute))
+	ready.close()
+	if err != nil {
 		r.err = toolFailure(l, fmt.Errorf("not replicating within 3 minutes: %w", err))
 		return r, nil
 	}
@@ -361,7 +387,9 @@ func (h *harness) steadyOnce(ctx context.Context, tool string) (*steadyRun, erro
 	measure := time.Duration(h.opts.steadySeconds) * time.Second
 	begin := time.Now()
 	from := begin.Add(warmup)
-	probe, err := newLatencyProbe(h.tgt.b.bootstrap(), []string{names[topic]}, from)
+	// The exactly-once tools' records are read as read_committed
+	// consumers see them: once their transaction committed.
+	probe, err := newLatencyProbe(h.tgt.b.bootstrap(), []string{names[topic]}, from, eos(tool))
 	if err != nil {
 		return nil, err
 	}
@@ -371,10 +399,23 @@ func (h *harness) steadyOnce(ctx context.Context, tool string) (*steadyRun, erro
 	defer func() { stopProbe(); wg.Wait() }()
 
 	rp := &rateProducer{cl: prod, parts: parts, perSec: h.opts.steadyMBps * 1e6 / recordSize, gen: newEventGen(4)}
+	loadAtStart := make(chan string, 1)
+	go func() {
+		select {
+		case <-time.After(warmup):
+			loadAtStart <- loadAvg1()
+		case <-ctx.Done():
+		}
+	}()
 	if err := rp.run(ctx, warmup+measure); err != nil {
 		return nil, fmt.Errorf("steady producer: %w", err)
 	}
 	end := time.Now()
+	select {
+	case r.load[0] = <-loadAtStart:
+	default:
+	}
+	r.load[1] = loadAvg1()
 	r.produced = rp.produced.Load()
 	r.achieved = mbps(r.produced*recordSize, end.Sub(begin))
 	r.usage = l.usageBetween(from, end)
@@ -387,7 +428,7 @@ func (h *harness) steadyOnce(ctx context.Context, tool string) (*steadyRun, erro
 	wg.Wait()
 	r.lat = probe.latencies()
 	r.worst = probe.worstSeconds(3)
-	v, err := verifyCopy(ctx, h.src, h.tgt, names)
+	v, err := verifyCopy(ctx, h.src, h.tgt, names, eos(tool))
 	if err != nil {
 		return r, err
 	}
@@ -431,7 +472,7 @@ type startupRun struct {
 }
 
 func (h *harness) runStartup(ctx context.Context) error {
-	for _, tool := range []string{toolKmirror, toolMM2} {
+	for _, tool := range replicators {
 		if !h.selected(tool) {
 			continue
 		}
@@ -471,7 +512,7 @@ func (h *harness) startupOnce(ctx context.Context, tool string) (*startupRun, er
 		return nil, err
 	}
 	defer h.stopTool(l)
-	at, err := waitFirstRecord(ctx, h.tgt, []string{targetName(tool, first)}, 50*time.Millisecond, l.started.Add(3*time.Minute), l)
+	at, err := waitFirstRecord(ctx, h.tgt, []string{targetName(tool, first)}, 50*time.Millisecond, l.started.Add(3*time.Minute), l, eos(tool))
 	if err != nil {
 		r.err = toolFailure(l, fmt.Errorf("first record: %w", err))
 		return r, nil
@@ -497,7 +538,7 @@ func (h *harness) startupOnce(ctx context.Context, tool string) (*startupRun, er
 		rp := &rateProducer{cl: prod, parts: partitionsOf([]string{name}, startupPartitions), perSec: 50, gen: gen}
 		done := make(chan error, 1)
 		go func() { done <- rp.run(pctx, 0) }()
-		at, err := waitFirstRecord(ctx, h.tgt, []string{targetName(tool, name)}, 50*time.Millisecond, created.Add(2*time.Minute), l)
+		at, err := waitFirstRecord(ctx, h.tgt, []string{targetName(tool, name)}, 50*time.Millisecond, created.Add(2*time.Minute), l, eos(tool))
 		stopProd()
 		if perr := <-done; perr != nil && !errors.Is(perr, context.Canceled) {
 			return r, fmt.Errorf("producing into %s: %w", name, perr)
@@ -516,11 +557,12 @@ func (h *harness) startupOnce(ctx context.Context, tool string) (*startupRun, er
 	if err != nil {
 		return r, err
 	}
-	w := &copyWatch{src: h.src, tgt: h.tgt, names: names, want: want, watched: l, poll: 200 * time.Millisecond}
+	w := &copyWatch{src: h.src, tgt: h.tgt, names: names, want: want, watched: l, poll: 200 * time.Millisecond, committed: eos(tool)}
 	if _, err := w.wait(ctx, time.Now().Add(2*time.Minute)); err != nil {
 		r.err = toolFailure(l, err)
 	}
-	r.verify, err = verifyCopy(ctx, h.src, h.tgt, names)
+	w.close()
+	r.verify, err = verifyCopy(ctx, h.src, h.tgt, names, eos(tool))
 	if err != nil {
 		return r, err
 	}
@@ -542,12 +584,13 @@ type manyRun struct {
 	caughtUp   time.Duration // process start to every partition caught up
 	window     usage         // the measurement window, traffic flowing
 	whole      usage         // process start to end of the window
+	load       [2]string     // 1-minute load average at the start and the end of the window
 	records    int64
 	verify     verification
 }
 
 func (h *harness) runMany(ctx context.Context) error {
-	for _, tool := range []string{toolKmirror, toolMM2} {
+	for _, tool := range replicators {
 		if !h.selected(tool) {
 			continue
 		}
@@ -624,7 +667,8 @@ func (h *harness) manyOnce(ctx context.Context, tool string) (*manyRun, error) {
 	if err != nil {
 		return r, err
 	}
-	w := &copyWatch{src: h.src, tgt: h.tgt, names: names, want: want, watched: l, poll: time.Second}
+	w := &copyWatch{src: h.src, tgt: h.tgt, names: names, want: want, watched: l, poll: time.Second, committed: eos(tool)}
+	defer w.close()
 	cr, err := w.wait(ctx, l.started.Add(5*time.Minute))
 	if err != nil {
 		r.err = toolFailure(l, fmt.Errorf("catching up on %d partitions: %w", r.partitions, err))
@@ -634,6 +678,7 @@ func (h *harness) manyOnce(ctx context.Context, tool string) (*manyRun, error) {
 	h.logf("%s: every partition caught up %s after process start; measuring for %s", tool, r.caughtUp.Round(time.Millisecond), h.opts.manyWindow)
 
 	w0 := time.Now()
+	r.load[0] = loadAvg1()
 	select {
 	case <-ctx.Done():
 		return r, ctx.Err()
@@ -641,6 +686,7 @@ func (h *harness) manyOnce(ctx context.Context, tool string) (*manyRun, error) {
 	}
 	l.sampleNow()
 	w1 := time.Now()
+	r.load[1] = loadAvg1()
 	r.window = l.usageBetween(w0, w1)
 	r.whole = l.usageBetween(l.started, w1)
 
@@ -654,7 +700,7 @@ func (h *harness) manyOnce(ctx context.Context, tool string) (*manyRun, error) {
 	if _, err := w.wait(ctx, time.Now().Add(2*time.Minute)); err != nil {
 		r.err = toolFailure(l, err)
 	}
-	if r.verify, err = verifyCopy(ctx, h.src, h.tgt, names); err != nil {
+	if r.verify, err = verifyCopy(ctx, h.src, h.tgt, names, eos(tool)); err != nil {
 		return r, err
 	}
 	if !r.verify.ok {
@@ -696,3 +742,15 @@ func cpuPerGB(cpu time.Duration, bytes int64) float64 {
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+// transactionMarkers returns the offsets of topic on the target that hold
+// no record a read_committed consumer sees: the markers of the
+// transactions the copy was written in (and aborted records, if any),
+// the end offsets' total less the records. -1 if unknown.
+func (h *harness) transactionMarkers(ctx context.Context, topic string, records int64) int64 {
+	end, err := h.tgt.endOffsets(ctx, topic)
+	if err != nil {
+		return -1
+	}
+	return end.total() - records
+}

@@ -3,18 +3,54 @@ package main
 import (
 	"fmt"
 	"maps"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Replicator kinds.
+// Replicator kinds. The -eos kinds are the same replicators in their
+// exactly-once modes: kmirror with exactly_once: true, MM2 with
+// exactly-once source support (KIP-618) enabled on the target.
 const (
-	toolKmirror = "kmirror"
-	toolMM2     = "MM2"
-	toolPipe    = "pipe"
+	toolKmirror    = "kmirror"
+	toolKmirrorEOS = "kmirror-eos"
+	toolMM2        = "MM2"
+	toolMM2EOS     = "MM2-eos"
+	toolPipe       = "pipe"
 )
+
+// allTools are the replicators in the order they run in a scenario.
+var allTools = []string{toolKmirror, toolKmirrorEOS, toolMM2, toolMM2EOS, toolPipe}
+
+// replicators are the tools of the scenarios the bare pipe has no part in.
+var replicators = []string{toolKmirror, toolKmirrorEOS, toolMM2, toolMM2EOS}
+
+// eos reports whether tool writes the target in transactions: its copies
+// are counted as a read_committed consumer sees them.
+func eos(tool string) bool { return tool == toolKmirrorEOS || tool == toolMM2EOS }
+
+// baseTool is the replicator a tool runs: kmirror, MM2 or the pipe.
+func baseTool(tool string) string {
+	switch tool {
+	case toolKmirrorEOS:
+		return toolKmirror
+	case toolMM2EOS:
+		return toolMM2
+	}
+	return tool
+}
+
+// canonicalTool returns the tool named name, ignoring case.
+func canonicalTool(name string) (string, bool) {
+	for _, t := range allTools {
+		if strings.EqualFold(strings.TrimSpace(name), t) {
+			return t, true
+		}
+	}
+	return "", false
+}
 
 // Settings every replicator shares, kmirror's defaults: they are written
 // into each tool's own configuration below.
@@ -48,11 +84,16 @@ type toolRun struct {
 	// processes of one run (their configuration and log files).
 	scaleOut bool
 	instance int
+	// eos runs the replicator in its exactly-once mode.
+	eos bool
+	// restPort is the port of MM2's internal REST server (exactly-once
+	// mode only).
+	restPort int
 }
 
 // targetName is the name of source topic t's copy written by tool.
 func targetName(tool, t string) string {
-	switch tool {
+	switch baseTool(tool) {
 	case toolKmirror:
 		return "km." + t
 	case toolMM2:
@@ -73,7 +114,8 @@ func targetNames(tool string, topics []string) map[string]string {
 
 // launch starts tool for run.
 func (h *harness) launch(tool string, run toolRun) (*proc, error) {
-	switch tool {
+	run.eos = eos(tool)
+	switch baseTool(tool) {
 	case toolKmirror:
 		return h.launchKmirror(run)
 	case toolMM2:
@@ -89,6 +131,13 @@ func (h *harness) kmirrorConfig(run toolRun) string {
 	groupLines, isolation := "", "read_uncommitted"
 	if run.group != "" {
 		groupLines = fmt.Sprintf("    groups: [\"%s\"]\n    sync_interval: 1s\n", run.group)
+		isolation = "read_committed"
+	}
+	if run.eos {
+		// exactly_once reads the source read_committed (kmirror refuses
+		// read_uncommitted with it).
+		groupLines += fmt.Sprintf("    exactly_once: true\n    transaction_interval: %s\n    transaction_max_bytes: %d\n",
+			h.opts.kmirrorTxnInterval, h.opts.kmirrorTxnMaxBytes)
 		isolation = "read_committed"
 	}
 	groupLines += fmt.Sprintf("    scale_out: %t\n", run.scaleOut || h.opts.kmirrorScaleOut)
@@ -200,7 +249,31 @@ func (h *harness) mm2Props(run toolRun) map[string]string {
 	if run.group != "" {
 		maps.Copy(props, mm2GroupProps(run.group))
 	}
+	if run.eos {
+		maps.Copy(props, mm2EOSProps(run.restPort))
+	}
 	return props
+}
+
+// mm2EOSProps are the settings of MM2's exactly-once mode in dedicated
+// mode (Kafka's documentation, "Geo-Replication", "Exactly once"; KIP-618
+// for Connect's exactly-once source support, KIP-710 for the internal REST
+// server dedicated mode needs for it): exactly-once source support enabled
+// for writes to the target, the internal REST server on, and the source
+// read read_committed, which MirrorSourceConnector requires before it
+// declares exactly-once support. The connectors keep
+// exactly.once.support at its default, requested: in dedicated mode the
+// setting would also reach the heartbeat and checkpoint connectors, which
+// do not declare exactly-once support, and required would fail them.
+// That the source tasks write in transactions is checked in the log
+// (transactional producers) and on the target (commit markers).
+func mm2EOSProps(restPort int) map[string]string {
+	return map[string]string{
+		"target.exactly.once.source.support":  "enabled",
+		"dedicated.mode.enable.internal.rest": "true",
+		"listeners":                           "http://127.0.0.1:" + strconv.Itoa(restPort),
+		"source.consumer.isolation.level":     "read_committed",
+	}
 }
 
 // mm2GroupProps are the settings with which MM2 translates the offsets of
@@ -230,6 +303,13 @@ func mm2JVMFlags() []string {
 }
 
 func (h *harness) launchMM2(run toolRun) (*proc, error) {
+	if run.eos {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		run.restPort = port
+	}
 	props := h.mm2Props(run)
 	cfg := string(formatProps("MirrorMaker 2 configuration of bench run "+run.id, props))
 	file := filepath.Join(h.env.workDir, "mm2-"+run.id+".properties")
@@ -279,4 +359,15 @@ func (h *harness) pipeArgs(run toolRun) []string {
 
 func (h *harness) launchPipe(run toolRun) (*proc, error) {
 	return startProc("pipe", filepath.Join(h.env.workDir, "pipe-"+run.id+".log"), nil, h.env.pipe, h.pipeArgs(run)...)
+}
+
+// freePort returns a TCP port of the loopback interface that was free a
+// moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
