@@ -190,8 +190,11 @@ func (r *Replicator) tryCommit(ctx context.Context, stopping func(*partition) bo
 		added = make(chan error, 1)
 		go func() { added <- r.addOffsets(ctx) }()
 		defer func() {
-			if added != nil {
-				<-added
+			if added == nil {
+				return
+			}
+			if err := <-added; err != nil { // the transaction is aborted anyway
+				r.opts.Logger.Debug("adding the ownership group to a transaction that is aborted", "err", err)
 			}
 		}()
 	}

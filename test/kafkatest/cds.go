@@ -60,7 +60,7 @@ func makeClassArchive(t testing.TB, libs string) string {
 	}
 	begin := time.Now()
 	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
-	defer os.Remove(tmp)
+	defer func() { _ = os.Remove(tmp) }() // gone once renamed
 	if err := archiveClasses(t, libs, tmp); err != nil {
 		t.Logf("kafkatest: no class-data archive for the JVMs: %v", err)
 		return ""
@@ -92,8 +92,10 @@ func archiveClasses(t testing.TB, libs, path string) error {
 		return err
 	}
 	c.Stop()
-	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
-		return fmt.Errorf("the JVM wrote no archive (%v); see %s", err, c.logPath)
+	if st, err := os.Stat(path); err != nil {
+		return fmt.Errorf("the JVM wrote no archive (%w); see %s", err, c.logPath)
+	} else if st.Size() == 0 {
+		return fmt.Errorf("the JVM wrote an empty archive; see %s", c.logPath)
 	}
 	return nil
 }
