@@ -30,7 +30,11 @@
 //   - with provenance on (Options.Provenance), a record whose provenance
 //     header shows it is already on the target, or that another flow
 //     brings there, is not written; the position moves past it like past
-//     a transaction marker. Every record written carries the header.
+//     a transaction marker. Every record written carries the header;
+//   - with transactions (Options.Transactions, exactly_once), records,
+//     positions and offset-map runs are committed together in target
+//     transactions that the brokers fence (see Transactions), and any
+//     doubt aborts the transaction instead of leaving a duplicate.
 package replicate
 
 import (

@@ -227,7 +227,14 @@ func (r *Replicator) tryCommit(ctx context.Context, stopping func(*partition) bo
 	}
 	start := time.Now()
 	if err := r.opts.Target.EndTransaction(ctx, kgo.TryCommit); err != nil {
-		return fmt.Errorf("committing the transaction: %w", err)
+		err = fmt.Errorf("committing the transaction: %w", err)
+		if errors.Is(err, kerr.InvalidTxnState) {
+			// The coordinator is aborting it: another instance
+			// initialised this transactional ID (it took the partitions
+			// over from an instance it found gone).
+			return fenced{err}
+		}
+		return err
 	}
 	for _, w := range t.written {
 		w.p.mu.Lock()

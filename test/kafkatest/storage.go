@@ -28,7 +28,8 @@ var (
 
 var loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
 
-// templateKey is what the storage tool's output depends on: the node's
+// templateKey is what the storage tool's output depends on: the Kafka
+// release (its jars: each writes its own metadata version), the node's
 // server.properties, with its own directory and ports left out, and the
 // format arguments.
 func (c *Cluster) templateKey() (string, error) {
@@ -38,7 +39,7 @@ func (c *Cluster) templateKey() (string, error) {
 	}
 	text := strings.ReplaceAll(string(props), c.dir, "<dir>")
 	text = loopbackAddr.ReplaceAllString(text, "127.0.0.1:<port>")
-	return text + "\x00" + strings.Join(c.formatArgs, "\x00"), nil
+	return c.libs + "\x00" + text + "\x00" + strings.Join(c.formatArgs, "\x00"), nil
 }
 
 // format writes the node's storage, from the template of its
