@@ -9,7 +9,6 @@ import (
 
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/ownership"
-	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/topicsync"
 )
 
@@ -38,7 +37,7 @@ func (f *Flow) dial(lease *ownership.Lease) (*runClients, error) {
 		// replicate.Transactions): a writer that lost its partitions
 		// cannot commit, whatever its lease says.
 		tgt, err = kafka.NewClient(f.target, f.logger, append(f.producerOpts(),
-			kgo.TransactionalID(policy.TransactionalID(f.cfg.Name, ownership.Self(f.created).Instance)),
+			kgo.TransactionalID(f.transactionalID()),
 			kgo.TransactionTimeout(f.transactionTimeout()))...)
 	} else {
 		tgt, err = kafka.NewGatedClient(f.target, f.logger, lease, f.producerOpts()...)

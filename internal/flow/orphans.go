@@ -14,11 +14,17 @@ import (
 	"github.com/kmirror/kmirror/internal/policy"
 )
 
+// transactionalID is the transactional ID of this instance's target
+// producer for the flow (exactly_once).
+func (f *Flow) transactionalID() string {
+	return policy.TransactionalID(f.cfg.Name, ownership.Self(f.created).Instance)
+}
+
 // liveTransactionalIDs are the transactional IDs of this instance and of
 // every member of the flow's ownership group in its last assignment
 // (scale-out), which may have transactions open legitimately.
 func (f *Flow) liveTransactionalIDs(member *ownership.Member) map[string]bool {
-	live := map[string]bool{policy.TransactionalID(f.cfg.Name, ownership.Self(f.created).Instance): true}
+	live := map[string]bool{f.transactionalID(): true}
 	if member != nil {
 		for _, m := range member.State().Members {
 			live[policy.TransactionalID(f.cfg.Name, m.Instance)] = true

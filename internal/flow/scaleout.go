@@ -148,7 +148,7 @@ func (f *Flow) replOptions(cls *runClients, lease *ownership.Lease, store *progr
 		// cover, with the transactional producer.
 		store = store.WithClient(cls.tgt)
 		txns = &replicate.Transactions{
-			ID:    policy.TransactionalID(f.cfg.Name, ownership.Self(f.created).Instance),
+			ID:    f.transactionalID(),
 			Group: policy.OwnershipGroup(f.cfg),
 			Member: func() (string, int32, bool) {
 				id, gen := lease.Member()

@@ -79,6 +79,15 @@ func eosReadCommitted(t *testing.T, bootstrap, topic string, partitions int32, w
 	}
 }
 
+// eosCounts is how many records of want each partition holds.
+func eosCounts(want map[int32][]string) map[int32]int {
+	m := map[int32]int{}
+	for p, v := range want {
+		m[p] = len(v)
+	}
+	return m
+}
+
 func TestExactlyOnceBasicRestart(t *testing.T) {
 	t.Parallel()
 	p := startPair(t)
@@ -88,13 +97,7 @@ func TestExactlyOnceBasicRestart(t *testing.T) {
 	addr := freeAddr(t)
 	cfg := writeConfig(t, p.flowConfig(addr, "exactly_once: true\ntopics: [eos]\nownership_timeout: 6s"))
 	k := startKmirror(t, cfg, addr)
-	counts := func() map[int32]int {
-		m := map[int32]int{}
-		for p, v := range want {
-			m[p] = len(v)
-		}
-		return m
-	}
+	counts := func() map[int32]int { return eosCounts(want) }
 	got := eosReadCommitted(t, p.dst.Bootstrap(), "src.eos", parts, counts(), 90*time.Second)
 	check := func() {
 		t.Helper()

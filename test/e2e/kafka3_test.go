@@ -93,13 +93,7 @@ func TestExactlyOnceKafka3(t *testing.T) {
 	addr := freeAddr(t)
 	cfg := writeConfig(t, p.flowConfig(addr, "exactly_once: true\ntopics: [eos]\nownership_timeout: 6s\ntransaction_interval: 1s"))
 	k := startKmirror(t, cfg, addr)
-	counts := func() map[int32]int {
-		m := map[int32]int{}
-		for p, v := range want {
-			m[p] = len(v)
-		}
-		return m
-	}
+	counts := func() map[int32]int { return eosCounts(want) }
 	check := func(got map[int32][]string) {
 		t.Helper()
 		for part := range int32(parts) {
