@@ -37,28 +37,32 @@ type resumePoint struct {
 // bytes of fetched records.
 func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOffsets, omap *offsets.Map) progress.Position {
 	id, pos := rp.id, rp.pos
-	if pos.SourceNext < rp.sourceStart {
-		lost := rp.sourceStart - pos.SourceNext
-		r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrOffsetReset).Inc()
-		r.logger.Error("source deleted records before they were replicated (retention); resuming at the source's earliest offset",
-			"topic", id.Topic, "partition", id.Partition, "position", pos.SourceNext, "source_start", rp.sourceStart, "records_lost_at_most", lost)
-		return pos
-	}
-	if r.cfg.ExactlyOnce {
-		// The position was committed in the transaction of the records
-		// it covers: every committed copy is before it, and what the
-		// target holds past it was aborted (or written by others).
-		return pos
-	}
 	te, ok := tgtEnds.Lookup(rp.target, id.Partition)
-	if !ok || te.Err != nil || pos.TargetNext < 0 || te.Offset <= pos.TargetNext {
-		return pos
+	ahead := int64(0)
+	if ok && te.Err == nil && pos.TargetNext >= 0 && te.Offset > pos.TargetNext && !r.cfg.ExactlyOnce {
+		// With exactly-once the position was committed in the
+		// transaction of the records it covers: every committed copy is
+		// before it, and what the target holds past it was aborted (or
+		// written by others).
+		ahead = te.Offset - pos.TargetNext
 	}
-	ahead := te.Offset - pos.TargetNext
 	now := time.Now().UnixMilli()
 	// Reading resumes at the stored position: a gap before the first
 	// matched record (a transaction marker) is covered by its run.
 	omap.Start(pos.SourceNext)
+	if pos.SourceNext < rp.sourceStart {
+		pos, ahead = r.pastDeleted(rp, ahead, omap, now)
+		if pos.SourceNext < rp.sourceStart {
+			r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrOffsetReset).Inc()
+			r.logger.Error("source deleted records before they were replicated (retention); resuming at the source's earliest offset",
+				"topic", id.Topic, "partition", id.Partition, "position", pos.SourceNext, "source_start", rp.sourceStart,
+				"records_lost_at_most", rp.sourceStart-pos.SourceNext)
+			return pos
+		}
+	}
+	if ahead == 0 {
+		return pos
+	}
 	o := resume.Options{SourceReadUncommitted: r.cfg.Consumer.IsolationLevel == config.ReadUncommitted}
 	if pv := r.repl.Provenance(); pv != nil {
 		// Copies carry the provenance header, dropped records have none,
@@ -86,6 +90,36 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 		return res.Next
 	}
 	return pos
+}
+
+// pastDeleted handles a stored position below the source's log start
+// offset when the target holds ahead records past it: the previous run
+// copied them after its last progress write, and the source deleted their
+// originals since, so they cannot be compared. Copies are written in
+// source order by one writer, so they are the copies of the records from
+// the position on; they are taken as copies of the next source offsets,
+// one each (a transaction marker in the deleted range has no copy, which
+// makes the loss reported later larger by one, never smaller), up to the
+// log start offset. It returns the position past them and the target
+// records left past it, which the caller compares with the source from
+// its log start as usual. Without this, the loss reported would include
+// records the target holds.
+func (r *run) pastDeleted(rp resumePoint, ahead int64, omap *offsets.Map, now int64) (progress.Position, int64) {
+	pos := rp.pos
+	n := min(ahead, rp.sourceStart-pos.SourceNext)
+	if n <= 0 {
+		return pos, ahead
+	}
+	for i := range n {
+		omap.Add(pos.SourceNext+i, pos.TargetNext+i, now)
+	}
+	r.metrics.ResumeSkipped.WithLabelValues(r.cfg.Name, rp.id.Topic).Add(float64(n))
+	r.logger.Info("resumed past records the target already holds; their source records are deleted, so they were counted, not compared",
+		"topic", rp.id.Topic, "partition", rp.id.Partition, "skipped", n, "from", pos.SourceNext, "to", pos.SourceNext+n)
+	pos.SourceNext += n
+	pos.TargetNext += n
+	pos.LeaderEpoch = nil
+	return pos, ahead - n
 }
 
 // copier returns, for the comparison at resume of source records with

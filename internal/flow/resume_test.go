@@ -91,3 +91,69 @@ func TestResumeCoversTheMarkerBeforeTheFirstMatchedRecord(t *testing.T) {
 		}
 	}
 }
+
+// TestResumePastDeletedSourceRecords resumes from a position below the
+// source's log start offset: the target records past the position are
+// copies of deleted source records the previous run wrote after its last
+// progress write. They are counted as copied (the loss reported after is
+// only what the target lacks), and copies of records from the log start on
+// are compared as usual.
+func TestResumePastDeletedSourceRecords(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ts := time.UnixMilli(1_700_000_000_000)
+	for _, tc := range []struct {
+		name       string
+		onTarget   int // records s0.. the target holds
+		wantSource int64
+		wantTarget int64
+	}{
+		{"nothing past the position", 3, 3, 3},
+		{"some deleted records copied", 5, 5, 5},
+		{"every deleted record copied", 6, 6, 6},
+		{"copied past the log start", 8, 8, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "src", "tgt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(cl.Close)
+			for i := range 10 {
+				v := []byte{'s', byte('0' + i)}
+				recs := []*kgo.Record{{Topic: "src", Key: v, Value: v, Timestamp: ts}}
+				if i < tc.onTarget {
+					recs = append(recs, &kgo.Record{Topic: "tgt", Key: v, Value: v, Timestamp: ts})
+				}
+				if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tgtEnds, err := kadm.NewClient(cl).ListEndOffsets(ctx, "tgt")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &run{Flow: &Flow{cfg: &config.Flow{Name: "f"}, metrics: metrics.New(), logger: slog.New(slog.DiscardHandler)}, src: cl, tgt: cl}
+			omap := offsets.NewMap([]offsets.Run{{Source: 0, Target: 0, Len: 3}})
+			// Stored at s3; the source deleted s0..s5 (log start 6).
+			pos := r.resume(ctx, resumePoint{
+				id: progress.Partition{Topic: "src", Partition: 0}, target: "tgt",
+				pos: progress.Position{SourceNext: 3, TargetNext: 3}, sourceStart: 6, sourceEnd: 10,
+			}, tgtEnds, omap)
+			if pos.SourceNext != tc.wantSource || pos.TargetNext != tc.wantTarget {
+				t.Fatalf("resumed at source %d, target %d; want %d, %d", pos.SourceNext, pos.TargetNext, tc.wantSource, tc.wantTarget)
+			}
+			if tc.wantSource > 3 {
+				last := tc.wantSource - 1
+				if got := omap.Translate(last, pos.TargetNext); got != (offsets.Result{Target: last, Exact: true}) {
+					t.Errorf("Translate(%d) = %+v, want target %d exactly (runs %+v)", last, got, last, omap.Runs())
+				}
+			}
+		})
+	}
+}
