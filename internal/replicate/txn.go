@@ -75,6 +75,13 @@ type txnState struct {
 	// only stops.
 	failed atomic.Pointer[error]
 	began  time.Time
+	// firstAck is when the first record of the open transaction was
+	// answered (Unix nanoseconds, 0 before). stall is how long the last
+	// commit held records back after its flush, plus how long the first
+	// writes of the transaction it ended waited for their answer: the
+	// time a commit costs the copy (see catchUpSpacing).
+	firstAck atomic.Int64
+	stall    time.Duration
 	// topicID is the progress topic's ID, once looked up (commit path).
 	topicID [16]byte
 	// written are the positions stored in the open transaction (under
@@ -122,19 +129,48 @@ func (r *Replicator) inDoubt(err error) {
 	}
 }
 
-// txnLoop commits the open transaction every Interval, or sooner when
-// it is full, until ctx ends or a commit fails.
+// catchUpSpacing is, while a replicator catches up, the least time
+// between the end of a commit and the start of the next, as a multiple of
+// the time the commit held records back: records are handed to the
+// producer at least about nine tenths of the time. Each commit stops the
+// flow of records until every record in flight was answered, and the
+// first writes of the next transaction wait while the brokers write the
+// previous one's markers (tens of milliseconds together), which a
+// transaction every 100 ms would make a large share of the time.
+const catchUpSpacing = 9
+
+// maxCatchUpSpacing bounds that time, well inside the transaction timeout.
+const maxCatchUpSpacing = 2 * time.Second
+
+// txnLoop commits the open transaction every Interval, or sooner when it
+// is full, until ctx ends or a commit fails. While the source partitions
+// are further ahead than the last transaction carried (catching up after
+// a start or an outage), commits are spaced by catchUpSpacing: then the
+// copy, not the latency of each record, is what matters.
 func (r *Replicator) txnLoop(ctx context.Context) error {
-	t := time.NewTicker(r.txn.opts.Interval)
-	defer t.Stop()
-	var idleListed time.Time
+	t := r.txn
+	timer := time.NewTimer(t.opts.Interval)
+	defer timer.Stop()
+	var idleListed, earliest time.Time
 	for {
+		spaced := true
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
-		case <-r.txn.full:
+		case <-timer.C:
+		case <-t.full:
+			if t.bytes.Load() < t.opts.MaxBytes {
+				continue // sent for a transaction already committed
+			}
 		case <-r.storeNow:
+			spaced = false
+		}
+		if wait := time.Until(earliest); spaced && wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
 		}
 		if r.opts.Provenance != nil && time.Since(idleListed) >= idleEndInterval {
 			idleListed = time.Now()
@@ -142,13 +178,35 @@ func (r *Replicator) txnLoop(ctx context.Context) error {
 		}
 		// A commit is not cut short by ctx: a transaction whose end is
 		// unknown can only be aborted. It is bounded like the last one.
+		records := t.records.Load()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 		err := r.commit(cctx, nil)
 		cancel()
 		if err != nil {
 			return err
 		}
+		earliest = time.Time{}
+		if records > 0 && r.behind() > catchUpSpacing*records {
+			earliest = time.Now().Add(min(catchUpSpacing*t.stall, maxCatchUpSpacing))
+		}
+		timer.Reset(t.opts.Interval)
 	}
+}
+
+// behind returns how many source records the partitions' committed
+// positions are behind the end offsets last seen.
+func (r *Replicator) behind() int64 {
+	var n int64
+	r.each(func(p *partition) {
+		hwm := p.hwm.Load()
+		p.mu.Lock()
+		next := p.committed.SourceNext
+		p.mu.Unlock()
+		if hwm > next {
+			n += hwm - next
+		}
+	})
+	return n
 }
 
 // commit ends the open transaction with everything handed to the producer
@@ -198,9 +256,11 @@ func (r *Replicator) tryCommit(ctx context.Context, stopping func(*partition) bo
 			}
 		}()
 	}
+	t0 := time.Now()
 	if err := r.opts.Target.Flush(ctx); err != nil {
 		return fmt.Errorf("waiting for the transaction's writes: %w", err)
 	}
+	tFlush := time.Now()
 	if errp := t.doubt.Load(); errp != nil {
 		return fmt.Errorf("a write of the transaction failed and may be on the target: %w", *errp)
 	}
@@ -208,6 +268,7 @@ func (r *Replicator) tryCommit(ctx context.Context, stopping func(*partition) bo
 	if err := r.writeProgressLocked(ctx, nil, stopping); err != nil {
 		return fmt.Errorf("storing progress in the transaction: %w", err)
 	}
+	tProgress := time.Now()
 	if t.records.Load() == 0 && r.progressEntries == stored {
 		// Nothing was written: there is no transaction to end.
 		return nil
@@ -244,12 +305,21 @@ func (r *Replicator) tryCommit(ctx context.Context, stopping func(*partition) bo
 	t.written = t.written[:0]
 	r.opts.Metrics.TransactionsCommitted.WithLabelValues(r.opts.Flow).Inc()
 	r.opts.Metrics.TransactionCommitSeconds.WithLabelValues(r.opts.Flow).Observe(time.Since(start).Seconds())
+	firstWait := time.Duration(0)
+	if first := t.firstAck.Load(); first > 0 {
+		firstWait = time.Unix(0, first).Sub(t.began)
+	}
+	r.opts.Logger.Debug("transaction committed", "records", t.records.Load(), "bytes", t.bytes.Load(),
+		"open_for", t0.Sub(t.began), "first_answer_after", firstWait, "flush", tFlush.Sub(t0),
+		"progress", tProgress.Sub(tFlush), "fence", start.Sub(tProgress), "end", time.Since(start))
 	t.records.Store(0)
 	t.bytes.Store(0)
+	t.firstAck.Store(0)
 	t.began = time.Now()
 	if err := r.opts.Target.BeginTransaction(); err != nil {
 		return fmt.Errorf("beginning a transaction: %w", err)
 	}
+	t.stall = time.Since(tFlush) + firstWait
 	return nil
 }
 
