@@ -132,12 +132,12 @@ func (r *Replicator) inDoubt(err error) {
 // catchUpSpacing is, while a replicator catches up, the least time
 // between the end of a commit and the start of the next, as a multiple of
 // the time the commit held records back: records are handed to the
-// producer at least about nine tenths of the time. Each commit stops the
+// producer at least about nineteen twentieths of the time. Each commit stops the
 // flow of records until every record in flight was answered, and the
 // first writes of the next transaction wait while the brokers write the
 // previous one's markers (tens of milliseconds together), which a
 // transaction every 100 ms would make a large share of the time.
-const catchUpSpacing = 9
+const catchUpSpacing = 19
 
 // maxCatchUpSpacing bounds that time, well inside the transaction timeout.
 const maxCatchUpSpacing = 2 * time.Second
