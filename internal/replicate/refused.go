@@ -211,12 +211,19 @@ func (r *Replicator) deadLetter(ctx context.Context, p *partition, ref *refusal)
 			kgo.RecordHeader{Key: HeaderError, Value: []byte(ref.reason)}),
 	}
 	err := r.ensureDeadLetterTopic(ctx)
+	if t := r.txn; t != nil && err == nil {
+		// The dead-letter record and the position past it go into one
+		// transaction: a commit waits until both are in it, so a crash
+		// can neither lose the record nor write it twice.
+		t.mu.RLock()
+		defer t.mu.RUnlock()
+		t.records.Add(1)
+		t.bytes.Add(int64(len(rec.Key) + len(rec.Value)))
+	}
 	if err == nil {
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		done := make(chan error, 1)
-		r.handOff(int64(len(rec.Key)+len(rec.Value)), func() {
-			r.opts.Target.Produce(wctx, rec, func(_ *kgo.Record, err error) { done <- err })
-		})
+		r.opts.Target.Produce(wctx, rec, func(_ *kgo.Record, err error) { done <- err })
 		err = <-done
 		cancel()
 	}

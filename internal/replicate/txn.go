@@ -179,6 +179,7 @@ func (r *Replicator) txnLoop(ctx context.Context) error {
 		// A commit is not cut short by ctx: a transaction whose end is
 		// unknown can only be aborted. It is bounded like the last one.
 		records := t.records.Load()
+		began := time.Now()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
 		err := r.commit(cctx, nil)
 		cancel()
@@ -189,7 +190,9 @@ func (r *Replicator) txnLoop(ctx context.Context) error {
 		if records > 0 && r.behind() > catchUpSpacing*records {
 			earliest = time.Now().Add(min(catchUpSpacing*t.stall, maxCatchUpSpacing))
 		}
-		timer.Reset(t.opts.Interval)
+		// The interval runs from the start of a commit, not its end:
+		// a record waits at most one interval plus one commit.
+		timer.Reset(max(time.Until(began.Add(t.opts.Interval)), 0))
 	}
 }
 

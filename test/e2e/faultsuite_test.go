@@ -384,8 +384,11 @@ func testTargetRestartedExactlyOnce(t *testing.T, fp *faultPair) {
 		return maps.Equal(got, want), fmt.Sprintf("source %v, target %v", want, got)
 	})
 	if exactlyOnceReport(t, srcRecs, dstRecs, partitions) {
-		t.Logf("target broker stopped and killed: %d source records, each seen once and in order by a read_committed consumer of the target; %s",
-			countAll(want), txnCounts(k))
+		_, body, _ := k.get("/metrics")
+		c, _ := metricValue(body, fmt.Sprintf(`kmirror_transactions_committed_total{flow=%q}`, flow))
+		ab, _ := metricValue(body, fmt.Sprintf(`kmirror_transactions_aborted_total{flow=%q}`, flow))
+		t.Logf("target broker stopped and killed: %d source records, each seen once and in order by a read_committed consumer of the target; transactions committed %v, aborted %v",
+			countAll(want), c, ab)
 	}
 	k.stop()
 }
