@@ -190,9 +190,13 @@ func (r *Replicator) txnLoop(ctx context.Context) error {
 		if records > 0 && r.behind() > catchUpSpacing*records {
 			earliest = time.Now().Add(min(catchUpSpacing*t.stall, maxCatchUpSpacing))
 		}
-		// The interval runs from the start of a commit, not its end:
-		// a record waits at most one interval plus one commit.
-		timer.Reset(max(time.Until(began.Add(t.opts.Interval)), 0))
+		// A record handed to the producer just after a commit began is
+		// committed by the next one: the next begins one interval, less
+		// the time this one took (at most half), after this one began,
+		// so that no record waits much longer than one interval for its
+		// commit to end.
+		took := time.Since(began)
+		timer.Reset(max(time.Until(began.Add(t.opts.Interval-min(took, t.opts.Interval/2))), 0))
 	}
 }
 
