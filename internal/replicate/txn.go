@@ -144,14 +144,15 @@ const maxCatchUpSpacing = 2 * time.Second
 
 // txnLoop commits the open transaction every Interval, or sooner when it
 // is full, until ctx ends or a commit fails. While the source partitions
-// are further ahead than the last transaction carried (catching up after
-// a start or an outage), commits are spaced by catchUpSpacing: then the
-// copy, not the latency of each record, is what matters.
+// are further ahead than the flow copies in one spaced period at the rate
+// of the last cycle (catching up after a start or an outage), commits are
+// spaced by catchUpSpacing: then the copy, not the latency of each
+// record, is what matters.
 func (r *Replicator) txnLoop(ctx context.Context) error {
 	t := r.txn
 	timer := time.NewTimer(t.opts.Interval)
 	defer timer.Stop()
-	var idleListed, earliest time.Time
+	var idleListed, earliest, lastBegan time.Time
 	for {
 		spaced := true
 		select {
@@ -187,9 +188,14 @@ func (r *Replicator) txnLoop(ctx context.Context) error {
 			return err
 		}
 		earliest = time.Time{}
-		if records > 0 && r.behind() > catchUpSpacing*records {
-			earliest = time.Now().Add(min(catchUpSpacing*t.stall, maxCatchUpSpacing))
+		// Catching up: more is left to copy than the records the last
+		// cycle copied per second would copy in one spaced period.
+		spacing := min(catchUpSpacing*t.stall, maxCatchUpSpacing)
+		if cycle := time.Since(lastBegan); records > 0 && !lastBegan.IsZero() &&
+			float64(r.behind()) > float64(records)/cycle.Seconds()*spacing.Seconds() {
+			earliest = time.Now().Add(spacing)
 		}
+		lastBegan = began
 		// A record handed to the producer just after a commit began is
 		// committed by the next one: the next begins one interval, less
 		// the time this one took (at most half), after this one began,
