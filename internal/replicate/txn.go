@@ -144,15 +144,16 @@ const maxCatchUpSpacing = 2 * time.Second
 
 // txnLoop commits the open transaction every Interval, or sooner when it
 // is full, until ctx ends or a commit fails. While the source partitions
-// are further ahead than the flow copies in one spaced period at the rate
-// of the last cycle (catching up after a start or an outage), commits are
-// spaced by catchUpSpacing: then the copy, not the latency of each
-// record, is what matters.
+// are further ahead than the flow copies in two gaps at the rate of the
+// last cycle (catching up after a start or an outage), commits are spaced
+// by a gap that doubles up to catchUpSpacing times their cost: then the
+// copy, not the latency of each record, is what matters.
 func (r *Replicator) txnLoop(ctx context.Context) error {
 	t := r.txn
 	timer := time.NewTimer(t.opts.Interval)
 	defer timer.Stop()
 	var idleListed, earliest, lastBegan time.Time
+	gap := t.opts.Interval
 	for {
 		spaced := true
 		select {
@@ -187,13 +188,20 @@ func (r *Replicator) txnLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		earliest = time.Time{}
 		// Catching up: more is left to copy than the records the last
-		// cycle copied per second would copy in one spaced period.
-		spacing := min(catchUpSpacing*t.stall, maxCatchUpSpacing)
+		// cycle copied per second would copy in twice the gap. The gap
+		// doubles from the interval at each such commit, up to the
+		// spacing, so that a short stall of a steady flow lengthens one
+		// gap a little, and a backlog reaches the full spacing within a
+		// few commits.
+		earliest = time.Time{}
+		spacing := max(min(catchUpSpacing*t.stall, maxCatchUpSpacing), t.opts.Interval)
 		if cycle := time.Since(lastBegan); records > 0 && !lastBegan.IsZero() &&
-			float64(r.behind()) > float64(records)/cycle.Seconds()*spacing.Seconds() {
-			earliest = time.Now().Add(spacing)
+			float64(r.behind()) > float64(records)/cycle.Seconds()*(2*gap).Seconds() {
+			gap = min(2*gap, spacing)
+			earliest = time.Now().Add(gap)
+		} else {
+			gap = t.opts.Interval
 		}
 		lastBegan = began
 		// A record handed to the producer just after a commit began is
