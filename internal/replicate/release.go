@@ -58,15 +58,22 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 		return false
 	}
 	var err error
+	committing := false // a commit in progress did not end in time
+	if drained && r.txn != nil {
+		// A commit in progress (waiting for writes of other partitions
+		// the target does not answer) is waited for only as long as
+		// the release may take.
+		if r.txn.lock(ctx) {
+			defer r.txn.mu.Unlock()
+		} else {
+			drained, committing = false, true
+		}
+	}
 	if drained {
 		// A progress write in progress finishes first; none starts
 		// until the partitions are gone. (Without the clean stop, a
 		// progress write may still store them: not Stopped, like their
 		// stored position already is.)
-		if r.txn != nil {
-			r.txn.mu.Lock()
-			defer r.txn.mu.Unlock()
-		}
 		r.progressMu.Lock()
 		defer r.progressMu.Unlock()
 	}
@@ -85,6 +92,8 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 		// and stored Stopped, so the next owner need not wait for stray
 		// writes, and a failover sees them stopped cleanly.
 		err = r.writeProgressLocked(ctx, released, released)
+	case committing:
+		err = fmt.Errorf("%w: %d partitions: the commit in progress did not end: %w", ErrNotDrained, len(parts), ctx.Err())
 	default:
 		err = fmt.Errorf("%w: %d partitions: %w", ErrNotDrained, len(parts), ctx.Err())
 	}

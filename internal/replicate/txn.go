@@ -90,6 +90,26 @@ type txnState struct {
 	written []stored
 }
 
+// lock takes mu exclusively, unless ctx ends first; it reports whether it
+// did. A lock taken after ctx ended is let go at once.
+func (t *txnState) lock(ctx context.Context) bool {
+	locked := make(chan struct{})
+	go func() {
+		t.mu.Lock()
+		close(locked)
+	}()
+	select {
+	case <-locked:
+		return true
+	case <-ctx.Done():
+		go func() {
+			<-locked
+			t.mu.Unlock()
+		}()
+		return false
+	}
+}
+
 // stored is a position written to the progress store.
 type stored struct {
 	p   *partition

@@ -15,6 +15,7 @@ import (
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/ownership"
 	"github.com/kmirror/kmirror/internal/policy"
+	"github.com/kmirror/kmirror/internal/progress"
 )
 
 // syncBuffer is a log sink safe for concurrent writes.
@@ -195,4 +196,41 @@ func TestTransactionOfStaleGenerationIsFenced(t *testing.T) {
 	if len(loaded.Positions) != 0 {
 		t.Fatalf("positions of the fenced transaction were stored: %v", loaded.Positions)
 	}
+}
+
+// TestReleaseDuringStuckCommitIsBounded releases a partition of an
+// exactly-once replicator while a commit holds the transaction (waiting
+// for writes the target does not answer, played by holding its lock):
+// the release returns ErrNotDrained within its deadline instead of
+// waiting for the commit, so the instance gives up its lease in time.
+func TestReleaseDuringStuckCommitIsBounded(t *testing.T) {
+	te := newTxnEnv(t)
+	const src, dst, parts = "orders", "primary.orders", int32(2)
+	te.createTopic(t, te.srcAdmin, src, parts, nil)
+	te.createTopic(t, te.tgtAdmin, dst, parts, nil)
+	r := te.replicator(func() (string, int32, bool) {
+		id, gen := te.lease.Member()
+		return id, gen, te.lease.Allow() == nil
+	})
+	r.Add(assignments(src, dst, parts))
+
+	r.txn.mu.Lock() // a commit in progress
+	ctx, cancel := context.WithTimeout(te.ctx, 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Release(ctx, []progress.Partition{assignments(src, dst, parts)[0].Source}) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrNotDrained) {
+			t.Errorf("Release returned %v, want ErrNotDrained", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Release still waits for the commit 5 s after its 300 ms deadline")
+	}
+	r.txn.mu.Unlock()
+	// The lock the release asked for is let go once it is had.
+	if !r.txn.lock(te.ctx) {
+		t.Fatal("the transaction lock was not let go")
+	}
+	r.txn.mu.Unlock()
 }
