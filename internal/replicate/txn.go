@@ -149,14 +149,14 @@ func (r *Replicator) inDoubt(err error) {
 	}
 }
 
-// catchUpSpacing is, while a replicator catches up, the least time
+// catchUpSpacing is, while a replicator catches up, the largest gap
 // between the end of a commit and the start of the next, as a multiple of
-// the time the commit held records back: records are handed to the
-// producer at least about nineteen twentieths of the time. Each commit stops the
-// flow of records until every record in flight was answered, and the
-// first writes of the next transaction wait while the brokers write the
-// previous one's markers (tens of milliseconds together), which a
-// transaction every 100 ms would make a large share of the time.
+// what a commit costs the copy (txnState.stall): records are then handed
+// to the producer about nineteen twentieths of the time. Each commit
+// stops the flow of records until every record in flight was answered,
+// and the first writes of the next transaction wait while the brokers
+// write the previous one's markers (tens of milliseconds together), which
+// a transaction every 100 ms would make a large share of the time.
 const catchUpSpacing = 19
 
 // maxCatchUpSpacing bounds that time, well inside the transaction timeout.
