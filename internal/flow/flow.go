@@ -467,5 +467,18 @@ func (f *Flow) trySetup(ctx context.Context, store *progress.Store, cls *runClie
 	}
 	// Nothing marks the flow running: a partition's position stays
 	// Stopped until its new owner stores it cleared, before it writes.
+	if f.cfg.ExactlyOnce {
+		// A wait for an open transaction is said, not silent.
+		start := time.Now()
+		slow := time.AfterFunc(stableWaitNote, func() {
+			f.logger.Warn("reading the progress topic waits for a transaction open on it to end (a previous writer's; the brokers end it at its transaction timeout)",
+				"progress_topic", store.Topic(), "waited", time.Since(start).Round(time.Second).String())
+		})
+		defer slow.Stop()
+	}
 	return store.Load(ctx)
 }
+
+// stableWaitNote is how long an exactly-once flow's read of its progress
+// topic waits for open transactions before it says so.
+const stableWaitNote = 15 * time.Second

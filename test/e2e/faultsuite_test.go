@@ -106,7 +106,6 @@ func TestFaultSuite(t *testing.T) {
 		{"SIGKILL_5_times", testKilledFiveTimes},
 		{"target_broker_restarted", testTargetRestarted},
 		{"network_cut", testNetworkCut},
-		{"target_broker_restarted_exactly_once", testTargetRestartedExactlyOnce},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -323,84 +322,6 @@ func testTargetRestarted(t *testing.T, fp *faultPair) {
 	waitDelivered(t, k, fp.pair, topic, 2*time.Minute)
 	checkDeliveredMetric(t, k, fp.pair, flow, topic, "target broker restarted twice")
 	k.stop()
-}
-
-// testTargetRestartedExactlyOnce restarts the target broker of an
-// exactly-once flow twice while records keep arriving on the source, once
-// stopped (SIGTERM) and once killed (SIGKILL, the open transactions and
-// unflushed writes lost): a read_committed consumer of the target then
-// sees every source record exactly once, in source order, each copy equal
-// to its source record.
-func testTargetRestartedExactlyOnce(t *testing.T, fp *faultPair) {
-	const (
-		flow       = "restart-eos"
-		topic      = "restart-eos"
-		partitions = 3
-	)
-	createTopic(t, fp.srcCl, topic, partitions, nil)
-	httpAddr := freeAddr(t)
-	cfg := strings.Replace(fp.config(flow, topic, httpAddr), "    heartbeat_interval: off\n",
-		"    heartbeat_interval: off\n    exactly_once: true\n", 1)
-	k := startKmirror(t, writeConfig(t, cfg), httpAddr)
-	waitReady(t, k)
-	prod := startSeqProducer(t, fp.srcCl, topic, partitions)
-	defer prod.stop()
-
-	for _, kill := range []bool{false, true} {
-		n0 := sum(endOffsets(t, fp.dstCl, topic))
-		waitFor(t, time.Minute, "records flowing before the outage", func() (bool, string) {
-			n := sum(endOffsets(t, fp.dstCl, topic))
-			return n >= n0+300, fmt.Sprintf("target end offsets sum %d, had %d", n, n0)
-		})
-		if kill {
-			fp.dst.Kill()
-		} else {
-			fp.dst.Stop()
-		}
-		// Records go on arriving at the source while the target is down.
-		a0 := prod.acked()
-		waitFor(t, 30*time.Second, "records produced while the target is down", func() (bool, string) {
-			return prod.acked() >= a0+1000, fmt.Sprintf("%d acked", prod.acked()-a0)
-		})
-		fp.dst.Restart()
-	}
-	prod.stop()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	srcRecs := readLog(t, ctx, fp.srcCl, topic)
-	want := map[int32]int{}
-	for part, recs := range srcRecs {
-		want[part] = len(recs)
-	}
-	var dstRecs map[int32][]*kgo.Record
-	waitFor(t, 3*time.Minute, "a read_committed consumer of the target to see at least as many records as the source holds", func() (bool, string) {
-		dstRecs = readLog(t, ctx, fp.dstCl, topic)
-		got := map[int32]int{}
-		enough := true
-		for part, n := range want {
-			got[part] = len(dstRecs[part])
-			enough = enough && got[part] >= n
-		}
-		return enough, fmt.Sprintf("source %v, target %v", want, got)
-	})
-	if exactlyOnceReport(t, srcRecs, dstRecs, partitions) {
-		_, body, _ := k.get("/metrics")
-		c, _ := metricValue(body, fmt.Sprintf(`kmirror_transactions_committed_total{flow=%q}`, flow))
-		ab, _ := metricValue(body, fmt.Sprintf(`kmirror_transactions_aborted_total{flow=%q}`, flow))
-		t.Logf("target broker stopped and killed: %d source records, each seen once and in order by a read_committed consumer of the target; transactions committed %v, aborted %v",
-			countAll(want), c, ab)
-	}
-	k.stop()
-}
-
-// countAll adds the counts of a per-partition map.
-func countAll(m map[int32]int) int {
-	n := 0
-	for _, v := range m {
-		n += v
-	}
-	return n
 }
 
 // testNetworkCut cuts kmirror's connections to the source, then to the
