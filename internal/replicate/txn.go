@@ -228,9 +228,11 @@ func (r *Replicator) txnLoop(ctx context.Context) error {
 		// committed by the next one: the next begins one interval, less
 		// the time this one took (at most half), after this one began,
 		// so that no record waits much longer than one interval for its
-		// commit to end.
+		// commit to end. Records are handed for at least half an
+		// interval between two commits: commits slower than the interval
+		// do not follow each other with nothing in between.
 		took := time.Since(began)
-		timer.Reset(max(time.Until(began.Add(t.opts.Interval-min(took, t.opts.Interval/2))), 0))
+		timer.Reset(max(time.Until(began.Add(t.opts.Interval-min(took, t.opts.Interval/2))), t.opts.Interval/2))
 	}
 }
 
