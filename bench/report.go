@@ -281,21 +281,7 @@ func (r *report) summaryRows() []row {
 		)
 	}
 	if len(r.many) > 0 {
-		get := func(tool string, f func(*manyRun) float64) figure {
-			m := r.manyRun(tool)
-			if m == nil {
-				return missing("")
-			}
-			if m.caughtUp == 0 {
-				return missing("did not finish")
-			}
-			fig := val(f(m))
-			if !m.verify.ok {
-				fig.note = "(" + m.verify.short() + ")"
-				fig.ok, fig.shown = false, true
-			}
-			return fig
-		}
+		get := r.manyFigure
 		parts := r.h.opts.manyPartitions / manyTopicSize * manyTopicSize
 		rows = append(rows,
 			row{fmt.Sprintf("4. %d partitions, light traffic: CPU, cores", parts), "lower", "%.3f",
@@ -626,24 +612,20 @@ func (r *report) renderBacklog(w func(string, ...any)) {
 		w("- **Target ingest**: failed: %s\n", mdEscape(b.ingests[0].err))
 	}
 	w("\n")
-	if b.profileTop != "" || b.profileNote != "" {
-		w("### kmirror CPU profile of its first backlog run\n\n")
-		w("Written by kmirror itself (`KMIRROR_CPUPROFILE`) over the whole of its first backlog run; `go tool pprof -top -nodecount=25`. Profiling costs that run a few percent of its throughput.\n\n")
-		if b.profileTop != "" {
-			w("```\n%s\n```\n\n", b.profileTop)
+	profile := func(tool, intro, top, note string) {
+		if top == "" && note == "" {
+			return
+		}
+		w("### %s CPU profile of its first backlog run\n\n%s\n\n", tool, intro)
+		if top != "" {
+			w("```\n%s\n```\n\n", top)
 		} else {
-			w("%s\n\n", b.profileNote)
+			w("%s\n\n", note)
 		}
 	}
-	if b.profileTopEOS != "" || b.profileNoteEOS != "" {
-		w("### kmirror-eos CPU profile of its first backlog run\n\n")
-		w("The same for kmirror in exactly-once mode.\n\n")
-		if b.profileTopEOS != "" {
-			w("```\n%s\n```\n\n", b.profileTopEOS)
-		} else {
-			w("%s\n\n", b.profileNoteEOS)
-		}
-	}
+	profile("kmirror", "Written by kmirror itself (`KMIRROR_CPUPROFILE`) over the whole of its first backlog run; `go tool pprof -top -nodecount=25`. Profiling costs that run a few percent of its throughput.",
+		b.profileTop, b.profileNote)
+	profile("kmirror-eos", "The same for kmirror in exactly-once mode.", b.profileTopEOS, b.profileNoteEOS)
 }
 
 func (r *report) renderSteady(w func(string, ...any)) {

@@ -132,7 +132,7 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 		return
 	}
 	now := time.Now()
-	if r.txn != nil {
+	if r.txn != nil && r.txn.firstAck.Load() == 0 {
 		r.txn.firstAck.CompareAndSwap(0, now.UnixNano())
 	}
 	var lostFrom, lostSrc, lostSrcEnd int64 = -1, -1, -1

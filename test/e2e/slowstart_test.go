@@ -140,23 +140,30 @@ http:
 // proxy that can hold every new connection 7 s before it answers.
 func startSlowPair(t *testing.T) (*tcpProxy, *pair) {
 	t.Helper()
-	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
 	proxy := startProxy(t, 7*time.Second)
-	var src *kafkatest.Cluster
+	src, dst := startBehindProxy(t, proxy.addr())
+	proxy.setBackend(dst.Bootstrap())
+	return proxy, &pair{src: src, dst: dst, srcCl: newClient(t, src.Bootstrap()), dstCl: newClient(t, proxy.addr())}
+}
+
+// startBehindProxy starts a source cluster and a target cluster that
+// advertises proxyAddr: clients learn broker addresses from metadata, so
+// every connection to the target goes through the proxy once the caller
+// points the proxy at it.
+func startBehindProxy(t *testing.T, proxyAddr string) (src, dst *kafkatest.Cluster) {
+	t.Helper()
+	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); src = kafkatest.Start(t, kafkatest.Options{Name: "source"}) }()
-	// Clients learn broker addresses from metadata: the target advertises
-	// the proxy, so every connection to it goes through the proxy.
-	dst := kafkatest.Start(t, kafkatest.Options{Name: "target", ExtraProps: map[string]string{
-		"advertised.listeners": "PLAINTEXT://" + proxy.addr(),
+	dst = kafkatest.Start(t, kafkatest.Options{Name: "target", ExtraProps: map[string]string{
+		"advertised.listeners": "PLAINTEXT://" + proxyAddr,
 	}})
-	proxy.setBackend(dst.Bootstrap())
 	wg.Wait()
 	if src == nil || t.Failed() {
 		t.FailNow()
 	}
-	return proxy, &pair{src: src, dst: dst, srcCl: newClient(t, src.Bootstrap()), dstCl: newClient(t, proxy.addr())}
+	return src, dst
 }
 
 // lastValue is the value of the last record of a partition.

@@ -18,7 +18,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/verify"
-	"github.com/kmirror/kmirror/test/kafkatest"
 )
 
 // produceStallProxy forwards TCP connections to one broker and reads the
@@ -254,20 +253,9 @@ func TestExactlyOnceStalledWritesNotDuplicated(t *testing.T) {
 		partitions = 6
 		stalledID  = "kmirror-stalled"
 	)
-	kafkatest.RequireLibs(t) // skips or fails here, not in a goroutine below
 	proxy := startProduceStallProxy(t, stalledID)
-	var src *kafkatest.Cluster
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); src = kafkatest.Start(t, kafkatest.Options{Name: "source"}) }()
-	dst := kafkatest.Start(t, kafkatest.Options{Name: "target", ExtraProps: map[string]string{
-		"advertised.listeners": "PLAINTEXT://" + proxy.addr(),
-	}})
+	src, dst := startBehindProxy(t, proxy.addr())
 	proxy.backend.Store(dst.Bootstrap())
-	wg.Wait()
-	if src == nil || t.Failed() {
-		t.FailNow()
-	}
 	p := &pair{src: src, dst: dst, srcCl: newClient(t, src.Bootstrap()), dstCl: newClient(t, dst.Bootstrap(), proxy.direct())}
 	createTopic(t, p.srcCl, topic, partitions, nil)
 
