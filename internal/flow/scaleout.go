@@ -248,10 +248,14 @@ func (r *run) release(ctx context.Context, lease *ownership.Lease, own *ownedSet
 		}
 		return false
 	case err != nil:
-		// Every write was answered; only the store failed.
-		r.logger.Warn("revoked partitions released without their final position stored; their next owner compares the target",
+		// Every write was answered; only the store failed. Their next
+		// owner compares the target, and fences this run's producer on
+		// them (they are not stored Stopped): it must not write them
+		// again. The lease ends, and with it this run and its producer.
+		lease.End()
+		r.logger.Warn("revoked partitions released without their final position stored; this instance gives up its lease, their next owner compares the target",
 			"partitions", len(ids), "err", err)
-		return true
+		return false
 	}
 	r.logger.Info("revoked partitions stopped and their positions stored; handing them over",
 		"partitions", len(ids), "took", time.Since(start).Round(time.Millisecond).String())

@@ -85,6 +85,20 @@ type Position struct {
 	// field (older versions) is not Stopped, unless the older versions'
 	// flow-wide flag says so (see Load).
 	Stopped bool `json:"stopped,omitempty"`
+	// Writers are the target producers (idempotent, at-least-once mode)
+	// that may have written copies of the partition since its last clean
+	// stop: the owner's own, stored before its first write, and those of
+	// earlier owners it has not fenced yet. A next owner that finds the
+	// position not Stopped fences each of them on the target partition
+	// before its own writes go on, so that a write of theirs still on its
+	// way is refused by the broker (see internal/replicate, fence.go).
+	Writers []Producer `json:"writers,omitempty"`
+}
+
+// Producer is a target producer: its ID and the epoch it wrote with.
+type Producer struct {
+	ID    int64 `json:"id"`
+	Epoch int16 `json:"epoch"`
 }
 
 // Entry is what one write stores for one partition.

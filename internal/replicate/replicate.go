@@ -136,6 +136,14 @@ type Assignment struct {
 	// always stored first, cleared: otherwise a crash after the first
 	// writes would leave a position that claims a clean stop.
 	StoreFirst bool
+	// Fence are the producers of earlier owners that may still have
+	// writes on their way to the target partition (at-least-once mode:
+	// the stored writers of a position that is not Stopped); the first
+	// copies written fence them (see fence.go). Own is this replicator's
+	// target producer, if known: stored as a writer before anything is
+	// written.
+	Fence []progress.Producer
+	Own   *progress.Producer
 }
 
 // Totals are counters over the replicator's lifetime.
@@ -269,6 +277,21 @@ func (r *Replicator) Add(as []Assignment) {
 			lag:            m.PartitionLag.WithLabelValues(r.opts.Flow, a.Source.Topic, strconv.Itoa(int(a.Source.Partition))),
 		}
 		p.acked.Stopped = false
+		p.acked.Writers = nil
+		if r.txn == nil {
+			// Exactly-once: the brokers fence through the transactional
+			// IDs instead.
+			p.fences = slices.DeleteFunc(slices.Clone(a.Fence), func(f progress.Producer) bool {
+				return a.Own != nil && f.ID == a.Own.ID
+			})
+			p.acked.Writers = slices.Clone(p.fences)
+			if a.Own != nil {
+				p.acked.Writers = append(p.acked.Writers, *a.Own)
+				// A write of this owner that stalls before its first
+				// acknowledgement is fenced by the next one too.
+				storeFirst = storeFirst || !slices.Contains(a.Start.Writers, *a.Own)
+			}
+		}
 		p.hwm.Store(-1)
 		p.omap.Start(a.Start.SourceNext)
 		if r.parts[a.Source.Topic] == nil {

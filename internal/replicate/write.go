@@ -106,11 +106,14 @@ func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record, 
 	}
 	p.inflight.Add(1)
 	r.notePending(p, src, ts, size)
-	r.handOff(size, func() {
-		r.opts.Target.Produce(ctx, out, func(out *kgo.Record, err error) {
-			r.acked(p, src, epoch, ts, size, out, err)
-		})
-	})
+	answer := func(out *kgo.Record, err error) { r.acked(p, src, epoch, ts, size, out, err) }
+	if r.txn == nil {
+		if f, ok := p.nextFence(); ok {
+			r.handOff(size, func() { go r.fenceWrite(ctx, p, f, gate.after, out, answer) })
+			return
+		}
+	}
+	r.handOff(size, func() { r.opts.Target.Produce(ctx, out, answer) })
 }
 
 func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, size int64, out *kgo.Record, err error) {
@@ -156,6 +159,9 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 		}
 		p.acked.SourceNext, p.ackedEpoch = src+1, epoch
 		p.acked.TargetNext = out.Offset + 1
+		if r.txn == nil && out.ProducerID >= 0 {
+			p.noteWriter(out.ProducerID, out.ProducerEpoch)
+		}
 		p.omap.Add(src, out.Offset, now.UnixMilli())
 		// Whatever a write in doubt left on the target is before this
 		// one: the position is exact again.

@@ -3,6 +3,7 @@ package resume
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -114,7 +115,7 @@ func TestMatchPassesTransactionMarkersAndAbortedRecords(t *testing.T) {
 	if !slices.Equal(pairs, want) {
 		t.Fatalf("pairs = %v, want %v", pairs, want)
 	}
-	if res.Matched != 6 || res.Markers != 2 || withoutEpoch(t, res.Next) != (progress.Position{SourceNext: 10, TargetNext: 6}) {
+	if res.Matched != 6 || res.Markers != 2 || !reflect.DeepEqual(withoutEpoch(t, res.Next), progress.Position{SourceNext: 10, TargetNext: 6}) {
 		t.Fatalf("result = %+v, want 6 matched, 2 markers, next {10 6}", res)
 	}
 }
@@ -139,7 +140,7 @@ func TestMatchDoesNotWaitForAnOpenTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Matched != 2 || withoutEpoch(t, res.Next) != (progress.Position{SourceNext: 2, TargetNext: 2}) {
+	if res.Matched != 2 || !reflect.DeepEqual(withoutEpoch(t, res.Next), progress.Position{SourceNext: 2, TargetNext: 2}) {
 		t.Fatalf("result = %+v, want 2 matched, next {2 2}", res)
 	}
 	if took > 10*time.Second {
@@ -157,7 +158,7 @@ func TestMatchStopsAtTheFirstDifference(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for a differing record")
 	}
-	if res.Matched != 2 || len(pairs) != 2 || withoutEpoch(t, res.Next) != (progress.Position{SourceNext: 2, TargetNext: 2}) {
+	if res.Matched != 2 || len(pairs) != 2 || !reflect.DeepEqual(withoutEpoch(t, res.Next), progress.Position{SourceNext: 2, TargetNext: 2}) {
 		t.Fatalf("result = %+v pairs %v, want the 2 records before the difference", res, pairs)
 	}
 }
@@ -178,7 +179,7 @@ func TestMatchFromAStoredPositionPastMoreThanOneFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Matched != n-100 || withoutEpoch(t, res.Next) != (progress.Position{SourceNext: n, TargetNext: n - 100}) {
+	if res.Matched != n-100 || !reflect.DeepEqual(withoutEpoch(t, res.Next), progress.Position{SourceNext: n, TargetNext: n - 100}) {
 		t.Fatalf("result = %+v, want %d matched", res, n-100)
 	}
 }
@@ -274,7 +275,7 @@ func TestMatchWithProvenance(t *testing.T) {
 	if want := []Pair{{0, 0}, {3, 2}, {4, 4}}; !slices.Equal(pairs, want) {
 		t.Fatalf("pairs = %v, want %v", pairs, want)
 	}
-	if res.Matched != 3 || res.Dropped != 2 || res.Others != 2 || withoutEpoch(t, res.Next) != (progress.Position{SourceNext: 5, TargetNext: 5}) {
+	if res.Matched != 3 || res.Dropped != 2 || res.Others != 2 || !reflect.DeepEqual(withoutEpoch(t, res.Next), progress.Position{SourceNext: 5, TargetNext: 5}) {
 		t.Fatalf("result = %+v, want 3 matched, 2 dropped, 2 others, next {5 5}", res)
 	}
 
