@@ -124,12 +124,19 @@ func (r *Replicator) fenceWrite(ctx context.Context, p *partition, f progress.Pr
 	r.opts.Logger.Info("earlier owner's producer fenced on the target partition: the broker refuses its writes still on their way",
 		"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
 		"producer_id", f.ID, "fence_epoch", epoch, "offset", base)
-	if expect >= 0 && base > expect {
-		late := base - expect
-		p.duplicates.Add(float64(late))
-		r.opts.Logger.Warn("records of an earlier owner reached the target after this instance took the partition over, before its first write; counted as duplicates",
-			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
-			"records", late, "from", expect, "to", base)
+	if late := base - expect; expect >= 0 && late > 0 {
+		if r.opts.Provenance == nil {
+			// Only this flow writes the target partition: they are copies
+			// of records this instance copies again.
+			p.duplicates.Add(float64(late))
+			r.opts.Logger.Warn("records of an earlier owner reached the target after this instance took the partition over, before its first write; counted as duplicates",
+				"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
+				"records", late, "from", expect, "to", base)
+		} else {
+			r.opts.Logger.Warn("records reached the target after this instance took the partition over, before its first write: other writers' or an earlier owner's (then duplicates)",
+				"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
+				"records", late, "from", expect, "to", base)
+		}
 	}
 	out.Offset, out.ProducerID, out.ProducerEpoch = base, -1, -1
 	done(out, nil)
