@@ -287,6 +287,9 @@ func (r *run) addOwned(ctx context.Context, own *ownedSet) error {
 		return fmt.Errorf("reading the stored positions of %d assigned partitions: %w", len(want), err)
 	}
 	r.loaded = loaded
+	// Partitions the data plane took out to be compared with the target
+	// again start from their positions as it left them.
+	r.remember(r.repl.ResumeAgain())
 	settle := false
 	for _, id := range want {
 		// A partition its last owner stopped cleanly has no write of it

@@ -209,6 +209,10 @@ func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart
 		}
 	})
 
+	// Partitions the data plane took out to be compared with the target
+	// again (an earlier owner's write landed after it compared) are added
+	// again below, from their positions as it left them.
+	r.remember(r.repl.ResumeAgain())
 	var newTopics []topicsync.Topic
 	for _, t := range pending {
 		for p := int32(0); p < t.Partitions; p++ {
@@ -391,7 +395,7 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 		names[i], targetNames[i] = t.Source, t.Target
 	}
 	starts := r.listOffsets(ctx, r.srcAdmin.ListStartOffsets, names)
-	tgtEnds := r.listOffsets(ctx, r.tgtAdmin.ListEndOffsets, targetNames)
+	tgtEnds, producers := r.targetEnds(ctx, topics, targetNames)
 	var as []replicate.Assignment
 	type resumed struct {
 		i     int
@@ -480,44 +484,10 @@ func (r *run) assignments(ctx context.Context, topics []topicsync.Topic, ends ka
 	}
 	wg.Wait()
 	if !r.cfg.ExactlyOnce {
-		r.noteWriters(ctx, as)
+		r.noteWriters(ctx, as, producers)
 	}
 	return as
 }
-
-// noteWriters gives assignments the target producers to fence (the stored
-// writers of a position its last owner did not stop cleanly at) and this
-// run's own, stored before anything is written (at-least-once mode; see
-// progress.Position.Writers).
-func (r *run) noteWriters(ctx context.Context, as []replicate.Assignment) {
-	if len(as) == 0 {
-		return
-	}
-	var own *progress.Producer
-	pctx, cancel := context.WithTimeout(ctx, producerIDTimeout)
-	id, epoch, err := r.tgt.ProducerID(pctx)
-	cancel()
-	switch {
-	case err != nil:
-		r.logger.Warn("target producer ID not known yet; the next owner of the partitions starting now fences this instance's writes only once they are acknowledged",
-			"err", err)
-	case id >= 0:
-		own = &progress.Producer{ID: id, Epoch: epoch}
-	}
-	for i := range as {
-		a := &as[i]
-		a.Own = own
-		if pos, ok := r.loaded.Positions[a.Source]; ok {
-			a.Start.Writers = pos.Writers
-			if !pos.Stopped {
-				a.Fence = pos.Writers
-			}
-		}
-	}
-}
-
-// producerIDTimeout bounds the wait for the target producer's ID.
-const producerIDTimeout = 15 * time.Second
 
 // recreated reports whether what is stored of topic t belongs to another
 // topic of the same name, by topic IDs only: a source topic ID other than

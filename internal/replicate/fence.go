@@ -32,10 +32,23 @@ import (
 // earlier owner's process stopped using the producer ID (it crashed, or
 // its run ended with its lease).
 //
-// What remains: a write of the earlier owner that lands between the new
-// owner's settle and its first write precedes that write on the target;
-// the fence write's offset shows it, and the records between are counted
-// as duplicates and logged.
+// The first of those writes is conditional when the partition's leader
+// listed the earlier producer, with its epoch and last sequence, as the
+// new owner listed the target's end it resumes against (Fence.Known): it
+// goes under the producer's own epoch with the next sequence, so the
+// broker takes it only if no write of the earlier producer landed since.
+// If one did, the write is refused (out of order), and the partition is
+// handed back to the flow to be compared with the target again
+// (ResumeAgain) before anything of this owner is written. The epoch is
+// raised with the next copy.
+//
+// What remains: an earlier producer the leader did not list (its first
+// write to the partition is the one held), or a conditional write that
+// the broker took as a duplicate of a held batch of exactly the same
+// sequence range whose successor lands before the raised epoch: its
+// records then precede the new owner's next copies; the fence write's
+// offset shows it, and the records between are counted as duplicates and
+// logged.
 
 // fenceEpochMargin is how far above an earlier owner's stored epoch the
 // fence goes: its client raises the epoch itself, by one, after some
@@ -49,32 +62,69 @@ const fenceTimeout = 30 * time.Second
 // partition.
 var errFenceUnanswered = errors.New("the target did not answer the fence write for the partition")
 
-// nextFence returns the earlier owner's producer the next record of p
-// fences (and the records of the partition handed to the producer before
-// it), or false if no fence is left to write.
-func (p *partition) nextFence() (progress.Producer, bool) {
+// Fence is a producer of an earlier owner to fence on a partition's
+// target.
+type Fence struct {
+	Producer progress.Producer
+	// Known says the partition's leader listed the producer, at Epoch
+	// with LastSequence, when the target end the start position was
+	// compared against was listed (no write of it landed in between): the
+	// first fence write is conditional on that.
+	Known        bool
+	Epoch        int16
+	LastSequence int32
+}
+
+// fenceStep is one fence write: conditional (the producer's own epoch and
+// next sequence) or raising the epoch.
+type fenceStep struct {
+	f           Fence
+	conditional bool
+}
+
+// fenceSteps are the fence writes of fences, in order: every conditional
+// one first, then one raising the epoch of each producer.
+func fenceSteps(fences []Fence) []fenceStep {
+	var steps []fenceStep
+	for _, f := range fences {
+		if f.Known {
+			steps = append(steps, fenceStep{f: f, conditional: true})
+		}
+	}
+	for _, f := range fences {
+		steps = append(steps, fenceStep{f: f})
+	}
+	return steps
+}
+
+// nextFence returns the fence write the next record of p makes, or false
+// if none is left.
+func (p *partition) nextFence() (fenceStep, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fencing >= len(p.fences) {
-		return progress.Producer{}, false
+		return fenceStep{}, false
 	}
-	f := p.fences[p.fencing]
+	st := p.fences[p.fencing]
 	p.fencing++
-	return f, true
+	return st, true
 }
 
-// fenceDone ends the fence write of f: fenced, it leaves the partition's
-// fences and its stored writers.
-func (p *partition) fenceDone(f progress.Producer, fenced bool) {
+// fenceDone ends the fence write st: written, it leaves the partition's
+// fences, and once the producer's epoch is raised, its stored writers.
+func (p *partition) fenceDone(st fenceStep, written bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fencing--
-	if !fenced {
+	if !written {
 		return
 	}
-	same := func(w progress.Producer) bool { return w.ID == f.ID }
-	p.fences = slices.DeleteFunc(p.fences, same)
-	p.acked.Writers = slices.DeleteFunc(p.acked.Writers, same)
+	if i := slices.Index(p.fences, st); i >= 0 {
+		p.fences = slices.Delete(p.fences, i, i+1)
+	}
+	if !st.conditional {
+		p.acked.Writers = slices.DeleteFunc(p.acked.Writers, func(w progress.Producer) bool { return w.ID == st.f.Producer.ID })
+	}
 }
 
 // noteWriter adds the producer that wrote an acknowledged copy to the
@@ -99,13 +149,13 @@ func (p *partition) noteWriter(id int64, epoch int16) {
 // maxWriters bounds the producers stored with a position.
 const maxWriters = 8
 
-// fenceWrite writes out, the copy of source offset src, as the fence of
-// producer f, once the records of the partition handed to the producer
+// fenceWrite writes out, the copy of source offset src, as the fence
+// write st, once the records of the partition handed to the producer
 // before it were answered (after), and answers it with done as the
 // producer would.
-func (r *Replicator) fenceWrite(ctx context.Context, p *partition, f progress.Producer, after int64, out *kgo.Record, done func(*kgo.Record, error)) {
+func (r *Replicator) fenceWrite(ctx context.Context, p *partition, st fenceStep, after int64, out *kgo.Record, done func(*kgo.Record, error)) {
 	if !p.mayFollow(after) {
-		p.fenceDone(f, false)
+		p.fenceDone(st, false)
 		done(out, errOrderGate)
 		return
 	}
@@ -114,26 +164,58 @@ func (r *Replicator) fenceWrite(ctx context.Context, p *partition, f progress.Pr
 	p.mu.Unlock()
 	fctx, cancel := context.WithTimeout(ctx, fenceTimeout)
 	defer cancel()
-	base, epoch, err := fenceProduce(fctx, r.opts.Target, f, out)
+	f := st.f.Producer
+	leader, topicID, err := partitionLeader(fctx, r.opts.Target, out.Topic, out.Partition)
+	var base int64
+	var epoch int16
+	if err == nil && st.conditional {
+		epoch = st.f.Epoch
+		seq := st.f.LastSequence + 1
+		if st.f.LastSequence == math.MaxInt32 {
+			seq = 0
+		}
+		base, err = produceAs(fctx, r.opts.Target, leader, topicID, out, f.ID, epoch, seq)
+		if err == nil {
+			err = r.checkConditional(fctx, p, f.ID, epoch, seq)
+		}
+	} else if err == nil {
+		if epoch, err = fenceEpoch(fctx, r.opts.Target, f, out.Topic, out.Partition); err == nil {
+			base, err = produceAs(fctx, r.opts.Target, leader, topicID, out, f.ID, epoch, 0)
+		}
+	}
 	if err != nil {
-		p.fenceDone(f, false)
+		p.fenceDone(st, false)
+		if st.conditional && landedSince(err) {
+			// A write of the earlier owner landed after the target was
+			// compared: nothing of this owner is written, the partition
+			// is compared again.
+			done(out, fmt.Errorf("%w (producer %d of an earlier owner: %w)", errLandedSince, f.ID, err))
+			go r.resumeAgain(ctx, p)
+			return
+		}
 		done(out, fmt.Errorf("fencing producer %d of an earlier owner of the partition: %w", f.ID, err))
 		return
 	}
-	p.fenceDone(f, true)
-	r.opts.Logger.Info("earlier owner's producer fenced on the target partition: the broker refuses its writes still on their way",
-		"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
-		"producer_id", f.ID, "fence_epoch", epoch, "offset", base)
+	p.fenceDone(st, true)
+	if st.conditional {
+		r.opts.Logger.Info("first copy written under an earlier owner's producer, conditional on none of its writes having landed since the target was compared",
+			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
+			"producer_id", f.ID, "epoch", epoch, "offset", base)
+	} else {
+		r.opts.Logger.Info("earlier owner's producer fenced on the target partition: the broker refuses its writes still on their way",
+			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
+			"producer_id", f.ID, "fence_epoch", epoch, "offset", base)
+	}
 	if late := base - expect; expect >= 0 && late > 0 {
 		if r.opts.Provenance == nil {
 			// Only this flow writes the target partition: they are copies
 			// of records this instance copies again.
 			p.duplicates.Add(float64(late))
-			r.opts.Logger.Warn("records of an earlier owner reached the target after this instance took the partition over, before its first write; counted as duplicates",
+			r.opts.Logger.Warn("records of an earlier owner reached the target after this instance took the partition over, before its fence; counted as duplicates",
 				"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
 				"records", late, "from", expect, "to", base)
 		} else {
-			r.opts.Logger.Warn("records reached the target after this instance took the partition over, before its first write: other writers' or an earlier owner's (then duplicates)",
+			r.opts.Logger.Warn("records reached the target after this instance took the partition over, before its fence: other writers' or an earlier owner's (then duplicates)",
 				"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
 				"records", late, "from", expect, "to", base)
 		}
@@ -142,56 +224,99 @@ func (r *Replicator) fenceWrite(ctx context.Context, p *partition, f progress.Pr
 	done(out, nil)
 }
 
-// fenceProduce writes rec as the first record of producer f's next epoch
-// on its target partition, above both f's stored epoch (plus the margin)
-// and the epoch the partition's leader last appended for f, and returns
-// its offset and the epoch written.
-func fenceProduce(ctx context.Context, cl *kgo.Client, f progress.Producer, rec *kgo.Record) (int64, int16, error) {
+// checkConditional checks, after a conditional fence write was answered
+// with success, that the partition's leader knows producer id at epoch
+// with seq as its last sequence. A held batch of the earlier producer with
+// the same sequence range (one record, the copy of the same source
+// record) is taken by the broker as a duplicate of the other, whichever
+// came first, and the batches after it are in sequence: if any landed,
+// the last sequence is past seq, and the partition is compared again
+// (the conditional write is then on the target or not, as a copy in its
+// place either way). A leader that cannot be asked leaves it unchecked.
+func (r *Replicator) checkConditional(ctx context.Context, p *partition, id int64, epoch int16, seq int32) error {
+	e, last, found, err := describeProducer(ctx, r.opts.Target, p.target, p.id.Partition, id)
+	switch {
+	case err != nil:
+		r.opts.Logger.Warn("cannot check that no write of an earlier owner followed the conditional first copy",
+			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target, "producer_id", id, "err", err)
+		return nil
+	case !found:
+		// Real brokers list idempotent producers; some test brokers only
+		// transactional ones.
+		r.opts.Logger.Warn("the partition's leader does not list the earlier owner's producer after the conditional first copy; not checked",
+			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target, "producer_id", id)
+		return nil
+	case e != epoch || last != seq:
+		return fmt.Errorf("%w: the partition's leader knows it at epoch %d, last sequence %d, after the write at epoch %d with sequence %d",
+			errFollowed, e, last, epoch, seq)
+	}
+	return nil
+}
+
+// errFollowed fails a conditional fence write the broker took (or took as
+// a duplicate) but that writes of the earlier producer followed.
+var errFollowed = errors.New("writes of the earlier producer followed the conditional write")
+
+// errLandedSince fails a conditional fence write the broker refused
+// because a write of the earlier producer landed since the target was
+// compared.
+var errLandedSince = errors.New("a write of an earlier owner reached the target after this instance compared it; comparing again")
+
+// landedSince reports whether a conditional fence write was refused
+// because the producer wrote since (or was fenced since).
+func landedSince(err error) bool {
+	return errors.Is(err, kerr.OutOfOrderSequenceNumber) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.DuplicateSequenceNumber) || errors.Is(err, kerr.UnknownProducerID) || errors.Is(err, errFollowed)
+}
+
+// partitionLeader returns the leader of a target partition and its
+// topic's ID.
+func partitionLeader(ctx context.Context, cl *kgo.Client, topic string, partition int32) (int32, [16]byte, error) {
 	meta := kmsg.NewPtrMetadataRequest()
 	mt := kmsg.NewMetadataRequestTopic()
-	mt.Topic = kmsg.StringPtr(rec.Topic)
+	mt.Topic = kmsg.StringPtr(topic)
 	meta.Topics = append(meta.Topics, mt)
-	mresp, err := meta.RequestWith(ctx, cl)
+	resp, err := meta.RequestWith(ctx, cl)
 	if err != nil {
-		return -1, 0, fmt.Errorf("reading the partition's leader: %w", err)
+		return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", err)
 	}
-	leader, topicID := int32(-1), [16]byte{}
-	for _, t := range mresp.Topics {
-		if t.Topic == nil || *t.Topic != rec.Topic {
+	for _, t := range resp.Topics {
+		if t.Topic == nil || *t.Topic != topic {
 			continue
 		}
 		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
-			return -1, 0, fmt.Errorf("reading the partition's leader: %w", err)
+			return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", err)
 		}
-		topicID = t.TopicID
 		for _, tp := range t.Partitions {
-			if tp.Partition == rec.Partition {
-				if err := kerr.ErrorForCode(tp.ErrorCode); err != nil {
-					return -1, 0, fmt.Errorf("reading the partition's leader: %w", err)
-				}
-				leader = tp.Leader
+			if tp.Partition != partition {
+				continue
+			}
+			if err := kerr.ErrorForCode(tp.ErrorCode); err != nil {
+				return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", err)
+			}
+			if tp.Leader >= 0 {
+				return tp.Leader, t.TopicID, nil
 			}
 		}
 	}
-	if leader < 0 {
-		return -1, 0, fmt.Errorf("reading the partition's leader: %w", kerr.LeaderNotAvailable)
-	}
-	epoch, err := fenceEpoch(ctx, cl, f, rec.Topic, rec.Partition)
-	if err != nil {
-		return -1, 0, err
-	}
+	return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", kerr.LeaderNotAvailable)
+}
+
+// produceAs writes rec alone to its partition's leader as producer id at
+// epoch with sequence seq, and returns its offset.
+func produceAs(ctx context.Context, cl *kgo.Client, leader int32, topicID [16]byte, rec *kgo.Record, id int64, epoch int16, seq int32) (int64, error) {
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks, req.TimeoutMillis = -1, int32(fenceTimeout/time.Millisecond)
 	rt := kmsg.NewProduceRequestTopic()
 	rt.Topic, rt.TopicID = rec.Topic, topicID
 	rp := kmsg.NewProduceRequestTopicPartition()
 	rp.Partition = rec.Partition
-	rp.Records = fenceBatch(f.ID, epoch, rec)
+	rp.Records = fenceBatch(id, epoch, seq, rec)
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
 	resp, err := req.RequestWith(ctx, cl.Broker(int(leader)))
 	if err != nil {
-		return -1, 0, err
+		return -1, err
 	}
 	for _, t := range resp.Topics {
 		for _, tp := range t.Partitions {
@@ -199,12 +324,12 @@ func fenceProduce(ctx context.Context, cl *kgo.Client, f progress.Producer, rec 
 				continue
 			}
 			if err := kerr.ErrorForCode(tp.ErrorCode); err != nil {
-				return -1, 0, err
+				return -1, err
 			}
-			return tp.BaseOffset, epoch, nil
+			return tp.BaseOffset, nil
 		}
 	}
-	return -1, 0, errFenceUnanswered
+	return -1, errFenceUnanswered
 }
 
 // fenceEpoch is the epoch a fence of f writes with on the partition: above
@@ -212,28 +337,12 @@ func fenceProduce(ctx context.Context, cl *kgo.Client, f progress.Producer, rec 
 // partition's leader knows for f (an earlier fence of it).
 func fenceEpoch(ctx context.Context, cl *kgo.Client, f progress.Producer, topic string, partition int32) (int16, error) {
 	epoch := int32(f.Epoch) + fenceEpochMargin
-	req := kmsg.NewPtrDescribeProducersRequest()
-	rt := kmsg.NewDescribeProducersRequestTopic()
-	rt.Topic, rt.Partitions = topic, []int32{partition}
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
+	known, _, found, err := describeProducer(ctx, cl, topic, partition, f.ID)
 	if err != nil {
-		return 0, fmt.Errorf("describing the partition's producers: %w", err)
+		return 0, err
 	}
-	for _, t := range resp.Topics {
-		for _, tp := range t.Partitions {
-			if tp.Partition != partition {
-				continue
-			}
-			if err := kerr.ErrorForCode(tp.ErrorCode); err != nil {
-				return 0, fmt.Errorf("describing the partition's producers: %w", err)
-			}
-			for _, ap := range tp.ActiveProducers {
-				if ap.ProducerID == f.ID {
-					epoch = max(epoch, int32(ap.ProducerEpoch)+1)
-				}
-			}
-		}
+	if found {
+		epoch = max(epoch, int32(known)+1)
 	}
 	if epoch > math.MaxInt16 {
 		// Fenced at the highest epoch already, or its epoch this close
@@ -243,9 +352,38 @@ func fenceEpoch(ctx context.Context, cl *kgo.Client, f progress.Producer, topic 
 	return int16(epoch), nil
 }
 
+// describeProducer returns the epoch and last sequence the partition's
+// leader knows for producer id, and whether it knows it.
+func describeProducer(ctx context.Context, cl *kgo.Client, topic string, partition int32, id int64) (int16, int32, bool, error) {
+	req := kmsg.NewPtrDescribeProducersRequest()
+	rt := kmsg.NewDescribeProducersRequestTopic()
+	rt.Topic, rt.Partitions = topic, []int32{partition}
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("describing the partition's producers: %w", err)
+	}
+	for _, t := range resp.Topics {
+		for _, tp := range t.Partitions {
+			if tp.Partition != partition {
+				continue
+			}
+			if err := kerr.ErrorForCode(tp.ErrorCode); err != nil {
+				return 0, 0, false, fmt.Errorf("describing the partition's producers: %w", err)
+			}
+			for _, ap := range tp.ActiveProducers {
+				if ap.ProducerID == id {
+					return int16(ap.ProducerEpoch), ap.LastSequence, true, nil
+				}
+			}
+		}
+	}
+	return 0, 0, false, nil
+}
+
 // fenceBatch is a record batch (magic 2, uncompressed) of the one record
-// rec, as written by producer id at epoch with sequence 0.
-func fenceBatch(id int64, epoch int16, rec *kgo.Record) []byte {
+// rec, as written by producer id at epoch with sequence seq.
+func fenceBatch(id int64, epoch int16, seq int32, rec *kgo.Record) []byte {
 	r := kmsg.Record{Key: rec.Key, Value: rec.Value}
 	for _, h := range rec.Headers {
 		r.Headers = append(r.Headers, kmsg.Header{Key: h.Key, Value: h.Value})
@@ -261,7 +399,7 @@ func fenceBatch(id int64, epoch int16, rec *kgo.Record) []byte {
 		MaxTimestamp:         ts,
 		ProducerID:           id,
 		ProducerEpoch:        epoch,
-		FirstSequence:        0,
+		FirstSequence:        seq,
 		NumRecords:           1,
 		Records:              records,
 	}
@@ -271,4 +409,54 @@ func fenceBatch(id int64, epoch int16, rec *kgo.Record) []byte {
 	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
 	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], crc32.MakeTable(crc32.Castagnoli)))
 	return out
+}
+
+// resumeAgainWait bounds the wait for the answers of a partition's writes
+// before it is taken out to be compared again.
+const resumeAgainWait = 5 * time.Second
+
+// resumeAgain takes p out of the replicator, once the writes handed to the
+// producer are answered (none after the refused fence write is sent: the
+// order gate fails them), with its position stored as it is (not
+// Stopped, its earlier owners' producers still among its writers): the
+// flow compares it with the target again, as after a restart, and adds it
+// again (ResumeAgain).
+func (r *Replicator) resumeAgain(ctx context.Context, p *partition) {
+	wctx, cancel := context.WithTimeout(ctx, resumeAgainWait)
+	waitAnswered(wctx, []*partition{p})
+	cancel()
+	r.progressMu.Lock()
+	err := r.writeProgressLocked(ctx, func(q *partition) bool { return q == p }, nil)
+	r.mu.Lock()
+	gone := r.parts[p.id.Topic][p.id.Partition] != p
+	if !gone {
+		r.forgetLocked(p)
+		p.mu.Lock()
+		if r.again == nil {
+			r.again = map[progress.Partition]Removed{}
+		}
+		r.again[p.id] = Removed{Position: p.acked, Runs: slices.Clone(p.omap.Runs())}
+		p.mu.Unlock()
+	}
+	r.mu.Unlock()
+	r.progressMu.Unlock()
+	if gone {
+		return // released or removed meanwhile
+	}
+	r.opts.Source.RemoveConsumePartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
+	r.updateGauges()
+	r.opts.Logger.Warn("a write of an earlier owner reached the target after this instance compared it; the partition is compared with the target again before anything of it is written",
+		"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target, "position_stored", err == nil)
+}
+
+// ResumeAgain returns the partitions taken out to be compared with the
+// target again since the last call, with their positions and offset maps:
+// the caller compares each with the target, as after a restart, and adds
+// it again.
+func (r *Replicator) ResumeAgain() map[progress.Partition]Removed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	again := r.again
+	r.again = nil
+	return again
 }

@@ -20,7 +20,7 @@ func TestFenceBatchIsOneValidRecord(t *testing.T) {
 	ts := time.UnixMilli(1_700_000_000_123)
 	rec := &kgo.Record{Key: []byte("k"), Value: []byte("value"), Timestamp: ts,
 		Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("1")}, {Key: "n"}}}
-	raw := fenceBatch(42, 7, rec)
+	raw := fenceBatch(42, 7, 9, rec)
 
 	var b kmsg.RecordBatch
 	if err := b.ReadFrom(raw); err != nil {
@@ -32,7 +32,7 @@ func TestFenceBatchIsOneValidRecord(t *testing.T) {
 	if want := int32(crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli))); b.CRC != want {
 		t.Errorf("crc %x, want %x", b.CRC, want)
 	}
-	if b.Magic != 2 || b.Attributes != 0 || b.ProducerID != 42 || b.ProducerEpoch != 7 || b.FirstSequence != 0 ||
+	if b.Magic != 2 || b.Attributes != 0 || b.ProducerID != 42 || b.ProducerEpoch != 7 || b.FirstSequence != 9 ||
 		b.NumRecords != 1 || b.LastOffsetDelta != 0 || b.FirstTimestamp != ts.UnixMilli() || b.MaxTimestamp != ts.UnixMilli() {
 		t.Errorf("batch header %+v", b)
 	}
@@ -74,7 +74,7 @@ func TestReplicateFencesEarlierWriters(t *testing.T) {
 
 			// The earlier owner copied the first three, then stalled.
 			old := newClient(t, e.tgtClient.OptValue(kgo.SeedBrokers).([]string),
-				kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(dst), kgo.RecordRetries(2))
+				kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(dst), kgo.RecordRetries(0))
 			for _, r := range in[:3+tc.late] {
 				c := *r
 				c.Topic = dst
@@ -94,7 +94,7 @@ func TestReplicateFencesEarlierWriters(t *testing.T) {
 			r.Add([]Assignment{{
 				Source: progress.Partition{Topic: src, Partition: 0}, TargetTopic: dst,
 				Start: progress.Position{SourceNext: 3, TargetNext: 3, Writers: []progress.Producer{{ID: pid, Epoch: epoch}}},
-				Fence: []progress.Producer{{ID: pid, Epoch: epoch}},
+				Fence: []Fence{{Producer: progress.Producer{ID: pid, Epoch: epoch}}},
 				Own:   &progress.Producer{ID: own, Epoch: ownEpoch},
 			}})
 			stop := e.run(t, r)
@@ -102,11 +102,8 @@ func TestReplicateFencesEarlierWriters(t *testing.T) {
 			stop()
 
 			// The earlier owner's write still on its way is refused.
-			c := *in[3]
-			c.Topic = dst
-			err = old.ProduceSync(e.ctx, &c).FirstErr()
-			if !errors.Is(err, kerr.InvalidProducerEpoch) && !errors.Is(err, kgo.ErrRecordRetries) {
-				t.Errorf("earlier owner's write after the fence: %v, want refused (invalid producer epoch)", err)
+			if err := heldWrite(t, e, dst, in[3], pid, epoch, int32(3+tc.late)); !errors.Is(err, kerr.InvalidProducerEpoch) {
+				t.Errorf("earlier owner's held write after the fence: %v, want refused (invalid producer epoch)", err)
 			}
 			got := readValues(t, e, dst)
 			var want []string
@@ -152,4 +149,136 @@ func readValues(t *testing.T, e *env, topic string) []string {
 		fs.EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
 	}
 	return got
+}
+
+// TestReplicateConditionalFence: with the earlier producer's epoch and
+// last sequence known as the target was compared, the first copy is
+// written only if none of its writes landed since. If some did, nothing
+// of the new owner is written: the partition is taken out to be compared
+// again (ResumeAgain), and added again from there it copies every record
+// once.
+func TestReplicateConditionalFence(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		late int // the earlier owner's records landing after the comparison
+	}{
+		{"nothing landed since", 0},
+		{"two landed since", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			const src, dst = "t", "primary.t"
+			e.createTopic(t, e.srcAdmin, src, 1, nil)
+			e.createTopic(t, e.tgtAdmin, dst, 1, nil)
+			in := records(1, 10, "x")
+			e.produce(t, src, in...)
+			old := newClient(t, e.tgtClient.OptValue(kgo.SeedBrokers).([]string),
+				kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RecordRetries(0))
+			write := func(recs []*kgo.Record) error {
+				for _, r := range recs {
+					c := *r
+					c.Topic = dst
+					if err := old.ProduceSync(e.ctx, &c).FirstErr(); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if err := write(in[:3]); err != nil {
+				t.Fatal(err)
+			}
+			pid, epoch, err := old.ProducerID(e.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What a broker lists for the producer after n records of it
+			// (kfake lists transactional producers only).
+			known := func(n int) Fence {
+				return Fence{Producer: progress.Producer{ID: pid, Epoch: epoch}, Known: true, Epoch: epoch, LastSequence: int32(n - 1)}
+			}
+			own, ownEpoch, err := e.tgtClient.ProducerID(e.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assign := func(next int64, f Fence) []Assignment {
+				return []Assignment{{
+					Source: progress.Partition{Topic: src, Partition: 0}, TargetTopic: dst,
+					Start: progress.Position{SourceNext: next, TargetNext: next, Writers: []progress.Producer{f.Producer}},
+					Fence: []Fence{f},
+					Own:   &progress.Producer{ID: own, Epoch: ownEpoch},
+				}}
+			}
+			f := known(3) // as the target's end (3) was listed
+			// The late records land in one batch: the conditional write's
+			// sequence is then out of order. (A late batch of one record
+			// would be taken as its duplicate; real brokers list the
+			// producer's last sequence, which shows it: see the e2e test.)
+			late := make([]*kgo.Record, tc.late)
+			for i, r := range in[3 : 3+tc.late] {
+				c := *r
+				c.Topic = dst
+				late[i] = &c
+			}
+			if err := old.ProduceSync(e.ctx, late...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			r := e.replicator()
+			r.Add(assign(3, f))
+			stop := e.run(t, r)
+			if tc.late > 0 {
+				var again map[progress.Partition]Removed
+				waitFor(t, "the partition taken out to be compared again", func() bool {
+					if a := r.ResumeAgain(); a != nil {
+						again = a
+					}
+					return again != nil
+				})
+				got := again[progress.Partition{Topic: src, Partition: 0}]
+				if got.Position.SourceNext != 3 || got.Position.TargetNext != 3 || !slices.ContainsFunc(got.Position.Writers, func(w progress.Producer) bool { return w.ID == pid }) {
+					t.Errorf("position taken out %+v, want source 3 target 3 with producer %d among the writers", got.Position, pid)
+				}
+				if r.Has(src, 0) {
+					t.Error("partition still replicated after it was taken out")
+				}
+				if end := endOffsets(t, e.ctx, e.tgtAdmin, dst)[0]; end != int64(3+tc.late) {
+					t.Errorf("target end %d after the refused conditional write, want %d (nothing of the new owner)", end, 3+tc.late)
+				}
+				// The flow compares again: the late records are copies.
+				next := int64(3 + tc.late)
+				r.Add(assign(next, known(3+tc.late)))
+			}
+			waitFor(t, "every record copied", func() bool {
+				return endOffsets(t, e.ctx, e.tgtAdmin, dst)[0] >= 10 && r.Totals().Records >= int64(7-tc.late)
+			})
+			stop()
+			if err := heldWrite(t, e, dst, in[9], pid, epoch, int32(3+tc.late)); !errors.Is(err, kerr.InvalidProducerEpoch) {
+				t.Errorf("earlier owner's held write after the fence: %v, want refused (invalid producer epoch)", err)
+			}
+			var want []string
+			for _, r := range in {
+				want = append(want, string(r.Value))
+			}
+			if got := readValues(t, e, dst); !slices.Equal(got, want) {
+				t.Errorf("target holds %q, want every record once, in order: %q", got, want)
+			}
+			if got := counter(t, e.metrics.Duplicates.WithLabelValues(flowName, src)); got != 0 {
+				t.Errorf("duplicates counted %v, want 0", got)
+			}
+		})
+	}
+}
+
+// heldWrite sends rec to partition 0 of topic as the earlier owner's
+// producer would have (id, epoch, the next sequence seq): a write of it
+// held on the way until now.
+func heldWrite(t *testing.T, e *env, topic string, rec *kgo.Record, id int64, epoch int16, seq int32) error {
+	t.Helper()
+	c := *rec
+	c.Topic, c.Partition = topic, 0
+	leader, topicID, err := partitionLeader(e.ctx, e.tgtClient, topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = produceAs(e.ctx, e.tgtClient, leader, topicID, &c, id, epoch, seq)
+	return err
 }

@@ -57,7 +57,7 @@ type partition struct {
 	// fences are the producers of earlier owners still to fence on the
 	// target partition, each by one copy (fence.go); fencing counts the
 	// fence writes in flight, the first ones of fences.
-	fences  []progress.Producer
+	fences  []fenceStep
 	fencing int
 	// committed is, for an exactly-once replicator, the position stored
 	// by the last committed transaction (the start position before).

@@ -78,6 +78,11 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 	if permanent(kind) && !gated {
 		p.probeEnd = max(p.probeEnd, src)
 	}
+	if errors.Is(err, errLandedSince) {
+		// Not rewound: the partition is taken out and compared with the
+		// target again (resumeAgain).
+		p.retryAt = now.Add(time.Hour)
+	}
 	if p.probeAt == src {
 		p.probeAt = -1
 	}

@@ -104,23 +104,13 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 	// find them any more.
 	r.mu.Lock()
 	for _, p := range parts {
-		delete(r.parts[p.id.Topic], p.id.Partition)
-		if len(r.parts[p.id.Topic]) == 0 {
-			delete(r.parts, p.id.Topic)
-		}
+		r.forgetLocked(p)
 		if !drained {
 			if r.undrained == nil {
 				r.undrained = map[progress.Partition]*partition{}
 			}
 			r.undrained[p.id] = p
 		}
-		r.opts.Metrics.PartitionLag.DeleteLabelValues(r.opts.Flow, p.id.Topic, strconv.Itoa(int(p.id.Partition)))
-		p.mu.Lock()
-		if p.refused != nil && p.refused.stopped {
-			p.refused.stopped = false
-			r.stopped.Set(float64(r.nstopped.Add(-1)))
-		}
-		p.mu.Unlock()
 	}
 	r.mu.Unlock()
 	r.updateGauges()
@@ -185,4 +175,20 @@ func waitAnswered(ctx context.Context, parts []*partition) bool {
 		}
 	}
 	return true
+}
+
+// forgetLocked takes p out of the replicated partitions, its lag gauge
+// and the stopped count (r.mu held).
+func (r *Replicator) forgetLocked(p *partition) {
+	delete(r.parts[p.id.Topic], p.id.Partition)
+	if len(r.parts[p.id.Topic]) == 0 {
+		delete(r.parts, p.id.Topic)
+	}
+	r.opts.Metrics.PartitionLag.DeleteLabelValues(r.opts.Flow, p.id.Topic, strconv.Itoa(int(p.id.Partition)))
+	p.mu.Lock()
+	if p.refused != nil && p.refused.stopped {
+		p.refused.stopped = false
+		r.stopped.Set(float64(r.nstopped.Add(-1)))
+	}
+	p.mu.Unlock()
 }

@@ -142,7 +142,7 @@ type Assignment struct {
 	// copies written fence them (see fence.go). Own is this replicator's
 	// target producer, if known: stored as a writer before anything is
 	// written.
-	Fence []progress.Producer
+	Fence []Fence
 	Own   *progress.Producer
 }
 
@@ -179,6 +179,9 @@ type Replicator struct {
 	// undrained are partitions released with writes still unanswered,
 	// until Abandon saw every one answered.
 	undrained map[progress.Partition]*partition
+	// again are partitions taken out to be compared with the target again
+	// (ResumeAgain), with their positions and offset maps.
+	again map[progress.Partition]Removed
 
 	records, bytes atomic.Int64
 	nstopped       atomic.Int64
@@ -245,12 +248,17 @@ func (r *Replicator) each(fn func(*partition)) {
 func (r *Replicator) Add(as []Assignment) {
 	m := r.opts.Metrics
 	add := map[string]map[int32]kgo.Offset{}
+	// A partition this replicator had before may still be paused in the
+	// source client (a failed write pauses it; taking it out does not
+	// resume it): every partition added is resumed.
+	resume := map[string][]int32{}
 	waiting := false
 	r.mu.Lock()
 	for _, a := range as {
 		if r.parts[a.Source.Topic][a.Source.Partition] != nil {
 			continue
 		}
+		resume[a.Source.Topic] = append(resume[a.Source.Topic], a.Source.Partition)
 		storeFirst := a.StoreFirst || a.Start.Stopped
 		p := &partition{
 			id:             a.Source,
@@ -281,10 +289,13 @@ func (r *Replicator) Add(as []Assignment) {
 		if r.txn == nil {
 			// Exactly-once: the brokers fence through the transactional
 			// IDs instead.
-			p.fences = slices.DeleteFunc(slices.Clone(a.Fence), func(f progress.Producer) bool {
-				return a.Own != nil && f.ID == a.Own.ID
+			fences := slices.DeleteFunc(slices.Clone(a.Fence), func(f Fence) bool {
+				return a.Own != nil && f.Producer.ID == a.Own.ID
 			})
-			p.acked.Writers = slices.Clone(p.fences)
+			p.fences = fenceSteps(fences)
+			for _, f := range fences {
+				p.acked.Writers = append(p.acked.Writers, f.Producer)
+			}
 			if a.Own != nil {
 				p.acked.Writers = append(p.acked.Writers, *a.Own)
 				// A write of this owner that stalls before its first
@@ -316,6 +327,9 @@ func (r *Replicator) Add(as []Assignment) {
 		add[a.Source.Topic][a.Source.Partition] = start
 	}
 	r.mu.Unlock()
+	if len(resume) > 0 {
+		r.opts.Source.ResumeFetchPartitions(resume)
+	}
 	if waiting {
 		select {
 		case r.storeNow <- struct{}{}:
