@@ -225,6 +225,9 @@ func (o *ownedSet) remove(ps []ownership.Partition) {
 // and waits, until just before the member's own bound (half the ownership
 // timeout), for the target to answer the writes it was sent; it reports
 // false then, and the member hands them over once it sees the lease ended.
+// If only their final positions could not be stored, it ends the lease
+// too (their next owner fences this run's producer on them) and reports
+// false.
 func (r *run) release(ctx context.Context, lease *ownership.Lease, own *ownedSet, ps []ownership.Partition) bool {
 	own.remove(ps)
 	ids := make([]progress.Partition, len(ps))
