@@ -65,16 +65,9 @@ func TestReplicateFencesEarlierWriters(t *testing.T) {
 		{"two late", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			const src, dst = "t", "primary.t"
-			e.createTopic(t, e.srcAdmin, src, 1, nil)
-			e.createTopic(t, e.tgtAdmin, dst, 1, nil)
-			in := records(1, 10, "x")
-			e.produce(t, src, in...)
-
+			const src, dst = fenceSrc, fenceDst
+			e, in, old := fenceEnv(t)
 			// The earlier owner copied the first three, then stalled.
-			old := newClient(t, e.tgtClient.OptValue(kgo.SeedBrokers).([]string),
-				kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(dst), kgo.RecordRetries(0))
 			for _, r := range in[:3+tc.late] {
 				c := *r
 				c.Topic = dst
@@ -134,6 +127,22 @@ func TestReplicateFencesEarlierWriters(t *testing.T) {
 	}
 }
 
+// fenceEnv is a one-partition source topic src with ten records (in),
+// copied to target topic dst, and the earlier owner's target client.
+func fenceEnv(t *testing.T) (e *env, in []*kgo.Record, old *kgo.Client) {
+	t.Helper()
+	e = newEnv(t)
+	e.createTopic(t, e.srcAdmin, fenceSrc, 1, nil)
+	e.createTopic(t, e.tgtAdmin, fenceDst, 1, nil)
+	in = records(1, 10, "x")
+	e.produce(t, fenceSrc, in...)
+	old = newClient(t, e.tgtClient.OptValue(kgo.SeedBrokers).([]string),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.DefaultProduceTopic(fenceDst), kgo.RecordRetries(0))
+	return e, in, old
+}
+
+const fenceSrc, fenceDst = "t", "primary.t"
+
 // readValues reads every record of partition 0 of topic from the target.
 func readValues(t *testing.T, e *env, topic string) []string {
 	t.Helper()
@@ -166,14 +175,8 @@ func TestReplicateConditionalFence(t *testing.T) {
 		{"two landed since", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t)
-			const src, dst = "t", "primary.t"
-			e.createTopic(t, e.srcAdmin, src, 1, nil)
-			e.createTopic(t, e.tgtAdmin, dst, 1, nil)
-			in := records(1, 10, "x")
-			e.produce(t, src, in...)
-			old := newClient(t, e.tgtClient.OptValue(kgo.SeedBrokers).([]string),
-				kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RecordRetries(0))
+			const src, dst = fenceSrc, fenceDst
+			e, in, old := fenceEnv(t)
 			write := func(recs []*kgo.Record) error {
 				for _, r := range recs {
 					c := *r
