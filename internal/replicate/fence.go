@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -165,7 +166,7 @@ func (r *Replicator) fenceWrite(ctx context.Context, p *partition, st fenceStep,
 	fctx, cancel := context.WithTimeout(ctx, fenceTimeout)
 	defer cancel()
 	f := st.f.Producer
-	leader, topicID, err := partitionLeader(fctx, r.opts.Target, out.Topic, out.Partition)
+	leader, topicID, err := r.leaders.lookup(fctx, r.opts.Target, out.Topic, out.Partition)
 	var base int64
 	var epoch int16
 	if err == nil && st.conditional {
@@ -184,6 +185,7 @@ func (r *Replicator) fenceWrite(ctx context.Context, p *partition, st fenceStep,
 		}
 	}
 	if err != nil {
+		r.leaders.forget(out.Topic)
 		p.fenceDone(st, false)
 		if st.conditional && landedSince(err) {
 			// A write of the earlier owner landed after the target was
@@ -269,37 +271,81 @@ func landedSince(err error) bool {
 		errors.Is(err, kerr.DuplicateSequenceNumber) || errors.Is(err, kerr.UnknownProducerID) || errors.Is(err, errFollowed)
 }
 
-// partitionLeader returns the leader of a target partition and its
-// topic's ID.
-func partitionLeader(ctx context.Context, cl *kgo.Client, topic string, partition int32) (int32, [16]byte, error) {
+// leaderCache keeps the partition leaders and IDs of target topics for
+// fence writes, for leaderTTL: a takeover of many partitions asks once per
+// topic. A fence write that fails forgets its topic.
+type leaderCache struct {
+	mu     sync.Mutex // held while a topic is looked up
+	topics map[string]topicLeaders
+}
+
+// topicLeaders are a topic's ID and its partitions' leaders, as read at.
+type topicLeaders struct {
+	at      time.Time
+	id      [16]byte
+	leaders map[int32]int32
+}
+
+const leaderTTL = 5 * time.Second
+
+// lookup returns the leader of a target partition and its topic's ID.
+func (c *leaderCache) lookup(ctx context.Context, cl *kgo.Client, topic string, partition int32) (int32, [16]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tl, ok := c.topics[topic]; ok && time.Since(tl.at) < leaderTTL {
+		if leader, ok := tl.leaders[partition]; ok {
+			return leader, tl.id, nil
+		}
+	}
+	tl, err := readLeaders(ctx, cl, topic)
+	if err != nil {
+		return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", err)
+	}
+	if c.topics == nil {
+		c.topics = map[string]topicLeaders{}
+	}
+	c.topics[topic] = tl
+	leader, ok := tl.leaders[partition]
+	if !ok {
+		return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", kerr.LeaderNotAvailable)
+	}
+	return leader, tl.id, nil
+}
+
+// forget drops what is kept of topic.
+func (c *leaderCache) forget(topic string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.topics, topic)
+}
+
+// readLeaders reads the ID of topic and the leaders of its partitions
+// that have one.
+func readLeaders(ctx context.Context, cl *kgo.Client, topic string) (topicLeaders, error) {
 	meta := kmsg.NewPtrMetadataRequest()
 	mt := kmsg.NewMetadataRequestTopic()
 	mt.Topic = kmsg.StringPtr(topic)
 	meta.Topics = append(meta.Topics, mt)
 	resp, err := meta.RequestWith(ctx, cl)
 	if err != nil {
-		return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", err)
+		return topicLeaders{}, err
 	}
 	for _, t := range resp.Topics {
 		if t.Topic == nil || *t.Topic != topic {
 			continue
 		}
 		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
-			return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", err)
+			return topicLeaders{}, err
 		}
+		tl := topicLeaders{at: time.Now(), id: t.TopicID, leaders: map[int32]int32{}}
 		for _, tp := range t.Partitions {
-			if tp.Partition != partition {
-				continue
-			}
-			if err := kerr.ErrorForCode(tp.ErrorCode); err != nil {
-				return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", err)
-			}
-			if tp.Leader >= 0 {
-				return tp.Leader, t.TopicID, nil
+			if tp.ErrorCode == 0 && tp.Leader >= 0 {
+				tl.leaders[tp.Partition] = tp.Leader
 			}
 		}
+		return tl, nil
 	}
-	return -1, [16]byte{}, fmt.Errorf("reading the partition's leader: %w", kerr.LeaderNotAvailable)
+	return topicLeaders{}, kerr.UnknownTopicOrPartition
 }
 
 // produceAs writes rec alone to its partition's leader as producer id at

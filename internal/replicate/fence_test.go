@@ -278,7 +278,8 @@ func heldWrite(t *testing.T, e *env, topic string, rec *kgo.Record, id int64, ep
 	t.Helper()
 	c := *rec
 	c.Topic, c.Partition = topic, 0
-	leader, topicID, err := partitionLeader(e.ctx, e.tgtClient, topic, 0)
+	var leaders leaderCache
+	leader, topicID, err := leaders.lookup(e.ctx, e.tgtClient, topic, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -182,6 +182,8 @@ type Replicator struct {
 	// again are partitions taken out to be compared with the target again
 	// (ResumeAgain), with their positions and offset maps.
 	again map[progress.Partition]Removed
+	// leaders are the target partitions' leaders for fence writes.
+	leaders leaderCache
 
 	records, bytes atomic.Int64
 	nstopped       atomic.Int64
