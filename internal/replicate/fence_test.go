@@ -16,11 +16,11 @@ import (
 	"github.com/kmirror/kmirror/internal/progress"
 )
 
-func TestFenceBatchIsOneValidRecord(t *testing.T) {
+func TestOneRecordBatchIsValid(t *testing.T) {
 	ts := time.UnixMilli(1_700_000_000_123)
 	rec := &kgo.Record{Key: []byte("k"), Value: []byte("value"), Timestamp: ts,
 		Headers: []kgo.RecordHeader{{Key: "h", Value: []byte("1")}, {Key: "n"}}}
-	raw := fenceBatch(42, 7, 9, rec)
+	raw := oneRecordBatch(42, 7, 9, rec)
 
 	var b kmsg.RecordBatch
 	if err := b.ReadFrom(raw); err != nil {
