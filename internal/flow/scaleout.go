@@ -115,6 +115,8 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 		case <-ctx.Done():
 		case <-changed:
 		case <-t.C:
+		case <-repl.AgainReady():
+			// A partition to compare with the target again.
 		case err := <-replDone:
 			// The data plane stopped on its own: an exactly-once
 			// transaction was aborted.

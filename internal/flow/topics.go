@@ -62,6 +62,8 @@ func (r *run) syncTopics(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-r.repl.AgainReady():
+			// A partition to compare with the target again.
 		}
 	}
 }

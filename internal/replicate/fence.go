@@ -315,11 +315,19 @@ func (r *Replicator) resumeAgain(ctx context.Context, p *partition) {
 	if gone {
 		return // released or removed meanwhile
 	}
+	select {
+	case r.againReady <- struct{}{}:
+	default:
+	}
 	r.opts.Source.RemoveConsumePartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
 	r.updateGauges()
 	r.opts.Logger.Warn("a write of an earlier owner reached the target after this instance compared it; the partition is compared with the target again before anything of it is written",
 		"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target, "position_stored", err == nil)
 }
+
+// AgainReady is ready when partitions were taken out to be compared with
+// the target again: ResumeAgain returns them.
+func (r *Replicator) AgainReady() <-chan struct{} { return r.againReady }
 
 // ResumeAgain returns the partitions taken out to be compared with the
 // target again since the last call, with their positions and offset maps:

@@ -180,8 +180,10 @@ type Replicator struct {
 	// until Abandon saw every one answered.
 	undrained map[progress.Partition]*partition
 	// again are partitions taken out to be compared with the target again
-	// (ResumeAgain), with their positions and offset maps.
-	again map[progress.Partition]Removed
+	// (ResumeAgain), with their positions and offset maps; againReady
+	// says there are some.
+	again      map[progress.Partition]Removed
+	againReady chan struct{}
 	// leaders are the target partitions' leaders for fence writes.
 	leaders leaderCache
 
@@ -221,6 +223,8 @@ func New(opts Options) *Replicator {
 		stopped:  opts.Metrics.PartitionsStopped.WithLabelValues(opts.Flow),
 		parts:    map[string]map[int32]*partition{},
 		storeNow: make(chan struct{}, 1),
+
+		againReady: make(chan struct{}, 1),
 	}
 	r.stopped.Set(0)
 	if opts.Transactions != nil {
