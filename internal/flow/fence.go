@@ -148,10 +148,21 @@ func (r *run) noteWriters(ctx context.Context, as []replicate.Assignment, produc
 		if pos.Stopped {
 			continue
 		}
+		// The conditional first copy goes under the writer that wrote
+		// last: its next write is the copy of the record the new owner
+		// starts at. (An older writer's next write may be the copy of
+		// an earlier record, which the broker would take as a
+		// duplicate of the conditional copy.)
 		active := producers[progress.Partition{Topic: a.TargetTopic, Partition: a.Source.Partition}]
+		last := int64(-1)
+		for _, w := range pos.Writers {
+			if d, ok := active[w.ID]; ok && (last < 0 || d.LastTimestamp > active[last].LastTimestamp) {
+				last = w.ID
+			}
+		}
 		for _, w := range pos.Writers {
 			f := replicate.Fence{Producer: w}
-			if d, ok := active[w.ID]; ok && producers != nil {
+			if d, ok := active[w.ID]; ok && w.ID == last && producers != nil {
 				f.Known, f.Epoch, f.LastSequence = true, d.ProducerEpoch, d.LastSequence
 			}
 			a.Fence = append(a.Fence, f)
