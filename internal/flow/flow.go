@@ -470,9 +470,11 @@ func (f *Flow) trySetup(ctx context.Context, store *progress.Store, cls *runClie
 	if f.cfg.ExactlyOnce {
 		// A wait for an open transaction is said, not silent.
 		start := time.Now()
+		// One that nothing will end is named.
 		slow := time.AfterFunc(stableWaitNote, func() {
 			f.logger.Warn("reading the progress topic waits for a transaction open on it to end (a previous writer's; the brokers end it at its transaction timeout)",
 				"progress_topic", store.Topic(), "waited", time.Since(start).Round(time.Second).String())
+			f.noteHangingTxns(ctx, cls.tgt, store.Topic(), time.Since(start))
 		})
 		defer slow.Stop()
 	}

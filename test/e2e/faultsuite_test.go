@@ -39,6 +39,13 @@ type faultPair struct {
 func startFaultPair(t *testing.T) *faultPair {
 	t.Helper()
 	kafkatest.RequireLibs(t)
+	return startFaultPairOn(t, "")
+}
+
+// startFaultPairOn is startFaultPair with both clusters run from the Kafka
+// jars in libs ("": the pinned release).
+func startFaultPairOn(t *testing.T, libs string) *faultPair {
+	t.Helper()
 	sp, dp := startProxy(t, 0), startProxy(t, 0)
 	advertise := func(p *tcpProxy) map[string]string {
 		return map[string]string{"advertised.listeners": "PLAINTEXT://" + p.addr()}
@@ -48,9 +55,9 @@ func startFaultPair(t *testing.T) *faultPair {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		src = kafkatest.Start(t, kafkatest.Options{Name: "source", ExtraProps: advertise(sp)})
+		src = kafkatest.Start(t, kafkatest.Options{Name: "source", Libs: libs, ExtraProps: advertise(sp)})
 	}()
-	dst = kafkatest.Start(t, kafkatest.Options{Name: "target", ExtraProps: advertise(dp)})
+	dst = kafkatest.Start(t, kafkatest.Options{Name: "target", Libs: libs, ExtraProps: advertise(dp)})
 	wg.Wait()
 	if src == nil || t.Failed() {
 		t.FailNow()
