@@ -137,7 +137,7 @@ func (f *Flow) noteHangingTxns(ctx context.Context, tgt *kgo.Client, topic strin
 	}
 	for _, h := range hanging {
 		f.metrics.Errors.WithLabelValues(f.cfg.Name, metrics.ErrTransaction).Inc()
-		f.logger.Error("a transaction open on the progress topic is held by no transaction coordinator, so the brokers will never end it and the flow cannot start: its coordinator completed it without writing its marker to this partition (Kafka 4.x writes no marker to a partition that has no leader at that moment, KAFKA-20734); records of the same transaction on other partitions may be committed. Aborting it (kafka-transactions.sh abort) lets the flow start again from the positions before it, copying again whatever of it is committed on the target",
+		f.logger.Error("a transaction open on the progress topic is held by no transaction coordinator, so the brokers will never end it and the flow cannot start: its coordinator completed it without writing its marker to this partition (a Kafka 4.x coordinator writes no marker to a partition that has no leader at that moment); records of the same transaction on other partitions may be committed. Aborting it (kafka-transactions.sh abort) lets the flow start again from the positions before it, copying again whatever of it is committed on the target",
 			"progress_topic", topic, "partition", h.Partition, "producer_id", h.ProducerID, "producer_epoch", h.Epoch,
 			"start_offset", h.StartOffset, "transactional_id", h.TxnID, "coordinator_state", h.State, "waited", waited.Round(time.Second).String())
 	}

@@ -19,14 +19,18 @@ import (
 // unflushed writes lost): a read_committed consumer of the target then
 // sees every source record exactly once, in source order, each copy equal
 // to its source record. A run in which the broker completed a transaction
-// without its markers (KAFKA-20734, see markersSkipped) is skipped.
+// without its markers (a Kafka 4.x coordinator finding its partitions
+// without a leader: see markersSkipped and docs/exactly-once.md) is
+// skipped.
 func TestTargetBrokerKilledExactlyOnce(t *testing.T) {
+	t.Parallel()
 	testTargetBrokerKilledExactlyOnce(t, startFaultPair(t))
 }
 
 // TestTargetBrokerKilledExactlyOnceKafka3 is TestTargetBrokerKilledExactlyOnce
 // with both clusters on the Kafka 3.x release.
 func TestTargetBrokerKilledExactlyOnceKafka3(t *testing.T) {
+	t.Parallel()
 	testTargetBrokerKilledExactlyOnce(t, startFaultPairOn(t, kafkatest.RequireLibs3(t)))
 }
 
@@ -57,13 +61,13 @@ func testTargetBrokerKilledExactlyOnce(t *testing.T, fp *faultPair) {
 			fp.dst.Stop()
 		}
 		if skipped := markersSkipped(t, fp.dst.LogPath()); skipped != "" {
-			// Kafka 4.x (KAFKA-20734): a transaction ended while its
+			// Kafka 4.x: a transaction ended while its
 			// partitions had no leader (the only broker in controlled
 			// shutdown) is completed without its markers; its records
 			// stay open on those partitions until a later transaction
 			// of the same producer there ends them with its own marker,
 			// commit or abort: a client can name them, not end them.
-			t.Skipf("the target broker completed a transaction without writing its markers, finding its partitions without a leader (KAFKA-20734); kmirror then waits for ever, or copies again, see docs/exactly-once.md:\n%s", skipped)
+			t.Skipf("the target broker completed a transaction without writing its markers, finding its partitions without a leader (a Kafka 4.x coordinator behaviour); kmirror then waits for ever, or copies again, see docs/exactly-once.md:\n%s", skipped)
 		}
 		// Records go on arriving at the source while the target is down.
 		a0 := prod.acked()
