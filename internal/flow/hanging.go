@@ -79,8 +79,11 @@ func findHangingTxns(ctx context.Context, tgt *kgo.Client, topic string) ([]hang
 		return nil, err
 	}
 	td, ok := details[topic]
-	if !ok || td.Err != nil {
-		return nil, fmt.Errorf("listing topic %q: %v", topic, td.Err)
+	if !ok {
+		return nil, fmt.Errorf("topic %q not listed", topic)
+	}
+	if td.Err != nil {
+		return nil, fmt.Errorf("listing topic %q: %w", topic, td.Err)
 	}
 	set := kadm.TopicsSet{}
 	set.Add(topic, td.Partitions.Numbers()...)
