@@ -43,7 +43,7 @@ func (r *run) targetEnds(ctx context.Context, topics []topicsync.Topic, targetNa
 		before, err := r.describeProducers(ctx, set)
 		ends = r.listOffsets(ctx, r.tgtAdmin.ListEndOffsets, targetNames)
 		if err != nil {
-			r.logger.Warn("cannot list the target partitions' producers; earlier owners' producers are fenced without the conditional first write",
+			r.logger.Warn("cannot list the target partitions' producers (DescribeProducers needs READ on the target topics); earlier owners' producers are fenced without the conditional first copy",
 				"err", err)
 			return ends, nil
 		}

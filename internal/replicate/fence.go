@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -265,23 +266,34 @@ func landedSince(err error) bool {
 
 // fenceEpoch is the epoch a fence of f writes with on the partition: above
 // f's stored epoch by fenceEpochMargin, and above the epoch the
-// partition's leader knows for f (an earlier fence of it).
+// partition's leader knows for f (an earlier fence of it). A leader that
+// cannot be asked (DescribeProducers needs READ on the topic, which the
+// least-privilege grants leave out) gets the stored epoch plus the margin
+// and a random part: an earlier fence of f that was not stored (its owner
+// died before) is then unlikely to have used the same epoch.
 func fenceEpoch(ctx context.Context, cl *kgo.Client, f progress.Producer, topic string, partition int32) (int16, error) {
 	epoch := int32(f.Epoch) + fenceEpochMargin
 	known, _, found, err := describeProducer(ctx, cl, topic, partition, f.ID)
-	if err != nil {
-		return 0, err
-	}
-	if found {
+	switch {
+	case err != nil:
+		epoch += 1 + rand.Int32N(fenceEpochSpread)
+	case found:
 		epoch = max(epoch, int32(known)+1)
 	}
 	if epoch > math.MaxInt16 {
+		if err != nil {
+			return math.MaxInt16, nil // the highest there is
+		}
 		// Fenced at the highest epoch already, or its epoch this close
 		// to it: nothing can go above it.
 		return 0, fmt.Errorf("producer %d is at epoch %d on the partition: no higher epoch to fence it with", f.ID, epoch-1)
 	}
 	return int16(epoch), nil
 }
+
+// fenceEpochSpread is the range of the random part of a fence epoch
+// chosen without the leader's answer.
+const fenceEpochSpread = 1000
 
 // resumeAgainWait bounds the wait for the answers of a partition's writes
 // before it is taken out to be compared again.

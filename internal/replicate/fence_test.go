@@ -1,10 +1,12 @@
 package replicate
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -285,4 +287,29 @@ func heldWrite(t *testing.T, e *env, topic string, rec *kgo.Record, id int64, ep
 	}
 	_, err = produceAs(e.ctx, e.tgtClient, leader, topicID, &c, id, epoch, seq)
 	return err
+}
+
+// TestFenceEpochWithoutTheLeader: a leader that cannot be asked (no READ
+// on the topic) leaves the fence epoch above the stored one by the margin
+// and a random part, not an error.
+func TestFenceEpochWithoutTheLeader(t *testing.T) {
+	closed := newClient(t, newCluster(t))
+	closed.Close()
+	for _, stored := range []int16{0, 5, math.MaxInt16 - 50} {
+		seen := map[int16]bool{}
+		for range 20 {
+			epoch, err := fenceEpoch(context.Background(), closed, progress.Producer{ID: 7, Epoch: stored}, "t", 0)
+			if err != nil {
+				t.Fatalf("stored epoch %d: %v", stored, err)
+			}
+			low := int32(stored) + fenceEpochMargin
+			if int32(epoch) <= min(low, math.MaxInt16-1) || int32(epoch) > min(low+fenceEpochSpread, math.MaxInt16) {
+				t.Errorf("stored epoch %d: fence epoch %d, want in (%d, %d]", stored, epoch, low, low+fenceEpochSpread)
+			}
+			seen[epoch] = true
+		}
+		if stored < 100 && len(seen) < 2 {
+			t.Errorf("stored epoch %d: 20 fence epochs all %v, want a random part", stored, seen)
+		}
+	}
 }
