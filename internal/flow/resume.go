@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"bytes"
 	"context"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/config"
+	"github.com/kmirror/kmirror/internal/logread"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
 	"github.com/kmirror/kmirror/internal/progress"
@@ -51,7 +53,7 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 	// matched record (a transaction marker) is covered by its run.
 	omap.Start(pos.SourceNext)
 	if pos.SourceNext < rp.sourceStart {
-		pos, ahead = r.pastDeleted(rp, ahead, omap, now)
+		pos, ahead = r.pastDeleted(ctx, rp, ahead, omap, now)
 		if pos.SourceNext < rp.sourceStart {
 			r.metrics.Errors.WithLabelValues(r.cfg.Name, metrics.ErrOffsetReset).Inc()
 			r.logger.Error("source deleted records before they were replicated (retention); resuming at the source's earliest offset",
@@ -100,26 +102,82 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 // the position on; they are taken as copies of the next source offsets,
 // one each (a transaction marker in the deleted range has no copy, which
 // makes the loss reported later larger by one, never smaller), up to the
-// log start offset. It returns the position past them and the target
-// records left past it, which the caller compares with the source from
-// its log start as usual. Without this, the loss reported would include
-// records the target holds.
-func (r *run) pastDeleted(rp resumePoint, ahead int64, omap *offsets.Map, now int64) (progress.Position, int64) {
+// log start offset. The previous run may have met the deletion itself,
+// reported the loss and gone on from the log start: the target then holds
+// copies of records from the log start after those of deleted records,
+// found by the first record equal (key, value, timestamp) to the source's
+// first record; the position goes to the log start there, and the loss is
+// not reported again. It returns the position and the target records left
+// past it, which the caller compares with the source as usual. Without
+// this, the loss reported would include records the target holds, or the
+// records from the log start would be copied twice.
+func (r *run) pastDeleted(ctx context.Context, rp resumePoint, ahead int64, omap *offsets.Map, now int64) (progress.Position, int64) {
 	pos := rp.pos
-	n := min(ahead, rp.sourceStart-pos.SourceNext)
-	if n <= 0 {
+	if ahead <= 0 {
 		return pos, ahead
+	}
+	jumped := r.copiesFromLogStart(ctx, rp, ahead)
+	n := min(ahead, rp.sourceStart-pos.SourceNext)
+	if jumped >= 0 {
+		n = min(n, jumped)
 	}
 	for i := range n {
 		omap.Add(pos.SourceNext+i, pos.TargetNext+i, now)
 	}
-	r.metrics.ResumeSkipped.WithLabelValues(r.cfg.Name, rp.id.Topic).Add(float64(n))
-	r.logger.Info("resumed past records the target already holds; their source records are deleted, so they were counted, not compared",
-		"topic", rp.id.Topic, "partition", rp.id.Partition, "skipped", n, "from", pos.SourceNext, "to", pos.SourceNext+n)
+	if n > 0 {
+		r.metrics.ResumeSkipped.WithLabelValues(r.cfg.Name, rp.id.Topic).Add(float64(n))
+		r.logger.Info("resumed past records the target already holds; their source records are deleted, so they were counted, not compared",
+			"topic", rp.id.Topic, "partition", rp.id.Partition, "skipped", n, "from", pos.SourceNext, "to", pos.SourceNext+n)
+	}
 	pos.SourceNext += n
 	pos.TargetNext += n
 	pos.LeaderEpoch = nil
+	if jumped >= 0 && jumped == n && pos.SourceNext < rp.sourceStart {
+		r.logger.Info("the previous run went on from the source's log start after deleted records; resuming there (it reported the loss)",
+			"topic", rp.id.Topic, "partition", rp.id.Partition, "lost_from", pos.SourceNext, "to", rp.sourceStart)
+		pos.SourceNext = rp.sourceStart
+	}
 	return pos, ahead - n
+}
+
+// copiesFromLogStart returns how many of the ahead target records past
+// the stored position come before the first one equal (key, value,
+// timestamp) to the source's first record at or after its log start, or
+// -1 if none is (or they cannot be read).
+func (r *run) copiesFromLogStart(ctx context.Context, rp resumePoint, ahead int64) int64 {
+	if rp.sourceEnd <= rp.sourceStart {
+		return -1
+	}
+	var first *kgo.Record
+	err := logread.Read(ctx, r.src, logread.Range{Topic: rp.id.Topic, Partition: rp.id.Partition, From: rp.sourceStart, End: rp.sourceEnd},
+		logread.Options{ReadUncommitted: r.cfg.Consumer.IsolationLevel == config.ReadUncommitted}, func(rec *kgo.Record) bool {
+			if rec.Attrs.IsControl() {
+				return true
+			}
+			first = rec
+			return false
+		})
+	if err != nil || first == nil {
+		return -1
+	}
+	found := int64(-1)
+	var i int64
+	err = logread.Read(ctx, r.tgt, logread.Range{Topic: rp.target, Partition: rp.id.Partition, From: rp.pos.TargetNext, End: rp.pos.TargetNext + ahead},
+		logread.Options{}, func(rec *kgo.Record) bool {
+			if rec.Attrs.IsControl() {
+				return true
+			}
+			if bytes.Equal(rec.Key, first.Key) && bytes.Equal(rec.Value, first.Value) && rec.Timestamp.Equal(first.Timestamp) {
+				found = i
+				return false
+			}
+			i++
+			return true
+		})
+	if err != nil {
+		return -1
+	}
+	return found
 }
 
 // copier returns, for the comparison at resume of source records with

@@ -104,14 +104,18 @@ func TestResumePastDeletedSourceRecords(t *testing.T) {
 	ts := time.UnixMilli(1_700_000_000_000)
 	for _, tc := range []struct {
 		name       string
-		onTarget   int // records s0.. the target holds
+		onTarget   []int // the source records the target holds, in order
 		wantSource int64
 		wantTarget int64
 	}{
-		{"nothing past the position", 3, 3, 3},
-		{"some deleted records copied", 5, 5, 5},
-		{"every deleted record copied", 6, 6, 6},
-		{"copied past the log start", 8, 8, 8},
+		{"nothing past the position", []int{0, 1, 2}, 3, 3},
+		{"some deleted records copied", []int{0, 1, 2, 3, 4}, 5, 5},
+		{"every deleted record copied", []int{0, 1, 2, 3, 4, 5}, 6, 6},
+		{"copied past the log start", []int{0, 1, 2, 3, 4, 5, 6, 7}, 8, 8},
+		// The previous run met the deletion at s5 itself and went on
+		// from the log start.
+		{"went on from the log start", []int{0, 1, 2, 3, 4, 6, 7}, 8, 7},
+		{"went on from the log start at once", []int{0, 1, 2, 6}, 7, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "src", "tgt"))
@@ -124,15 +128,19 @@ func TestResumePastDeletedSourceRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(cl.Close)
-			for i := range 10 {
+			rec := func(topic string, i int) *kgo.Record {
 				v := []byte{'s', byte('0' + i)}
-				recs := []*kgo.Record{{Topic: "src", Key: v, Value: v, Timestamp: ts}}
-				if i < tc.onTarget {
-					recs = append(recs, &kgo.Record{Topic: "tgt", Key: v, Value: v, Timestamp: ts})
-				}
-				if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-					t.Fatal(err)
-				}
+				return &kgo.Record{Topic: topic, Key: v, Value: v, Timestamp: ts}
+			}
+			var recs []*kgo.Record
+			for i := range 10 {
+				recs = append(recs, rec("src", i))
+			}
+			for _, i := range tc.onTarget {
+				recs = append(recs, rec("tgt", i))
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatal(err)
 			}
 			tgtEnds, err := kadm.NewClient(cl).ListEndOffsets(ctx, "tgt")
 			if err != nil {
@@ -150,8 +158,8 @@ func TestResumePastDeletedSourceRecords(t *testing.T) {
 			}
 			if tc.wantSource > 3 {
 				last := tc.wantSource - 1
-				if got := omap.Translate(last, pos.TargetNext); got != (offsets.Result{Target: last, Exact: true}) {
-					t.Errorf("Translate(%d) = %+v, want target %d exactly (runs %+v)", last, got, last, omap.Runs())
+				if got := omap.Translate(last, pos.TargetNext); got != (offsets.Result{Target: tc.wantTarget - 1, Exact: true}) {
+					t.Errorf("Translate(%d) = %+v, want target %d exactly (runs %+v)", last, got, tc.wantTarget-1, omap.Runs())
 				}
 			}
 		})
