@@ -274,14 +274,15 @@ func landedSince(err error) bool {
 func fenceEpoch(ctx context.Context, cl *kgo.Client, f progress.Producer, topic string, partition int32) (int16, error) {
 	epoch := int32(f.Epoch) + fenceEpochMargin
 	known, _, found, err := describeProducer(ctx, cl, topic, partition, f.ID)
+	answered := err == nil
 	switch {
-	case err != nil:
+	case !answered:
 		epoch += 1 + rand.Int32N(fenceEpochSpread)
 	case found:
 		epoch = max(epoch, int32(known)+1)
 	}
 	if epoch > math.MaxInt16 {
-		if err != nil {
+		if !answered {
 			return math.MaxInt16, nil // the highest there is
 		}
 		// Fenced at the highest epoch already, or its epoch this close
