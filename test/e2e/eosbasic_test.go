@@ -79,6 +79,18 @@ func eosReadCommitted(t *testing.T, bootstrap, topic string, partitions int32, w
 	}
 }
 
+// eosExact fails the test unless got holds exactly the records of want,
+// in order, on each of the partitions.
+func eosExact(t *testing.T, got, want map[int32][]string, partitions int32) {
+	t.Helper()
+	for part := range partitions {
+		if strings.Join(got[part], ",") != strings.Join(want[part], ",") {
+			t.Fatalf("partition %d: got %d records, want %d\ngot  %.300v\nwant %.300v",
+				part, len(got[part]), len(want[part]), got[part], want[part])
+		}
+	}
+}
+
 // eosCounts is how many records of want each partition holds.
 func eosCounts(want map[int32][]string) map[int32]int {
 	m := map[int32]int{}
@@ -101,11 +113,7 @@ func TestExactlyOnceBasicRestart(t *testing.T) {
 	got := eosReadCommitted(t, p.dst.Bootstrap(), "src.eos", parts, counts(), 90*time.Second)
 	check := func() {
 		t.Helper()
-		for part := range int32(parts) {
-			if strings.Join(got[part], ",") != strings.Join(want[part], ",") {
-				t.Fatalf("partition %d: got %d records, want %d\ngot  %.300v\nwant %.300v", part, len(got[part]), len(want[part]), got[part], want[part])
-			}
-		}
+		eosExact(t, got, want, parts)
 	}
 	check()
 	// Killed while it copies a stream: its last transaction is open.

@@ -96,12 +96,7 @@ func TestExactlyOnceKafka3(t *testing.T) {
 	counts := func() map[int32]int { return eosCounts(want) }
 	check := func(got map[int32][]string) {
 		t.Helper()
-		for part := range int32(parts) {
-			if strings.Join(got[part], ",") != strings.Join(want[part], ",") {
-				t.Fatalf("partition %d: got %d records, want %d\ngot  %.300v\nwant %.300v",
-					part, len(got[part]), len(want[part]), got[part], want[part])
-			}
-		}
+		eosExact(t, got, want, parts)
 	}
 	check(eosReadCommitted(t, p.dst.Bootstrap(), "src.eos", parts, counts(), 90*time.Second))
 	txnMetrics := func() (committed, aborted float64) {
@@ -215,12 +210,7 @@ func TestFenceKafka3(t *testing.T) {
 	k := startKmirror(t, cfg, addr)
 	check := func(got map[int32][]string) {
 		t.Helper()
-		for part := range int32(parts) {
-			if strings.Join(got[part], ",") != strings.Join(want[part], ",") {
-				t.Fatalf("partition %d: got %d records, want %d\ngot  %.300v\nwant %.300v",
-					part, len(got[part]), len(want[part]), got[part], want[part])
-			}
-		}
+		eosExact(t, got, want, parts)
 	}
 	check(eosReadCommitted(t, p.dst.Bootstrap(), "src.fence", parts, eosCounts(want), 90*time.Second))
 	k.kill()
