@@ -116,6 +116,7 @@ func (p *partition) fenceDone(st fenceStep, written bool) {
 	if i := slices.Index(p.fences, st); i >= 0 {
 		p.fences = slices.Delete(p.fences, i, i+1)
 	}
+	p.unfenced.Store(len(p.fences) > 0)
 	if !st.conditional {
 		p.acked.Writers = slices.DeleteFunc(p.acked.Writers, func(w progress.Producer) bool { return w.ID == st.f.Producer.ID })
 	}

@@ -59,6 +59,9 @@ type partition struct {
 	// fence writes in flight, the first ones of fences.
 	fences  []fenceStep
 	fencing int
+	// unfenced says fences is not empty, read without mu by the
+	// per-record write path.
+	unfenced atomic.Bool
 	// committed is, for an exactly-once replicator, the position stored
 	// by the last committed transaction (the start position before).
 	committed progress.Position

@@ -299,6 +299,7 @@ func (r *Replicator) Add(as []Assignment) {
 				return a.Own != nil && f.Producer.ID == a.Own.ID
 			})
 			p.fences = fenceSteps(fences)
+			p.unfenced.Store(len(p.fences) > 0)
 			for _, f := range fences {
 				p.acked.Writers = append(p.acked.Writers, f.Producer)
 			}

@@ -107,7 +107,7 @@ func (r *Replicator) produce(ctx context.Context, p *partition, in *kgo.Record, 
 	p.inflight.Add(1)
 	r.notePending(p, src, ts, size)
 	answer := func(out *kgo.Record, err error) { r.acked(p, src, epoch, ts, size, out, err) }
-	if r.txn == nil {
+	if r.txn == nil && p.unfenced.Load() {
 		if f, ok := p.nextFence(); ok {
 			r.handOff(size, func() { go r.fenceWrite(ctx, p, f, gate.after, out, answer) })
 			return
