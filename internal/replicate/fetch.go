@@ -165,21 +165,27 @@ func (r *Replicator) releaseHeld(ctx context.Context) bool {
 	if pv == nil {
 		return false
 	}
-	var waiting bool
+	// Collected first, fed after: feeding takes the transaction's lock,
+	// which a commit holds while it takes the replicator's (lock order:
+	// transaction, then replicator).
+	var holding []*partition
 	r.each(func(p *partition) {
-		if len(p.held) == 0 {
-			return
+		if len(p.held) > 0 {
+			holding = append(holding, p)
 		}
+	})
+	var waiting bool
+	for _, p := range holding {
 		recs := p.held
 		rec := recs[0]
 		if p.isFailed() {
 			p.held = nil // the rewind fetches it again
-			return
+			continue
 		}
 		if pv.Decide(rec, p.target, false).Wait {
 			if time.Since(p.heldSince) < r.opts.ProofWait {
 				waiting = true
-				return
+				continue
 			}
 			p.unprovenTo = max(p.unprovenTo, rec.Offset+1)
 			pv.Expire(rec)
@@ -202,7 +208,7 @@ func (r *Replicator) releaseHeld(ctx context.Context) bool {
 			p.paused = false
 			r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
 		}
-	})
+	}
 	return waiting
 }
 

@@ -174,6 +174,9 @@ type Replicator struct {
 	latency prometheus.Observer
 	stopped prometheus.Gauge
 
+	// mu guards parts and the maps below. Lock order: a transaction's
+	// mu (txn.go), then mu, then a partition's mu; records are never
+	// handed to the producer while mu is held.
 	mu    sync.RWMutex
 	parts map[string]map[int32]*partition
 	// undrained are partitions released with writes still unanswered,
