@@ -51,14 +51,24 @@ type broker struct {
 	propsPath string
 	logPath   string
 	port      int
-	props     map[string]string
-	proc      *proc
+	// wanPort, if not 0, is the port of a second client listener, WAN,
+	// which advertises a wanLink's address: clients that bootstrap
+	// through the link keep using it (the long-links scenario).
+	wanPort int
+	props   map[string]string
+	proc    *proc
 }
 
 // startBroker formats and starts a fresh broker named name under dir and
-// waits until it answers metadata requests.
-func startBroker(ctx context.Context, e *env, name string) (*broker, error) {
-	ports, err := kafkaproc.FreePorts(2)
+// waits until it answers metadata requests. If wanAddr is not empty, the
+// broker has a second client listener, WAN, advertised at wanAddr (a
+// wanLink forwarding to it).
+func startBroker(ctx context.Context, e *env, name, wanAddr string) (*broker, error) {
+	nPorts := 2
+	if wanAddr != "" {
+		nPorts = 3
+	}
+	ports, err := kafkaproc.FreePorts(nPorts)
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +85,10 @@ func startBroker(ctx context.Context, e *env, name string) (*broker, error) {
 		port:      ports[0],
 	}
 	b.props = brokerProps(ports[0], ports[1], b.dataDir)
+	if wanAddr != "" {
+		b.wanPort = ports[2]
+		addWANListener(b.props, b.wanPort, wanAddr)
+	}
 	if err := writeFile(b.propsPath, formatProps("bench broker "+name, b.props)); err != nil {
 		return nil, err
 	}
@@ -109,6 +123,26 @@ func startBroker(ctx context.Context, e *env, name string) (*broker, error) {
 
 // bootstrap is the broker's client address.
 func (b *broker) bootstrap() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
+
+// wanListener is the address of the broker's WAN listener, which a
+// wanLink forwards to; "" if it has none.
+func (b *broker) wanListener() string {
+	if b.wanPort == 0 {
+		return ""
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.wanPort))
+}
+
+// addWANListener adds to the broker properties p a plaintext client
+// listener named WAN on port, advertised at advertised: a client that
+// connects to advertised learns advertised as the broker's address from
+// metadata, so all of its connections go there. The PLAINTEXT listener
+// and its clients are unchanged.
+func addWANListener(p map[string]string, port int, advertised string) {
+	p["listeners"] += ",WAN://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	p["advertised.listeners"] += ",WAN://" + advertised
+	p["listener.security.protocol.map"] += ",WAN:PLAINTEXT"
+}
 
 // stop shuts the broker down (SIGTERM, then SIGKILL after a grace period).
 func (b *broker) stop() {

@@ -81,6 +81,11 @@ type options struct {
 	kmirrorTxnMaxBytes int64
 	// note is a paragraph on the run's conditions for the report.
 	note string
+	// kmirrorSet overrides kmirror's producer and consumer settings in
+	// every scenario ("producer.batch_max_bytes" → "4194304").
+	kmirrorSet map[string]string
+	// wan is the long-links scenario's scale and links.
+	wan wanOptions
 }
 
 // Scenario names, in the order they run.
@@ -90,8 +95,9 @@ const (
 	scStartup = "startup"
 	scMany    = "many"
 	scOffsets = "offsets"
-	// scScaleOut runs only when named in -scenarios.
+	// scScaleOut and scWAN run only when named in -scenarios.
 	scScaleOut = "scaleout"
+	scWAN      = "wan"
 )
 
 func parseFlags(args []string) (options, error) {
@@ -119,7 +125,16 @@ func parseFlags(args []string) (options, error) {
 	fs.Int64Var(&o.kmirrorTxnMaxBytes, "kmirror-transaction-max-bytes", 16<<20, "transaction_max_bytes of the kmirror-eos flow (kmirror's default 16 MiB)")
 	fs.StringVar(&o.note, "note", "", "a paragraph for the report on the conditions of the run (e.g. other load on the machine)")
 	fs.StringVar(&o.out, "out", "", "report path (default bench/results/<date>.md, <date>-quick.md with -quick)")
+	kmirrorSet := fs.String("kmirror-set", "", "kmirror settings to override in every scenario, as key=value,... of "+strings.Join(kmirrorSettable, ", "))
+	wanFlags := registerWANFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var err error
+	if o.kmirrorSet, err = parseKmirrorSet(*kmirrorSet); err != nil {
+		return o, fmt.Errorf("-kmirror-set: %w", err)
+	}
+	if o.wan, err = wanFlags.parse(o.quick); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
@@ -139,7 +154,7 @@ func parseFlags(args []string) (options, error) {
 	}
 	o.scenarios = strings.Split(*scenarios, ",")
 	for _, s := range o.scenarios {
-		if !slices.Contains([]string{scBacklog, scSteady, scStartup, scMany, scOffsets, scScaleOut}, s) {
+		if !slices.Contains([]string{scBacklog, scSteady, scStartup, scMany, scOffsets, scScaleOut, scWAN}, s) {
 			return o, fmt.Errorf("-scenarios: unknown scenario %q", s)
 		}
 	}
@@ -222,10 +237,11 @@ func run(ctx context.Context, opts options) error {
 		{scMany, h.runMany},
 		{scOffsets, h.runOffsets},
 		{scScaleOut, h.runScaleOut},
+		{scWAN, h.runWAN},
 	}
 	for _, s := range steps {
 		if !slices.Contains(opts.scenarios, s.name) {
-			if s.name == scScaleOut {
+			if s.name == scScaleOut || s.name == scWAN {
 				continue // not a default scenario: nothing to note
 			}
 			h.report.notes = append(h.report.notes, fmt.Sprintf("Scenario %q was not selected (-scenarios) and did not run.", s.name))
@@ -363,12 +379,15 @@ func checkLibs(dir, version string) error {
 
 // harness runs the scenarios against one source and one target broker.
 type harness struct {
-	opts       options
-	begin      time.Time
-	env        *env
-	src, tgt   *cluster
-	report     *report
-	reportPath string
+	opts     options
+	begin    time.Time
+	env      *env
+	src, tgt *cluster
+	// srcLink and tgtLink are the emulated long links in front of the
+	// brokers' WAN listeners; nil unless the wan scenario runs.
+	srcLink, tgtLink *wanLink
+	report           *report
+	reportPath       string
 }
 
 // logf prints a progress line to stderr, stamped with the time since start.
@@ -384,10 +403,28 @@ func (h *harness) startBrokers(ctx context.Context) error {
 		b   *broker
 		err error
 	}
+	if slices.Contains(h.opts.scenarios, scWAN) {
+		var err error
+		if h.srcLink, err = newWANLink("source"); err != nil {
+			return err
+		}
+		if h.tgtLink, err = newWANLink("target"); err != nil {
+			h.srcLink.close()
+			return err
+		}
+	}
 	ch := make(chan started, 2)
 	for _, name := range []string{"source", "target"} {
+		link := h.srcLink
+		if name == "target" {
+			link = h.tgtLink
+		}
+		wanAddr := ""
+		if link != nil {
+			wanAddr = link.addr()
+		}
 		go func() {
-			b, err := startBroker(ctx, h.env, name)
+			b, err := startBroker(ctx, h.env, name, wanAddr)
 			ch <- started{b, err}
 		}()
 	}
@@ -406,8 +443,14 @@ func (h *harness) startBrokers(ctx context.Context) error {
 		}
 		if s.b.name == "source" {
 			h.src = c
+			if h.srcLink != nil {
+				h.srcLink.setBackend(s.b.wanListener())
+			}
 		} else {
 			h.tgt = c
+			if h.tgtLink != nil {
+				h.tgtLink.setBackend(s.b.wanListener())
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -419,6 +462,12 @@ func (h *harness) startBrokers(ctx context.Context) error {
 }
 
 func (h *harness) stopBrokers() {
+	for _, l := range []*wanLink{h.srcLink, h.tgtLink} {
+		if l != nil {
+			l.close()
+		}
+	}
+	h.srcLink, h.tgtLink = nil, nil
 	for _, c := range []*cluster{h.src, h.tgt} {
 		if c != nil {
 			c.close()

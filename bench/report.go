@@ -25,7 +25,9 @@ type report struct {
 	offsets *offsetsResult
 	// scaleOut is the scale-out scenario (not run by default).
 	scaleOut *scaleOutResult
-	notes    []string
+	// wan is the long-links scenario (not run by default).
+	wan   *wanResult
+	notes []string
 }
 
 func newReport(h *harness) *report {
@@ -511,6 +513,7 @@ func (r *report) render() string {
 	r.renderMany(w)
 	r.renderOffsets(w)
 	r.renderScaleOut(w)
+	r.renderWAN(w)
 	r.renderSettings(w)
 	return b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -89,6 +90,29 @@ type toolRun struct {
 	// restPort is the port of MM2's internal REST server (exactly-once
 	// mode only).
 	restPort int
+	// srcBootstrap and tgtBootstrap, if set, are the addresses the
+	// replicator reaches the clusters at instead of the brokers' own (a
+	// wanLink in the long-links scenario).
+	srcBootstrap, tgtBootstrap string
+	// wan gives MM2 the settings its documentation advises for links of
+	// high latency (mm2WANProps).
+	wan bool
+	// kmirrorSet overrides kmirror's producer and consumer settings for
+	// this run, over -kmirror-set.
+	kmirrorSet map[string]string
+}
+
+// bootstraps are the addresses the replicator of run reaches the source
+// and the target at.
+func (h *harness) bootstraps(run toolRun) (src, tgt string) {
+	src, tgt = h.src.b.bootstrap(), h.tgt.b.bootstrap()
+	if run.srcBootstrap != "" {
+		src = run.srcBootstrap
+	}
+	if run.tgtBootstrap != "" {
+		tgt = run.tgtBootstrap
+	}
+	return src, tgt
 }
 
 // targetName is the name of source topic t's copy written by tool.
@@ -144,6 +168,7 @@ func (h *harness) kmirrorConfig(run toolRun) string {
 	if p := h.opts.kmirrorProvenance; p != "" {
 		groupLines += fmt.Sprintf("    provenance: %s\n", p)
 	}
+	src, tgt := h.bootstraps(run)
 	return fmt.Sprintf(`# kmirror configuration of bench run %[1]s
 clusters:
   source:
@@ -160,23 +185,72 @@ flows:
     start_from: earliest
     topic_refresh_interval: %[5]s
     progress_interval: 200ms
-%[11]s    producer:
-      compression: lz4
-      linger: %[6]dms
-      batch_max_bytes: %[7]d
-      max_buffered_bytes: %[8]d
-      acks: all
-    consumer:
-      fetch_max_bytes: %[9]d
-      fetch_max_partition_bytes: %[10]d
-      isolation_level: %[12]s
-http:
+%[6]s%[7]shttp:
   listen: "127.0.0.1:0"
 log:
   level: info
   format: text
-`, run.id, h.src.b.bootstrap(), h.tgt.b.bootstrap(), run.topics, topicRefresh, lingerMs, batchBytes, bufferedBytes, fetchMaxBytes, fetchMaxPartBytes,
-		groupLines, isolation)
+`, run.id, src, tgt, run.topics, topicRefresh, groupLines, kmirrorClientYAML(isolation, h.opts.kmirrorSet, run.kmirrorSet))
+}
+
+// kmirrorSettable are the keys of kmirror's flow settings -kmirror-set
+// may override, in the order the YAML has them.
+var kmirrorSettable = []string{
+	"producer.compression", "producer.linger", "producer.batch_max_bytes", "producer.max_buffered_bytes",
+	"consumer.fetch_max_bytes", "consumer.fetch_max_partition_bytes",
+}
+
+// kmirrorClientDefaults are the bench's values of kmirrorSettable:
+// kmirror's defaults, shared with MM2 and the pipe.
+func kmirrorClientDefaults() map[string]string {
+	return map[string]string{
+		"producer.compression":               "lz4",
+		"producer.linger":                    strconv.Itoa(lingerMs) + "ms",
+		"producer.batch_max_bytes":           strconv.Itoa(batchBytes),
+		"producer.max_buffered_bytes":        strconv.Itoa(bufferedBytes),
+		"consumer.fetch_max_bytes":           strconv.Itoa(fetchMaxBytes),
+		"consumer.fetch_max_partition_bytes": strconv.Itoa(fetchMaxPartBytes),
+	}
+}
+
+// parseKmirrorSet parses "key=value,key=value" of kmirrorSettable keys.
+func parseKmirrorSet(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || v == "" {
+			return nil, fmt.Errorf("%q is not key=value", kv)
+		}
+		if !slices.Contains(kmirrorSettable, k) {
+			return nil, fmt.Errorf("unknown key %q (known: %s)", k, strings.Join(kmirrorSettable, ", "))
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// kmirrorClientYAML is the producer and consumer part of a kmirror flow:
+// the bench's values, overridden by each of sets in turn.
+func kmirrorClientYAML(isolation string, sets ...map[string]string) string {
+	v := kmirrorClientDefaults()
+	for _, set := range sets {
+		maps.Copy(v, set)
+	}
+	return fmt.Sprintf(`    producer:
+      compression: %s
+      linger: %s
+      batch_max_bytes: %s
+      max_buffered_bytes: %s
+      acks: all
+    consumer:
+      fetch_max_bytes: %s
+      fetch_max_partition_bytes: %s
+      isolation_level: %s
+`, v["producer.compression"], v["producer.linger"], v["producer.batch_max_bytes"], v["producer.max_buffered_bytes"],
+		v["consumer.fetch_max_bytes"], v["consumer.fetch_max_partition_bytes"], isolation)
 }
 
 func (h *harness) launchKmirror(run toolRun) (*proc, error) {
@@ -200,10 +274,11 @@ func (h *harness) launchKmirror(run toolRun) (*proc, error) {
 // flow source->target, tuned for throughput, with the same producer and
 // consumer settings as kmirror.
 func (h *harness) mm2Props(run toolRun) map[string]string {
+	src, tgt := h.bootstraps(run)
 	props := map[string]string{
 		"clusters":                 "source, target",
-		"source.bootstrap.servers": h.src.b.bootstrap(),
-		"target.bootstrap.servers": h.tgt.b.bootstrap(),
+		"source.bootstrap.servers": src,
+		"target.bootstrap.servers": tgt,
 		"source->target.enabled":   "true",
 		"source->target.topics":    run.topics,
 		"target->source.enabled":   "false",
@@ -252,6 +327,9 @@ func (h *harness) mm2Props(run toolRun) map[string]string {
 	if run.eos {
 		maps.Copy(props, mm2EOSProps(run.restPort))
 	}
+	if run.wan {
+		maps.Copy(props, mm2WANProps())
+	}
 	return props
 }
 
@@ -273,6 +351,29 @@ func mm2EOSProps(restPort int) map[string]string {
 		"dedicated.mode.enable.internal.rest": "true",
 		"listeners":                           "http://127.0.0.1:" + strconv.Itoa(restPort),
 		"source.consumer.isolation.level":     "read_committed",
+	}
+}
+
+// mm2WANProps are MirrorMaker 2's settings for a link of high latency, as
+// Kafka's documentation advises for clients far from their cluster
+// ("Datacenters": larger TCP socket buffers) and for throughput: the
+// sockets of the source consumers and the target producers keep the
+// operating system's buffer sizes, which it grows with the round-trip
+// time (-1), instead of Java's fixed 64 KiB receive and 128 KiB send
+// buffers, which would cap every connection at a buffer per round trip;
+// and every producer may hold 128 MiB instead of 32 MiB, so that a round
+// trip's worth of batches fits. Fetch sizes (50 MiB per fetch, 10 MiB per
+// partition: each of the 12 tasks has one partition), batch size (1 MiB
+// after compression, the brokers' message.max.bytes) and linger (5 ms:
+// on a backlog, batches fill while the previous request is in flight)
+// stay as in the other scenarios.
+func mm2WANProps() map[string]string {
+	return map[string]string{
+		"source.consumer.receive.buffer.bytes": "-1",
+		"source.consumer.send.buffer.bytes":    "-1",
+		"target.producer.receive.buffer.bytes": "-1",
+		"target.producer.send.buffer.bytes":    "-1",
+		"target.producer.buffer.memory":        strconv.Itoa(128 << 20),
 	}
 }
 
@@ -344,9 +445,10 @@ logger.appinfo.level = WARN
 
 // pipeArgs are the bare pipe's arguments for run.
 func (h *harness) pipeArgs(run toolRun) []string {
+	src, tgt := h.bootstraps(run)
 	return []string{
-		"-source", h.src.b.bootstrap(),
-		"-target", h.tgt.b.bootstrap(),
+		"-source", src,
+		"-target", tgt,
 		"-topics", strings.Join(run.topicList, ","),
 		"-prefix", "pipe.",
 		"-linger", strconv.Itoa(lingerMs) + "ms",
