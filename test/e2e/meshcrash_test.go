@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -67,8 +66,6 @@ func testActiveActiveSIGKILL(t *testing.T, exactlyOnce bool) {
 		}
 	}
 	const n = 2 * perOrigin
-	dump := time.AfterFunc(100*time.Second, func() { _ = second.cmd.Process.Signal(syscall.SIGQUIT) }) // DIAG
-	defer dump.Stop()
 	waitFor(t, 3*time.Minute, "every record on both clusters", func() (bool, string) {
 		na, nb := sum(endOffsets(t, nodes["a"].cl, topic)), sum(endOffsets(t, nodes["b"].cl, topic))
 		if na < n || nb < n || !exactlyOnce {
