@@ -5,119 +5,27 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"testing"
-	"time"
 
+	"github.com/kmirror/kmirror/internal/batch/batchtest"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // spec describes a batch to build for a test.
-type spec struct {
-	base          int64
-	codec         Codec
-	records       int
-	gaps          bool // every other offset missing, as compaction leaves
-	transactional bool
-	control       bool
-	logAppendTime bool
-	producer      int64
-}
+type spec = batchtest.Spec
 
-var kgoCodecs = map[Codec]kgo.CompressionCodec{
-	CodecGzip: kgo.GzipCompression(), CodecSnappy: kgo.SnappyCompression(),
-	CodecLz4: kgo.Lz4Compression(), CodecZstd: kgo.ZstdCompression(),
-}
-
-// build returns the bytes of a batch as a broker serves it.
 func build(t testing.TB, s spec) []byte {
 	t.Helper()
-	ts := time.UnixMilli(1_700_000_000_000)
-	var recs []byte
-	delta := int32(0)
-	for i := range max(s.records, 1) {
-		r := kmsg.Record{
-			OffsetDelta:    delta,
-			TimestampDelta: int32(i),
-			Key:            fmt.Appendf(nil, "k%d", i),
-			Value:          bytes.Repeat(fmt.Appendf(nil, "v%d-", i), 20),
-			Headers:        []kmsg.Header{{Key: "h", Value: fmt.Appendf(nil, "%d", i)}, {Key: "h", Value: nil}},
-		}
-		if s.control {
-			r.Key, r.Value, r.Headers = []byte{0, 0, 0, 0}, []byte{0, 0, 0, 0, 0, 0}, nil // abort marker
-		}
-		body := r.AppendTo(nil)
-		r.Length = int32(len(body) - 1)
-		recs = r.AppendTo(recs)
-		delta++
-		if s.gaps {
-			delta++
-		}
-	}
-	attrs := int16(0)
-	if s.codec != CodecNone {
-		c, err := kgo.DefaultCompressor(kgoCodecs[s.codec])
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, _ := c.Compress(new(bytes.Buffer), recs)
-		recs = append([]byte(nil), out...)
-		attrs |= int16(s.codec)
-	}
-	if s.logAppendTime {
-		attrs |= attrLogAppendTime
-	}
-	if s.transactional {
-		attrs |= attrTransactional
-	}
-	if s.control {
-		attrs |= attrControl
-	}
-	pid := s.producer
-	if pid == 0 {
-		pid = -1
-	}
-	b := kmsg.RecordBatch{
-		FirstOffset:          s.base,
-		PartitionLeaderEpoch: 7,
-		Magic:                2,
-		Attributes:           attrs,
-		LastOffsetDelta:      delta - 1 - b2i(s.gaps),
-		FirstTimestamp:       ts.UnixMilli(),
-		MaxTimestamp:         ts.UnixMilli() + int64(max(s.records, 1)-1),
-		ProducerID:           pid,
-		ProducerEpoch:        3,
-		FirstSequence:        100,
-		NumRecords:           int32(max(s.records, 1)),
-		Records:              recs,
-	}
-	out := b.AppendTo(nil)
-	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
-	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
-	return out
+	return batchtest.Build(t, s)
 }
 
-func b2i(b bool) int32 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// decode returns the records of a record set as a consumer reads them.
 func decode(t testing.TB, set []byte) []*kgo.Record {
 	t.Helper()
-	fp, _ := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Topic: "t", KeepControlRecords: true},
-		&kmsg.FetchResponseTopicPartition{Partition: 0, HighWatermark: 1 << 40, RecordBatches: set}, kgo.DefaultDecompressor(), nil)
-	if fp.Err != nil {
-		t.Fatalf("decoding: %v", fp.Err)
-	}
-	return fp.Records
+	return batchtest.Decode(t, set)
 }
 
 func TestSplit(t *testing.T) {
-	a, b := build(t, spec{base: 0, records: 3}), build(t, spec{base: 3, records: 2, codec: CodecLz4})
+	a, b := build(t, spec{Base: 0, Records: 3}), build(t, spec{Base: 3, Records: 2, Codec: int8(CodecLz4)})
 	whole := append(append([]byte(nil), a...), b...)
 	tests := []struct {
 		name     string
@@ -166,7 +74,7 @@ func shortLength(b []byte) []byte {
 }
 
 func TestHeader(t *testing.T) {
-	b := Batch(build(t, spec{base: 40, records: 5, codec: CodecZstd, transactional: true, producer: 9}))
+	b := Batch(build(t, spec{Base: 40, Records: 5, Codec: int8(CodecZstd), Transactional: true, Producer: 9}))
 	if b.BaseOffset() != 40 || b.LastOffset() != 44 || b.NextOffset() != 45 || b.NumRecords() != 5 || !b.Dense() {
 		t.Errorf("offsets: base %d last %d records %d dense %v", b.BaseOffset(), b.LastOffset(), b.NumRecords(), b.Dense())
 	}
@@ -179,7 +87,7 @@ func TestHeader(t *testing.T) {
 	if b.FirstTimestamp() != 1_700_000_000_000 || b.MaxTimestamp() != 1_700_000_000_004 {
 		t.Errorf("timestamps %d %d", b.FirstTimestamp(), b.MaxTimestamp())
 	}
-	if g := Batch(build(t, spec{base: 0, records: 4, gaps: true})); g.Dense() {
+	if g := Batch(build(t, spec{Base: 0, Records: 4, Gaps: true})); g.Dense() {
 		t.Errorf("a batch with holes (%d records over offsets %d-%d) is dense", g.NumRecords(), g.BaseOffset(), g.LastOffset())
 	}
 }
@@ -191,7 +99,7 @@ func TestStampKeepsRecords(t *testing.T) {
 	for _, codec := range []Codec{CodecNone, CodecGzip, CodecSnappy, CodecLz4, CodecZstd} {
 		for _, txn := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%v/transactional=%v", codec, txn), func(t *testing.T) {
-				orig := build(t, spec{base: 1000, records: 50, codec: codec, transactional: !txn, producer: 5})
+				orig := build(t, spec{Base: 1000, Records: 50, Codec: int8(codec), Transactional: !txn, Producer: 5})
 				want := decode(t, orig)
 				if len(want) != 50 {
 					t.Fatalf("the source batch reads as %d records", len(want))
@@ -239,15 +147,15 @@ func TestPlan(t *testing.T) {
 		verdict Verdict
 		reason  string
 	}{
-		{"same codec", spec{records: 3, codec: CodecLz4}, lz4, Forward, ""},
-		{"kept codec", spec{records: 3, codec: CodecZstd}, keep, Forward, ""},
-		{"uncompressed kept", spec{records: 3}, keep, Forward, ""},
-		{"other codec", spec{records: 3, codec: CodecZstd}, lz4, Decode, ReasonCompression},
-		{"compacted", spec{records: 3, codec: CodecLz4, gaps: true}, lz4, Decode, ReasonCompacted},
-		{"one record left by compaction", spec{records: 1, gaps: true}, keep, Forward, ""},
-		{"log append time", spec{records: 3, logAppendTime: true}, keep, Decode, ReasonLogAppendTime},
-		{"committed transaction", spec{records: 3, transactional: true, producer: 4}, keep, Forward, ""},
-		{"marker", spec{control: true, transactional: true, producer: 4}, keep, Drop, ""},
+		{"same codec", spec{Records: 3, Codec: int8(CodecLz4)}, lz4, Forward, ""},
+		{"kept codec", spec{Records: 3, Codec: int8(CodecZstd)}, keep, Forward, ""},
+		{"uncompressed kept", spec{Records: 3}, keep, Forward, ""},
+		{"other codec", spec{Records: 3, Codec: int8(CodecZstd)}, lz4, Decode, ReasonCompression},
+		{"compacted", spec{Records: 3, Codec: int8(CodecLz4), Gaps: true}, lz4, Decode, ReasonCompacted},
+		{"one record left by compaction", spec{Records: 1, Gaps: true}, keep, Decode, ReasonCompacted},
+		{"log append time", spec{Records: 3, LogAppendTime: true}, keep, Decode, ReasonLogAppendTime},
+		{"committed transaction", spec{Records: 3, Transactional: true, Producer: 4}, keep, Forward, ""},
+		{"marker", spec{Control: true, Transactional: true, Producer: 4}, keep, Drop, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -268,20 +176,20 @@ func TestAborted(t *testing.T) {
 		skip bool
 	}
 	steps := []step{
-		{spec{base: 0, records: 2, transactional: true, producer: 1}, true},
-		{spec{base: 2, records: 2, transactional: true, producer: 2}, false},
-		{spec{base: 4, records: 1}, false},
-		{spec{base: 5, records: 2, transactional: true, producer: 1}, true},
-		{spec{base: 7, control: true, transactional: true, producer: 1}, true}, // 1's abort marker
-		{spec{base: 8, control: true, transactional: true, producer: 2}, false},
-		{spec{base: 9, records: 2, transactional: true, producer: 1}, false},
-		{spec{base: 11, records: 1, transactional: true, producer: 3}, true},
-		{spec{base: 12, records: 1}, false},
+		{spec{Base: 0, Records: 2, Transactional: true, Producer: 1}, true},
+		{spec{Base: 2, Records: 2, Transactional: true, Producer: 2}, false},
+		{spec{Base: 4, Records: 1}, false},
+		{spec{Base: 5, Records: 2, Transactional: true, Producer: 1}, true},
+		{spec{Base: 7, Control: true, Transactional: true, Producer: 1}, true}, // 1's abort marker
+		{spec{Base: 8, Control: true, Transactional: true, Producer: 2}, false},
+		{spec{Base: 9, Records: 2, Transactional: true, Producer: 1}, false},
+		{spec{Base: 11, Records: 1, Transactional: true, Producer: 3}, true},
+		{spec{Base: 12, Records: 1}, false},
 	}
 	a := NewAborted([]AbortedTxn{{ProducerID: 3, FirstOffset: 11}, {ProducerID: 1, FirstOffset: 0}})
 	for _, st := range steps {
 		if got := a.Skip(Batch(build(t, st.s))); got != st.skip {
-			t.Errorf("batch at %d of producer %d: skip %v, want %v", st.s.base, st.s.producer, got, st.skip)
+			t.Errorf("batch at %d of producer %d: skip %v, want %v", st.s.Base, st.s.Producer, got, st.skip)
 		}
 	}
 	var none *Aborted
@@ -306,8 +214,8 @@ func TestParseCodec(t *testing.T) {
 // FuzzSplit feeds arbitrary bytes to Split and the header readers: no
 // input may panic, and every batch returned lies within the input.
 func FuzzSplit(f *testing.F) {
-	f.Add(build(f, spec{records: 3, codec: CodecLz4}))
-	f.Add(append(build(f, spec{records: 1}), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 49, 0, 0, 0, 0, 2))
+	f.Add(build(f, spec{Records: 3, Codec: int8(CodecLz4)}))
+	f.Add(append(build(f, spec{Records: 1}), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 49, 0, 0, 0, 0, 2))
 	f.Fuzz(func(t *testing.T, set []byte) {
 		batches, rest, _ := Split(set)
 		n := len(rest)

@@ -160,7 +160,7 @@ func (r *Replicator) fenceWrite(ctx context.Context, p *partition, st fenceStep,
 	fctx, cancel := context.WithTimeout(ctx, fenceTimeout)
 	defer cancel()
 	f := st.f.Producer
-	leader, topicID, err := r.leaders.lookup(fctx, r.opts.Target, out.Topic, out.Partition)
+	leader, topicID, err := r.leaders.Lookup(fctx, r.opts.Target, out.Topic, out.Partition)
 	var base int64
 	var epoch int16
 	if err == nil && st.conditional {
@@ -179,7 +179,7 @@ func (r *Replicator) fenceWrite(ctx context.Context, p *partition, st fenceStep,
 		}
 	}
 	if err != nil {
-		r.leaders.forget(out.Topic)
+		r.leaders.Forget(out.Topic)
 		p.fenceDone(st, false)
 		if st.conditional && landedSince(err) {
 			// A write of the earlier owner landed after the target was

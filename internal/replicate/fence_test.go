@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kmirror/kmirror/internal/batchwrite"
 	"github.com/kmirror/kmirror/internal/progress"
 )
 
@@ -280,8 +281,8 @@ func heldWrite(t *testing.T, e *env, topic string, rec *kgo.Record, id int64, ep
 	t.Helper()
 	c := *rec
 	c.Topic, c.Partition = topic, 0
-	var leaders leaderCache
-	leader, topicID, err := leaders.lookup(e.ctx, e.tgtClient, topic, 0)
+	var leaders batchwrite.Leaders
+	leader, topicID, err := leaders.Lookup(e.ctx, e.tgtClient, topic, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kmirror/kmirror/internal/batchwrite"
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
@@ -188,7 +189,7 @@ type Replicator struct {
 	again      map[progress.Partition]Removed
 	againReady chan struct{}
 	// leaders are the target partitions' leaders for fence writes.
-	leaders leaderCache
+	leaders batchwrite.Leaders
 
 	records, bytes atomic.Int64
 	nstopped       atomic.Int64
