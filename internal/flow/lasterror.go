@@ -81,7 +81,8 @@ func (f *Flow) faultMessage(kind string) string {
 		}
 	}
 	switch kind {
-	case metrics.ErrProduce, metrics.ErrRecordTooLarge, metrics.ErrInvalidRecord, metrics.ErrAuthorization, metrics.ErrDeadLetter:
+	case metrics.ErrProduce, metrics.ErrRecordTooLarge, metrics.ErrInvalidRecord, metrics.ErrAuthorization, metrics.ErrDeadLetter,
+		metrics.ErrDecompressTooLarge:
 		if r := f.repl.Load(); r != nil {
 			if st := r.Totals().Stopped; len(st) > 0 {
 				s := st[0]

@@ -245,6 +245,12 @@ func (c clientLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	case kgo.LogLevelInfo:
 		sl = slog.LevelInfo
 	}
+	if strings.HasPrefix(msg, "batch decompresses larger than MaxDecompressBatchBytes") {
+		// The data plane reports it in its own words, once (see
+		// replicate's batchTooLarge); the client's advice to skip the
+		// batch is not kmirror's.
+		sl = slog.LevelDebug
+	}
 	if sl == slog.LevelError && c.errs != nil && !c.l.Enabled(context.Background(), slog.LevelDebug) && !c.errs.allow(msg) {
 		return
 	}

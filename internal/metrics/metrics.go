@@ -38,6 +38,9 @@ const (
 	ErrProvenance     = "provenance"  // the progress of a flow writing into the source could not be read
 	ErrFenced         = "fenced"      // exactly_once: the brokers refused a transaction of an instance that lost its partitions
 	ErrTransaction    = "transaction" // exactly_once: a transaction was aborted (a write in doubt, a broker fault)
+	// ErrDecompressTooLarge: a source record batch decompresses past the
+	// flow's limit (memory_limit); its partition stops there.
+	ErrDecompressTooLarge = "decompress_too_large"
 )
 
 // Reasons of kmirror_provenance_dropped_records_total.
@@ -338,7 +341,7 @@ func ErrorKinds() []string {
 		ErrFetch, ErrTopicSync, ErrTopicDeleted, ErrPartitionShape, ErrProgress, ErrOffsetReset,
 		ErrFlowRestart, ErrUnknownTopic, ErrInvalidRecord, ErrOther, ErrGroupSync, ErrRecordsLost,
 		ErrSourceTrunc, ErrTargetDataLoss, ErrDeadLetter, ErrOwnershipLost, ErrConfigSync, ErrACLSync,
-		ErrHeartbeat, ErrProvenance, ErrFenced, ErrTransaction,
+		ErrHeartbeat, ErrProvenance, ErrFenced, ErrTransaction, ErrDecompressTooLarge,
 	}
 }
 

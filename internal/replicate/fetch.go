@@ -54,6 +54,11 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 			if errors.As(err, &loss) && r.sourceLostData(loss) {
 				return
 			}
+			var tooLarge *kgo.ErrDecompressTooLarge
+			if errors.As(err, &tooLarge) {
+				r.batchTooLarge(tooLarge)
+				return
+			}
 			r.opts.Metrics.Errors.WithLabelValues(r.opts.Flow, fetchErrorKind(err)).Inc()
 			err = r.opts.SourceAccess.Denied(kafka.OpRead, kafka.ResTopic, topic, err)
 			if fetchErrLog.Allow() {
@@ -81,6 +86,9 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 			}
 			if p.halted.Load() || p.held != nil {
 				return // a write failed meanwhile, or a record waits: fetched again from there
+			}
+			if len(fp.Records) > 0 {
+				r.readAgain(p)
 			}
 			r.checkDeleted(p, fp)
 			r.feed(ctx, p, fp.Records)

@@ -130,4 +130,8 @@ type refusal struct {
 	stopped bool
 	// writing says the dead-letter write is in flight.
 	writing bool
+	// unread says the partition stopped at a source record batch that
+	// decompresses past the flow's limit (batchTooLarge): rec is nil,
+	// and there is nothing to write to a dead-letter topic.
+	unread bool
 }

@@ -161,7 +161,7 @@ func (r *Replicator) recoverFailed(ctx context.Context) bool {
 			waiting = true
 			return
 		}
-		if ref := p.refused; ref != nil && ref.offset == p.failedAt && r.opts.DeadLetterTopic != "" {
+		if ref := p.refused; ref != nil && !ref.unread && ref.offset == p.failedAt && r.opts.DeadLetterTopic != "" {
 			if !ref.writing {
 				ref.writing = true
 				r.deadLetters.Add(1)
