@@ -55,6 +55,7 @@ configuration is invalid.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), checkTimeout)
 			defer cancel()
 			rep := check.Run(ctx, cfg, logger)
+			rep.Warnings = append(rep.Warnings, memoryWarnings(cfg)...)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)

@@ -137,6 +137,9 @@ func run(ctx context.Context, cfg *config.Config, force bool, logger *slog.Logge
 		r.Close()
 		return err
 	}
+	if p, ok := applyMemory(cfg, logger); ok {
+		r.SetMemory(p)
+	}
 	logger.Info("kmirror started", "version", versionString(), "flows", len(r.Flows), "http", r.HTTPAddr())
 	if err := r.Run(ctx); err != nil {
 		return exitError{exitRuntime, err}

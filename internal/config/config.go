@@ -81,12 +81,13 @@ const (
 
 	DefaultCompression      = "lz4"
 	DefaultLinger           = 5 * time.Millisecond
-	DefaultBatchMaxBytes    = 1 << 20   // 1 MiB
-	DefaultMaxBufferedBytes = 256 << 20 // 256 MiB
+	DefaultBatchMaxBytes    = 1 << 20  // 1 MiB
+	DefaultMaxBufferedBytes = 32 << 20 // 32 MiB; the memory budget may set less (internal/membudget)
 	DefaultAcks             = AcksAll
 
-	DefaultFetchMaxBytes          = 52428800 // 50 MiB, as Kafka's consumer
-	DefaultFetchMaxPartitionBytes = 10485760 // 10 MiB
+	// Fetch sizes; the memory budget may set less (internal/membudget).
+	DefaultFetchMaxBytes          = 8 << 20 // 8 MiB
+	DefaultFetchMaxPartitionBytes = 2 << 20 // 2 MiB
 	DefaultIsolationLevel         = ReadCommitted
 
 	DefaultHTTPListen = "127.0.0.1:9780"
@@ -141,6 +142,12 @@ type Config struct {
 	Flows    []*Flow             // in file order
 	HTTP     HTTP
 	Log      Log
+	// MemoryLimit (memory_limit) is the memory the process may use, in
+	// bytes; 0 when the file does not say, and kmirror derives it from
+	// the cgroup or the machine's RAM at start (see internal/membudget).
+	// MemoryLimitLine is its line in the file.
+	MemoryLimit     int64
+	MemoryLimitLine int
 }
 
 // Cluster is one Kafka cluster, named by its alias.
@@ -277,6 +284,26 @@ type Flow struct {
 	Line     int
 	Producer Producer // producer
 	Consumer Consumer // consumer
+	// Explicit holds the producer and consumer sizes written in the file
+	// (such as "consumer.fetch_max_bytes"), with their lines: the memory
+	// budget sets the others, and warns about these when they take more
+	// than the flow's share. Nil when the file sets none.
+	Explicit map[string]int
+}
+
+// Keys of the flow sizes the memory budget sets unless the file does
+// (Flow.Explicit).
+const (
+	KeyFetchMaxBytes          = "consumer.fetch_max_bytes"
+	KeyFetchMaxPartitionBytes = "consumer.fetch_max_partition_bytes"
+	KeyMaxBufferedBytes       = "producer.max_buffered_bytes"
+)
+
+// IsExplicit reports whether key (KeyFetchMaxBytes, ...) was written in
+// the file.
+func (f *Flow) IsExplicit(key string) bool {
+	_, ok := f.Explicit[key]
+	return ok
 }
 
 // HeartbeatsOnSource reports whether the flow writes heartbeats to its
@@ -303,14 +330,14 @@ type Producer struct {
 	Compression      string        // compression: none, gzip, snappy, lz4 (default) or zstd
 	Linger           time.Duration // linger: default 5ms; 0..10s
 	BatchMaxBytes    int32         // batch_max_bytes: default 1 MiB; 1 KiB..256 MiB
-	MaxBufferedBytes int64         // max_buffered_bytes: default 256 MiB; at least BatchMaxBytes
+	MaxBufferedBytes int64         // max_buffered_bytes: default 32 MiB, or twice BatchMaxBytes if more; at least BatchMaxBytes
 	Acks             string        // acks: AcksAll (default) or AcksLeader
 }
 
 // Consumer tunes the reads of a flow from its source cluster.
 type Consumer struct {
-	FetchMaxBytes          int32  // fetch_max_bytes: default 50 MiB
-	FetchMaxPartitionBytes int32  // fetch_max_partition_bytes: default 10 MiB
+	FetchMaxBytes          int32  // fetch_max_bytes: default 8 MiB
+	FetchMaxPartitionBytes int32  // fetch_max_partition_bytes: default 2 MiB
 	IsolationLevel         string // isolation_level: ReadUncommitted (default) or ReadCommitted
 }
 

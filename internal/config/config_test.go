@@ -106,8 +106,8 @@ func TestExampleDefaults(t *testing.T) {
 		HeartbeatTopic:       "heartbeats",
 		HeartbeatLocation:    "target",
 		Line:                 7,
-		Producer:             Producer{Compression: "lz4", Linger: 5 * time.Millisecond, BatchMaxBytes: 1048576, MaxBufferedBytes: 256 << 20, Acks: "all"},
-		Consumer:             Consumer{FetchMaxBytes: 52428800, FetchMaxPartitionBytes: 10485760, IsolationLevel: "read_committed"},
+		Producer:             Producer{Compression: "lz4", Linger: 5 * time.Millisecond, BatchMaxBytes: 1048576, MaxBufferedBytes: 32 << 20, Acks: "all"},
+		Consumer:             Consumer{FetchMaxBytes: 8 << 20, FetchMaxPartitionBytes: 2 << 20, IsolationLevel: "read_committed"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("flow =\n%+v\nwant\n%+v", got, want)
@@ -395,7 +395,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			data: flow + "metrics:\n  listen: x\n",
-			want: []string{"kmirror.yaml:9: metrics: unknown key; expected one of: clusters, flows, http, log"},
+			want: []string{"kmirror.yaml:9: metrics: unknown key; expected one of: clusters, flows, http, log, memory_limit"},
 		},
 		{
 			name: "unknown cluster key",

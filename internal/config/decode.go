@@ -20,7 +20,7 @@ import (
 
 // The keys each mapping allows, in the order error messages list them.
 const (
-	configKeys   = "clusters flows http log"
+	configKeys   = "clusters flows http log memory_limit"
 	clusterKeys  = "allow_plaintext_sasl bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
 	saslKeys     = "client_id client_secret extensions mechanism password region scope token_endpoint token_file username"
@@ -75,6 +75,9 @@ func (d *decoder) config(root *yaml.Node) *Config {
 	}
 	if f := m.get("log"); f != nil {
 		d.log(f, &cfg.Log)
+	}
+	if f := m.get("memory_limit"); f != nil {
+		d.memoryLimit(f, cfg)
 	}
 	return cfg
 }
@@ -583,10 +586,10 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 	}
 	d.metadataKeys(m, fl)
 	if f := m.get("producer"); f != nil {
-		d.producer(f, &fl.Producer)
+		d.producer(f, fl)
 	}
 	if f := m.get("consumer"); f != nil {
-		d.consumer(f, &fl.Consumer)
+		d.consumer(f, fl)
 	}
 	d.exactlyOnce(m, fl)
 	return fl, nameAt
@@ -730,7 +733,8 @@ func (d *decoder) topicPrefix(m *mapping, fl *Flow) {
 	fl.TopicPrefix = p
 }
 
-func (d *decoder) producer(f *field, p *Producer) {
+func (d *decoder) producer(f *field, fl *Flow) {
+	p := &fl.Producer
 	m := d.mapping(f, "a mapping of producer settings", producerKeys)
 	if m == nil {
 		return
@@ -745,30 +749,46 @@ func (d *decoder) producer(f *field, p *Producer) {
 		integer(d, f, &p.BatchMaxBytes, 1<<10, 256<<20, "an integer from 1024 (1 KiB) to 268435456 (256 MiB)")
 	}
 	if f := m.get("max_buffered_bytes"); f != nil {
-		if integer(d, f, &p.MaxBufferedBytes, 1, math.MaxInt64, "a positive integer") && p.MaxBufferedBytes < int64(p.BatchMaxBytes) {
-			d.errorf(f.val, f.path, "%d is less than batch_max_bytes (%d); expected at least batch_max_bytes", p.MaxBufferedBytes, p.BatchMaxBytes)
+		if integer(d, f, &p.MaxBufferedBytes, 1, math.MaxInt64, "a positive integer") {
+			if p.MaxBufferedBytes < int64(p.BatchMaxBytes) {
+				d.errorf(f.val, f.path, "%d is less than batch_max_bytes (%d); expected at least batch_max_bytes", p.MaxBufferedBytes, p.BatchMaxBytes)
+			}
+			fl.explicit(KeyMaxBufferedBytes, f)
 		}
+	} else {
+		// Room for two batches at least, so that one fills while the
+		// other is written.
+		p.MaxBufferedBytes = max(p.MaxBufferedBytes, 2*int64(p.BatchMaxBytes))
 	}
 	if f := m.get("acks"); f != nil {
 		d.enum(f, &p.Acks, AcksAll, AcksLeader)
 	}
 }
 
-func (d *decoder) consumer(f *field, c *Consumer) {
+func (d *decoder) consumer(f *field, fl *Flow) {
+	c := &fl.Consumer
 	m := d.mapping(f, "a mapping of consumer settings", consumerKeys)
 	if m == nil {
 		return
 	}
 	const want = "an integer from 1 to 2147483647"
-	if f := m.get("fetch_max_bytes"); f != nil {
-		integer(d, f, &c.FetchMaxBytes, 1, math.MaxInt32, want)
+	if f := m.get("fetch_max_bytes"); f != nil && integer(d, f, &c.FetchMaxBytes, 1, math.MaxInt32, want) {
+		fl.explicit(KeyFetchMaxBytes, f)
 	}
-	if f := m.get("fetch_max_partition_bytes"); f != nil {
-		integer(d, f, &c.FetchMaxPartitionBytes, 1, math.MaxInt32, want)
+	if f := m.get("fetch_max_partition_bytes"); f != nil && integer(d, f, &c.FetchMaxPartitionBytes, 1, math.MaxInt32, want) {
+		fl.explicit(KeyFetchMaxPartitionBytes, f)
 	}
 	if f := m.get("isolation_level"); f != nil {
 		d.enum(f, &c.IsolationLevel, ReadUncommitted, ReadCommitted)
 	}
+}
+
+// explicit records that key of the flow was written in the file, at f.
+func (f *Flow) explicit(key string, at *field) {
+	if f.Explicit == nil {
+		f.Explicit = map[string]int{}
+	}
+	f.Explicit[key] = at.at().Line
 }
 
 // --- http, log ---

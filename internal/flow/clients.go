@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/membudget"
 	"github.com/kmirror/kmirror/internal/ownership"
 	"github.com/kmirror/kmirror/internal/topicsync"
 )
@@ -97,10 +98,26 @@ func (c *runClients) close() {
 	c.src.Close()
 }
 
+// SetMemory sets the sizes of the flow's clients and the bound on its
+// comparisons at restart from its part of the memory budget (see
+// membudget.Split), in place of its configured sizes. It is called before
+// the flow runs.
+func (f *Flow) SetMemory(m membudget.Flow) {
+	f.mem = m
+	f.compares = nil
+	if m.Comparisons > 0 {
+		f.compares = make(chan struct{}, m.Comparisons)
+	}
+}
+
+// Memory returns the flow's client sizes.
+func (f *Flow) Memory() membudget.Flow { return f.mem }
+
 func (f *Flow) consumerOpts() []kgo.Opt {
+	m := f.mem
 	opts := []kgo.Opt{
-		kgo.FetchMaxBytes(f.cfg.Consumer.FetchMaxBytes),
-		kgo.FetchMaxPartitionBytes(f.cfg.Consumer.FetchMaxPartitionBytes),
+		kgo.FetchMaxBytes(m.FetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(m.FetchMaxPartitionBytes),
 		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		// Transaction markers are not copied, but the position must move
@@ -109,6 +126,14 @@ func (f *Flow) consumerOpts() []kgo.Opt {
 	}
 	if f.cfg.Consumer.IsolationLevel == "read_committed" || f.cfg.ExactlyOnce {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	if m.MaxConcurrentFetches > 0 {
+		opts = append(opts, kgo.MaxConcurrentFetches(m.MaxConcurrentFetches))
+	}
+	if m.MaxDecompressBatchBytes > 0 {
+		// A batch that decompresses past it stops its partition (see
+		// replicate's batchTooLarge) instead of taking the memory.
+		opts = append(opts, kgo.MaxDecompressBatchBytes(m.MaxDecompressBatchBytes))
 	}
 	return opts
 }
@@ -119,8 +144,8 @@ func (f *Flow) producerOpts() []kgo.Opt {
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(p.Linger),
 		kgo.ProducerBatchMaxBytesFn(f.batchMaxBytes),
-		kgo.MaxBufferedBytes(int(p.MaxBufferedBytes)),
-		kgo.MaxBufferedRecords(1_000_000),
+		kgo.MaxBufferedBytes(int(f.mem.MaxBufferedBytes)),
+		kgo.MaxBufferedRecords(f.mem.MaxBufferedRecords),
 		kgo.ProducerBatchCompression(compression(p.Compression)),
 		// A target partition that lost acknowledged records (unclean
 		// leader election) fails the idempotent sequence check; the

@@ -19,6 +19,7 @@ import (
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/groupsync"
 	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/membudget"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/ownership"
 	"github.com/kmirror/kmirror/internal/policy"
@@ -65,6 +66,11 @@ type Flow struct {
 	// set or found there (int32): the producer lets a record that large
 	// through (see producerOpts).
 	maxMessage sync.Map
+	// mem are the flow's client sizes (see SetMemory), and compares
+	// bounds the partitions compared with the target at once at restart
+	// (nil: only the caller's bound).
+	mem      membudget.Flow
+	compares chan struct{}
 }
 
 // Siblings tells each of flows, before they start, about the others
@@ -94,6 +100,7 @@ func New(cfg *config.Config, fc *config.Flow, m *metrics.Metrics, logger *slog.L
 		metrics: m,
 		logger:  logger.With("flow", fc.Name),
 		created: time.Now(),
+		mem:     membudget.Unbounded(fc),
 	}
 }
 

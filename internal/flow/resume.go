@@ -36,7 +36,9 @@ type resumePoint struct {
 // records the flow drops are passed over, and so are records other
 // writers put into the target partition. Source transaction markers and aborted records have no copy
 // and are passed over; the comparison holds at most resume.PartitionBudget
-// bytes of fetched records.
+// bytes of fetched records (four fetches of the flow's CompareFetchBytes
+// when its memory budget sets them), and at most the budget's Comparisons
+// partitions are compared at once.
 func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOffsets, omap *offsets.Map) progress.Position {
 	id, pos := rp.id, rp.pos
 	te, ok := tgtEnds.Lookup(rp.target, id.Partition)
@@ -65,11 +67,23 @@ func (r *run) resume(ctx context.Context, rp resumePoint, tgtEnds kadm.ListedOff
 	if ahead == 0 {
 		return pos
 	}
-	o := resume.Options{SourceReadUncommitted: r.cfg.Consumer.IsolationLevel == config.ReadUncommitted}
+	o := resume.Options{
+		SourceReadUncommitted: r.cfg.Consumer.IsolationLevel == config.ReadUncommitted,
+		MaxFetchBytes:         r.mem.CompareFetchBytes,
+	}
 	if pv := r.repl.Provenance(); pv != nil {
 		// Copies carry the provenance header, dropped records have none,
 		// and other writers of the target topic are not compared.
 		o.Copy, o.Ours = copier(pv, rp.target), pv.Wrote
+	}
+	if r.compares != nil {
+		// The flow's memory budget bounds the comparisons at once.
+		select {
+		case r.compares <- struct{}{}:
+			defer func() { <-r.compares }()
+		case <-ctx.Done():
+			return pos
+		}
 	}
 	res, err := resume.Match(ctx, r.src, r.tgt, id, rp.target, pos, te.Offset, rp.sourceEnd, o,
 		func(p resume.Pair) { omap.Add(p.Source, p.Target, now) })

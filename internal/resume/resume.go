@@ -42,12 +42,13 @@ import (
 	"github.com/kmirror/kmirror/internal/verify"
 )
 
-// MaxFetchBytes bounds one fetch of either side of a comparison. Each side
-// holds at most the fetch being compared and one fetched ahead, so one
-// partition's comparison holds at most 4 × MaxFetchBytes of fetched
-// records (4 MiB), plus a record batch larger than the bound, which is
-// fetched whole. Decompressed records take more memory than the fetched
-// bytes by the compression ratio.
+// MaxFetchBytes bounds one fetch of either side of a comparison, unless
+// Options.MaxFetchBytes says less. Each side holds at most the fetch
+// being compared and one fetched ahead, so one partition's comparison
+// holds at most 4 × MaxFetchBytes of fetched records (4 MiB), plus a
+// record batch larger than the bound, which is fetched whole.
+// Decompressed records take more memory than the fetched bytes by the
+// compression ratio.
 const MaxFetchBytes = 1 << 20
 
 // PartitionBudget is the most fetched bytes one partition's comparison
@@ -74,6 +75,9 @@ type Options struct {
 	// flow; the others are passed over. Nil: every target record past the
 	// position was.
 	Ours func(*kgo.Record) bool
+	// MaxFetchBytes, if positive, bounds one fetch of either side in
+	// place of MaxFetchBytes (the flow's memory budget sets it).
+	MaxFetchBytes int32
 }
 
 // Kind is what a flow does with a source record.
@@ -140,11 +144,15 @@ func Match(ctx context.Context, src, tgt *kgo.Client, id progress.Partition, tar
 	})
 	defer idle.Stop()
 
+	fetchBytes := int32(MaxFetchBytes)
+	if o.MaxFetchBytes > 0 {
+		fetchBytes = o.MaxFetchBytes
+	}
 	var wg sync.WaitGroup
 	tgtSide := open(ctx, &wg, tgt, logread.Range{Topic: target, Partition: id.Partition, From: pos.TargetNext, End: targetEnd},
-		logread.Options{MaxFetchBytes: MaxFetchBytes})
+		logread.Options{MaxFetchBytes: fetchBytes})
 	srcSide := open(ctx, &wg, src, logread.Range{Topic: id.Topic, Partition: id.Partition, From: pos.SourceNext, End: sourceEnd},
-		logread.Options{MaxFetchBytes: MaxFetchBytes, ReadUncommitted: o.SourceReadUncommitted})
+		logread.Options{MaxFetchBytes: fetchBytes, ReadUncommitted: o.SourceReadUncommitted})
 	defer func() {
 		// Stop both readers and wait for them: nothing outlives Match.
 		cancel(nil)

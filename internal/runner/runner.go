@@ -19,6 +19,7 @@ import (
 	"github.com/kmirror/kmirror/internal/config"
 	"github.com/kmirror/kmirror/internal/flow"
 	"github.com/kmirror/kmirror/internal/kafka"
+	"github.com/kmirror/kmirror/internal/membudget"
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/policy"
 	"github.com/kmirror/kmirror/internal/progress"
@@ -59,6 +60,17 @@ func New(cfg *config.Config, version string, logger *slog.Logger) (*Runner, erro
 		r.server, r.ln = srv, ln
 	}
 	return r, nil
+}
+
+// SetMemory gives each flow its part of the memory budget p, split from
+// the runner's configuration (membudget.Split). It is called before Run;
+// without it, the flows use their configured sizes.
+func (r *Runner) SetMemory(p membudget.Plan) {
+	for i, f := range r.Flows {
+		if i < len(p.Flows) {
+			f.SetMemory(p.Flows[i])
+		}
+	}
 }
 
 // HTTPAddr is the address the admin server listens on, or "" if disabled.
