@@ -56,7 +56,7 @@ func (r *Replicator) writeFailed(p *partition, src int64, out *kgo.Record, err e
 					p.refused = &refusal{offset: src, since: now}
 				}
 				if kind == metrics.ErrRecordTooLarge {
-					err = withHeaderNote(err, out)
+					err = r.withBufferNote(withHeaderNote(err, out), out)
 				}
 				p.refused.rec, p.refused.reason = out, err.Error()
 				refusedNow = true

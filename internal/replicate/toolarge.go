@@ -91,3 +91,20 @@ func sizeText(n int64) string {
 	}
 	return fmt.Sprintf("%d bytes", n)
 }
+
+// withBufferNote adds to the refusal of record out as too large that it
+// did not reach the target: it is larger than the producer's buffer
+// (producer.max_buffered_bytes, or what the memory budget set), which
+// franz-go refuses before sending.
+func (r *Replicator) withBufferNote(err error, out *kgo.Record) error {
+	limit, _ := r.opts.Target.OptValue(kgo.MaxBufferedBytes).(int64)
+	size := int64(len(out.Key) + len(out.Value))
+	for _, h := range out.Headers {
+		size += int64(len(h.Key) + len(h.Value))
+	}
+	if limit <= 0 || size <= limit {
+		return err
+	}
+	return fmt.Errorf("%w; the record (%d bytes) is larger than the flow's produce buffer (%s), so kmirror did not send it: set producer.max_buffered_bytes above it, or raise memory_limit",
+		err, size, sizeText(limit))
+}

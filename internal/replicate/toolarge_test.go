@@ -110,3 +110,26 @@ func TestReplicateBatchTooLargeStopsPartition(t *testing.T) {
 		t.Errorf("records lost = %v, want 1", c)
 	}
 }
+
+// A record larger than the producer's buffer is refused by the client
+// before it is sent; the partition stops at it with a reason that says
+// so and what to raise.
+func TestReplicateRecordLargerThanBuffer(t *testing.T) {
+	e := newEnv(t)
+	e.tgtClient = newClient(t, e.tgtClient.OptValue(kgo.SeedBrokers).([]string),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.MaxBufferedBytes(64<<10))
+	const src, dst = "big", "primary.big"
+	e.createTopic(t, e.srcAdmin, src, 1, nil)
+	e.createTopic(t, e.tgtAdmin, dst, 1, nil)
+	r := e.replicator()
+	r.Add(assignments(src, dst, 1))
+	e.run(t, r)
+	e.produce(t, src, small(0, 0), &kgo.Record{Partition: 0, Value: make([]byte, 100<<10)}, small(0, 2))
+	waitFor(t, "partition stopped", func() bool { return len(r.Totals().Stopped) == 1 })
+	st := r.Totals().Stopped[0]
+	if st.Offset != 1 || !strings.Contains(st.Reason, "the record (102400 bytes) is larger than the flow's produce buffer (65536 bytes), so kmirror did not send it") {
+		t.Errorf("Stopped = %+v", st)
+	}
+}
