@@ -196,7 +196,7 @@ log:
 // kmirrorSettable are the keys of kmirror's flow settings -kmirror-set
 // may override, in the order the YAML has them.
 var kmirrorSettable = []string{
-	"producer.compression", "producer.linger", "producer.batch_max_bytes", "producer.max_buffered_bytes",
+	"producer.compression", "producer.linger", "producer.batch_max_bytes", "producer.max_buffered_bytes", "producer.acks",
 	"consumer.fetch_max_bytes", "consumer.fetch_max_partition_bytes",
 }
 
@@ -208,6 +208,7 @@ func kmirrorClientDefaults() map[string]string {
 		"producer.linger":                    strconv.Itoa(lingerMs) + "ms",
 		"producer.batch_max_bytes":           strconv.Itoa(batchBytes),
 		"producer.max_buffered_bytes":        strconv.Itoa(bufferedBytes),
+		"producer.acks":                      "all",
 		"consumer.fetch_max_bytes":           strconv.Itoa(fetchMaxBytes),
 		"consumer.fetch_max_partition_bytes": strconv.Itoa(fetchMaxPartBytes),
 	}
@@ -244,12 +245,12 @@ func kmirrorClientYAML(isolation string, sets ...map[string]string) string {
       linger: %s
       batch_max_bytes: %s
       max_buffered_bytes: %s
-      acks: all
+      acks: %s
     consumer:
       fetch_max_bytes: %s
       fetch_max_partition_bytes: %s
       isolation_level: %s
-`, v["producer.compression"], v["producer.linger"], v["producer.batch_max_bytes"], v["producer.max_buffered_bytes"],
+`, v["producer.compression"], v["producer.linger"], v["producer.batch_max_bytes"], v["producer.max_buffered_bytes"], v["producer.acks"],
 		v["consumer.fetch_max_bytes"], v["consumer.fetch_max_partition_bytes"], isolation)
 }
 

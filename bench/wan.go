@@ -29,11 +29,14 @@ const (
 
 // wanOptions are the scale and the links of the long-links scenario.
 type wanOptions struct {
-	gb     float64
-	rtts   []time.Duration // the round-trip times of the link; RTT 0 (no link) always runs too
-	sides  []string        // sideSource, sideTarget
-	mbit   int64           // the link's bandwidth, Mbit/s; 0 is unlimited
-	window int             // a TCP window in bytes per connection and direction; 0 is none
+	gb    float64
+	rtts  []time.Duration // the round-trip times of the link; RTT 0 (no link) always runs too
+	sides []string        // sideSource, sideTarget
+	mbit  int64           // the link's bandwidth, Mbit/s; 0 is unlimited
+	// window, if positive, adds on each side a condition at the longest
+	// round-trip time whose connections have at most this many bytes in
+	// flight per direction (a TCP window).
+	window int
 	runs   int
 	budget time.Duration
 	// tuned, if not empty, adds a kmirror run with these settings over
@@ -56,7 +59,7 @@ func registerWANFlags(fs *flag.FlagSet) *wanFlagSet {
 		rtts:   fs.String("wan-rtts", "50ms,150ms", "wan scenario: round-trip times of the emulated link (RTT 0, no link, always runs as the reference)"),
 		sides:  fs.String("wan-sides", "source,target", "wan scenario: where the link is: between the replicator and the source, the target, or each in turn"),
 		mbit:   fs.Int64("wan-mbit", 1000, "wan scenario: the link's bandwidth in each direction, Mbit/s (0: unlimited)"),
-		window: fs.Int("wan-window", 0, "wan scenario: emulate a TCP window of this many bytes per connection and direction (0: none, only the link's bandwidth and delay)"),
+		window: fs.Int("wan-window", 0, "wan scenario: also run, on each side at the longest RTT, a link that allows this many bytes in flight per connection and direction, as a TCP window (0: not run)"),
 		runs:   fs.Int("wan-runs", 1, "wan scenario: runs of every replicator under every condition; the report gives each one's median"),
 		budget: fs.Duration("wan-budget", 5*time.Minute, "wan scenario: time a replicator gets for one copy"),
 		tuned:  fs.String("wan-kmirror-tuned", "", "wan scenario: also run kmirror with these settings (key=value,... as -kmirror-set), as kmirror-tuned"),
@@ -113,7 +116,11 @@ func (c wanCondition) slug() string {
 	if c.side == "" {
 		return "0"
 	}
-	return fmt.Sprintf("%s%d", c.side[:3], c.shape.rtt.Milliseconds())
+	s := fmt.Sprintf("%s%d", c.side[:3], c.shape.rtt.Milliseconds())
+	if c.shape.window > 0 {
+		s += "w" + strconv.Itoa(c.shape.window>>10)
+	}
+	return s
 }
 
 // wanVariant is one replicator of the scenario: a tool, and for
@@ -150,7 +157,10 @@ func (h *harness) wanConditions() []wanCondition {
 	conds := []wanCondition{{}}
 	for _, side := range o.sides {
 		for _, rtt := range o.rtts {
-			conds = append(conds, wanCondition{side: side, shape: linkShape{rtt: rtt, bitsPerSec: o.mbit * 1e6, window: o.window}})
+			conds = append(conds, wanCondition{side: side, shape: linkShape{rtt: rtt, bitsPerSec: o.mbit * 1e6}})
+		}
+		if o.window > 0 {
+			conds = append(conds, wanCondition{side: side, shape: linkShape{rtt: slices.Max(o.rtts), bitsPerSec: o.mbit * 1e6, window: o.window}})
 		}
 	}
 	return conds

@@ -110,11 +110,11 @@ func (r *report) renderWAN(w func(string, ...any)) {
 		w("Bandwidth: unlimited. ")
 	}
 	w("A new connection's first bytes wait one round trip (the TCP handshake). ")
+	w("TCP windows are not emulated: the two halves of every connection run over loopback, so the socket buffers of the replicator and the broker never limit what is in flight (on a real link they do unless they are at least the bandwidth-delay product: see docs/tuning.md)")
 	if o.window > 0 {
-		w("Each connection has at most %d bytes in flight per direction (a TCP window: bytes are acknowledged half a round trip after they were delivered). ", o.window)
-	} else {
-		w("TCP windows are not emulated: the two halves of every connection run over loopback, so the socket buffers of the replicator and the broker never limit what is in flight (on a real link they do unless they are at least the bandwidth-delay product: see docs/tuning.md). ")
+		w(", except in the rows marked *window*: there each connection has at most %d bytes (%.0f KiB) in flight per direction, acknowledged half a round trip after they were delivered, as a TCP window of that size (the smaller of the sender's send buffer and the receiver's receive buffer) allows", o.window, float64(o.window)/1024)
 	}
+	w(". ")
 	w("Packet loss is not emulated either: this machine's kernel has no netem queueing discipline, and a user-space proxy cannot lose segments faithfully (over loopback a lost segment is recovered in microseconds, not in round trips of the emulated link).\n\n")
 	w("*MB/s* is over the copy (first record on the target → all copied), *vs RTT 0* divides it by the same replicator's without a link, *kmirror/MM2* by MM2's under the same condition. CPU is the replicator process's, process start → all copied; *link Mbit/s* the average rate of the link's busy direction (towards the replicator on the source side, towards the target) over the copy; *bench CPU* the bench process's CPU over the run, mostly the proxy (the bench also polls the target's offsets every %s).\n\n", backlogPoll)
 
@@ -178,7 +178,7 @@ func (r *report) renderWANGoals(w func(string, ...any), base map[string]float64)
 	longest := slices.Max(o.rtts)
 	var lines []string
 	for _, side := range o.sides {
-		c := wanCondition{side: side, shape: linkShape{rtt: longest, bitsPerSec: o.mbit * 1e6, window: o.window}}
+		c := wanCondition{side: side, shape: linkShape{rtt: longest, bitsPerSec: o.mbit * 1e6}}
 		mm2 := wanRate(res.median(toolMM2, c))
 		for _, v := range r.h.wanVariants() {
 			if v.tool != toolKmirror {
@@ -216,7 +216,11 @@ func rttCell(c wanCondition) string {
 	if c.side == "" {
 		return "0"
 	}
-	return fmt.Sprintf("%d ms", c.shape.rtt/time.Millisecond)
+	s := fmt.Sprintf("%d ms", c.shape.rtt/time.Millisecond)
+	if c.shape.window > 0 {
+		s += fmt.Sprintf(", window %.0f KiB", float64(c.shape.window)/1024)
+	}
+	return s
 }
 
 func rateCell(v float64) string {
