@@ -3,7 +3,8 @@
 // partition of the given topics from the start and writes each record to
 // the same partition of "<prefix><topic>" on the target (which must
 // exist), with the same producer settings as kmirror, until SIGINT or
-// SIGTERM. No progress is stored, no topic is created, nothing is
+// SIGTERM; with -forward it passes the source's record batches through
+// as they are instead. No progress is stored, no topic is created, nothing is
 // retried, nothing is measured: whatever kmirror spends beyond this is the
 // cost of its features.
 //
@@ -42,6 +43,7 @@ func run() error {
 		buffered  = flag.Int("buffered-bytes", 256<<20, "most bytes buffered in the producer")
 		fetchMax  = flag.Int("fetch-max-bytes", 50<<20, "most bytes per fetch")
 		fetchPart = flag.Int("fetch-max-partition-bytes", 10<<20, "most bytes per partition per fetch")
+		fwd       = flag.Bool("forward", false, "pass record batches through as they are instead of decoding and producing records")
 	)
 	flag.Parse()
 	if *source == "" || *target == "" || *topics == "" {
@@ -49,6 +51,9 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *fwd {
+		return forward(ctx, *source, *target, splitTopics(*topics), *prefix, int32(*fetchMax), int32(*fetchPart))
+	}
 
 	consumer, err := kgo.NewClient(
 		kgo.SeedBrokers(*source),
