@@ -8,8 +8,8 @@
 //
 // Each target partition has its own producer ID (InitProducerID without a
 // transactional ID, asked for when the partition is first written and
-// again after a sequence error), one batch in flight at a time and any
-// number queued; one request carries the next batch of every partition
+// again after a sequence error), unless Options.Producer gives one for
+// all; one batch in flight at a time and any number queued; one request carries the next batch of every partition
 // ready on a broker. A batch is answered once, in the order it was queued
 // for its partition: with the offset the target gave its first record,
 // or with the error that failed it. A batch that fails fails every batch
@@ -40,6 +40,12 @@ var ErrBehindFailed = errors.New("an earlier batch of the partition was not writ
 // ErrClosed fails the batches still queued when the writer closes.
 var ErrClosed = errors.New("batch writer closed")
 
+// ErrSequence wraps the leader's refusal of a batch's producer state
+// (out-of-order sequence, unknown producer, fenced epoch) under a producer
+// given in Options: whether the batch is on the target is not known, and
+// the partition cannot be written as that producer any more.
+var ErrSequence = errors.New("the target refused the producer's sequence")
+
 // Options configure a Writer.
 type Options struct {
 	// Client is the target cluster's client: its metadata and broker
@@ -52,6 +58,11 @@ type Options struct {
 	// partition, as many partitions as fit); zero means 16 MiB. A batch
 	// larger than it is sent alone.
 	MaxRequestBytes int
+	// Producer, if set, is the producer every partition is written as
+	// (its sequence per partition starting at 0), instead of one asked
+	// for per partition: the caller can store it before anything is
+	// written. A sequence error then fails with ErrSequence.
+	Producer *batch.Producer
 	// Logger receives one line per retried failure, throttled.
 	Logger *slog.Logger
 }
@@ -80,8 +91,15 @@ type key struct {
 // item is one queued batch.
 type item struct {
 	b    batch.Batch
+	gate Gate
 	done func(base int64, err error)
 }
+
+// Gate says whether a queued batch may be sent now: send, wait (false,
+// false), or fail it unsent with ErrBehindFailed and everything queued
+// behind it (fail). A nil Gate always sends. It is asked from the
+// writer's goroutine while the batch heads its partition's queue.
+type Gate func() (send, fail bool)
 
 // part is a target partition's queue and producer.
 type part struct {
@@ -124,7 +142,7 @@ func New(opts Options) *Writer {
 // Write queues b for the target partition. b is stamped in place when
 // sent: the caller gives it up. done is called once, from the writer's
 // goroutines, in queue order for the partition.
-func (w *Writer) Write(topic string, partition int32, b batch.Batch, done func(base int64, err error)) {
+func (w *Writer) Write(topic string, partition int32, b batch.Batch, gate Gate, done func(base int64, err error)) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
@@ -137,7 +155,7 @@ func (w *Writer) Write(topic string, partition int32, b batch.Batch, done func(b
 		p = &part{key: k}
 		w.parts[k] = p
 	}
-	p.queue = append(p.queue, &item{b: b, done: done})
+	p.queue = append(p.queue, &item{b: b, gate: gate, done: done})
 	w.mu.Unlock()
 	w.signal()
 }
@@ -213,14 +231,28 @@ type request struct {
 func (w *Writer) ready() []*request {
 	now := time.Now()
 	w.mu.Lock()
-	var cands []*part
+	var cands, gated []*part
 	for _, p := range w.parts {
 		if !p.busy && len(p.queue) > 0 && !now.Before(p.notUntil) {
+			if g := p.queue[0].gate; g != nil {
+				send, fail := g()
+				if fail {
+					p.busy = true
+					gated = append(gated, p)
+					continue
+				}
+				if !send {
+					continue // asked again on the next tick or wake
+				}
+			}
 			p.busy = true
 			cands = append(cands, p)
 		}
 	}
 	w.mu.Unlock()
+	for _, p := range gated {
+		w.failed(p, ErrBehindFailed)
+	}
 	byLeader := map[int32]*request{}
 	var out []*request
 	sizes := map[*request]int{}
@@ -252,6 +284,9 @@ func (w *Writer) ready() []*request {
 func (w *Writer) prepare(p *part) (int32, error) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.opts.Timeout)
 	defer cancel()
+	if !p.haveID && w.opts.Producer != nil {
+		p.producer, p.haveID, p.seq = *w.opts.Producer, true, 0
+	}
 	if !p.haveID {
 		id, epoch, err := initProducerID(ctx, w.opts.Client, w.opts.Timeout)
 		if err != nil {
@@ -340,10 +375,16 @@ func (w *Writer) answered(p *part, a kmsg.ProduceResponseTopicPartition) {
 		w.mu.Unlock()
 		head.done(a.BaseOffset, nil)
 	case errors.Is(err, kerr.OutOfOrderSequenceNumber), errors.Is(err, kerr.UnknownProducerID),
-		errors.Is(err, kerr.InvalidProducerEpoch), errors.Is(err, kerr.DuplicateSequenceNumber):
+		errors.Is(err, kerr.InvalidProducerEpoch), errors.Is(err, kerr.ProducerFenced),
+		errors.Is(err, kerr.DuplicateSequenceNumber):
 		// The leader's producer state is not ours (lost records, expired
-		// state): whether the batch is on the target is not known. The
-		// partition goes on under a new producer ID.
+		// state, a successor fenced it): whether the batch is on the
+		// target is not known. The partition goes on under a new
+		// producer ID, if the writer picks them.
+		if w.opts.Producer != nil {
+			w.failed(p, fmt.Errorf("%s[%d]: %w: %w", p.key.topic, p.key.partition, ErrSequence, err))
+			return
+		}
 		w.mu.Lock()
 		p.haveID = false
 		w.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ func TestWriterCopiesBatches(t *testing.T) {
 			if err != nil || len(bs) != 1 {
 				t.Fatalf("split: %d batches, %v", len(bs), err)
 			}
-			w.Write("t", p, bs[0], a.callback(p, i))
+			w.Write("t", p, bs[0], nil, a.callback(p, i))
 		}
 	}
 	got := a.wait(t, 3*perPartition)
@@ -147,10 +148,10 @@ func TestWriterFailsWhatFollowsAFailure(t *testing.T) {
 		return bs[0]
 	}
 	big, _, _ := batch.Split(batchtest.Build(t, batchtest.Spec{Records: 200, Tag: "big"}))
-	w.Write("t", 0, small("a"), a.callback(0, 0))
-	w.Write("t", 0, big[0], a.callback(0, 1))
-	w.Write("t", 0, small("b"), a.callback(0, 2))
-	w.Write("t", 0, small("c"), a.callback(0, 3))
+	w.Write("t", 0, small("a"), nil, a.callback(0, 0))
+	w.Write("t", 0, big[0], nil, a.callback(0, 1))
+	w.Write("t", 0, small("b"), nil, a.callback(0, 2))
+	w.Write("t", 0, small("c"), nil, a.callback(0, 3))
 	got := a.wait(t, 4)[0]
 	if got[0].err != nil || got[0].base != 0 {
 		t.Fatalf("first batch: %+v", got[0])
@@ -164,7 +165,7 @@ func TestWriterFailsWhatFollowsAFailure(t *testing.T) {
 		}
 	}
 	var b answers
-	w.Write("t", 0, small("d"), b.callback(0, 0))
+	w.Write("t", 0, small("d"), nil, b.callback(0, 0))
 	if g := b.wait(t, 1)[0][0]; g.err != nil || g.base != 2 {
 		t.Fatalf("batch after the failure: %+v, want offset 2", g)
 	}
@@ -180,7 +181,7 @@ func TestWriterCloseFailsQueued(t *testing.T) {
 	var a answers
 	for i := range 5 {
 		bs, _, _ := batch.Split(batchtest.Build(t, batchtest.Spec{Records: 1}))
-		w.Write("missing", 0, bs[0], a.callback(0, i))
+		w.Write("missing", 0, bs[0], nil, a.callback(0, i))
 	}
 	time.Sleep(100 * time.Millisecond) // let it try
 	w.Close()
@@ -192,7 +193,7 @@ func TestWriterCloseFailsQueued(t *testing.T) {
 	}
 	var after answers
 	bs, _, _ := batch.Split(batchtest.Build(t, batchtest.Spec{Records: 1}))
-	w.Write("missing", 0, bs[0], after.callback(0, 0))
+	w.Write("missing", 0, bs[0], nil, after.callback(0, 0))
 	if g := after.wait(t, 1)[0][0]; !errors.Is(g.err, ErrClosed) {
 		t.Fatalf("write after Close: %+v, want ErrClosed", g)
 	}
@@ -206,5 +207,69 @@ func createTopic(t *testing.T, cl *kgo.Client, topic string, configs map[string]
 	defer cancel()
 	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, 1, configs, topic); err != nil {
 		t.Fatalf("creating topic %s: %v", topic, err)
+	}
+}
+
+// TestWriterGateAndGivenProducer writes as a producer given in Options,
+// behind a gate: a batch waits while its gate says wait, is sent once it
+// says send, and fails unsent, with what is queued behind it, when it
+// says fail. The records read back carry the given producer's ID.
+func TestWriterGateAndGivenProducer(t *testing.T) {
+	c := kfaketest.Cluster(t, kfake.SeedTopics(1, "t"))
+	cl := kfaketest.Client(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, epoch, err := initProducerID(ctx, cl, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := New(Options{Client: cl, Producer: &batch.Producer{ID: id, Epoch: epoch}})
+	defer w.Close()
+	one := func(tag string) batch.Batch {
+		bs, _, _ := batch.Split(batchtest.Build(t, batchtest.Spec{Records: 3, Tag: tag}))
+		return bs[0]
+	}
+	var open atomic.Bool
+	var a answers
+	w.Write("t", 0, one("a"), func() (bool, bool) { return open.Load(), false }, a.callback(0, 0))
+	time.Sleep(200 * time.Millisecond) // several ticks of the writer
+	a.mu.Lock()
+	early := a.n
+	a.mu.Unlock()
+	if early != 0 {
+		t.Fatal("a batch whose gate said wait was sent")
+	}
+	open.Store(true)
+	if g := a.wait(t, 1)[0][0]; g.err != nil || g.base != 0 {
+		t.Fatalf("gated batch: %+v", g)
+	}
+	if p, ok := w.Producer("t", 0); !ok || p.ID != id || p.Epoch != epoch {
+		t.Fatalf("producer %+v, want %d/%d", p, id, epoch)
+	}
+	var b answers
+	w.Write("t", 0, one("b"), func() (bool, bool) { return false, true }, b.callback(0, 0))
+	w.Write("t", 0, one("c"), nil, b.callback(0, 1))
+	for _, g := range b.wait(t, 2)[0] {
+		if !errors.Is(g.err, ErrBehindFailed) {
+			t.Fatalf("behind a failing gate: %+v, want ErrBehindFailed", g)
+		}
+	}
+	var c2 answers
+	w.Write("t", 0, one("d"), nil, c2.callback(0, 0))
+	if g := c2.wait(t, 1)[0][0]; g.err != nil || g.base != 3 {
+		t.Fatalf("after the failed gate: %+v, want offset 3", g)
+	}
+	rd := kfaketest.Client(t, c, kgo.ConsumeTopics("t"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	for n := 0; n < 6; {
+		fs := rd.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of 6 records", n)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			n++
+			if r.ProducerID != id {
+				t.Fatalf("record at %d written by producer %d, want %d", r.Offset, r.ProducerID, id)
+			}
+		})
 	}
 }

@@ -138,6 +138,23 @@ func (m *Map) Add(src, tgt, ms int64) {
 	m.gapFrom = src + 1
 }
 
+// AddRun records that the n source offsets from src were written at the n
+// target offsets from tgt, as a record batch written whole is: Add for
+// each, at once.
+func (m *Map) AddRun(src, tgt, n, ms int64) {
+	if n <= 0 {
+		return
+	}
+	m.Add(src, tgt, ms)
+	if k := len(m.runs); k > 0 && n > 1 {
+		last := &m.runs[k-1]
+		if last.SourceEnd() == src+1 && last.TargetEnd() == tgt+1 {
+			last.Len += n - 1
+			m.gapFrom = src + n
+		}
+	}
+}
+
 // Advance records that the source was read up to source offset next and
 // every record before it that was copied is in the map (the position moved
 // past transaction markers or aborted records): the newest run then covers

@@ -385,3 +385,34 @@ func TestCutThenNewDataAfterSourceTruncation(t *testing.T) {
 		}
 	}
 }
+
+// TestAddRunEqualsAdds checks that AddRun gives the map Add would give
+// record by record, batches following each other, after gaps (markers),
+// at or below what the map holds, and of one record.
+func TestAddRunEqualsAdds(t *testing.T) {
+	type run struct{ src, tgt, n int64 }
+	tests := []struct {
+		name string
+		runs []run
+	}{
+		{"contiguous batches", []run{{0, 0, 5}, {5, 5, 3}}},
+		{"a marker between batches", []run{{0, 0, 5}, {6, 5, 4}}},
+		{"target moved on", []run{{0, 10, 2}, {2, 20, 2}}},
+		{"one-record batches", []run{{0, 0, 1}, {1, 1, 1}, {3, 2, 1}}},
+		{"a batch again at or below the map", []run{{0, 0, 5}, {3, 3, 2}, {5, 5, 2}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			byRun, byRecord := NewMap(nil), NewMap(nil)
+			for _, r := range tc.runs {
+				byRun.AddRun(r.src, r.tgt, r.n, 1)
+				for i := range r.n {
+					byRecord.Add(r.src+i, r.tgt+i, 1)
+				}
+			}
+			if got, want := saved(byRun.Runs()), saved(byRecord.Runs()); !reflect.DeepEqual(got, want) {
+				t.Fatalf("AddRun gave %+v, Add record by record %+v", got, want)
+			}
+		})
+	}
+}
