@@ -259,6 +259,11 @@ func (h *harness) linkOf(side string) *wanLink {
 func (h *harness) copyOverLink(ctx context.Context, v wanVariant, cond wanCondition, want offsets, rep int) (*wanRun, error) {
 	r := &wanRun{copyRun: &copyRun{tool: v.tool, rep: rep, budget: h.opts.wan.budget}, label: v.label, cond: cond}
 	names := targetNames(v.tool, []string{wanTopic})
+	// kmirror-tuned writes the topic kmirror wrote just before, deleted
+	// since: a broker may still answer with its offsets for a moment.
+	if err := h.tgt.waitNoOffsets(ctx, names[wanTopic]); err != nil {
+		return nil, err
+	}
 	if v.tool == toolPipe {
 		if err := h.tgt.createTopics(ctx, backlogPartitions, names[wanTopic]); err != nil {
 			return nil, err
@@ -346,4 +351,22 @@ func (h *harness) copyOverLink(ctx context.Context, v wanVariant, cond wanCondit
 // String names the run for logs and notes.
 func (r *wanRun) String() string {
 	return r.label + " over " + r.cond.String() + ", run " + strconv.Itoa(r.rep)
+}
+
+// waitNoOffsets waits until the cluster lists no offsets of topic (it was
+// deleted, and the broker has dropped its partitions), for at most 30 s.
+func (c *cluster) waitNoOffsets(ctx context.Context, topic string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		got, err := c.endOffsets(ctx, topic)
+		if err == nil && len(got[topic]) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s on %s still has offsets: %w", topic, c.name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
