@@ -149,6 +149,10 @@ func (b Batch) LastOffset() int64 {
 // NextOffset is the offset after the batch.
 func (b Batch) NextOffset() int64 { return b.LastOffset() + 1 }
 
+// LeaderEpoch is the epoch of the partition leader that wrote the batch
+// (-1 if not known).
+func (b Batch) LeaderEpoch() int32 { return int32(binary.BigEndian.Uint32(b[offLeaderEpoch:])) }
+
 // NumRecords is the number of records the batch holds.
 func (b Batch) NumRecords() int32 { return int32(binary.BigEndian.Uint32(b[offNumRecords:])) }
 

@@ -446,6 +446,16 @@ func (w *Writer) failQueued(err error) {
 	}
 }
 
+// InitProducer asks the cluster for a new idempotent producer (an ID and
+// its epoch), for Options.Producer.
+func InitProducer(ctx context.Context, cl *kgo.Client, timeout time.Duration) (batch.Producer, error) {
+	id, epoch, err := initProducerID(ctx, cl, timeout)
+	if err != nil {
+		return batch.Producer{}, fmt.Errorf("getting a producer ID: %w", err)
+	}
+	return batch.Producer{ID: id, Epoch: epoch}, nil
+}
+
 // initProducerID asks the cluster for a new idempotent producer ID.
 func initProducerID(ctx context.Context, cl *kgo.Client, timeout time.Duration) (int64, int16, error) {
 	req := kmsg.NewPtrInitProducerIDRequest()

@@ -262,6 +262,11 @@ type Flow struct {
 	ExactlyOnce         bool
 	TransactionInterval time.Duration
 	TransactionMaxBytes int64
+	// PassThrough (pass_through) writes each source record batch the
+	// target can take as it is to the target unchanged, without decoding
+	// or compressing it again; default false. It needs a flow that adds
+	// nothing to records: provenance off, not exactly_once.
+	PassThrough bool
 	// TopicConfigExclude (topic_config_exclude) are regexes of topic
 	// config keys never copied to, changed on or removed from the target;
 	// default DefaultTopicConfigExclude (replaced, not extended, when set).

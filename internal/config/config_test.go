@@ -435,7 +435,7 @@ func TestErrors(t *testing.T) {
 		{
 			name: "unknown flow key",
 			data: flow + "    topic: orders\n",
-			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, exactly_once, groups, groups_exclude, heartbeat_interval, heartbeat_location, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_group, ownership_timeout, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, transaction_interval, transaction_max_bytes, verify_interval"},
+			want: []string{"kmirror.yaml:9: flows[0].topic: unknown key; expected one of: acls, consumer, dead_letter_topic, delete_topics, exactly_once, groups, groups_exclude, heartbeat_interval, heartbeat_location, heartbeat_topic, name, offset_map_max_runs, offset_map_retention, ownership_group, ownership_timeout, pass_through, producer, progress_interval, provenance, refused_retry_interval, replication_factor, scale_out, source, start_from, sync_group_offsets, sync_interval, target, topic_config_exclude, topic_config_overrides, topic_naming, topic_prefix, topic_refresh_interval, topics, topics_exclude, transaction_interval, transaction_max_bytes, verify_interval"},
 		},
 		{
 			name: "unknown producer key",
@@ -529,6 +529,21 @@ func TestErrors(t *testing.T) {
 				`kmirror.yaml:10: flows[0].transaction_interval: expected a duration between 10ms and 1m, got 5ms`,
 				`kmirror.yaml:11: flows[0].transaction_max_bytes: expected an integer from 1024 (1 KiB) to 1073741824 (1 GiB), got 10`,
 			},
+		},
+		{
+			name: "pass through with identity naming, exactly once and acks leader",
+			data: flow + "    pass_through: true\n    topic_naming: identity\n    exactly_once: true\n    producer: {acks: leader}\n",
+			want: []string{
+				`kmirror.yaml:9: flows[0].pass_through: pass_through writes source record batches unchanged, and this flow adds a provenance header to every record (provenance: auto, topic_naming: identity); expected provenance: off or pass_through: false`,
+				`kmirror.yaml:9: flows[0].pass_through: pass_through is not available with exactly_once yet; expected one of them false`,
+				`kmirror.yaml:9: flows[0].pass_through: pass_through writes with an idempotent producer, which needs producer acks: all; expected acks: all or pass_through: false`,
+				`kmirror.yaml:11: flows[0].exactly_once: exactly_once needs producer acks: all (transactions are idempotent writes acknowledged by all in-sync replicas); expected acks: all or exactly_once: false`,
+			},
+		},
+		{
+			name: "pass through as a word",
+			data: flow + "    pass_through: yes please\n",
+			want: []string{`kmirror.yaml:9: flows[0].pass_through: expected true or false, got "yes please"`},
 		},
 		{
 			name: "ownership group",

@@ -24,7 +24,7 @@ const (
 	clusterKeys  = "allow_plaintext_sasl bootstrap_servers client_id dial_timeout request_timeout sasl tls"
 	tlsKeys      = "ca_file cert_file enabled insecure_skip_verify key_file server_name"
 	saslKeys     = "client_id client_secret extensions mechanism password region scope token_endpoint token_file username"
-	flowKeys     = "acls consumer dead_letter_topic delete_topics exactly_once groups groups_exclude heartbeat_interval heartbeat_location heartbeat_topic name offset_map_max_runs offset_map_retention ownership_group ownership_timeout producer progress_interval provenance refused_retry_interval replication_factor scale_out source start_from sync_group_offsets sync_interval target topic_config_exclude topic_config_overrides topic_naming topic_prefix topic_refresh_interval topics topics_exclude transaction_interval transaction_max_bytes verify_interval"
+	flowKeys     = "acls consumer dead_letter_topic delete_topics exactly_once groups groups_exclude heartbeat_interval heartbeat_location heartbeat_topic name offset_map_max_runs offset_map_retention ownership_group ownership_timeout pass_through producer progress_interval provenance refused_retry_interval replication_factor scale_out source start_from sync_group_offsets sync_interval target topic_config_exclude topic_config_overrides topic_naming topic_prefix topic_refresh_interval topics topics_exclude transaction_interval transaction_max_bytes verify_interval"
 	producerKeys = "acks batch_max_bytes compression linger max_buffered_bytes"
 	consumerKeys = "fetch_max_bytes fetch_max_partition_bytes isolation_level"
 	httpKeys     = "auth_token basic_auth idle_timeout listen max_connections max_header_bytes read_header_timeout read_timeout tls write_timeout"
@@ -592,7 +592,26 @@ func (d *decoder) flow(f *field, clusters map[string]*Cluster) (*Flow, *yaml.Nod
 		d.consumer(f, fl)
 	}
 	d.exactlyOnce(m, fl)
+	d.passThrough(m, fl)
 	return fl, nameAt
+}
+
+// passThrough decodes pass_through and rejects the settings it cannot
+// work with yet.
+func (d *decoder) passThrough(m *mapping, fl *Flow) {
+	f := m.get("pass_through")
+	if f == nil || !d.boolean(f, &fl.PassThrough) || !fl.PassThrough {
+		return
+	}
+	if fl.UsesProvenance() {
+		d.errorf(f.val, f.path, "pass_through writes source record batches unchanged, and this flow adds a provenance header to every record (provenance: %s, topic_naming: %s); expected provenance: off or pass_through: false", fl.Provenance, fl.TopicNaming)
+	}
+	if fl.ExactlyOnce {
+		d.errorf(f.val, f.path, "pass_through is not available with exactly_once yet; expected one of them false")
+	}
+	if fl.Producer.Acks == AcksLeader {
+		d.errorf(f.val, f.path, "pass_through writes with an idempotent producer, which needs producer acks: all; expected acks: all or pass_through: false")
+	}
 }
 
 // clusterRef decodes source or target: the alias of a defined cluster.

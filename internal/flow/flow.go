@@ -316,7 +316,11 @@ func (f *Flow) runOwned(ctx context.Context, lease *ownership.Lease) error {
 	if !ok {
 		return nil // ctx ended before the cluster IDs were known
 	}
-	repl := replicate.New(f.replOptions(cls, lease, store, prov))
+	opts := f.replOptions(cls, lease, store, prov)
+	fw, stopForward := f.forwarding(ctx, cls)
+	defer stopForward() // after Run returned
+	opts.Forward = fw
+	repl := replicate.New(opts)
 	f.repl.Store(repl)
 	r := &run{
 		Flow: f,

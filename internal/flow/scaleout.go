@@ -58,7 +58,11 @@ func (f *Flow) runMember(ctx context.Context, lease *ownership.Lease, member *ow
 	if !ok {
 		return nil
 	}
-	repl := replicate.New(f.replOptions(cls, lease, store, prov))
+	opts := f.replOptions(cls, lease, store, prov)
+	fw, stopForward := f.forwarding(ctx, cls)
+	defer stopForward() // after Run returned
+	opts.Forward = fw
+	repl := replicate.New(opts)
 	f.repl.Store(repl)
 	own := &ownedSet{set: map[progress.Partition]bool{}}
 	r := &run{

@@ -65,16 +65,21 @@ type Metrics struct {
 	Latency           *prometheus.HistogramVec // flow
 	Errors            *prometheus.CounterVec   // flow, kind
 	Duplicates        *prometheus.CounterVec   // flow, topic
-	Retried           *prometheus.CounterVec   // flow, topic
-	ResumeSkipped     *prometheus.CounterVec   // flow, topic
-	TopicsReplicated  *prometheus.GaugeVec     // flow
-	PartitionsActive  *prometheus.GaugeVec     // flow
-	ClusterUp         *prometheus.GaugeVec     // flow, cluster
-	ProgressWrites    *prometheus.CounterVec   // flow
-	TopicsCreated     *prometheus.CounterVec   // flow
-	GroupsSynced      *prometheus.GaugeVec     // flow
-	CheckpointAge     *prometheus.GaugeVec     // flow, group
-	GroupCommits      *prometheus.CounterVec   // flow
+	// BatchesPassedThrough counts source record batches written to the
+	// target as they are; BatchesFallback those of a pass-through flow
+	// written record by record instead, by reason.
+	BatchesPassedThrough *prometheus.CounterVec // flow, topic
+	BatchesFallback      *prometheus.CounterVec // flow, topic, reason
+	Retried              *prometheus.CounterVec // flow, topic
+	ResumeSkipped        *prometheus.CounterVec // flow, topic
+	TopicsReplicated     *prometheus.GaugeVec   // flow
+	PartitionsActive     *prometheus.GaugeVec   // flow
+	ClusterUp            *prometheus.GaugeVec   // flow, cluster
+	ProgressWrites       *prometheus.CounterVec // flow
+	TopicsCreated        *prometheus.CounterVec // flow
+	GroupsSynced         *prometheus.GaugeVec   // flow
+	CheckpointAge        *prometheus.GaugeVec   // flow, group
+	GroupCommits         *prometheus.CounterVec // flow
 
 	TransactionsCommitted    *prometheus.CounterVec   // flow
 	TransactionsAborted      *prometheus.CounterVec   // flow
@@ -261,6 +266,15 @@ func New() *Metrics {
 		Name: "kmirror_heartbeats_sent_total",
 		Help: "Heartbeat records the flow wrote (to its target, or to its source with heartbeat_location: source).",
 	}, []string{"flow"})
+	m.BatchesPassedThrough = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_batches_passthrough_total",
+		Help: "Source record batches written to the target as they are (pass_through), without decoding or recompressing them.",
+	}, []string{"flow", "topic"})
+	m.BatchesFallback = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kmirror_batches_passthrough_fallback_total",
+		Help: "Source record batches of a pass_through flow written record by record instead, by reason (compacted, log_append_time, compression, old_format, fence, retry, sequence).",
+	}, []string{"flow", "topic", "reason"})
+	m.Registry.MustRegister(m.BatchesPassedThrough, m.BatchesFallback)
 	m.Registry.MustRegister(m.ProvenanceDropped, m.ProvenanceForeign, m.ConfigUpdates, m.TopicsDeleted, m.ACLChanges, m.ACLsSynced, m.HeartbeatAge, m.HeartbeatsSent)
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),

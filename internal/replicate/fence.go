@@ -333,7 +333,7 @@ func (r *Replicator) resumeAgain(ctx context.Context, p *partition) {
 	case r.againReady <- struct{}{}:
 	default:
 	}
-	r.opts.Source.RemoveConsumePartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
+	r.src.remove(map[string][]int32{p.id.Topic: {p.id.Partition}}, false)
 	r.updateGauges()
 	r.opts.Logger.Warn("a write of an earlier owner reached the target after this instance compared it; the partition is compared with the target again before anything of it is written",
 		"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target, "position_stored", err == nil)

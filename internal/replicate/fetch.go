@@ -80,7 +80,7 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 			if p.isFailed() || p.probing {
 				if !p.paused {
 					p.paused = true
-					r.opts.Source.PauseFetchPartitions(map[string][]int32{fp.Topic: {fp.Partition}})
+					r.src.pause(fp.Topic, fp.Partition)
 				}
 				return
 			}
@@ -160,7 +160,7 @@ func (r *Replicator) hold(p *partition, recs []*kgo.Record) {
 	p.fedNext = recs[0].Offset
 	if !p.paused {
 		p.paused = true
-		r.opts.Source.PauseFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
+		r.src.pause(p.id.Topic, p.id.Partition)
 	}
 }
 
@@ -210,11 +210,8 @@ func (r *Replicator) releaseHeld(ctx context.Context) bool {
 		case p.isFailed() || p.halted.Load() || p.probing:
 			// The rewind (or the probe's answer) fetches from there.
 		default:
-			r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
-				p.id.Topic: {p.id.Partition: {Epoch: -1, Offset: p.fedNext}},
-			})
 			p.paused = false
-			r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
+			r.src.seek(p.id.Topic, p.id.Partition, p.fedNext)
 		}
 	}
 	return waiting

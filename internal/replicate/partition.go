@@ -62,6 +62,9 @@ type partition struct {
 	// unfenced says fences is not empty, read without mu by the
 	// per-record write path.
 	unfenced atomic.Bool
+	// noForward says the partition's batches are no longer passed
+	// through (the target refused the batch writer's sequence).
+	noForward atomic.Bool
 	// committed is, for an exactly-once replicator, the position stored
 	// by the last committed transaction (the start position before).
 	committed progress.Position

@@ -181,13 +181,8 @@ func (r *Replicator) recoverFailed(ctx context.Context) bool {
 			p.acked.SourceNext, p.ackedEpoch = min(p.acked.SourceNext, p.failedAt), -1
 			p.omap.Cut(p.failedAt, -1)
 		}
-		r.opts.Source.SetOffsets(map[string]map[int32]kgo.EpochOffset{
-			p.id.Topic: {p.id.Partition: {Epoch: -1, Offset: p.failedAt}},
-		})
-		if p.paused {
-			p.paused = false
-			r.opts.Source.ResumeFetchPartitions(map[string][]int32{p.id.Topic: {p.id.Partition}})
-		}
+		p.paused = false
+		r.src.seek(p.id.Topic, p.id.Partition, p.failedAt)
 		if p.failures > 0 {
 			r.opts.Logger.Debug("retrying partition", "topic", p.id.Topic, "partition", p.id.Partition,
 				"from_offset", p.failedAt, "record_alone", p.probe)

@@ -45,7 +45,7 @@ func (r *Replicator) Release(ctx context.Context, ids []progress.Partition) erro
 	if len(parts) == 0 {
 		return nil
 	}
-	r.opts.Source.RemoveConsumePartitions(rm)
+	r.src.remove(rm, false)
 	// Writes in flight: every record handed to the producer is answered
 	// (sent ones by the target; the others fail unsent at the order gate).
 	drained := waitAnswered(ctx, parts)

@@ -113,8 +113,12 @@ type Options struct {
 	// Transactions, if set, make the replicator exactly-once: see
 	// Transactions.
 	Transactions *Transactions
-	Metrics      *metrics.Metrics
-	Logger       *slog.Logger
+	// Forward, if set, passes record batches through: the source is read
+	// as batches (Forward.Fetcher, in place of Source's consumer) and a
+	// batch that need not change is written as it is (see forward.go).
+	Forward *Forward
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // Assignment starts replication of one source partition.
@@ -172,6 +176,7 @@ type Stopped struct {
 // and Remove may be called while it runs.
 type Replicator struct {
 	opts    Options
+	src     reader // Source's consumer, or Forward's fetcher
 	latency prometheus.Observer
 	stopped prometheus.Gauge
 
@@ -231,6 +236,10 @@ func New(opts Options) *Replicator {
 		againReady: make(chan struct{}, 1),
 	}
 	r.stopped.Set(0)
+	r.src = consumerReader{opts.Source}
+	if opts.Forward != nil {
+		r.src = batchReader{opts.Forward.Fetcher}
+	}
 	if opts.Transactions != nil {
 		r.txn = &txnState{opts: opts.Transactions, full: make(chan struct{}, 1)}
 	}
@@ -300,7 +309,8 @@ func (r *Replicator) Add(as []Assignment) {
 			// Exactly-once: the brokers fence through the transactional
 			// IDs instead.
 			fences := slices.DeleteFunc(slices.Clone(a.Fence), func(f Fence) bool {
-				return a.Own != nil && f.Producer.ID == a.Own.ID
+				return a.Own != nil && f.Producer.ID == a.Own.ID ||
+					r.opts.Forward != nil && f.Producer.ID == r.opts.Forward.Producer.ID
 			})
 			p.fences = fenceSteps(fences)
 			p.unfenced.Store(len(p.fences) > 0)
@@ -312,6 +322,11 @@ func (r *Replicator) Add(as []Assignment) {
 				// A write of this owner that stalls before its first
 				// acknowledgement is fenced by the next one too.
 				storeFirst = storeFirst || !slices.Contains(a.Start.Writers, *a.Own)
+			}
+			if fw := r.opts.Forward; fw != nil && !slices.Contains(p.acked.Writers, fw.Producer) {
+				// So is the batch writer's.
+				p.acked.Writers = append(p.acked.Writers, fw.Producer)
+				storeFirst = storeFirst || !slices.Contains(a.Start.Writers, fw.Producer)
 			}
 		}
 		p.hwm.Store(-1)
@@ -339,7 +354,7 @@ func (r *Replicator) Add(as []Assignment) {
 	}
 	r.mu.Unlock()
 	if len(resume) > 0 {
-		r.opts.Source.ResumeFetchPartitions(resume)
+		r.src.resume(resume)
 	}
 	if waiting {
 		select {
@@ -348,7 +363,7 @@ func (r *Replicator) Add(as []Assignment) {
 		}
 	}
 	if len(add) > 0 {
-		r.opts.Source.AddConsumePartitions(add)
+		r.src.add(add)
 		for topic, ps := range add {
 			r.opts.Logger.Info("replicating topic", "topic", topic, "new_partitions", len(ps))
 		}
@@ -392,12 +407,7 @@ func (r *Replicator) Remove(topics []string) map[progress.Partition]Removed {
 	}
 	r.mu.Unlock()
 	if len(rm) > 0 {
-		r.opts.Source.RemoveConsumePartitions(rm)
-		names := make([]string, 0, len(rm))
-		for t := range rm {
-			names = append(names, t)
-		}
-		r.opts.Source.PurgeTopicsFromConsuming(names...)
+		r.src.remove(rm, true)
 	}
 	r.updateGauges()
 	return out
@@ -491,7 +501,11 @@ func (r *Replicator) Run(ctx context.Context) error {
 		defer wg.Done()
 		r.progressLoop(ctx)
 	}()
-	r.pollLoop(ctx)
+	if r.opts.Forward != nil {
+		r.pollBatches(ctx)
+	} else {
+		r.pollLoop(ctx)
+	}
 	wg.Wait()
 	r.deadLetters.Wait()
 
@@ -501,6 +515,11 @@ func (r *Replicator) Run(ctx context.Context) error {
 	defer cancel()
 	if err := r.opts.Target.Flush(drainCtx); err != nil {
 		return fmt.Errorf("writes still in flight at shutdown: %w", err)
+	}
+	if r.opts.Forward != nil {
+		if err := r.waitBatchesAnswered(drainCtx); err != nil {
+			return fmt.Errorf("record batches still in flight at shutdown: %w", err)
+		}
 	}
 	// Every write was answered: the positions stored now are exact, and
 	// say so (Stopped), so that the next owner, a failover or a failback

@@ -221,7 +221,7 @@ func (r *Replicator) startStored(parts []*partition) {
 	}
 	r.mu.Unlock()
 	if len(add) > 0 {
-		r.opts.Source.AddConsumePartitions(add)
+		r.src.add(add)
 	}
 }
 

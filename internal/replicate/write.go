@@ -12,6 +12,7 @@ import (
 
 	"github.com/kmirror/kmirror/internal/metrics"
 	"github.com/kmirror/kmirror/internal/offsets"
+	"github.com/kmirror/kmirror/internal/progress"
 )
 
 // errOrderGate fails a record, unsent, because an earlier record of its
@@ -121,6 +122,13 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 		r.writeFailed(p, src, out, err)
 		return
 	}
+	r.ackedRun(p, src, 1, epoch, ts, size, out.Offset, progress.Producer{ID: out.ProducerID, Epoch: out.ProducerEpoch})
+}
+
+// ackedRun handles the target's acknowledgement of n records from source
+// offset src, written at the n target offsets from tgt by producer (one
+// record, or a record batch passed through whole).
+func (r *Replicator) ackedRun(p *partition, src, n int64, epoch int32, ts time.Time, size, tgt int64, producer progress.Producer) {
 	defer p.settled.Add(1)
 	p.mu.Lock()
 	if p.failed && src >= p.failedAt {
@@ -142,14 +150,14 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 	var lossReported bool
 	var resumed, wake bool
 	if src >= p.acked.SourceNext {
-		if p.acked.TargetNext >= 0 && out.Offset < p.acked.TargetNext {
+		if p.acked.TargetNext >= 0 && tgt < p.acked.TargetNext {
 			// The target partition's offsets went back: it lost records
 			// it had acknowledged (unclean leader election, or deleted
 			// and re-created). What kmirror wrote there since is no
 			// longer in its offset map.
 			lostFrom = p.acked.TargetNext
-			lostSrc, lostSrcEnd = lostSources(p.omap.Runs(), out.Offset), p.acked.SourceNext
-			p.omap.Cut(-1, out.Offset)
+			lostSrc, lostSrcEnd = lostSources(p.omap.Runs(), tgt), p.acked.SourceNext
+			p.omap.Cut(-1, tgt)
 			p.acked.IdleEnd = 0
 			lossReported = !p.targetLossAt.IsZero() && now.Sub(p.targetLossAt) < targetLossWindow
 			p.targetLossAt, p.targetBackAt = time.Time{}, now
@@ -157,12 +165,12 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 				p.targetBackAt = time.Time{}
 			}
 		}
-		p.acked.SourceNext, p.ackedEpoch = src+1, epoch
-		p.acked.TargetNext = out.Offset + 1
-		if r.txn == nil && out.ProducerID >= 0 {
-			p.noteWriter(out.ProducerID, out.ProducerEpoch)
+		p.acked.SourceNext, p.ackedEpoch = src+n, epoch
+		p.acked.TargetNext = tgt + n
+		if r.txn == nil && producer.ID >= 0 {
+			p.noteWriter(producer.ID, producer.Epoch)
 		}
-		p.omap.Add(src, out.Offset, now.UnixMilli())
+		p.omap.AddRun(src, tgt, n, now.UnixMilli())
 		// Whatever a write in doubt left on the target is before this
 		// one: the position is exact again.
 		p.doubt = false
@@ -210,11 +218,11 @@ func (r *Replicator) acked(p *partition, src int64, epoch int32, ts time.Time, s
 		}
 		log("target partition lost records it had acknowledged: its offsets went back; the copies of source offsets from..to are gone from the target and are not copied again",
 			"topic", p.id.Topic, "partition", p.id.Partition, "target_topic", p.target,
-			"from", lostSrc, "to", lostSrcEnd, "expected_target_offset", lostFrom, "got", out.Offset, "source_offset", src)
+			"from", lostSrc, "to", lostSrcEnd, "expected_target_offset", lostFrom, "got", tgt, "source_offset", src)
 	}
-	p.records.Inc()
+	p.records.Add(float64(n))
 	p.bytes.Add(float64(size))
-	r.records.Add(1)
+	r.records.Add(n)
 	r.bytes.Add(size)
 	r.latency.Observe(now.Sub(ts).Seconds())
 }

@@ -79,6 +79,28 @@ topic_naming: identity
 		return n >= srcEnd, fmt.Sprintf("target has %d of %d", n, srcEnd)
 	})
 
+	duplicates := copiedWithRepeats(t, p, topic, partitions)
+	_, body, err := second.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported, _ := metricValue(body, `kmirror_duplicate_records_total{flow="e2e",topic="events"}`)
+	skipped, _ := metricValue(body, `kmirror_resume_skipped_records_total{flow="e2e",topic="events"}`)
+	t.Logf("crash test: %d source records, all on the target in order; %d duplicates seen after SIGKILL; kmirror reported %v duplicates and %v records it found already written and did not write again",
+		srcEnd, duplicates, reported, skipped)
+	if int(reported) != duplicates {
+		t.Errorf("kmirror_duplicate_records_total = %v, but the target holds %d duplicates", reported, duplicates)
+	}
+	second.stop()
+}
+
+// copiedWithRepeats compares a copy with its source partition by
+// partition: the target must be the source sequence in which a run of
+// records may appear again (right after a restart point), each record
+// equal to its source but for the provenance header. It returns the
+// repeats.
+func copiedWithRepeats(t *testing.T, p *pair, topic string, partitions int32) int {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srcRecs, err := verify.ReadAll(ctx, p.srcCl, topic)
@@ -90,10 +112,8 @@ topic_naming: identity
 		t.Fatal(err)
 	}
 	duplicates := 0
-	for part := int32(0); part < partitions; part++ {
+	for part := range partitions {
 		src, dst := srcRecs[part], dstRecs[part]
-		// At-least-once: the target is the source sequence in which a run
-		// of records may appear again right after the restart point.
 		// Dropping repeats (first occurrence wins) must give the source
 		// sequence exactly.
 		seen := map[string]bool{}
@@ -115,18 +135,7 @@ topic_naming: identity
 			}
 		}
 	}
-	_, body, err := second.get("/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reported, _ := metricValue(body, `kmirror_duplicate_records_total{flow="e2e",topic="events"}`)
-	skipped, _ := metricValue(body, `kmirror_resume_skipped_records_total{flow="e2e",topic="events"}`)
-	t.Logf("crash test: %d source records, all on the target in order; %d duplicates seen after SIGKILL; kmirror reported %v duplicates and %v records it found already written and did not write again",
-		srcEnd, duplicates, reported, skipped)
-	if int(reported) != duplicates {
-		t.Errorf("kmirror_duplicate_records_total = %v, but the target holds %d duplicates", reported, duplicates)
-	}
-	second.stop()
+	return duplicates
 }
 
 // TestSurvivesSIGKILLAtFirstWrites kills kmirror as soon as the first

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	kbatch "github.com/kmirror/kmirror/internal/batch"
@@ -208,4 +211,252 @@ func TestBatchForwardingOnRealKafka(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPassThroughFlow runs a flow with pass_through over topics written
+// with lz4 (the target's codec: passed through), zstd and uncompressed
+// (other codecs: written record by record), and lz4 in transactions, half
+// aborted (read read_committed: committed batches passed through, aborted
+// ones and markers dropped). Every committed source record is on the
+// target, equal and in order; the metrics count what was passed through
+// and what fell back, by reason; and a consumer group committed on the
+// source in the transactional topic is translated to the target offset of
+// the same record.
+func TestPassThroughFlow(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
+	p := startPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const parts, n = int32(2), 4000
+	start := time.Now().UnixMilli()
+	record := func(topic string, i int) *kgo.Record {
+		return &kgo.Record{Topic: topic, Partition: int32(i) % parts, Key: fmt.Appendf(nil, "%d", i),
+			Value:     bytes.Repeat(fmt.Appendf(nil, "%s-%d,", topic, i), 20),
+			Timestamp: time.UnixMilli(start + int64(i)),
+			Headers:   []kgo.RecordHeader{{Key: "h", Value: fmt.Appendf(nil, "%d", i)}}}
+	}
+	codecs := map[string]kgo.CompressionCodec{"pt-lz4": kgo.Lz4Compression(), "pt-zstd": kgo.ZstdCompression(), "pt-none": kgo.NoCompression()}
+	for topic, codec := range codecs {
+		createTopic(t, p.srcCl, topic, parts, nil)
+		prod := newClient(t, p.src.Bootstrap(), kgo.ProducerBatchCompression(codec), kgo.ProducerLinger(5*time.Millisecond))
+		var recs []*kgo.Record
+		for i := range n {
+			recs = append(recs, record(topic, i))
+		}
+		produce(t, prod, recs)
+	}
+	const txnTopic = "pt-txn"
+	createTopic(t, p.srcCl, txnTopic, parts, nil)
+	txp := newClient(t, p.src.Bootstrap(), kgo.TransactionalID("pt-test"), kgo.ProducerBatchCompression(kgo.Lz4Compression()))
+	for from := 0; from < n; from += 200 {
+		if err := txp.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		var recs []*kgo.Record
+		for i := from; i < from+200; i++ {
+			recs = append(recs, record(txnTopic, i))
+		}
+		if err := txp.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		commit := kgo.TryCommit
+		if from/200%2 == 1 {
+			commit = kgo.TryAbort
+		}
+		if err := txp.EndTransaction(ctx, commit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A group that read the transactional topic up to committed record
+	// 1000 (partition 0) on the source.
+	srcTxn := readLog(t, ctx, p.srcCl, txnTopic)
+	groupAt := srcTxn[0][250]
+	if err := kadm.NewClient(p.srcCl).CommitAllOffsets(ctx, "pt-group", kadm.OffsetsFromRecords(*groupAt)); err != nil {
+		t.Fatal(err)
+	}
+
+	httpAddr := freeAddr(t)
+	cfg := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["pt-.*"]
+topic_naming: identity
+provenance: off
+pass_through: true
+sync_interval: 500ms
+consumer: {isolation_level: read_committed}
+`))
+	k := startKmirror(t, cfg, httpAddr)
+	topics := []string{"pt-lz4", "pt-zstd", "pt-none", txnTopic}
+	waitFor(t, 3*time.Minute, "every committed record on the target", func() (bool, string) {
+		for _, topic := range topics {
+			src, dst := endOffsets(t, p.srcCl, topic), endOffsets(t, p.dstCl, topic)
+			want := int64(n)
+			if topic == txnTopic {
+				want = n / 2 // aborted records and markers are not copied
+			}
+			if got := sum(dst); got < want || len(src) != len(dst) {
+				return false, fmt.Sprintf("%s: %d of %d on the target; kmirror: %s", topic, got, want, lastLines(k.output(), 2))
+			}
+		}
+		return true, ""
+	})
+	for _, topic := range topics {
+		src, dst := readLog(t, ctx, p.srcCl, topic), readLog(t, ctx, p.dstCl, topic)
+		for part := range parts {
+			if len(src[part]) != len(dst[part]) {
+				t.Fatalf("%s[%d]: %d records on the target, %d committed on the source", topic, part, len(dst[part]), len(src[part]))
+			}
+			for i := range src[part] {
+				if d := verify.Diff(src[part][i], dst[part][i]); d != "" {
+					t.Fatalf("%s[%d] record %d: %s", topic, part, i, d)
+				}
+			}
+		}
+	}
+
+	_, body, err := k.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metric := func(series string) float64 {
+		v, _ := metricValue(body, series)
+		return v
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if strings.Contains(l, "passthrough") && !strings.HasPrefix(l, "#") {
+			t.Log(l)
+		}
+	}
+	for _, topic := range []string{"pt-lz4", txnTopic} {
+		if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_total{flow="e2e",topic=%q}`, topic)); v == 0 {
+			t.Errorf("%s: no batch passed through", topic)
+		}
+	}
+	for _, topic := range []string{"pt-zstd", "pt-none"} {
+		if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_total{flow="e2e",topic=%q}`, topic)); v != 0 {
+			t.Errorf("%s: %v batches of another codec than the target's passed through", topic, v)
+		}
+		if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_fallback_total{flow="e2e",reason="compression",topic=%q}`, topic)); v == 0 {
+			t.Errorf("%s: no batch counted as written record by record for its codec", topic)
+		}
+	}
+
+	// The group's offset translates to the copy of the record it points
+	// at: the target offset holding the same record.
+	var translated int64 = -1
+	waitFor(t, time.Minute, "the group's offset on the target", func() (bool, string) {
+		offs, err := kadm.NewClient(p.dstCl).FetchOffsets(ctx, "pt-group")
+		if err != nil {
+			return false, err.Error()
+		}
+		o, ok := offs.Lookup(txnTopic, 0)
+		if !ok || o.At < 0 {
+			return false, "not committed yet"
+		}
+		translated = o.At
+		return true, ""
+	})
+	dstTxn := readLog(t, ctx, p.dstCl, txnTopic)
+	var at *kgo.Record
+	for _, r := range dstTxn[0] {
+		if r.Offset >= translated {
+			at = r
+			break
+		}
+	}
+	// The group's next record on the source is the one after groupAt:
+	// on the target it reads the copy of that record next.
+	next := srcTxn[0][251]
+	if at == nil || !bytes.Equal(at.Value, next.Value) {
+		t.Fatalf("group committed at source offset %d (next record %s at %d); translated to target offset %d, whose next record is %v", groupAt.Offset+1, next.Key, next.Offset, translated, at)
+	}
+	t.Logf("pass-through: %v batches passed through, group offset %d on the source translated to %d", metric(`kmirror_batches_passthrough_total{flow="e2e",topic="pt-lz4"}`), groupAt.Offset+1, translated)
+}
+
+// TestPassThroughSurvivesSIGKILL is TestSurvivesSIGKILL with pass_through
+// on and the source written with lz4, the target's codec: kmirror is
+// killed mid-stream while a producer writes, and restarted; afterwards the
+// target holds every source record, in order, each equal to its source,
+// the repeats counted in kmirror_duplicate_records_total; batches were
+// passed through before and after the kill.
+func TestPassThroughSurvivesSIGKILL(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
+	p := startPair(t)
+	const (
+		topic      = "pt-events"
+		partitions = 4
+		total      = 200_000
+		batchSize  = 2_000
+	)
+	createTopic(t, p.srcCl, topic, partitions, nil)
+	prod := newClient(t, p.src.Bootstrap(), kgo.ProducerBatchCompression(kgo.Lz4Compression()), kgo.ProducerLinger(5*time.Millisecond))
+	var produced atomic.Int64
+	prodDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		seq := make([]int, partitions)
+		for n := 0; n < total; n += batchSize {
+			recs := make([]*kgo.Record, batchSize)
+			for i := range recs {
+				part := (n + i) % partitions
+				recs[i] = &kgo.Record{Topic: topic, Partition: int32(part), Key: fmt.Appendf(nil, "k%d", n+i),
+					Value: fmt.Appendf(nil, "%d:%d:%s", part, seq[part], strings.Repeat("v", 100))}
+				seq[part]++
+			}
+			if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				prodDone <- err
+				return
+			}
+			produced.Add(batchSize)
+			time.Sleep(20 * time.Millisecond)
+		}
+		prodDone <- nil
+	}()
+
+	httpAddr := freeAddr(t)
+	cfg := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["pt-events"]
+topic_naming: identity
+provenance: off
+pass_through: true
+`))
+	first := startKmirror(t, cfg, httpAddr)
+	waitFor(t, 2*time.Minute, "a third of the records on the target", func() (bool, string) {
+		n := sum(endOffsets(t, p.dstCl, topic))
+		return n >= total/3, fmt.Sprintf("target has %d, produced %d", n, produced.Load())
+	})
+	_, before, err := first.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.kill()
+	killedAt := sum(endOffsets(t, p.dstCl, topic))
+	passedBefore, _ := metricValue(before, `kmirror_batches_passthrough_total{flow="e2e",topic="pt-events"}`)
+	t.Logf("SIGKILL with %d records on the target, %d produced, %v batches passed through", killedAt, produced.Load(), passedBefore)
+
+	second := startKmirror(t, cfg, httpAddr)
+	if err := <-prodDone; err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	srcEnd := sum(endOffsets(t, p.srcCl, topic))
+	waitFor(t, 2*time.Minute, "the target to hold at least every source record", func() (bool, string) {
+		n := sum(endOffsets(t, p.dstCl, topic))
+		return n >= srcEnd, fmt.Sprintf("target has %d of %d", n, srcEnd)
+	})
+	duplicates := copiedWithRepeats(t, p, topic, partitions)
+	_, body, err := second.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reported, _ := metricValue(body, `kmirror_duplicate_records_total{flow="e2e",topic="pt-events"}`)
+	passedAfter, _ := metricValue(body, `kmirror_batches_passthrough_total{flow="e2e",topic="pt-events"}`)
+	t.Logf("pass-through crash test: %d source records, all on the target in order; %d duplicates, %v reported; batches passed through: %v before the kill, %v after",
+		srcEnd, duplicates, reported, passedBefore, passedAfter)
+	if int(reported) != duplicates {
+		t.Errorf("kmirror_duplicate_records_total = %v, but the target holds %d duplicates", reported, duplicates)
+	}
+	if passedBefore == 0 || passedAfter == 0 {
+		t.Errorf("batches passed through: %v before the kill, %v after; want some in both runs", passedBefore, passedAfter)
+	}
+	second.stop()
 }
