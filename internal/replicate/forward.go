@@ -122,6 +122,14 @@ func (r *Replicator) feedBatches(ctx context.Context, p *partition, fd batchfetc
 	if len(fd.Aborted) > 0 {
 		aborted = batch.NewAborted(fd.Aborted)
 	}
+	// A partition stopped at a batch too large to decompress goes on
+	// once a batch of it is read: the large one was deleted.
+	read := false
+	defer func() {
+		if read {
+			r.readAgain(p)
+		}
+	}()
 	for _, b := range fd.Batches {
 		if p.halted.Load() || p.probing {
 			return // the rewind fetches the rest again
@@ -155,13 +163,27 @@ func (r *Replicator) feedBatches(ctx context.Context, p *partition, fd batchfetc
 			}
 		case batch.Decode:
 			r.opts.Metrics.BatchesFallback.WithLabelValues(r.opts.Flow, p.id.Topic, reason).Inc()
-			recs, err := decodeBatch(p.id, b, p.fedNext)
-			if err != nil {
+			if !r.batchesAnswered(p) {
+				// Fetched again once they are (a record sent now could
+				// land before them).
+				r.retryFrom(p, max(p.fedNext, b.BaseOffset()))
+				return
+			}
+			recs, err := r.decodeBatch(p.id, b, p.fedNext)
+			var tooLarge *kgo.ErrDecompressTooLarge
+			switch {
+			case errors.As(err, &tooLarge):
+				// Past the flow's bound on one batch: stopped there, as
+				// the consumer's fetch would be.
+				r.batchTooLarge(tooLarge)
+				return
+			case err != nil:
 				// A batch the client cannot read: stop here, with the
 				// error, as a failed fetch does.
 				r.batchFetchFailed(ctx, p, err, errLog)
 				return
 			}
+			read = true
 			r.feed(ctx, p, recs)
 			if p.fedNext < b.NextOffset() && !p.halted.Load() && !p.probing {
 				// Records the decoder left out (none normally): the
@@ -170,6 +192,7 @@ func (r *Replicator) feedBatches(ctx context.Context, p *partition, fd batchfetc
 				r.skipControl(p, b.LastOffset(), b.LeaderEpoch())
 			}
 		default:
+			read = true
 			passed.Inc()
 			r.forward(p, b)
 		}
@@ -184,6 +207,7 @@ func (r *Replicator) forward(p *partition, b batch.Batch) {
 	size := int64(len(b))
 	p.fedNext = b.NextOffset()
 	p.inflight.Add(1)
+	p.forwarding.Add(1)
 	r.notePending(p, b.LastOffset(), ts, size)
 	gate := func() (send, fail bool) {
 		if p.halted.Load() {
@@ -193,6 +217,7 @@ func (r *Replicator) forward(p *partition, b batch.Batch) {
 	}
 	prod := r.opts.Forward.Producer
 	r.opts.Forward.Writer.Write(p.target, p.id.Partition, b, gate, func(tgt int64, err error) {
+		defer p.forwarding.Add(-1)
 		if err != nil {
 			switch {
 			case errors.Is(err, batchwrite.ErrBehindFailed):
@@ -217,6 +242,38 @@ func (r *Replicator) forward(p *partition, b batch.Batch) {
 	})
 }
 
+// batchesAnswered waits up to gateWait until every batch of p handed to
+// the batch writer was answered, and reports whether they were. Records
+// go through the target client's producer, which sends a record right
+// behind its own earlier ones still in flight without asking its order
+// gate: the records of a decoded batch are handed to it only once the
+// batches before them were answered.
+func (r *Replicator) batchesAnswered(p *partition) bool {
+	deadline := time.Now().Add(gateWait)
+	for p.forwarding.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return true
+}
+
+// retryFrom has partition p fetched again from source offset at, once its
+// writes in flight were answered, as after a failed write that was not
+// sent.
+func (r *Replicator) retryFrom(p *partition, at int64) {
+	p.mu.Lock()
+	p.halted.Store(true)
+	if !p.failed || at < p.failedAt {
+		p.failedAt = at
+	}
+	p.failed = true
+	p.retryAt = time.Now().Add(50 * time.Millisecond)
+	p.mu.Unlock()
+	r.wake()
+}
+
 // probingStreak reports whether the partition's records are written one
 // by one after the target refused some as too large or invalid.
 func (p *partition) probingStreak() bool {
@@ -226,12 +283,16 @@ func (p *partition) probingStreak() bool {
 }
 
 // decodeBatch returns the records of b from offset from on, as the
-// consumer would.
-func decodeBatch(id progress.Partition, b batch.Batch, from int64) ([]*kgo.Record, error) {
+// consumer would, decompressed within the source client's bound on one
+// batch (kgo.MaxDecompressBatchBytes).
+func (r *Replicator) decodeBatch(id progress.Partition, b batch.Batch, from int64) ([]*kgo.Record, error) {
+	d, ok := r.opts.Source.OptValue(kgo.WithDecompressor).(kgo.Decompressor)
+	if !ok || d == nil {
+		d = kgo.DefaultDecompressor()
+	}
 	fp, _ := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
 		Topic: id.Topic, Partition: id.Partition, Offset: from, KeepControlRecords: true,
-	}, &kmsg.FetchResponseTopicPartition{Partition: id.Partition, HighWatermark: b.NextOffset(), RecordBatches: b},
-		kgo.DefaultDecompressor(), nil)
+	}, &kmsg.FetchResponseTopicPartition{Partition: id.Partition, HighWatermark: b.NextOffset(), RecordBatches: b}, d, nil)
 	if fp.Err != nil {
 		return nil, fmt.Errorf("decoding the batch at offset %d of %s: %w", b.BaseOffset(), id, fp.Err)
 	}

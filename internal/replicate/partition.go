@@ -63,8 +63,11 @@ type partition struct {
 	// per-record write path.
 	unfenced atomic.Bool
 	// noForward says the partition's batches are no longer passed
-	// through (the target refused the batch writer's sequence).
-	noForward atomic.Bool
+	// through (the target refused the batch writer's sequence);
+	// forwarding counts its batches handed to the batch writer and not
+	// answered yet.
+	noForward  atomic.Bool
+	forwarding atomic.Int64
 	// committed is, for an exactly-once replicator, the position stored
 	// by the last committed transaction (the start position before).
 	committed progress.Position
