@@ -75,6 +75,9 @@ type options struct {
 	// kmirrorProvenance is the provenance setting of kmirror's flow
 	// (prefix naming: auto is off; always measures the marks' cost).
 	kmirrorProvenance string
+	// kmirrorPassThrough sets pass_through on kmirror's flow;
+	// pipeForward runs the bare pipe as a batch pass-through pipe.
+	kmirrorPassThrough, pipeForward bool
 	// kmirrorTxnInterval and kmirrorTxnMaxBytes are the transaction
 	// settings of the kmirror-eos flow.
 	kmirrorTxnInterval time.Duration
@@ -120,6 +123,8 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep bench/work (broker data, logs, configs) afterwards")
 	instances := fs.String("instances", "1,2", "scaleout scenario: numbers of kmirror processes running the flow, one run each")
 	fs.BoolVar(&o.kmirrorScaleOut, "kmirror-scale-out", true, "scale_out of kmirror's flow outside the scaleout scenario (kmirror's default is true; false runs the whole-flow mode with one lease)")
+	fs.BoolVar(&o.pipeForward, "pipe-forward", false, "run the bare pipe as a pass-through pipe (bench/ceiling -forward: record batches written as they are) instead of a decoding one")
+	fs.BoolVar(&o.kmirrorPassThrough, "kmirror-pass-through", false, "pass_through on kmirror's flow: record batches in the target's codec written as they are (provenance must be off, exactly-once tools are left as they are)")
 	fs.StringVar(&o.kmirrorProvenance, "kmirror-provenance", "auto", "provenance of kmirror's flow (auto: off with the bench's prefix naming; always: every copy carries a mark)")
 	fs.DurationVar(&o.kmirrorTxnInterval, "kmirror-transaction-interval", 100*time.Millisecond, "transaction_interval of the kmirror-eos flow (kmirror's default 100ms)")
 	fs.Int64Var(&o.kmirrorTxnMaxBytes, "kmirror-transaction-max-bytes", 16<<20, "transaction_max_bytes of the kmirror-eos flow (kmirror's default 16 MiB)")

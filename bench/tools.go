@@ -168,6 +168,9 @@ func (h *harness) kmirrorConfig(run toolRun) string {
 	if p := h.opts.kmirrorProvenance; p != "" {
 		groupLines += fmt.Sprintf("    provenance: %s\n", p)
 	}
+	if h.opts.kmirrorPassThrough && !run.eos {
+		groupLines += "    pass_through: true\n"
+	}
 	src, tgt := h.bootstraps(run)
 	return fmt.Sprintf(`# kmirror configuration of bench run %[1]s
 clusters:
@@ -447,17 +450,21 @@ logger.appinfo.level = WARN
 // pipeArgs are the bare pipe's arguments for run.
 func (h *harness) pipeArgs(run toolRun) []string {
 	src, tgt := h.bootstraps(run)
-	return []string{
+	var mode []string
+	if h.opts.pipeForward {
+		mode = []string{"-forward"}
+	}
+	return append(mode,
 		"-source", src,
 		"-target", tgt,
 		"-topics", strings.Join(run.topicList, ","),
 		"-prefix", "pipe.",
-		"-linger", strconv.Itoa(lingerMs) + "ms",
+		"-linger", strconv.Itoa(lingerMs)+"ms",
 		"-batch-bytes", strconv.Itoa(batchBytes),
 		"-buffered-bytes", strconv.Itoa(bufferedBytes),
 		"-fetch-max-bytes", strconv.Itoa(fetchMaxBytes),
 		"-fetch-max-partition-bytes", strconv.Itoa(fetchMaxPartBytes),
-	}
+	)
 }
 
 func (h *harness) launchPipe(run toolRun) (*proc, error) {
