@@ -215,8 +215,8 @@ func TestBatchForwardingOnRealKafka(t *testing.T) {
 
 // TestPassThroughFlow runs a flow with pass_through over topics written
 // with lz4 (the target's codec: passed through), zstd and uncompressed
-// (other codecs: written record by record), and lz4 in transactions, half
-// aborted (read read_committed: committed batches passed through, aborted
+// (other codecs: written record by record), lz4 and zstd batches in turn
+// in each partition, and lz4 in transactions, half aborted (read read_committed: committed batches passed through, aborted
 // ones and markers dropped). Every committed source record is on the
 // target, equal and in order; the metrics count what was passed through
 // and what fell back, by reason; and a consumer group committed on the
@@ -242,6 +242,18 @@ func TestPassThroughFlow(t *testing.T) {
 		var recs []*kgo.Record
 		for i := range n {
 			recs = append(recs, record(topic, i))
+		}
+		produce(t, prod, recs)
+	}
+	// Batches of both codecs one after the other in each partition: the
+	// lz4 ones passed through, the zstd ones decoded, in source order.
+	const mixedTopic = "pt-mixed"
+	createTopic(t, p.srcCl, mixedTopic, parts, nil)
+	for i := 0; i < n; i += 250 {
+		prod := newClient(t, p.src.Bootstrap(), kgo.ProducerBatchCompression(codecs[[]string{"pt-lz4", "pt-zstd"}[i/250%2]]))
+		var recs []*kgo.Record
+		for j := i; j < i+250; j++ {
+			recs = append(recs, record(mixedTopic, j))
 		}
 		produce(t, prod, recs)
 	}
@@ -285,7 +297,7 @@ sync_interval: 500ms
 consumer: {isolation_level: read_committed}
 `))
 	k := startKmirror(t, cfg, httpAddr)
-	topics := []string{"pt-lz4", "pt-zstd", "pt-none", txnTopic}
+	topics := []string{"pt-lz4", "pt-zstd", "pt-none", mixedTopic, txnTopic}
 	waitFor(t, 3*time.Minute, "every committed record on the target", func() (bool, string) {
 		for _, topic := range topics {
 			src, dst := endOffsets(t, p.srcCl, topic), endOffsets(t, p.dstCl, topic)
@@ -326,10 +338,13 @@ consumer: {isolation_level: read_committed}
 			t.Log(l)
 		}
 	}
-	for _, topic := range []string{"pt-lz4", txnTopic} {
+	for _, topic := range []string{"pt-lz4", mixedTopic, txnTopic} {
 		if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_total{flow="e2e",topic=%q}`, topic)); v == 0 {
 			t.Errorf("%s: no batch passed through", topic)
 		}
+	}
+	if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_fallback_total{flow="e2e",reason="compression",topic=%q}`, mixedTopic)); v == 0 {
+		t.Errorf("%s: no zstd batch written record by record", mixedTopic)
 	}
 	for _, topic := range []string{"pt-zstd", "pt-none"} {
 		if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_total{flow="e2e",topic=%q}`, topic)); v != 0 {
