@@ -226,7 +226,7 @@ func parseKmirrorSet(s string) (map[string]string, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		if !ok || v == "" {
-			return nil, fmt.Errorf("%q is not key=value", kv)
+			return nil, fmt.Errorf("%q is not key=value (value \"default\": kmirror's own default)", kv)
 		}
 		if !slices.Contains(kmirrorSettable, k) {
 			return nil, fmt.Errorf("unknown key %q (known: %s)", k, strings.Join(kmirrorSettable, ", "))
@@ -237,24 +237,31 @@ func parseKmirrorSet(s string) (map[string]string, error) {
 }
 
 // kmirrorClientYAML is the producer and consumer part of a kmirror flow:
-// the bench's values, overridden by each of sets in turn.
+// the bench's values, overridden by each of sets in turn. A key set to
+// "default" is left out, so that kmirror's own default applies.
 func kmirrorClientYAML(isolation string, sets ...map[string]string) string {
 	v := kmirrorClientDefaults()
 	for _, set := range sets {
 		maps.Copy(v, set)
 	}
-	return fmt.Sprintf(`    producer:
-      compression: %s
-      linger: %s
-      batch_max_bytes: %s
-      max_buffered_bytes: %s
-      acks: %s
-    consumer:
-      fetch_max_bytes: %s
-      fetch_max_partition_bytes: %s
-      isolation_level: %s
-`, v["producer.compression"], v["producer.linger"], v["producer.batch_max_bytes"], v["producer.max_buffered_bytes"], v["producer.acks"],
-		v["consumer.fetch_max_bytes"], v["consumer.fetch_max_partition_bytes"], isolation)
+	var b strings.Builder
+	section := ""
+	for _, k := range kmirrorSettable {
+		if v[k] == "default" {
+			continue
+		}
+		sec, key, _ := strings.Cut(k, ".")
+		if sec != section {
+			section = sec
+			fmt.Fprintf(&b, "    %s:\n", sec)
+		}
+		fmt.Fprintf(&b, "      %s: %s\n", key, v[k])
+	}
+	if section != "consumer" {
+		b.WriteString("    consumer:\n")
+	}
+	fmt.Fprintf(&b, "      isolation_level: %s\n", isolation)
+	return b.String()
 }
 
 func (h *harness) launchKmirror(run toolRun) (*proc, error) {
