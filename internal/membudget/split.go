@@ -20,6 +20,10 @@ const (
 	// at once (kgo.MaxConcurrentFetches): one being copied while the
 	// next one arrives.
 	FetchesInFlight = 2
+	// DecompressCopies is the memory a record batch being decompressed
+	// takes, as a multiple of the limit on its decompressed size: the
+	// buffer it is decompressed into grows by doubling.
+	DecompressCopies = 2
 	// RecordOverhead is what the clients and the data plane keep per
 	// record handed to the producer besides its key, value and headers.
 	RecordOverhead = 256
@@ -38,7 +42,7 @@ const (
 	minBufferedBytes   = 4 << 20
 	minBufferedRecords = 10_000
 	maxBufferedRecords = 1_000_000
-	minDecompress      = 8 << 20
+	minDecompress      = 4 << 20
 	// MaxDecompress is the most a record batch may decompress to: 1 GiB,
 	// the largest batch the producer writes (franz-go's bound). The
 	// target takes records one by one into batches of its own, so it
@@ -71,13 +75,14 @@ type Flow struct {
 }
 
 // Estimate is the memory f's buffers may take: its fetches decompressed,
-// its produce buffer with the records' overhead, and its comparisons.
+// its produce buffer with the records' overhead, a batch decompressed to
+// the limit, and its comparisons.
 func (f Flow) Estimate() int64 {
 	concurrent := int64(max(f.MaxConcurrentFetches, FetchesInFlight))
 	fetch := concurrent * int64(f.FetchMaxBytes) * FetchExpansion
 	produce := f.MaxBufferedBytes + f.MaxBufferedBytes/4
 	compare := int64(f.Comparisons) * compareReads * int64(f.CompareFetchBytes) * FetchExpansion
-	return fetch + produce + compare
+	return fetch + produce + int64(f.MaxDecompressBatchBytes)*DecompressCopies + compare
 }
 
 // String lists the settings for a log line.
@@ -118,17 +123,18 @@ type Plan struct {
 // Buffers / len(flows), of which
 //
 //   - half is its produce buffer: max_buffered_bytes is 4/5 of it (the
-//     rest is the records' overhead), at most the default (256 MiB);
-//   - three eighths are its fetches: FetchesInFlight responses of
+//     rest is the records' overhead), at most the default (32 MiB);
+//   - five sixteenths are its fetches: FetchesInFlight responses of
 //     fetch_max_bytes, each taking FetchExpansion times its size
-//     decompressed (so fetch_max_bytes is 3/80 of the share, at most the
+//     decompressed (so fetch_max_bytes is 1/32 of the share, at most the
 //     default), fetch_max_partition_bytes a quarter of fetch_max_bytes;
-//     one record batch may decompress to half of this part (3/16 of the
-//     share, 8 MiB to 1 GiB): past it the partition stops, see
-//     replicate;
-//   - one eighth is the comparison of target records at a restart: up
-//     to MaxComparisons partitions at once, each holding four fetches of
-//     64 KiB to 1 MiB.
+//   - one eighth is a record batch being decompressed: one batch may
+//     decompress to half of it (1/16 of the share, 4 MiB to 1 GiB), the
+//     buffer it is decompressed into growing to twice that; past it the
+//     partition stops (see replicate);
+//   - one sixteenth is the comparison of target records at a restart:
+//     up to MaxComparisons partitions at once, each holding four fetches
+//     of 64 KiB to 1 MiB.
 //
 // Sizes written in the file (config.Flow.Explicit) are kept; a flow whose
 // written sizes take more than its share gets a warning naming them.
@@ -163,8 +169,9 @@ func Split(cfg *config.Config, l Limit) Plan {
 // sizes kept.
 func split(fc *config.Flow, share int64) Flow {
 	produce := share / 2
-	fetch := share * 3 / 8
-	compare := share - produce - fetch
+	fetch := share * 5 / 16
+	decompress := share / 8
+	compare := share - produce - fetch - decompress
 	f := Flow{Name: fc.Name, Share: share, MaxConcurrentFetches: FetchesInFlight}
 
 	batch := 2 * int64(fc.Producer.BatchMaxBytes) // room for one batch filling while one is written
@@ -182,7 +189,7 @@ func split(fc *config.Flow, share int64) Flow {
 	if fc.IsExplicit(config.KeyFetchMaxPartitionBytes) {
 		f.FetchMaxPartitionBytes = fc.Consumer.FetchMaxPartitionBytes
 	}
-	f.MaxDecompressBatchBytes = int(clamp(fetch/FetchesInFlight, minDecompress, MaxDecompress))
+	f.MaxDecompressBatchBytes = int(clamp(decompress/DecompressCopies, minDecompress, MaxDecompress))
 
 	perRead := compare / MaxComparisons / (compareReads * FetchExpansion)
 	f.CompareFetchBytes = int32(clamp(perRead, minCompareFetch, maxCompareFetch))

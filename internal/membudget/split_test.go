@@ -34,14 +34,14 @@ func TestSplitOneFlow(t *testing.T) {
 	want := Flow{
 		Name:                    "a-to-b",
 		Share:                   share,
-		FetchMaxBytes:           8 << 20, // 3/80 of the share is 8.4 MiB: the default is less
-		FetchMaxPartitionBytes:  2 << 20,
+		FetchMaxBytes:           7 << 20, // 1/32 of the share
+		FetchMaxPartitionBytes:  7 << 18, // a quarter of it
 		MaxConcurrentFetches:    2,
-		MaxBufferedBytes:        32 << 20,                   // 2/5 of the share is 89.6 MiB: the default is less
-		MaxBufferedRecords:      int(share / 2 / 5 / 256),   // 87500
-		MaxDecompressBatchBytes: int(share * 3 / 16),        // 42 MiB
-		CompareFetchBytes:       int32(share / 8 / 16 / 20), // 89.6 KiB
-		Comparisons:             16,
+		MaxBufferedBytes:        32 << 20, // 2/5 of the share is 89.6 MiB: the default is less
+		MaxBufferedRecords:      91750,    // 1/10 of the share / 256 bytes
+		MaxDecompressBatchBytes: 14 << 20, // 1/16 of the share
+		CompareFetchBytes:       64 << 10, // 1/16 of the share / 16 comparisons / 20 is less
+		Comparisons:             11,       // 14 MiB / (4 fetches × 5 × 64 KiB)
 	}
 	if f != want {
 		t.Errorf("flow =\n%+v, want\n%+v", f, want)
@@ -62,8 +62,8 @@ func TestSplitSmall(t *testing.T) {
 	if f.Share != share {
 		t.Fatalf("Share = %d, want %d", f.Share, share)
 	}
-	if f.FetchMaxBytes != int32(share*3/80) || f.FetchMaxPartitionBytes != 1<<20 || f.MaxBufferedBytes != 32<<20 ||
-		f.MaxDecompressBatchBytes != 18<<20 || f.CompareFetchBytes != 64<<10 || f.Comparisons != 9 {
+	if f.FetchMaxBytes != 3<<20 || f.FetchMaxPartitionBytes != 1<<20 || f.MaxBufferedBytes != 32<<20 ||
+		f.MaxDecompressBatchBytes != 6<<20 || f.CompareFetchBytes != 64<<10 || f.Comparisons != 4 {
 		t.Errorf("flow = %+v", f)
 	}
 	if f.Estimate() > share || len(p.Warnings) != 0 {
@@ -76,7 +76,7 @@ func TestSplitAmongFlows(t *testing.T) {
   - {source: b, target: a}
   - {source: a, target: c}
   - {source: c, target: a}
-memory_limit: 320MiB
+memory_limit: 512MiB
 `)
 	p := Split(cfg, Limit{Bytes: cfg.MemoryLimit, Found: cfg.MemoryLimit, Source: SourceConfig})
 	if len(p.Flows) != 4 {
@@ -84,7 +84,7 @@ memory_limit: 320MiB
 	}
 	var sum int64
 	for i, f := range p.Flows {
-		if f.Name != cfg.Flows[i].Name || f.Share != 32<<20 {
+		if f.Name != cfg.Flows[i].Name || f.Share != 56<<20 {
 			t.Errorf("flow %d = %+v", i, f)
 		}
 		if f.Estimate() > f.Share {
@@ -124,8 +124,8 @@ memory_limit: 512MiB
 		got = append(got, w.Error())
 	}
 	want := []string{
-		"kmirror.yaml:11: flows[0].consumer.fetch_max_bytes: 52428800 (50 MiB) is more than the memory limit leaves this flow (4.2 MiB): the flow's buffers may then take about 833.8 MiB where its share of the memory limit, 512 MiB (memory_limit), is 112 MiB; lower it, leave it out, or raise memory_limit",
-		"kmirror.yaml:9: flows[0].producer.max_buffered_bytes: 268435456 (256 MiB) is more than the memory limit leaves this flow (32 MiB): the flow's buffers may then take about 833.8 MiB where its share of the memory limit, 512 MiB (memory_limit), is 112 MiB; lower it, leave it out, or raise memory_limit",
+		"kmirror.yaml:11: flows[0].consumer.fetch_max_bytes: 52428800 (50 MiB) is more than the memory limit leaves this flow (3.5 MiB): the flow's buffers may then take about 840.3 MiB where its share of the memory limit, 512 MiB (memory_limit), is 112 MiB; lower it, leave it out, or raise memory_limit",
+		"kmirror.yaml:9: flows[0].producer.max_buffered_bytes: 268435456 (256 MiB) is more than the memory limit leaves this flow (32 MiB): the flow's buffers may then take about 840.3 MiB where its share of the memory limit, 512 MiB (memory_limit), is 112 MiB; lower it, leave it out, or raise memory_limit",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
