@@ -43,8 +43,32 @@ func (r *run) syncTopics(ctx context.Context) {
 	errLog := retry.Throttle{Every: 30 * time.Second}
 	t := time.NewTicker(r.cfg.TopicRefreshInterval)
 	defer t.Stop()
+	// Between passes, the source's topic list is checked for new topics
+	// (see topicsync.CheckInterval); a change starts a pass at once.
+	var check *time.Timer
+	var checkC <-chan time.Time
+	schedule := func(partitions int) {
+		every := topicsync.CheckInterval(r.cfg.TopicRefreshInterval, partitions)
+		if every <= 0 {
+			checkC = nil
+			return
+		}
+		if check == nil {
+			check = time.NewTimer(every)
+		} else {
+			check.Reset(every)
+		}
+		checkC = check.C
+	}
+	defer func() {
+		if check != nil {
+			check.Stop()
+		}
+	}()
+	schedule(0)
+	pass := syncer.Sync
 	for {
-		err := r.syncOnce(ctx, syncer, firstStart)
+		err := r.syncOnce(ctx, pass, firstStart)
 		if err == nil && !markedStarted && r.allStored(ctx) {
 			if err = r.store.MarkStarted(ctx); err == nil {
 				markedStarted = true
@@ -58,14 +82,46 @@ func (r *run) syncTopics(ctx context.Context) {
 				r.logger.Error("topic sync failed; retrying", "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-r.repl.AgainReady():
-			// A partition to compare with the target again.
+		pass = nil
+		for pass == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				pass = syncer.Sync
+			case <-r.repl.AgainReady():
+				// A partition to compare with the target again.
+				pass = syncer.Sync
+			case <-checkC:
+				if r.topicsChanged(ctx, syncer, schedule) {
+					pass = syncer.SyncNew
+				}
+			}
 		}
 	}
+}
+
+// checkTimeout bounds one check of the source's topic list (and the
+// refresh interval does too): the passes wait for it.
+const checkTimeout = 10 * time.Second
+
+// topicsChanged checks the source's topic list between passes and reports
+// whether a topic the flow selects appeared, grew or was created again;
+// it schedules the next check by the size of the listing. A failed check
+// is left to the next pass to report.
+func (r *run) topicsChanged(ctx context.Context, syncer *topicsync.Syncer, schedule func(partitions int)) bool {
+	cctx, cancel := context.WithTimeout(ctx, min(checkTimeout, r.cfg.TopicRefreshInterval))
+	defer cancel()
+	changed, partitions, err := syncer.Changed(cctx)
+	schedule(partitions)
+	if err != nil {
+		r.logger.Debug("checking the source topics between passes failed", "err", err)
+		return false
+	}
+	if changed {
+		r.logger.Debug("source topics changed; running a pass now")
+	}
+	return changed
 }
 
 // storedTopics returns the source topics the flow's stored progress names:
@@ -138,13 +194,14 @@ const (
 	sideTarget = "target"
 )
 
-// syncOnce runs one topic sync pass and starts replicating the partitions
-// it found ready that the data plane does not have yet. A problem of one
-// topic or partition leaves it out of this pass (it is retried on the next)
-// and never stops the others; an error is returned only when a cluster
-// cannot be listed at all or the pass was cut short.
-func (r *run) syncOnce(ctx context.Context, syncer *topicsync.Syncer, firstStart bool) error {
-	res, err := syncer.Sync(ctx)
+// syncOnce runs one topic sync pass (Sync, or SyncNew after a check saw a
+// change) and starts replicating the partitions it found ready that the
+// data plane does not have yet. A problem of one topic or partition leaves
+// it out of this pass (it is retried on the next) and never stops the
+// others; an error is returned only when a cluster cannot be listed at
+// all or the pass was cut short.
+func (r *run) syncOnce(ctx context.Context, pass func(context.Context) (topicsync.Result, error), firstStart bool) error {
+	res, err := pass(ctx)
 	if err != nil {
 		return err
 	}

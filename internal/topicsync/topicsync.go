@@ -15,11 +15,13 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/kafka"
 	"github.com/kmirror/kmirror/internal/policy"
@@ -88,6 +90,9 @@ type Syncer struct {
 	// the provenance header (WithProvenance); mutual says a flow with
 	// provenance writes the other way too (see WithHeadroom).
 	headroom, mutual bool
+	// listed holds the selected source topics of the last listing, by
+	// Changed or a pass (see noteListing).
+	listed map[string]listedTopic
 }
 
 // WithProvenance says that the flow writes the provenance header on every
@@ -172,12 +177,27 @@ func (res *Result) fail(topic string, err error) {
 // problems are in Result.Errors, Result.ConfigErrors and
 // Result.DeleteErrors.
 func (s *Syncer) Sync(ctx context.Context) (Result, error) {
+	return s.sync(ctx, true)
+}
+
+// SyncNew is the pass run when Changed saw a change: Sync without the
+// work of a pass that did not change, so that the topics new to the
+// Syncer are ready as soon as possible. It creates and grows target
+// topics and brings in step the configs of the target topics that were
+// there already and are ready for the first time, but leaves the configs
+// of the topics ready before, and deletions, to the next Sync.
+func (s *Syncer) SyncNew(ctx context.Context) (Result, error) {
+	return s.sync(ctx, false)
+}
+
+func (s *Syncer) sync(ctx context.Context, full bool) (Result, error) {
 	var res Result
 	srcTopics, err := s.source.ListTopics(ctx)
 	if err != nil {
 		err = s.srcAccess.Denied(kafka.OpDescribe, kafka.ResCluster, "", err)
 		return res, fmt.Errorf("listing source topics: %w", err)
 	}
+	s.noteListing(s.selected(srcTopics))
 	var wanted []string
 	for name, d := range srcTopics {
 		if d.Err != nil || d.IsInternal || !s.policy.Matches(name) {
@@ -193,7 +213,7 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 		}
 	}
 	slices.Sort(res.Removed)
-	if s.deletes != nil {
+	if full && s.deletes != nil {
 		s.deleteGone(ctx, srcTopics, &res)
 	}
 	targetNames := make([]string, len(wanted))
@@ -208,12 +228,9 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("listing target topics: %w", err)
 	}
-	// One description of the source configs serves both the topics to
-	// create and the topics whose configs are kept in step.
-	srcConfigs, srcMax, srcErrs, srcReqErr := describeConfigsFull(ctx, s.srcCl, wanted)
 
 	var toCreate []string
-	var existing []Topic // ready before this pass: their configs are kept in step
+	var existing []Topic // whose configs are kept in step in this pass
 	for i, name := range wanted {
 		srcParts := int32(len(srcTopics[name].Partitions))
 		tgt := tgtTopics[targetNames[i]]
@@ -234,11 +251,29 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 			}
 			s.logger.Info("grew target topic partitions", "topic", targetNames[i], "from", tgtParts, "to", srcParts)
 		}
+		_, wasReady := s.known[name]
 		t := s.topic(srcTopics[name], targetNames[i], TopicID(tgt.ID))
 		s.ready(&res, t)
-		existing = append(existing, t)
+		if full || !wasReady {
+			existing = append(existing, t)
+		}
 	}
 
+	// One description of the source configs serves both the topics to
+	// create and the topics whose configs are kept in step.
+	toDescribe := slices.Clone(toCreate)
+	for _, t := range existing {
+		toDescribe = append(toDescribe, t.Source)
+	}
+	var srcConfigs map[string]map[string]string
+	var srcMax map[string]string
+	var srcErrs map[string]error
+	var srcReqErr error
+	if len(toDescribe) > 0 {
+		srcConfigs, srcMax, srcErrs, srcReqErr = describeConfigsFull(ctx, s.srcCl, toDescribe)
+	}
+
+	var creations []creation
 	for _, name := range toCreate {
 		if err := srcErrs[name]; err != nil {
 			err = s.srcAccess.Denied(kafka.OpDescribeConfigs, kafka.ResTopic, name, err)
@@ -250,16 +285,17 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 		if s.headroom {
 			configs = WithHeadroom(configs, srcMax[name], nil, s.configs.keepMaxMessage(), s.mutual)
 		}
-		id, err := s.create(ctx, t, configs)
-		if err != nil {
-			res.fail(name, s.problem(name, err))
+		creations = append(creations, creation{topic: t, configs: configs})
+	}
+	for _, c := range s.createAll(ctx, creations) {
+		if c.err != nil {
+			res.fail(c.topic.Source, s.problem(c.topic.Source, c.err))
 			continue
 		}
-		s.manage(t.Target, configs)
-		s.noteMaxMessage(&res, t.Target, configs, nil)
-		t.TargetID = id
-		res.Created = append(res.Created, t.Target)
-		s.ready(&res, t)
+		s.manage(c.topic.Target, c.configs)
+		s.noteMaxMessage(&res, c.topic.Target, c.configs, nil)
+		res.Created = append(res.Created, c.topic.Target)
+		s.ready(&res, c.topic)
 	}
 	slices.SortFunc(res.Ready, func(a, b Topic) int { return strings.Compare(a.Source, b.Source) })
 	s.syncConfigs(ctx, existing, srcConfigs, srcMax, srcErrs, srcReqErr, &res)
@@ -300,68 +336,243 @@ func (s *Syncer) problem(topic string, err error) error {
 	return err
 }
 
-// create creates the target topic of t and returns its ID, if known.
-func (s *Syncer) create(ctx context.Context, t Topic, configs map[string]string) (string, error) {
-	ptrs := make(map[string]*string, len(configs))
-	for k, v := range configs {
-		ptrs[k] = kadm.StringPtr(v)
+// creation is a target topic to create, with its explicit configs, and
+// the outcome: err is nil once the topic exists and every partition has
+// a leader.
+type creation struct {
+	topic   Topic
+	configs map[string]string
+	err     error
+}
+
+// createTimeout is the time the brokers are given to create the topics
+// of one CreateTopics request (kadm's default).
+const createTimeout = 15 * time.Second
+
+// createAll creates the target topics of cs with one CreateTopics request,
+// each with its source's partition count and its configs, then waits
+// until every partition of each has a leader. It returns cs with the
+// outcome of each, and the target topic IDs the brokers gave. A topic
+// created meanwhile by someone else (TOPIC_ALREADY_EXISTS) counts as
+// created; the next pass checks its shape.
+func (s *Syncer) createAll(ctx context.Context, cs []creation) []creation {
+	if len(cs) == 0 {
+		return nil
 	}
-	resp, err := s.target.CreateTopic(ctx, t.Partitions, s.replicationFactor, ptrs, t.Target)
-	if errors.Is(err, kerr.TopicAlreadyExists) {
-		return "", nil // created concurrently; the next pass checks its shape
-	}
-	if err != nil {
-		err = s.tgtAccess.Denied(kafka.OpCreate, kafka.ResTopic, t.Target, err)
-		msg := resp.ErrMessage
-		if msg != "" {
-			msg = " (" + msg + ")"
+	req := kmsg.NewPtrCreateTopicsRequest()
+	req.TimeoutMillis = int32(createTimeout.Milliseconds())
+	for _, c := range cs {
+		rt := kmsg.NewCreateTopicsRequestTopic()
+		rt.Topic = c.topic.Target
+		rt.NumPartitions = c.topic.Partitions
+		rt.ReplicationFactor = s.replicationFactor
+		for _, k := range slices.Sorted(maps.Keys(c.configs)) {
+			rc := kmsg.NewCreateTopicsRequestTopicConfig()
+			rc.Name, rc.Value = k, kmsg.StringPtr(c.configs[k])
+			rt.Configs = append(rt.Configs, rc)
 		}
-		return "", fmt.Errorf("creating target topic %q with %d partitions and configs %s: %w%s",
-			t.Target, t.Partitions, describe(configs), err, msg)
+		req.Topics = append(req.Topics, rt)
 	}
-	s.logger.Info("created target topic", "topic", t.Target, "source_topic", t.Source,
-		"partitions", t.Partitions, "configs", describe(configs))
-	id := TopicID(resp.ID)
-	if id != "" {
-		s.created[t.Target] = id
+	resp, reqErr := req.RequestWith(ctx, s.tgtCl)
+	answers := map[string]kmsg.CreateTopicsResponseTopic{}
+	if reqErr == nil {
+		for _, rt := range resp.Topics {
+			answers[rt.Topic] = rt
+		}
 	}
-	return id, s.waitLeaders(ctx, t.Target, t.Partitions)
+	wait := map[string]int32{}
+	for i := range cs {
+		c := &cs[i]
+		rt, ok := answers[c.topic.Target]
+		var err error
+		switch {
+		case reqErr != nil:
+			err = reqErr
+		case !ok:
+			err = errors.New("no answer for the topic")
+		default:
+			err = kerr.ErrorForCode(rt.ErrorCode)
+		}
+		if errors.Is(err, kerr.TopicAlreadyExists) {
+			c.topic.TargetID = ""
+			continue // created concurrently; the next pass checks its shape
+		}
+		if err != nil {
+			err = s.tgtAccess.Denied(kafka.OpCreate, kafka.ResTopic, c.topic.Target, err)
+			msg := ""
+			if ok && rt.ErrorMessage != nil && *rt.ErrorMessage != "" {
+				msg = " (" + *rt.ErrorMessage + ")"
+			}
+			c.err = fmt.Errorf("creating target topic %q with %d partitions and configs %s: %w%s",
+				c.topic.Target, c.topic.Partitions, describe(c.configs), err, msg)
+			continue
+		}
+		s.logger.Info("created target topic", "topic", c.topic.Target, "source_topic", c.topic.Source,
+			"partitions", c.topic.Partitions, "configs", describe(c.configs))
+		c.topic.TargetID = TopicID(rt.TopicID)
+		if c.topic.TargetID != "" {
+			s.created[c.topic.Target] = c.topic.TargetID
+		}
+		wait[c.topic.Target] = c.topic.Partitions
+	}
+	errs := s.waitLeaders(ctx, wait)
+	for i := range cs {
+		if err := errs[cs[i].topic.Target]; err != nil && cs[i].err == nil {
+			cs[i].err = err
+		}
+	}
+	return cs
 }
 
 // leaderWait bounds how long a new or grown target topic may take to get a
 // leader for every partition before it is handed to the data plane.
 const leaderWait = 15 * time.Second
 
-// waitLeaders waits until every partition of target has a leader, so that
-// the first writes do not meet UNKNOWN_TOPIC_OR_PARTITION and are not
-// retried (which could write some records twice).
-func (s *Syncer) waitLeaders(ctx context.Context, target string, partitions int32) error {
+// leaderPoll is how often waitLeaders asks again; the partitions of a
+// topic just created usually have their leaders at the first or second
+// answer.
+const leaderPoll = 25 * time.Millisecond
+
+// waitLeaders waits until every partition of each topic of want (target
+// topic name to partition count) has a leader that answers for it, so
+// that the first writes do not meet UNKNOWN_TOPIC_OR_PARTITION or
+// NOT_LEADER_OR_FOLLOWER and are not retried (which could write some
+// records twice, and costs the client's retry backoff). A broker names
+// the leaders in its metadata a moment before the leader serves the
+// partition, so each leader is asked for the partitions' end offsets too
+// (ListOffsets, once, without retries). The metadata is asked straight of
+// a broker, for all the topics at once: kadm answers from the client's
+// metadata cache, which would still hold the answer, from before the
+// creation, that the topic does not exist. It returns the error of each
+// topic not ready within leaderWait (all of them if ctx ends).
+func (s *Syncer) waitLeaders(ctx context.Context, want map[string]int32) map[string]error {
+	errs := map[string]error{}
+	if len(want) == 0 {
+		return errs
+	}
+	pending := maps.Clone(want)
 	deadline := time.Now().Add(leaderWait)
 	for {
-		details, err := s.target.ListTopics(ctx, target)
-		if err == nil {
-			if d, ok := details[target]; ok && d.Err == nil && int32(len(d.Partitions)) >= partitions && allLed(d.Partitions) {
-				return nil
-			}
+		for _, topic := range s.servedTopics(ctx, pending) {
+			delete(pending, topic)
+		}
+		if len(pending) == 0 {
+			return errs
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("target topic %q: not every partition has a leader after %s", target, leaderWait)
+			for name := range pending {
+				errs[name] = fmt.Errorf("target topic %q: not every partition has a leader after %s", name, leaderWait)
+			}
+			return errs
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+			for name := range pending {
+				errs[name] = ctx.Err()
+			}
+			return errs
+		case <-time.After(leaderPoll):
 		}
 	}
 }
 
-func allLed(ps kadm.PartitionDetails) bool {
-	for _, p := range ps {
-		if p.Err != nil || p.Leader < 0 {
-			return false
+// servedTopics returns the topics of want (name to partition count) that
+// have at least that many partitions, each with a leader that answered a
+// ListOffsets for it.
+func (s *Syncer) servedTopics(ctx context.Context, want map[string]int32) []string {
+	req := kmsg.NewPtrMetadataRequest()
+	req.AllowAutoTopicCreation = false // a topic deleted meanwhile stays deleted
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(name)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, s.tgtCl)
+	if err != nil {
+		return nil
+	}
+	byLeader := map[int32]map[string][]int32{}
+	led := map[string]bool{}
+	for _, rt := range resp.Topics {
+		if rt.Topic == nil || rt.ErrorCode != 0 || int32(len(rt.Partitions)) < want[*rt.Topic] {
+			continue
+		}
+		ok := true
+		for _, p := range rt.Partitions {
+			if p.ErrorCode != 0 || p.Leader < 0 {
+				ok = false
+				break
+			}
+		}
+		if !ok {
+			continue
+		}
+		led[*rt.Topic] = true
+		for _, p := range rt.Partitions {
+			if byLeader[p.Leader] == nil {
+				byLeader[p.Leader] = map[string][]int32{}
+			}
+			byLeader[p.Leader][*rt.Topic] = append(byLeader[p.Leader][*rt.Topic], p.Partition)
 		}
 	}
-	return true
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for leader, topics := range byLeader {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			failed := s.unserved(ctx, leader, topics)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, t := range failed {
+				delete(led, t)
+			}
+		}()
+	}
+	wg.Wait()
+	return slices.Sorted(maps.Keys(led))
+}
+
+// unserved asks broker leader, once, for the end offsets of the
+// partitions of topics and returns the topics of those it did not answer
+// for, or answered with an error that passes by waiting
+// (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION, ...).
+func (s *Syncer) unserved(ctx context.Context, leader int32, topics map[string][]int32) []string {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	for topic, ps := range topics {
+		rt := kmsg.NewListOffsetsRequestTopic()
+		rt.Topic = topic
+		for _, p := range ps {
+			rp := kmsg.NewListOffsetsRequestTopicPartition()
+			rp.Partition, rp.Timestamp, rp.CurrentLeaderEpoch = p, -1, -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, s.tgtCl.Broker(int(leader)))
+	if err != nil {
+		return slices.Collect(maps.Keys(topics))
+	}
+	answered := map[string]int{}
+	bad := map[string]bool{}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			// Only a partition not served yet is waited for: an error
+			// that would not pass by waiting (no DESCRIBE on the
+			// topic) leaves it to the data plane, as before.
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil && kerr.IsRetriable(err) {
+				bad[rt.Topic] = true
+			}
+			answered[rt.Topic]++
+		}
+	}
+	for topic, ps := range topics {
+		if answered[topic] < len(ps) {
+			bad[topic] = true
+		}
+	}
+	return slices.Collect(maps.Keys(bad))
 }
 
 func (s *Syncer) grow(ctx context.Context, target string, partitions int32) error {
@@ -375,7 +586,7 @@ func (s *Syncer) grow(ctx context.Context, target string, partitions int32) erro
 		err = s.tgtAccess.Denied(kafka.OpAlter, kafka.ResTopic, target, err)
 		return fmt.Errorf("growing target topic %q to %d partitions: %w", target, partitions, err)
 	}
-	return s.waitLeaders(ctx, target, partitions)
+	return s.waitLeaders(ctx, map[string]int32{target: partitions})[target]
 }
 
 // describe prints configs sorted by key, for logs and errors.
