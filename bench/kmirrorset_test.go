@@ -39,3 +39,19 @@ func TestKmirrorClientYAML(t *testing.T) {
 		}
 	}
 }
+
+func TestParseKmirrorVariants(t *testing.T) {
+	vs, err := parseKmirrorVariants("own:consumer.fetch_max_bytes=default; big:producer.batch_max_bytes=4194304,producer.linger=20ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 2 || vs[0].name != "own" || vs[0].set["consumer.fetch_max_bytes"] != "default" ||
+		vs[1].name != "big" || vs[1].set["producer.batch_max_bytes"] != "4194304" || vs[1].set["producer.linger"] != "20ms" {
+		t.Errorf("parsed %+v", vs)
+	}
+	for _, bad := range []string{"producer.linger=20ms", "a:producer.linger=1ms;a:producer.linger=2ms", "b c:producer.linger=1ms"} {
+		if _, err := parseKmirrorVariants(bad); err == nil {
+			t.Errorf("parseKmirrorVariants(%q) accepted", bad)
+		}
+	}
+}

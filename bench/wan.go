@@ -39,30 +39,30 @@ type wanOptions struct {
 	window int
 	runs   int
 	budget time.Duration
-	// tuned, if not empty, adds a kmirror run with these settings over
-	// the defaults to every condition ("kmirror-tuned").
-	tuned map[string]string
+	// variants are more kmirror runs under every condition, each with
+	// settings of its own over the bench's ("kmirror-<name>").
+	variants []kmirrorVariant
 }
 
 // wanFlagSet holds the scenario's flags until they are parsed.
 type wanFlagSet struct {
-	gb                 *float64
-	rtts, sides, tuned *string
-	mbit               *int64
-	window, runs       *int
-	budget             *time.Duration
+	gb                    *float64
+	rtts, sides, variants *string
+	mbit                  *int64
+	window, runs          *int
+	budget                *time.Duration
 }
 
 func registerWANFlags(fs *flag.FlagSet) *wanFlagSet {
 	return &wanFlagSet{
-		gb:     fs.Float64("wan-gb", 1, "wan scenario: backlog size in GB of 1 KiB records"),
-		rtts:   fs.String("wan-rtts", "50ms,150ms", "wan scenario: round-trip times of the emulated link (RTT 0, no link, always runs as the reference)"),
-		sides:  fs.String("wan-sides", "source,target", "wan scenario: where the link is: between the replicator and the source, the target, or each in turn"),
-		mbit:   fs.Int64("wan-mbit", 1000, "wan scenario: the link's bandwidth in each direction, Mbit/s (0: unlimited)"),
-		window: fs.Int("wan-window", 0, "wan scenario: also run, on each side at the longest RTT, a link that allows this many bytes in flight per connection and direction, as a TCP window (0: not run)"),
-		runs:   fs.Int("wan-runs", 1, "wan scenario: runs of every replicator under every condition; the report gives each one's median"),
-		budget: fs.Duration("wan-budget", 5*time.Minute, "wan scenario: time a replicator gets for one copy"),
-		tuned:  fs.String("wan-kmirror-tuned", "", "wan scenario: also run kmirror with these settings (key=value,... as -kmirror-set), as kmirror-tuned"),
+		gb:       fs.Float64("wan-gb", 1, "wan scenario: backlog size in GB of 1 KiB records"),
+		rtts:     fs.String("wan-rtts", "50ms,150ms", "wan scenario: round-trip times of the emulated link (RTT 0, no link, always runs as the reference)"),
+		sides:    fs.String("wan-sides", "source,target", "wan scenario: where the link is: between the replicator and the source, the target, or each in turn"),
+		mbit:     fs.Int64("wan-mbit", 1000, "wan scenario: the link's bandwidth in each direction, Mbit/s (0: unlimited)"),
+		window:   fs.Int("wan-window", 0, "wan scenario: also run, on each side at the longest RTT, a link that allows this many bytes in flight per connection and direction, as a TCP window (0: not run)"),
+		runs:     fs.Int("wan-runs", 1, "wan scenario: runs of every replicator under every condition; the report gives each one's median"),
+		budget:   fs.Duration("wan-budget", 5*time.Minute, "wan scenario: time a replicator gets for one copy"),
+		variants: fs.String("wan-kmirror-variants", "", "wan scenario: also run kmirror with other settings, as name:key=value,...;name:... (keys as -kmirror-set); each is reported as kmirror-<name>"),
 	}
 }
 
@@ -91,8 +91,8 @@ func (f *wanFlagSet) parse(quick bool) (wanOptions, error) {
 		return o, errors.New("-wan-gb, -wan-runs and -wan-budget must be positive, -wan-mbit and -wan-window not negative")
 	}
 	var err error
-	if o.tuned, err = parseKmirrorSet(*f.tuned); err != nil {
-		return o, fmt.Errorf("-wan-kmirror-tuned: %w", err)
+	if o.variants, err = parseKmirrorVariants(*f.variants); err != nil {
+		return o, fmt.Errorf("-wan-kmirror-variants: %w", err)
 	}
 	return o, nil
 }
@@ -123,23 +123,51 @@ func (c wanCondition) slug() string {
 	return s
 }
 
-// wanVariant is one replicator of the scenario: a tool, and for
-// kmirror-tuned the settings it runs with.
+// wanVariant is one replicator of the scenario: a tool, and for a kmirror
+// variant the settings it runs with.
 type wanVariant struct {
 	label string // as reported
 	tool  string
 	set   map[string]string
+	slug  string // names its runs; slug(tool) if empty
 }
 
-const labelKmirrorTuned = "kmirror-tuned"
+// kmirrorVariant is a named set of kmirror settings.
+type kmirrorVariant struct {
+	name string
+	set  map[string]string
+}
+
+// parseKmirrorVariants parses "name:key=value,...;name:...".
+func parseKmirrorVariants(s string) ([]kmirrorVariant, error) {
+	var out []kmirrorVariant
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	for _, part := range strings.Split(s, ";") {
+		name, kvs, ok := strings.Cut(strings.TrimSpace(part), ":")
+		if !ok || name == "" || strings.ContainsAny(name, " ,=") {
+			return nil, fmt.Errorf("%q is not name:key=value[,key=value]", part)
+		}
+		set, err := parseKmirrorSet(kvs)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if slices.ContainsFunc(out, func(v kmirrorVariant) bool { return v.name == name }) {
+			return nil, fmt.Errorf("%s named twice", name)
+		}
+		out = append(out, kmirrorVariant{name: name, set: set})
+	}
+	return out, nil
+}
 
 // wanVariants are the scenario's replicators in the order they run.
 func (h *harness) wanVariants() []wanVariant {
 	var out []wanVariant
 	if h.selected(toolKmirror) {
 		out = append(out, wanVariant{label: toolKmirror, tool: toolKmirror})
-		if len(h.opts.wan.tuned) > 0 {
-			out = append(out, wanVariant{label: labelKmirrorTuned, tool: toolKmirror, set: h.opts.wan.tuned})
+		for i, kv := range h.opts.wan.variants {
+			out = append(out, wanVariant{label: toolKmirror + "-" + kv.name, tool: toolKmirror, set: kv.set, slug: fmt.Sprintf("km%d", i+1)})
 		}
 	}
 	for _, t := range []string{toolMM2, toolPipe} {
@@ -259,7 +287,7 @@ func (h *harness) linkOf(side string) *wanLink {
 func (h *harness) copyOverLink(ctx context.Context, v wanVariant, cond wanCondition, want offsets, rep int) (*wanRun, error) {
 	r := &wanRun{copyRun: &copyRun{tool: v.tool, rep: rep, budget: h.opts.wan.budget}, label: v.label, cond: cond}
 	names := targetNames(v.tool, []string{wanTopic})
-	// kmirror-tuned writes the topic kmirror wrote just before, deleted
+	// A kmirror variant writes the topic kmirror wrote just before, deleted
 	// since: a broker may still answer with its offsets for a moment.
 	if err := h.tgt.waitNoOffsets(ctx, names[wanTopic]); err != nil {
 		return nil, err
@@ -270,8 +298,8 @@ func (h *harness) copyOverLink(ctx context.Context, v wanVariant, cond wanCondit
 		}
 	}
 	slugLabel := slug(v.tool)
-	if v.label == labelKmirrorTuned {
-		slugLabel = "kmt"
+	if v.slug != "" {
+		slugLabel = v.slug
 	}
 	run := toolRun{
 		id:     fmt.Sprintf("wan-%s-%s-%d", slugLabel, cond.slug(), rep),

@@ -245,12 +245,23 @@ func (r *report) renderWANSettings(w func(string, ...any)) {
 	}
 	o := h.opts.wan
 	w("### Settings of the long-links runs\n\n")
-	w("Flags: `-wan-gb %g -wan-rtts %s -wan-sides %s -wan-mbit %d -wan-window %d -wan-runs %d -wan-budget %s`.\n\n",
+	w("Flags: `-wan-gb %g -wan-rtts %s -wan-sides %s -wan-mbit %d -wan-window %d -wan-runs %d -wan-budget %s`",
 		o.gb, durations(o.rtts), strings.Join(o.sides, ","), o.mbit, o.window, o.runs, o.budget)
+	if len(o.variants) > 0 {
+		var vs []string
+		for _, v := range o.variants {
+			vs = append(vs, v.name+":"+formatSet(v.set))
+		}
+		w(" `-wan-kmirror-variants '%s'`", strings.Join(vs, ";"))
+	}
+	if len(h.opts.kmirrorSet) > 0 {
+		w(" `-kmirror-set %s`", formatSet(h.opts.kmirrorSet))
+	}
+	w(".\n\n")
 	run := toolRun{id: "wan-km-sou150-1", topics: wanTopic, topicList: []string{wanTopic}, wan: true, srcBootstrap: h.srcLink.addr()}
 	w("**kmirror**, with the link on the source side (on the target side `target.bootstrap_servers` names the link instead; without a link both name the brokers):\n\n```yaml\n%s```\n\n", h.kmirrorConfig(run))
-	if len(o.tuned) > 0 {
-		w("**kmirror-tuned**: the same with `-wan-kmirror-tuned %s`:\n\n```yaml\n%s```\n\n", formatSet(o.tuned), kmirrorClientYAML("read_uncommitted", h.opts.kmirrorSet, o.tuned))
+	for _, v := range o.variants {
+		w("**kmirror-%s**: the same with `%s` (\"default\": the key is left out, kmirror's own default applies):\n\n```yaml\n%s```\n\n", v.name, formatSet(v.set), kmirrorClientYAML("read_uncommitted", h.opts.kmirrorSet, v.set))
 	}
 	w("**MirrorMaker 2**: the backlog scenario's configuration (see Settings) with the links' bootstrap servers and these settings for high latency, in every run of this scenario (without a link too, so that *vs RTT 0* compares like with like):\n\n```properties\n%s```\n\n",
 		formatProps("MirrorMaker 2 settings for links of high latency", mm2WANProps()))
