@@ -102,8 +102,13 @@ func (r *Replicator) pollBatches(ctx context.Context) {
 				continue // a write failed meanwhile: fetched again from there
 			}
 			if len(fd.Batches) > 0 {
+				// As the consumer's fetch: records are gone only below the
+				// log start (a batch starting past the position may follow
+				// offsets compaction emptied), and those of the first batch
+				// below the offset fetched are not read.
+				first := max(fd.Batches[0].BaseOffset(), fd.Offset)
 				r.checkDeleted(p, kgo.FetchTopicPartition{Topic: fd.Topic, FetchPartition: kgo.FetchPartition{
-					Partition: fd.Partition, LogStartOffset: max(fd.LogStartOffset, fd.Batches[0].BaseOffset())}})
+					Partition: fd.Partition, LogStartOffset: min(fd.LogStartOffset, first)}})
 			}
 			c := passed[fd.Topic]
 			if c == nil {

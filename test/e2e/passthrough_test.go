@@ -475,3 +475,149 @@ pass_through: true
 	}
 	second.stop()
 }
+
+// TestPassThroughCompactedAndDeleted copies, with pass_through, a
+// compacted source topic after its cleaner ran (batches with holes in
+// their offsets, which a broker takes only record by record), and a topic
+// whose records, from the flow's position to the middle of a later batch,
+// were deleted (DeleteRecords) while kmirror was stopped: the target holds
+// every record the source still has, in order; the compacted batches fell
+// back with reason compacted, no hole counted as lost; exactly the deleted
+// records past the position counted as lost.
+func TestPassThroughCompactedAndDeleted(t *testing.T) {
+	t.Parallel() // no timing assertion: runs beside the other parallel tests
+	p := startPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const compacted, trimmed = "ptc-compacted", "ptc-trimmed"
+	createTopic(t, p.srcCl, compacted, 1, map[string]string{
+		"cleanup.policy": "compact", "segment.ms": "200", "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "100",
+	})
+	createTopic(t, p.srcCl, trimmed, 1, nil)
+	prod := newClient(t, p.src.Bootstrap(), kgo.ProducerBatchCompression(kgo.Lz4Compression()), kgo.ProducerLinger(5*time.Millisecond))
+	// 20 keys written again and again, in batches of 50, so that the
+	// cleaner leaves batches with a few records each.
+	for round := range 12 {
+		var recs []*kgo.Record
+		for i := range 50 {
+			recs = append(recs, &kgo.Record{Topic: compacted, Key: fmt.Appendf(nil, "k%d", i%20), Value: fmt.Appendf(nil, "r%d-%d", round, i)})
+		}
+		produce(t, prod, recs)
+		time.Sleep(250 * time.Millisecond) // the next round rolls a segment
+	}
+	waitFor(t, 2*time.Minute, "the source's cleaner to compact the topic", func() (bool, string) {
+		n := len(readLog(t, ctx, p.srcCl, compacted)[0])
+		return n < 400, fmt.Sprintf("%d of 600 records left", n)
+	})
+	// The trimmed topic, in batches of 100.
+	writeTrimmed := func(from int) {
+		for b := from; b < from+1000; b += 100 {
+			var recs []*kgo.Record
+			for i := b; i < b+100; i++ {
+				// Values lz4 makes smaller: the producer writes a batch
+				// uncompressed when compressing does not pay.
+				recs = append(recs, &kgo.Record{Topic: trimmed, Key: fmt.Appendf(nil, "%d", i), Value: bytes.Repeat(fmt.Appendf(nil, "t%d,", i), 20)})
+			}
+			produce(t, prod, recs)
+		}
+	}
+	writeTrimmed(0)
+	srcBefore := readLog(t, ctx, p.srcCl, compacted)[0]
+
+	httpAddr := freeAddr(t)
+	cfg := writeConfig(t, p.flowConfig(httpAddr, `
+topics: ["ptc-.*"]
+topic_naming: identity
+provenance: off
+pass_through: true
+`))
+	k := startKmirror(t, cfg, httpAddr)
+	compactedCopied := func() (bool, string) {
+		// The last record of a compacted partition stays.
+		src, dst := readLog(t, ctx, p.srcCl, compacted)[0], readLog(t, ctx, p.dstCl, compacted)[0]
+		if len(dst) == 0 || !bytes.Equal(dst[len(dst)-1].Value, src[len(src)-1].Value) {
+			return false, fmt.Sprintf("%s: %d records on the target", compacted, len(dst))
+		}
+		return true, ""
+	}
+	waitFor(t, 2*time.Minute, "the trimmed topic's first 1000 records and the compacted topic on the target", func() (bool, string) {
+		if got := sum(endOffsets(t, p.dstCl, trimmed)); got != 1000 {
+			return false, fmt.Sprintf("%s: %d of 1000", trimmed, got)
+		}
+		return compactedCopied()
+	})
+	_, body, err := k.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := metricValue(body, fmt.Sprintf(`kmirror_batches_passthrough_fallback_total{flow="e2e",reason="compacted",topic=%q}`, compacted)); v == 0 {
+		t.Errorf("%s: no batch written record by record for its holes", compacted)
+	}
+	if v, _ := metricValue(body, fmt.Sprintf(`kmirror_records_lost_total{flow="e2e",topic=%q}`, compacted)); v != 0 {
+		t.Errorf("%s: %v records counted as lost; compaction's holes are no loss", compacted, v)
+	}
+	k.stop()
+	writeTrimmed(1000)
+	del, err := kadm.NewClient(p.srcCl).DeleteRecords(ctx, kadm.Offsets{trimmed: {0: {Topic: trimmed, Partition: 0, At: 1450}}})
+	if err == nil {
+		err = del.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	k = startKmirror(t, cfg, httpAddr)
+	waitFor(t, 2*time.Minute, "every remaining record on the target", func() (bool, string) {
+		if got := len(readLog(t, ctx, p.dstCl, trimmed)[0]); got < 1000+550 {
+			return false, fmt.Sprintf("%s: %d of %d; kmirror: %s", trimmed, got, 1000+550, lastLines(k.output(), 2))
+		}
+		return compactedCopied()
+	})
+	src, dst := readLog(t, ctx, p.srcCl, trimmed)[0], readLog(t, ctx, p.dstCl, trimmed)[0][1000:] // past the copies of the records since deleted
+	if len(src) != len(dst) {
+		t.Fatalf("%s: %d records on the target, %d on the source", trimmed, len(dst), len(src))
+	}
+	for i := range src {
+		if d := verify.Diff(src[i], dst[i]); d != "" {
+			t.Fatalf("%s record %d: %s", trimmed, i, d)
+		}
+	}
+	// The cleaner may still run while the copy is made: the copy holds, in
+	// order, every record the source holds now and only records it held
+	// before kmirror started.
+	dstC, srcAfter := readLog(t, ctx, p.dstCl, compacted)[0], readLog(t, ctx, p.srcCl, compacted)[0]
+	if !subsequence(srcAfter, dstC) || !subsequence(dstC, srcBefore) {
+		t.Fatalf("%s: the copy (%d records) is not between the source after (%d) and before (%d) the copy", compacted, len(dstC), len(srcAfter), len(srcBefore))
+	}
+	_, body, err = k.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metric := func(series string) float64 {
+		v, _ := metricValue(body, series)
+		return v
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if strings.Contains(l, "passthrough") && strings.Contains(l, "ptc-") && !strings.HasPrefix(l, "#") {
+			t.Log(l)
+		}
+	}
+	if v := metric(fmt.Sprintf(`kmirror_records_lost_total{flow="e2e",topic=%q}`, trimmed)); v != 450 {
+		t.Errorf("%s: %v records counted as lost, want the 450 deleted past the position (1000 to 1449)", trimmed, v)
+	}
+	if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_total{flow="e2e",topic=%q}`, trimmed)); v == 0 {
+		t.Errorf("%s: no batch passed through after the deleted records", trimmed)
+	}
+	t.Logf("compacted: %d records copied; trimmed: 450 lost as deleted, %v batches passed through after them", len(dstC), metric(fmt.Sprintf(`kmirror_batches_passthrough_total{flow="e2e",topic=%q}`, trimmed)))
+}
+
+// subsequence reports whether the records of sub appear in seq in the
+// same order, each equal to its match (key, value, headers, timestamp).
+func subsequence(sub, seq []*kgo.Record) bool {
+	j := 0
+	for _, r := range seq {
+		if j < len(sub) && verify.Diff(sub[j], r) == "" {
+			j++
+		}
+	}
+	return j == len(sub)
+}
