@@ -23,26 +23,9 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		anyFailed := r.recoverFailed(ctx)
 		anyHeld := r.releaseHeld(ctx)
-		var pollCtx context.Context
-		var cancel context.CancelFunc
-		switch {
-		case anyHeld:
-			pollCtx, cancel = context.WithTimeout(ctx, heldPoll)
-		case anyFailed:
-			pollCtx, cancel = context.WithTimeout(ctx, 250*time.Millisecond)
-		default:
-			pollCtx, cancel = context.WithCancel(ctx)
-		}
-		// A write that fails while the poll waits for source records
-		// wakes it, so the partition is retried on a quiet source too.
-		r.pollMu.Lock()
-		r.wakePoll = cancel
-		r.pollMu.Unlock()
+		pollCtx, done := r.pollContext(ctx, anyHeld, anyFailed)
 		fetches := r.opts.Source.PollRecords(pollCtx, maxPollRecords)
-		r.pollMu.Lock()
-		r.wakePoll = nil
-		r.pollMu.Unlock()
-		cancel()
+		done()
 		if ctx.Err() != nil {
 			return
 		}
@@ -71,21 +54,8 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 		})
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			p := r.lookup(fp.Topic, fp.Partition)
-			if p == nil {
+			if p == nil || !r.takeFetched(p, fp.HighWatermark) {
 				return
-			}
-			if fp.HighWatermark > 0 {
-				p.hwm.Store(fp.HighWatermark)
-			}
-			if p.isFailed() || p.probing {
-				if !p.paused {
-					p.paused = true
-					r.src.pause(fp.Topic, fp.Partition)
-				}
-				return
-			}
-			if p.halted.Load() || p.held != nil {
-				return // a write failed meanwhile, or a record waits: fetched again from there
 			}
 			if len(fp.Records) > 0 {
 				r.readAgain(p)
@@ -94,6 +64,52 @@ func (r *Replicator) pollLoop(ctx context.Context) {
 			r.feed(ctx, p, fp.Records)
 		})
 	}
+}
+
+// pollContext returns the context of the next poll of the source, and
+// what ends it: a poll waits for source records until one arrives, or
+// briefly while a record waits for its provenance (held) or a failed
+// partition for its retry. A write that fails while the poll waits wakes
+// it (wake), so the partition is retried on a quiet source too.
+func (r *Replicator) pollContext(ctx context.Context, held, failed bool) (context.Context, func()) {
+	var pollCtx context.Context
+	var cancel context.CancelFunc
+	switch {
+	case held:
+		pollCtx, cancel = context.WithTimeout(ctx, heldPoll)
+	case failed:
+		pollCtx, cancel = context.WithTimeout(ctx, 250*time.Millisecond)
+	default:
+		pollCtx, cancel = context.WithCancel(ctx)
+	}
+	r.pollMu.Lock()
+	r.wakePoll = cancel
+	r.pollMu.Unlock()
+	return pollCtx, func() {
+		r.pollMu.Lock()
+		r.wakePoll = nil
+		r.pollMu.Unlock()
+		cancel()
+	}
+}
+
+// takeFetched notes the source end offset hwm of partition p, fetched
+// again, and reports whether what was fetched is to be fed: not while a
+// write of p failed or is being retried alone (the partition is paused
+// until the rewind fetches it again from there), nor while a record waits
+// for its provenance.
+func (r *Replicator) takeFetched(p *partition, hwm int64) bool {
+	if hwm > 0 {
+		p.hwm.Store(hwm)
+	}
+	if p.isFailed() || p.probing {
+		if !p.paused {
+			p.paused = true
+			r.src.pause(p.id.Topic, p.id.Partition)
+		}
+		return false
+	}
+	return !p.halted.Load() && p.held == nil
 }
 
 // feed hands records of partition p, fetched in order, to the producer,

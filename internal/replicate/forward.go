@@ -63,19 +63,9 @@ func (r *Replicator) pollBatches(ctx context.Context) {
 	fetchErrLog := retry.Throttle{Every: 10 * time.Second}
 	passed := map[string]prometheus.Counter{}
 	for ctx.Err() == nil {
-		anyFailed := r.recoverFailed(ctx)
-		pollCtx, cancel := context.WithCancel(ctx)
-		if anyFailed {
-			pollCtx, cancel = context.WithTimeout(ctx, 250*time.Millisecond)
-		}
-		r.pollMu.Lock()
-		r.wakePoll = cancel
-		r.pollMu.Unlock()
+		pollCtx, done := r.pollContext(ctx, false, r.recoverFailed(ctx))
 		fetched := r.opts.Forward.Fetcher.Poll(pollCtx)
-		r.pollMu.Lock()
-		r.wakePoll = nil
-		r.pollMu.Unlock()
-		cancel()
+		done()
 		if ctx.Err() != nil {
 			return
 		}
@@ -88,18 +78,8 @@ func (r *Replicator) pollBatches(ctx context.Context) {
 				r.batchFetchFailed(ctx, p, fd.Err, &fetchErrLog)
 				continue
 			}
-			if fd.HighWatermark > 0 {
-				p.hwm.Store(fd.HighWatermark)
-			}
-			if p.isFailed() || p.probing {
-				if !p.paused {
-					p.paused = true
-					r.src.pause(fd.Topic, fd.Partition)
-				}
+			if !r.takeFetched(p, fd.HighWatermark) {
 				continue
-			}
-			if p.halted.Load() {
-				continue // a write failed meanwhile: fetched again from there
 			}
 			if len(fd.Batches) > 0 {
 				// As the consumer's fetch: records are gone only below the

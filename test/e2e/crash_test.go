@@ -28,29 +28,7 @@ func TestSurvivesSIGKILL(t *testing.T) {
 	createTopic(t, p.srcCl, topic, partitions, nil)
 
 	// The producer writes "<partition>:<seq>" values, in batches, all along.
-	var produced atomic.Int64
-	prodDone := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		seq := make([]int, partitions)
-		for n := 0; n < total; n += batch {
-			recs := make([]*kgo.Record, batch)
-			for i := range recs {
-				part := (n + i) % partitions
-				recs[i] = &kgo.Record{Topic: topic, Partition: int32(part), Key: fmt.Appendf(nil, "k%d", n+i),
-					Value: fmt.Appendf(nil, "%d:%d:%s", part, seq[part], strings.Repeat("v", 100))}
-				seq[part]++
-			}
-			if err := p.srcCl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				prodDone <- err
-				return
-			}
-			produced.Add(batch)
-			time.Sleep(20 * time.Millisecond)
-		}
-		prodDone <- nil
-	}()
+	produced, prodDone := produceNumbered(p.srcCl, topic, partitions, total, batch)
 
 	httpAddr := freeAddr(t)
 	cfg := writeConfig(t, p.flowConfig(httpAddr, `
@@ -92,6 +70,38 @@ topic_naming: identity
 		t.Errorf("kmirror_duplicate_records_total = %v, but the target holds %d duplicates", reported, duplicates)
 	}
 	second.stop()
+}
+
+// produceNumbered writes total records to topic in the background, in
+// acknowledged batches of batch records 20 ms apart, record i to
+// partition i % partitions with the value "<partition>:<seq>:vvv…" (seq
+// counting per partition); produced counts what was acknowledged, and
+// done receives the outcome.
+func produceNumbered(cl *kgo.Client, topic string, partitions int32, total, batch int) (produced *atomic.Int64, done <-chan error) {
+	produced = new(atomic.Int64)
+	result := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		seq := make([]int, partitions)
+		for n := 0; n < total; n += batch {
+			recs := make([]*kgo.Record, batch)
+			for i := range recs {
+				part := int32(n+i) % partitions
+				recs[i] = &kgo.Record{Topic: topic, Partition: part, Key: fmt.Appendf(nil, "k%d", n+i),
+					Value: fmt.Appendf(nil, "%d:%d:%s", part, seq[part], strings.Repeat("v", 100))}
+				seq[part]++
+			}
+			if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				result <- err
+				return
+			}
+			produced.Add(int64(batch))
+			time.Sleep(20 * time.Millisecond)
+		}
+		result <- nil
+	}()
+	return produced, result
 }
 
 // copiedWithRepeats compares a copy with its source partition by

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,25 +69,7 @@ func TestBatchForwardingOnRealKafka(t *testing.T) {
 	createTopic(t, p.srcCl, txnTopic, parts, nil)
 	createTopic(t, p.dstCl, txnTopic, parts, nil)
 	txp := newClient(t, p.src.Bootstrap(), kgo.TransactionalID("fwd-test"), kgo.ProducerBatchCompression(kgo.Lz4Compression()))
-	for from := 0; from < n; from += 100 {
-		if err := txp.BeginTransaction(); err != nil {
-			t.Fatal(err)
-		}
-		var recs []*kgo.Record
-		for i := from; i < from+100; i++ {
-			recs = append(recs, record(txnTopic, int32(i)%parts, i))
-		}
-		if err := txp.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		commit := kgo.TryCommit
-		if from/100%2 == 1 {
-			commit = kgo.TryAbort
-		}
-		if err := txp.EndTransaction(ctx, commit); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produceTransactions(t, ctx, txp, n, 100, func(i int) *kgo.Record { return record(txnTopic, int32(i)%parts, i) })
 
 	f := batchfetch.New(batchfetch.Options{Client: p.srcCl, ReadCommitted: true, MaxPartitionBytes: 256 << 10})
 	defer f.Close()
@@ -260,25 +241,7 @@ func TestPassThroughFlow(t *testing.T) {
 	const txnTopic = "pt-txn"
 	createTopic(t, p.srcCl, txnTopic, parts, nil)
 	txp := newClient(t, p.src.Bootstrap(), kgo.TransactionalID("pt-test"), kgo.ProducerBatchCompression(kgo.Lz4Compression()))
-	for from := 0; from < n; from += 200 {
-		if err := txp.BeginTransaction(); err != nil {
-			t.Fatal(err)
-		}
-		var recs []*kgo.Record
-		for i := from; i < from+200; i++ {
-			recs = append(recs, record(txnTopic, i))
-		}
-		if err := txp.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		commit := kgo.TryCommit
-		if from/200%2 == 1 {
-			commit = kgo.TryAbort
-		}
-		if err := txp.EndTransaction(ctx, commit); err != nil {
-			t.Fatal(err)
-		}
-	}
+	produceTransactions(t, ctx, txp, n, 200, func(i int) *kgo.Record { return record(txnTopic, i) })
 	// A group that read the transactional topic up to committed record
 	// 1000 (partition 0) on the source.
 	srcTxn := readLog(t, ctx, p.srcCl, txnTopic)
@@ -404,29 +367,7 @@ func TestPassThroughSurvivesSIGKILL(t *testing.T) {
 	)
 	createTopic(t, p.srcCl, topic, partitions, nil)
 	prod := newClient(t, p.src.Bootstrap(), kgo.ProducerBatchCompression(kgo.Lz4Compression()), kgo.ProducerLinger(5*time.Millisecond))
-	var produced atomic.Int64
-	prodDone := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		seq := make([]int, partitions)
-		for n := 0; n < total; n += batchSize {
-			recs := make([]*kgo.Record, batchSize)
-			for i := range recs {
-				part := (n + i) % partitions
-				recs[i] = &kgo.Record{Topic: topic, Partition: int32(part), Key: fmt.Appendf(nil, "k%d", n+i),
-					Value: fmt.Appendf(nil, "%d:%d:%s", part, seq[part], strings.Repeat("v", 100))}
-				seq[part]++
-			}
-			if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				prodDone <- err
-				return
-			}
-			produced.Add(batchSize)
-			time.Sleep(20 * time.Millisecond)
-		}
-		prodDone <- nil
-	}()
+	produced, prodDone := produceNumbered(prod, topic, partitions, total, batchSize)
 
 	httpAddr := freeAddr(t)
 	cfg := writeConfig(t, p.flowConfig(httpAddr, `
@@ -620,4 +561,30 @@ func subsequence(sub, seq []*kgo.Record) bool {
 		}
 	}
 	return j == len(sub)
+}
+
+// produceTransactions writes records 0 to n-1 of record with the
+// transactional client cl, per records a transaction, committing the
+// first, aborting the second, and so on.
+func produceTransactions(t *testing.T, ctx context.Context, cl *kgo.Client, n, per int, record func(i int) *kgo.Record) {
+	t.Helper()
+	for from := 0; from < n; from += per {
+		if err := cl.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		var recs []*kgo.Record
+		for i := from; i < min(from+per, n); i++ {
+			recs = append(recs, record(i))
+		}
+		if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		commit := kgo.TryCommit
+		if from/per%2 == 1 {
+			commit = kgo.TryAbort
+		}
+		if err := cl.EndTransaction(ctx, commit); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
