@@ -80,10 +80,14 @@ type Flow struct {
 func (f Flow) Estimate() int64 {
 	concurrent := int64(max(f.MaxConcurrentFetches, FetchesInFlight))
 	fetch := concurrent * int64(f.FetchMaxBytes) * FetchExpansion
-	produce := f.MaxBufferedBytes + f.MaxBufferedBytes/4
+	produce := produceMemory(f.MaxBufferedBytes)
 	compare := int64(f.Comparisons) * compareReads * int64(f.CompareFetchBytes) * FetchExpansion
 	return fetch + produce + int64(f.MaxDecompressBatchBytes)*DecompressCopies + compare
 }
+
+// produceMemory is what a produce buffer of buffered bytes takes with
+// the records' overhead.
+func produceMemory(buffered int64) int64 { return buffered + buffered/4 }
 
 // String lists the settings for a log line.
 func (f Flow) String() string {
@@ -124,10 +128,12 @@ type Plan struct {
 //
 //   - half is its produce buffer: max_buffered_bytes is 4/5 of it (the
 //     rest is the records' overhead), at most the default (32 MiB);
-//   - five sixteenths are its fetches: FetchesInFlight responses of
-//     fetch_max_bytes, each taking FetchExpansion times its size
-//     decompressed (so fetch_max_bytes is 1/32 of the share, at most the
-//     default), fetch_max_partition_bytes a quarter of fetch_max_bytes;
+//   - the rest, what the produce buffer leaves of its half included (at
+//     least five sixteenths), is its fetches: FetchesInFlight responses
+//     of fetch_max_bytes, each taking FetchExpansion times its size
+//     decompressed (so fetch_max_bytes is a tenth of the part, at most
+//     the default), fetch_max_partition_bytes a quarter of
+//     fetch_max_bytes;
 //   - one eighth is a record batch being decompressed: one batch may
 //     decompress to half of it (1/16 of the share, 4 MiB to 1 GiB), the
 //     buffer it is decompressed into growing to twice that; past it the
@@ -169,9 +175,8 @@ func Split(cfg *config.Config, l Limit) Plan {
 // sizes kept.
 func split(fc *config.Flow, share int64) Flow {
 	produce := share / 2
-	fetch := share * 5 / 16
 	decompress := share / 8
-	compare := share - produce - fetch - decompress
+	compare := share / 16
 	f := Flow{Name: fc.Name, Share: share, MaxConcurrentFetches: FetchesInFlight}
 
 	batch := 2 * int64(fc.Producer.BatchMaxBytes) // room for one batch filling while one is written
@@ -180,6 +185,9 @@ func split(fc *config.Flow, share int64) Flow {
 		f.MaxBufferedBytes = fc.Producer.MaxBufferedBytes
 	}
 	f.MaxBufferedRecords = int(clamp(produce/5/RecordOverhead, minBufferedRecords, maxBufferedRecords))
+	// The fetches get the rest, what the produce buffer does not take of
+	// its half included: at least 5/16 of the share.
+	fetch := max(share-produceMemory(f.MaxBufferedBytes)-decompress-compare, share*5/16)
 
 	f.FetchMaxBytes = int32(clamp(fetch/(FetchExpansion*FetchesInFlight), minFetchBytes, config.DefaultFetchMaxBytes))
 	if fc.IsExplicit(config.KeyFetchMaxBytes) {

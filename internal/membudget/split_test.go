@@ -34,8 +34,8 @@ func TestSplitOneFlow(t *testing.T) {
 	want := Flow{
 		Name:                    "a-to-b",
 		Share:                   share,
-		FetchMaxBytes:           7 << 20, // 1/32 of the share
-		FetchMaxPartitionBytes:  7 << 18, // a quarter of it
+		FetchMaxBytes:           8 << 20, // a tenth of what the rest leaves (14.4 MiB) is more
+		FetchMaxPartitionBytes:  2 << 20, // a quarter of it
 		MaxConcurrentFetches:    2,
 		MaxBufferedBytes:        32 << 20, // 2/5 of the share is 89.6 MiB: the default is less
 		MaxBufferedRecords:      91750,    // 1/10 of the share / 256 bytes
@@ -62,7 +62,9 @@ func TestSplitSmall(t *testing.T) {
 	if f.Share != share {
 		t.Fatalf("Share = %d, want %d", f.Share, share)
 	}
-	if f.FetchMaxBytes != 3<<20 || f.FetchMaxPartitionBytes != 1<<20 || f.MaxBufferedBytes != 32<<20 ||
+	// Fetches: 96 MiB less the produce buffer's 40, the decompression's 12
+	// and the comparisons' 6.
+	if f.FetchMaxBytes != 38<<20/10 || f.FetchMaxPartitionBytes != 1<<20 || f.MaxBufferedBytes != 32<<20 ||
 		f.MaxDecompressBatchBytes != 6<<20 || f.CompareFetchBytes != 64<<10 || f.Comparisons != 4 {
 		t.Errorf("flow = %+v", f)
 	}
@@ -124,7 +126,7 @@ memory_limit: 512MiB
 		got = append(got, w.Error())
 	}
 	want := []string{
-		"kmirror.yaml:11: flows[0].consumer.fetch_max_bytes: 52428800 (50 MiB) is more than the memory limit leaves this flow (3.5 MiB): the flow's buffers may then take about 840.3 MiB where its share of the memory limit, 512 MiB (memory_limit), is 112 MiB; lower it, leave it out, or raise memory_limit",
+		"kmirror.yaml:11: flows[0].consumer.fetch_max_bytes: 52428800 (50 MiB) is more than the memory limit leaves this flow (5.1 MiB): the flow's buffers may then take about 840.3 MiB where its share of the memory limit, 512 MiB (memory_limit), is 112 MiB; lower it, leave it out, or raise memory_limit",
 		"kmirror.yaml:9: flows[0].producer.max_buffered_bytes: 268435456 (256 MiB) is more than the memory limit leaves this flow (32 MiB): the flow's buffers may then take about 840.3 MiB where its share of the memory limit, 512 MiB (memory_limit), is 112 MiB; lower it, leave it out, or raise memory_limit",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
