@@ -108,6 +108,13 @@ start, 2 when the configuration is invalid or a flow is failed over.`,
 				}
 				defer stop()
 			}
+			if prof := os.Getenv("KMIRROR_HEAPPROFILE"); prof != "" {
+				stop, err := startHeapProfile(prof, time.Second)
+				if err != nil {
+					return exitError{exitRuntime, err}
+				}
+				defer stop()
+			}
 			return run(cmd.Context(), cfg, force, newLogger(logConfig(cmd, cfg.Log)))
 		},
 	}
