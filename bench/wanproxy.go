@@ -34,7 +34,7 @@ func (s linkShape) String() string {
 		out += fmt.Sprintf(", %s", bitRate(s.bitsPerSec))
 	}
 	if s.window > 0 {
-		out += fmt.Sprintf(", window %.1f MiB", mib(int64(s.window)))
+		out += fmt.Sprintf(", window %.0f KiB", float64(s.window)/1024)
 	}
 	return out
 }

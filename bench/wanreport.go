@@ -160,7 +160,8 @@ func (r *report) renderWAN(w func(string, ...any)) {
 	}
 	for _, run := range res.runs {
 		if run.err != "" {
-			w("%s: %s\n\n", run, codeBlock(run.err))
+			// Paths are given from the repository root: the report names no machine.
+			w("%s: %s\n\n", run, codeBlock(strings.ReplaceAll(run.err, r.h.env.root+"/", "")))
 		} else if !run.verify.ok {
 			w("%s: %s\n\n", run, mdEscape(run.verify.String()))
 		}
