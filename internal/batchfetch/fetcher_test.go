@@ -3,10 +3,12 @@ package batchfetch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -139,5 +141,36 @@ func TestFetcherPauseResume(t *testing.T) {
 	f.Resume("t", 1)
 	if got := records(t, fetchAll(t, f, map[int32]int64{1: 20})[1]); len(got) != 20 {
 		t.Fatalf("resumed partition: %d records, want 20", len(got))
+	}
+}
+
+// TestFetcherOutOfRange asks for an offset past a partition's end: the
+// fetch returns the broker's error for that partition and pauses it,
+// until a seek to a valid offset fetches it again.
+func TestFetcherOutOfRange(t *testing.T) {
+	c := kfaketest.Cluster(t, kfake.SeedTopics(1, "t"))
+	cl := kfaketest.Client(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	produce(t, cl, "t", 1, 10, 10, "a")
+	f := New(Options{Client: kfaketest.Client(t, c), MaxWait: 50 * time.Millisecond})
+	defer f.Close()
+	f.Add(map[string]map[int32]int64{"t": {0: 1000}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got Fetched
+	for got.Err == nil {
+		fs := f.Poll(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("no error for an offset past the end")
+		}
+		for _, fd := range fs {
+			got = fd
+		}
+	}
+	if !errors.Is(got.Err, kerr.OffsetOutOfRange) || got.Offset != 1000 {
+		t.Fatalf("fetch at 1000: %+v, want OFFSET_OUT_OF_RANGE", got)
+	}
+	f.Seek("t", 0, 0)
+	if recs := records(t, fetchAll(t, f, map[int32]int64{0: 10})[0]); len(recs) != 10 {
+		t.Fatalf("after the seek: %d records, want 10", len(recs))
 	}
 }
