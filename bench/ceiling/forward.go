@@ -82,7 +82,7 @@ func forward(ctx context.Context, source, target string, topics []string, prefix
 				if v, _ := batch.Plan(b, batch.Target{AnyCodec: true}, aborted); v == batch.Drop {
 					continue
 				}
-				w.Write(prefix+fd.Topic, fd.Partition, b, nil, done)
+				w.Write(ctx, prefix+fd.Topic, fd.Partition, b, nil, done)
 			}
 		}
 		mu.Lock()

@@ -63,6 +63,10 @@ type Options struct {
 	// for per partition: the caller can store it before anything is
 	// written. A sequence error then fails with ErrSequence.
 	Producer *batch.Producer
+	// MaxBufferedBytes bounds the bytes of the batches queued or in
+	// flight: Write waits while one more batch would pass it (a batch
+	// larger than it is taken alone). Zero means 256 MiB.
+	MaxBufferedBytes int64
 	// Logger receives one line per retried failure, throttled.
 	Logger *slog.Logger
 }
@@ -73,14 +77,18 @@ type Writer struct {
 	opts    Options
 	leaders Leaders
 
-	mu      sync.Mutex
-	parts   map[key]*part
-	wake    chan struct{} // a partition became ready
-	closed  bool
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	retried retry.Throttle
+	mu     sync.Mutex
+	parts  map[key]*part
+	wake   chan struct{} // a partition became ready
+	closed bool
+	// buffered counts the bytes of the batches written and not yet
+	// answered; room is signalled when it shrinks or the writer closes.
+	buffered int64
+	room     *sync.Cond
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	retried  retry.Throttle
 }
 
 type key struct {
@@ -125,6 +133,9 @@ func New(opts Options) *Writer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.MaxBufferedBytes <= 0 {
+		opts.MaxBufferedBytes = 256 << 20
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Writer{
 		opts:    opts,
@@ -135,15 +146,36 @@ func New(opts Options) *Writer {
 		done:    make(chan struct{}),
 		retried: retry.Throttle{Every: 10 * time.Second},
 	}
+	w.room = sync.NewCond(&w.mu)
 	go w.run()
 	return w
 }
 
-// Write queues b for the target partition. b is stamped in place when
-// sent: the caller gives it up. done is called once, from the writer's
-// goroutines, in queue order for the partition.
-func (w *Writer) Write(topic string, partition int32, b batch.Batch, gate Gate, done func(base int64, err error)) {
+// Write queues b for the target partition, first waiting while the
+// batches not yet answered hold MaxBufferedBytes (the caller's fetches
+// wait with it, as a producer's buffer holds back its caller). b is
+// stamped in place when sent: the caller gives it up. done is called
+// once, from the writer's goroutines, in queue order for the partition;
+// if ctx ends while Write waits for room, with ctx's error, at once.
+func (w *Writer) Write(ctx context.Context, topic string, partition int32, b batch.Batch, gate Gate, done func(base int64, err error)) {
+	size := int64(len(b))
 	w.mu.Lock()
+	if w.buffered > 0 && w.buffered+size > w.opts.MaxBufferedBytes {
+		stop := context.AfterFunc(ctx, func() {
+			w.mu.Lock()
+			w.room.Broadcast()
+			w.mu.Unlock()
+		})
+		for !w.closed && ctx.Err() == nil && w.buffered > 0 && w.buffered+size > w.opts.MaxBufferedBytes {
+			w.room.Wait()
+		}
+		stop()
+		if err := ctx.Err(); err != nil && !w.closed {
+			w.mu.Unlock()
+			done(-1, err)
+			return
+		}
+	}
 	if w.closed {
 		w.mu.Unlock()
 		done(-1, ErrClosed)
@@ -155,7 +187,14 @@ func (w *Writer) Write(topic string, partition int32, b batch.Batch, gate Gate, 
 		p = &part{key: k}
 		w.parts[k] = p
 	}
-	p.queue = append(p.queue, &item{b: b, gate: gate, done: done})
+	w.buffered += size
+	p.queue = append(p.queue, &item{b: b, gate: gate, done: func(base int64, err error) {
+		w.mu.Lock()
+		w.buffered -= size
+		w.room.Broadcast()
+		w.mu.Unlock()
+		done(base, err)
+	}})
 	w.mu.Unlock()
 	w.signal()
 }
@@ -181,6 +220,7 @@ func (w *Writer) Close() {
 		return
 	}
 	w.closed = true
+	w.room.Broadcast()
 	w.mu.Unlock()
 	w.cancel()
 	<-w.done

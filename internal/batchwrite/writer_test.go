@@ -87,7 +87,7 @@ func TestWriterCopiesBatches(t *testing.T) {
 			if err != nil || len(bs) != 1 {
 				t.Fatalf("split: %d batches, %v", len(bs), err)
 			}
-			w.Write("t", p, bs[0], nil, a.callback(p, i))
+			w.Write(context.Background(), "t", p, bs[0], nil, a.callback(p, i))
 		}
 	}
 	got := a.wait(t, 3*perPartition)
@@ -148,10 +148,10 @@ func TestWriterFailsWhatFollowsAFailure(t *testing.T) {
 		return bs[0]
 	}
 	big, _, _ := batch.Split(batchtest.Build(t, batchtest.Spec{Records: 200, Tag: "big"}))
-	w.Write("t", 0, small("a"), nil, a.callback(0, 0))
-	w.Write("t", 0, big[0], nil, a.callback(0, 1))
-	w.Write("t", 0, small("b"), nil, a.callback(0, 2))
-	w.Write("t", 0, small("c"), nil, a.callback(0, 3))
+	w.Write(context.Background(), "t", 0, small("a"), nil, a.callback(0, 0))
+	w.Write(context.Background(), "t", 0, big[0], nil, a.callback(0, 1))
+	w.Write(context.Background(), "t", 0, small("b"), nil, a.callback(0, 2))
+	w.Write(context.Background(), "t", 0, small("c"), nil, a.callback(0, 3))
 	got := a.wait(t, 4)[0]
 	if got[0].err != nil || got[0].base != 0 {
 		t.Fatalf("first batch: %+v", got[0])
@@ -165,7 +165,7 @@ func TestWriterFailsWhatFollowsAFailure(t *testing.T) {
 		}
 	}
 	var b answers
-	w.Write("t", 0, small("d"), nil, b.callback(0, 0))
+	w.Write(context.Background(), "t", 0, small("d"), nil, b.callback(0, 0))
 	if g := b.wait(t, 1)[0][0]; g.err != nil || g.base != 2 {
 		t.Fatalf("batch after the failure: %+v, want offset 2", g)
 	}
@@ -181,7 +181,7 @@ func TestWriterCloseFailsQueued(t *testing.T) {
 	var a answers
 	for i := range 5 {
 		bs, _, _ := batch.Split(batchtest.Build(t, batchtest.Spec{Records: 1}))
-		w.Write("missing", 0, bs[0], nil, a.callback(0, i))
+		w.Write(context.Background(), "missing", 0, bs[0], nil, a.callback(0, i))
 	}
 	time.Sleep(100 * time.Millisecond) // let it try
 	w.Close()
@@ -193,7 +193,7 @@ func TestWriterCloseFailsQueued(t *testing.T) {
 	}
 	var after answers
 	bs, _, _ := batch.Split(batchtest.Build(t, batchtest.Spec{Records: 1}))
-	w.Write("missing", 0, bs[0], nil, after.callback(0, 0))
+	w.Write(context.Background(), "missing", 0, bs[0], nil, after.callback(0, 0))
 	if g := after.wait(t, 1)[0][0]; !errors.Is(g.err, ErrClosed) {
 		t.Fatalf("write after Close: %+v, want ErrClosed", g)
 	}
@@ -231,7 +231,7 @@ func TestWriterGateAndGivenProducer(t *testing.T) {
 	}
 	var open atomic.Bool
 	var a answers
-	w.Write("t", 0, one("a"), func() (bool, bool) { return open.Load(), false }, a.callback(0, 0))
+	w.Write(context.Background(), "t", 0, one("a"), func() (bool, bool) { return open.Load(), false }, a.callback(0, 0))
 	time.Sleep(200 * time.Millisecond) // several ticks of the writer
 	a.mu.Lock()
 	early := a.n
@@ -247,15 +247,15 @@ func TestWriterGateAndGivenProducer(t *testing.T) {
 		t.Fatalf("producer %+v, want %d/%d", p, id, epoch)
 	}
 	var b answers
-	w.Write("t", 0, one("b"), func() (bool, bool) { return false, true }, b.callback(0, 0))
-	w.Write("t", 0, one("c"), nil, b.callback(0, 1))
+	w.Write(context.Background(), "t", 0, one("b"), func() (bool, bool) { return false, true }, b.callback(0, 0))
+	w.Write(context.Background(), "t", 0, one("c"), nil, b.callback(0, 1))
 	for _, g := range b.wait(t, 2)[0] {
 		if !errors.Is(g.err, ErrBehindFailed) {
 			t.Fatalf("behind a failing gate: %+v, want ErrBehindFailed", g)
 		}
 	}
 	var c2 answers
-	w.Write("t", 0, one("d"), nil, c2.callback(0, 0))
+	w.Write(context.Background(), "t", 0, one("d"), nil, c2.callback(0, 0))
 	if g := c2.wait(t, 1)[0][0]; g.err != nil || g.base != 3 {
 		t.Fatalf("after the failed gate: %+v, want offset 3", g)
 	}
@@ -271,5 +271,40 @@ func TestWriterGateAndGivenProducer(t *testing.T) {
 				t.Fatalf("record at %d written by producer %d, want %d", r.Offset, r.ProducerID, id)
 			}
 		})
+	}
+}
+
+// TestWriterHoldsBackWhenFull has a batch wait at its gate while it fills
+// the writer's buffer: the next Write waits, and gives up with the
+// context's error when it ends; once the first is answered, a Write
+// goes through at once.
+func TestWriterHoldsBackWhenFull(t *testing.T) {
+	c := kfaketest.Cluster(t, kfake.SeedTopics(1, "t"))
+	cl := kfaketest.Client(t, c)
+	one := func(tag string) batch.Batch {
+		bs, _, _ := batch.Split(batchtest.Build(t, batchtest.Spec{Records: 3, Tag: tag}))
+		return bs[0]
+	}
+	first := one("a")
+	w := New(Options{Client: cl, MaxBufferedBytes: int64(len(first))})
+	defer w.Close()
+	var open atomic.Bool
+	var a answers
+	w.Write(context.Background(), "t", 0, first, func() (bool, bool) { return open.Load(), false }, a.callback(0, 0))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var b answers
+	start := time.Now()
+	w.Write(ctx, "t", 0, one("b"), nil, b.callback(0, 0))
+	if g := b.wait(t, 1)[0][0]; !errors.Is(g.err, context.DeadlineExceeded) || time.Since(start) < 250*time.Millisecond {
+		t.Fatalf("Write with a full buffer: %+v after %s, want it to wait until the context ended", g, time.Since(start))
+	}
+	open.Store(true)
+	a.wait(t, 1)
+	var c2 answers
+	w.Write(context.Background(), "t", 0, one("c"), nil, c2.callback(0, 0))
+	if g := c2.wait(t, 1)[0][0]; g.err != nil || g.base != 3 {
+		t.Fatalf("Write once the buffer emptied: %+v, want offset 3", g)
 	}
 }

@@ -38,11 +38,11 @@ func (f *Flow) forwarding(ctx context.Context, cls *runClients) (*replicate.Forw
 	fetcher := batchfetch.New(batchfetch.Options{
 		Client:            cls.src,
 		ReadCommitted:     f.cfg.Consumer.IsolationLevel == config.ReadCommitted,
-		MaxBytes:          f.cfg.Consumer.FetchMaxBytes,
-		MaxPartitionBytes: f.cfg.Consumer.FetchMaxPartitionBytes,
+		MaxBytes:          f.mem.FetchMaxBytes, // the flow's part of memory_limit, as the consumer's
+		MaxPartitionBytes: f.mem.FetchMaxPartitionBytes,
 		Logger:            f.logger,
 	})
-	writer := batchwrite.New(batchwrite.Options{Client: cls.tgt, Producer: &prod, Logger: f.logger})
+	writer := batchwrite.New(batchwrite.Options{Client: cls.tgt, Producer: &prod, MaxBufferedBytes: f.mem.MaxBufferedBytes, Logger: f.logger})
 	codec, _ := batch.ParseCodec(f.cfg.Producer.Compression)
 	f.logger.Info("passing record batches through: batches the target takes as they are are written without decoding or compressing them again",
 		"producer_id", prod.ID, "compression", codec.String())

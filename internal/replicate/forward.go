@@ -179,13 +179,14 @@ func (r *Replicator) feedBatches(ctx context.Context, p *partition, fd batchfetc
 		default:
 			read = true
 			passed.Inc()
-			r.forward(p, b)
+			r.forward(ctx, p, b)
 		}
 	}
 }
 
-// forward writes batch b of p as it is.
-func (r *Replicator) forward(p *partition, b batch.Batch) {
+// forward writes batch b of p as it is; it waits while the batches not yet
+// answered fill the writer's buffer, or until ctx ends.
+func (r *Replicator) forward(ctx context.Context, p *partition, b batch.Batch) {
 	after := p.produced.Add(1) - 1
 	src, last, n, epoch := b.BaseOffset(), b.LastOffset(), int64(b.NumRecords()), b.LeaderEpoch()
 	ts := time.UnixMilli(b.MaxTimestamp())
@@ -201,7 +202,7 @@ func (r *Replicator) forward(p *partition, b batch.Batch) {
 		return p.settled.Load() >= after, false
 	}
 	prod := r.opts.Forward.Producer
-	r.opts.Forward.Writer.Write(p.target, p.id.Partition, b, gate, func(tgt int64, err error) {
+	r.opts.Forward.Writer.Write(ctx, p.target, p.id.Partition, b, gate, func(tgt int64, err error) {
 		defer p.forwarding.Add(-1)
 		if err != nil {
 			switch {

@@ -133,7 +133,7 @@ func TestBatchForwardingOnRealKafka(t *testing.T) {
 				queued[k] += records
 				// The caller gives b up: it holds the fetch response's
 				// bytes, which nothing else reads.
-				w.Write(fd.Topic, fd.Partition, b, nil, func(base int64, err error) {
+				w.Write(context.Background(), fd.Topic, fd.Partition, b, nil, func(base int64, err error) {
 					mu.Lock()
 					defer mu.Unlock()
 					if err != nil || base != want {
