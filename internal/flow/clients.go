@@ -118,7 +118,7 @@ func (f *Flow) consumerOpts() []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.FetchMaxBytes(m.FetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(m.FetchMaxPartitionBytes),
-		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.FetchMaxWait(100 * time.Millisecond), // partitions added while a fetch waits on idle ones join the next fetch
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		// Transaction markers are not copied, but the position must move
 		// past them, or lag would never reach 0 after a transaction.
