@@ -67,6 +67,9 @@ func roundTrip(t *testing.T, c net.Conn, msg []byte) time.Duration {
 }
 
 func TestLinkAddsTheRoundTripTime(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing test")
+	}
 	const rtt = 100 * time.Millisecond
 	l := newTestLink(t, startEcho(t, false), linkShape{rtt: rtt})
 	c, err := net.Dial("tcp", l.addr())
