@@ -91,6 +91,9 @@ type wanLink struct {
 	up, down *pacer // client → broker, broker → client
 	conns    map[*wanConn]struct{}
 	closed   bool
+	// gen counts setShape calls: a connection accepted under an earlier
+	// shape is not kept.
+	gen int
 
 	// upBytes and downBytes count the bytes delivered in each direction
 	// since the last setShape.
@@ -129,6 +132,7 @@ func (l *wanLink) setShape(s linkShape) {
 	conns := l.conns
 	l.conns = map[*wanConn]struct{}{}
 	l.shape = s
+	l.gen++
 	rate := float64(s.bitsPerSec) / 8
 	l.up, l.down = &pacer{bytesPerSec: rate}, &pacer{bytesPerSec: rate}
 	l.upBytes.Store(0)
@@ -177,7 +181,7 @@ func (l *wanLink) accept() {
 func (l *wanLink) serve(client *net.TCPConn) {
 	accepted := time.Now()
 	l.mu.Lock()
-	backend, shape, up, down, closed := l.backend, l.shape, l.up, l.down, l.closed
+	backend, shape, up, down, closed, gen := l.backend, l.shape, l.up, l.down, l.closed, l.gen
 	l.mu.Unlock()
 	if backend == "" || closed {
 		_ = client.Close()
@@ -191,7 +195,7 @@ func (l *wanLink) serve(client *net.TCPConn) {
 	broker := conn.(*net.TCPConn)
 	c := &wanConn{client: client, broker: broker, done: make(chan struct{})}
 	l.mu.Lock()
-	if l.closed {
+	if l.closed || l.gen != gen {
 		l.mu.Unlock()
 		c.close()
 		return
