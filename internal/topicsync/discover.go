@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kmirror/kmirror/internal/kafka"
@@ -109,4 +110,35 @@ func (s *Syncer) Changed(ctx context.Context) (changed bool, partitions int, err
 		now[*t.Topic] = listedTopic{partitions: len(t.Partitions), id: TopicID(t.TopicID)}
 	}
 	return s.noteListing(now), partitions, nil
+}
+
+// listSource lists the source's topics with a Metadata request to a
+// broker, as kadm's ListTopics does but never from the client's metadata
+// cache: Changed's listings keep that cache young while entries of topics
+// deleted since stay in it, so a cached listing would still hold a
+// deleted topic and its deletion would not be seen.
+func (s *Syncer) listSource(ctx context.Context) (kadm.TopicDetails, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = nil // every topic
+	req.AllowAutoTopicCreation = false
+	resp, err := req.RequestWith(ctx, s.srcCl)
+	if err != nil {
+		return nil, err
+	}
+	out := make(kadm.TopicDetails, len(resp.Topics))
+	for _, t := range resp.Topics {
+		if t.Topic == nil {
+			continue
+		}
+		d := kadm.TopicDetail{Topic: *t.Topic, ID: t.TopicID, IsInternal: t.IsInternal,
+			Partitions: make(kadm.PartitionDetails, len(t.Partitions)), Err: kerr.ErrorForCode(t.ErrorCode)}
+		for _, p := range t.Partitions {
+			d.Partitions[p.Partition] = kadm.PartitionDetail{
+				Topic: *t.Topic, Partition: p.Partition, Leader: p.Leader, LeaderEpoch: p.LeaderEpoch,
+				Replicas: p.Replicas, ISR: p.ISR, OfflineReplicas: p.OfflineReplicas, Err: kerr.ErrorForCode(p.ErrorCode),
+			}
+		}
+		out[*t.Topic] = d
+	}
+	return out, nil
 }

@@ -192,7 +192,7 @@ func (s *Syncer) SyncNew(ctx context.Context) (Result, error) {
 
 func (s *Syncer) sync(ctx context.Context, full bool) (Result, error) {
 	var res Result
-	srcTopics, err := s.source.ListTopics(ctx)
+	srcTopics, err := s.listSource(ctx)
 	if err != nil {
 		err = s.srcAccess.Denied(kafka.OpDescribe, kafka.ResCluster, "", err)
 		return res, fmt.Errorf("listing source topics: %w", err)
