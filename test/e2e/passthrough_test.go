@@ -288,19 +288,7 @@ consumer: {isolation_level: read_committed}
 		}
 	}
 
-	_, body, err := k.get("/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metric := func(series string) float64 {
-		v, _ := metricValue(body, series)
-		return v
-	}
-	for _, l := range strings.Split(body, "\n") {
-		if strings.Contains(l, "passthrough") && !strings.HasPrefix(l, "#") {
-			t.Log(l)
-		}
-	}
+	metric := passThroughMetrics(t, k, "pt-")
 	for _, topic := range []string{"pt-lz4", mixedTopic, txnTopic} {
 		if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_total{flow="e2e",topic=%q}`, topic)); v == 0 {
 			t.Errorf("%s: no batch passed through", topic)
@@ -487,14 +475,11 @@ pass_through: true
 		}
 		return compactedCopied()
 	})
-	_, body, err := k.get("/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, _ := metricValue(body, fmt.Sprintf(`kmirror_batches_passthrough_fallback_total{flow="e2e",reason="compacted",topic=%q}`, compacted)); v == 0 {
+	metric := passThroughMetrics(t, k, "ptc-")
+	if v := metric(fmt.Sprintf(`kmirror_batches_passthrough_fallback_total{flow="e2e",reason="compacted",topic=%q}`, compacted)); v == 0 {
 		t.Errorf("%s: no batch written record by record for its holes", compacted)
 	}
-	if v, _ := metricValue(body, fmt.Sprintf(`kmirror_records_lost_total{flow="e2e",topic=%q}`, compacted)); v != 0 {
+	if v := metric(fmt.Sprintf(`kmirror_records_lost_total{flow="e2e",topic=%q}`, compacted)); v != 0 {
 		t.Errorf("%s: %v records counted as lost; compaction's holes are no loss", compacted, v)
 	}
 	k.stop()
@@ -529,19 +514,7 @@ pass_through: true
 	if !subsequence(srcAfter, dstC) || !subsequence(dstC, srcBefore) {
 		t.Fatalf("%s: the copy (%d records) is not between the source after (%d) and before (%d) the copy", compacted, len(dstC), len(srcAfter), len(srcBefore))
 	}
-	_, body, err = k.get("/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metric := func(series string) float64 {
-		v, _ := metricValue(body, series)
-		return v
-	}
-	for _, l := range strings.Split(body, "\n") {
-		if strings.Contains(l, "passthrough") && strings.Contains(l, "ptc-") && !strings.HasPrefix(l, "#") {
-			t.Log(l)
-		}
-	}
+	metric = passThroughMetrics(t, k, "ptc-")
 	if v := metric(fmt.Sprintf(`kmirror_records_lost_total{flow="e2e",topic=%q}`, trimmed)); v != 450 {
 		t.Errorf("%s: %v records counted as lost, want the 450 deleted past the position (1000 to 1449)", trimmed, v)
 	}
@@ -586,5 +559,25 @@ func produceTransactions(t *testing.T, ctx context.Context, cl *kgo.Client, n, p
 		if err := cl.EndTransaction(ctx, commit); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// passThroughMetrics reads kmirror's metrics once, logs its pass-through
+// counters of the topics named with prefix, and returns a lookup of a
+// series (0 if absent).
+func passThroughMetrics(t *testing.T, k *proc, prefix string) func(series string) float64 {
+	t.Helper()
+	_, body, err := k.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if strings.Contains(l, "passthrough") && strings.Contains(l, `topic="`+prefix) && !strings.HasPrefix(l, "#") {
+			t.Log(l)
+		}
+	}
+	return func(series string) float64 {
+		v, _ := metricValue(body, series)
+		return v
 	}
 }
